@@ -1,0 +1,1 @@
+"""nsprov: permission-true Dovecot public namespaces for a shared mail spool."""

@@ -1,0 +1,112 @@
+"""The ``nsprov`` command line (everything but the ``post-login`` hot path)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from .exceptions import NsprovError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+
+def _groups(text: str) -> list[int]:
+    try:
+        return [int(g) for g in text.split(",") if g]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated gids, got {text!r}") from None
+
+
+def main_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``nsprov``."""
+    parser = argparse.ArgumentParser(
+        prog="nsprov",
+        description="Permission-true Dovecot public namespaces for a shared mail spool.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    show = sub.add_parser(
+        "show", help="dry run: the namespaces a user would get, and why not the rest"
+    )
+    show.add_argument("--user", required=True, help="the login name")
+    show.add_argument("--config", default="/etc/nsprov/nsprov.toml", help="TOML config path")
+    show.add_argument(
+        "--format", choices=("table", "env", "json", "conf"), default="table", help="output format"
+    )
+    show.add_argument("--explain", action="store_true", help="list every spool entry's verdict")
+    show.add_argument("--dialect", choices=("2.3",), help="override [dovecot] version")
+    show.add_argument("--uid", type=int, help="override the mail uid")
+    show.add_argument("--gid", type=int, help="override the mail gid")
+    show.add_argument("--groups", type=_groups, help="override supplementary gids (comma list)")
+    show.add_argument("--home", help="override the home directory")
+    sub.add_parser(
+        "post-login",
+        help="the Dovecot script-login step (see 'nsprov post-login --help')",
+        add_help=False,
+    )
+    return parser
+
+
+def _show(args: argparse.Namespace) -> int:
+    import attrs  # noqa: PLC0415
+
+    from ._config import load_config  # noqa: PLC0415
+    from ._engine import plan  # noqa: PLC0415
+    from ._identity import mail_user_from_nss  # noqa: PLC0415
+    from ._render import render_conf, render_env, render_json, render_table  # noqa: PLC0415
+
+    config = load_config(args.config)
+    if args.dialect:
+        config = attrs.evolve(config, dialect=args.dialect)
+    user = mail_user_from_nss(
+        args.user,
+        config.identity,
+        uid=args.uid,
+        gid=args.gid,
+        groups=args.groups,
+        home=args.home,
+    )
+    environ = {"USER": user.user, "USERDB_KEYS": "UID GID HOME SYSTEM_GROUPS_USER "}
+    p = plan(config, user, environ)
+    out = {
+        "table": lambda: render_table(p, explain=args.explain),
+        "env": lambda: render_env(p),
+        "json": lambda: render_json(p, config.dialect),
+        "conf": lambda: render_conf(p),
+    }[args.format]()
+    sys.stdout.write(out)
+    return 0
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    execve: Callable[[str, Sequence[str], Mapping[str, str]], object] = os.execve,
+) -> int:
+    """Run ``nsprov``; returns the exit status (0 ok, 1 domain error, 2 usage error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "post-login":
+        from ._postlogin import main as post_login  # noqa: PLC0415
+
+        env = dict(os.environ if environ is None else environ)
+        return post_login(argv[1:], environ=env, execve=execve)
+    parser = main_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from importlib.metadata import version  # noqa: PLC0415
+
+        print(f"nsprov {version('nsprov')}")
+        return 0
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        return 2
+    try:
+        return _show(args)
+    except NsprovError as e:
+        for line in getattr(e, "problems", (str(e),)):
+            print(f"nsprov: error: {line}", file=sys.stderr)
+        return 1

@@ -1,0 +1,420 @@
+"""The nsprov TOML configuration: schema, defaults and validation.
+
+Every problem is collected and reported at once, each naming the file and the
+key path (``spool[2].prefix``), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+
+from ._model import DEFAULT_RESERVED_NAMES, NAME_RE, has_control
+from ._template import Template
+from .exceptions import ConfigError, InvalidTemplateError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+DEFAULT_CONFIG_PATH = "/etc/nsprov/nsprov.toml"
+
+#: Fields each template may use.
+PREFIX_FIELDS = frozenset({"name", "sep"})
+NAME_FIELDS = frozenset({"id", "slug", "hash"})
+PATH_FIELDS = frozenset({"home", "user", "ns", "id", "slug", "hash"})
+
+OnError = Literal["continue", "deny"]
+Symlinks = Literal["skip", "inside"]
+
+
+@attrs.frozen(kw_only=True)
+class SpoolConfig:
+    """One ``[[spool]]`` table, with the ``[namespace]`` defaults applied."""
+
+    path: str
+    prefix: Template
+    separator: str = "/"
+    name: Template = Template("s-{id}")
+    index: Template = Template("{home}/.nsprov/{ns}")
+    control: Template | None = Template("{home}/.nsprov/{ns}")
+    index_private: Template | None = None
+    list: Literal["yes", "no", "children"] = "yes"
+    subscriptions: bool = True
+    hidden: bool = False
+    exclude: tuple[str, ...] = ()
+    include: tuple[str, ...] = ()
+    ignore_file: str | None = ".nsprovignore"
+    symlinks: Symlinks = "skip"
+
+    @property
+    def path_bytes(self) -> bytes:
+        """The spool path as the filesystem sees it."""
+        return os.fsencode(self.path)
+
+
+@attrs.frozen(kw_only=True)
+class IdentityConfig:
+    """How to find the identity the mail process will run with (``[identity]``)."""
+
+    mail_uid: str = ""
+    mail_gid: str = ""
+    mail_access_groups: tuple[str, ...] = ()
+    first_valid_gid: int = 1
+    last_valid_gid: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """A validated nsprov configuration."""
+
+    source: str = "<defaults>"
+    spools: tuple[SpoolConfig, ...] = ()
+    dialect: Literal["2.3", "2.4"] = "2.3"
+    reserved_names: tuple[str, ...] = DEFAULT_RESERVED_NAMES
+    config_prefixes: tuple[str, ...] = ()
+    max_namespaces: int = 1000
+    create_dirs: bool = True
+    identity: IdentityConfig = IdentityConfig()
+    deadline: float = 2.0
+    on_error: OnError = "continue"
+    debug_users: tuple[str, ...] = ()
+
+    @property
+    def separator(self) -> str:
+        """The one hierarchy separator every spool uses."""
+        return self.spools[0].separator if self.spools else "/"
+
+
+class _Reader:
+    """Typed access to a TOML table that records problems and unknown keys."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(f"{self.source}: {path}: {message}")
+
+    def table(self, data: Mapping[str, Any], key: str, path: str) -> dict[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            self.problem(path, f"expected a table, got {_kind(value)}")
+            return {}
+        return value
+
+    def take(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        path: str,
+        kind: type | tuple[type, ...],
+        default: Any,
+        check: Callable[[Any], str | None] | None = None,
+    ) -> Any:
+        if key not in data:
+            return default
+        value = data[key]
+        # bool is an int in Python, but never a valid int or float here.
+        if (isinstance(value, bool) and bool not in _as_tuple(kind)) or not isinstance(
+            value, kind
+        ):
+            self.problem(f"{path}.{key}", f"expected {_kind_name(kind)}, got {_kind(value)}")
+            return default
+        if check is not None:
+            message = check(value)
+            if message:
+                self.problem(f"{path}.{key}", message)
+                return default
+        return value
+
+    def strings(self, data: Mapping[str, Any], key: str, path: str) -> tuple[str, ...] | None:
+        if key not in data:
+            return None
+        value = data[key]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.problem(f"{path}.{key}", f"expected an array of strings, got {_kind(value)}")
+            return None
+        return tuple(value)
+
+    def template(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        path: str,
+        fields: frozenset[str],
+        default: Template | None,
+        *,
+        optional: bool = False,
+    ) -> Template | None:
+        text = self.take(data, key, path, str, None)
+        if text is None:
+            return default
+        if optional and text == "":
+            return None
+        try:
+            template = Template(text)
+            template.check_fields(fields)
+        except InvalidTemplateError as e:
+            self.problem(f"{path}.{key}", str(e))
+            return default
+        return template
+
+    def unknown(self, data: Mapping[str, Any], known: set[str], path: str) -> None:
+        for key in data:
+            if key not in known:
+                where = f"{path}.{key}" if path else key
+                self.problem(where, "unknown key")
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _kind(value: object) -> str:
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a float",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    return " or ".join(_kind(k()) for k in _as_tuple(kind))
+
+
+_SPOOL_KEYS = {
+    "prefix",
+    "separator",
+    "name",
+    "index",
+    "control",
+    "index_private",
+    "list",
+    "subscriptions",
+    "hidden",
+    "exclude",
+    "include",
+    "ignore_file",
+    "symlinks",
+}
+
+
+def _check_separator(value: str) -> str | None:
+    if len(value) != 1 or has_control(value) or value.isspace():
+        return "must be exactly one printable, non-space character"
+    return None
+
+
+def _check_name_template(template: Template) -> str | None:
+    sample = template.render({"id": "abc-de2fgh", "slug": "abc", "hash": "de2fgh"})
+    if not NAME_RE.fullmatch(sample):
+        return f"renders names like {sample!r}, which do not match [a-z0-9_-]+"
+    if sample.startswith("__"):
+        return "names must not start with '__'"
+    if not template.fields & {"id", "hash"}:
+        return "must use {id} or {hash}, or two mailboxes could get one name"
+    return None
+
+
+def _check_path_template(template: Template) -> str | None:
+    if not template.text.startswith(("{home}", "/")):
+        return "must be an absolute path (start with '/' or '{home}')"
+    if not template.fields & {"ns", "id", "hash"}:
+        return "must use {ns}, {id} or {hash}: each namespace needs its own directory"
+    return None
+
+
+def _spool(
+    r: _Reader, raw: Any, path: str, defaults: Mapping[str, Any]
+) -> SpoolConfig | None:
+    if not isinstance(raw, dict):
+        r.problem(path, f"expected a table, got {_kind(raw)}")
+        return None
+    data = {**defaults, **raw}
+    r.unknown(raw, _SPOOL_KEYS | {"path"}, path)
+    spool_path = r.take(raw, "path", path, str, None)
+    if spool_path is None and "path" not in raw:
+        r.problem(f"{path}.path", "required key missing")
+    if spool_path is not None and not os.path.isabs(spool_path):
+        r.problem(f"{path}.path", f"must be an absolute path, got {spool_path!r}")
+    separator = r.take(data, "separator", path, str, "/", _check_separator)
+    prefix = r.template(
+        data, "prefix", path, PREFIX_FIELDS, Template("Shared{sep}{name}{sep}")
+    )
+    assert prefix is not None
+    if "name" not in prefix.fields:
+        r.problem(f"{path}.prefix", "must use {name}, or every mailbox would get one prefix")
+    name = r.template(data, "name", path, NAME_FIELDS, SpoolConfig.__attrs_attrs__.name.default)
+    assert name is not None
+    if (message := _check_name_template(name)) is not None:
+        r.problem(f"{path}.name", message)
+    index = r.template(data, "index", path, PATH_FIELDS, SpoolConfig.__attrs_attrs__.index.default)
+    assert index is not None
+    control = r.template(
+        data,
+        "control",
+        path,
+        PATH_FIELDS,
+        SpoolConfig.__attrs_attrs__.control.default,
+        optional=True,
+    )
+    index_private = r.template(
+        data, "index_private", path, PATH_FIELDS, None, optional=True
+    )
+    for key, template in (("index", index), ("control", control), ("index_private", index_private)):
+        if template is not None and (message := _check_path_template(template)) is not None:
+            r.problem(f"{path}.{key}", message)
+    list_mode = r.take(
+        data,
+        "list",
+        path,
+        str,
+        "yes",
+        lambda v: None if v in {"yes", "no", "children"} else "must be yes, no or children",
+    )
+    symlinks = r.take(
+        data,
+        "symlinks",
+        path,
+        str,
+        "skip",
+        lambda v: None if v in {"skip", "inside"} else "must be skip or inside",
+    )
+    ignore_file = r.take(data, "ignore_file", path, str, ".nsprovignore")
+    if spool_path is None:
+        return None
+    return SpoolConfig(
+        path=os.path.normpath(spool_path),
+        prefix=prefix,
+        separator=separator,
+        name=name,
+        index=index,
+        control=control,
+        index_private=index_private,
+        list=list_mode,
+        subscriptions=r.take(data, "subscriptions", path, bool, True),
+        hidden=r.take(data, "hidden", path, bool, False),
+        exclude=r.strings(data, "exclude", path) or (),
+        include=r.strings(data, "include", path) or (),
+        ignore_file=ignore_file or None,
+        symlinks=symlinks,
+    )
+
+
+def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") -> Config:
+    """Validate parsed TOML *data* into a :class:`Config`; raise :class:`ConfigError` listing every problem."""
+    problems: list[str] = []
+    r = _Reader(source, problems)
+    r.unknown(data, {"spool", "namespace", "dovecot", "identity", "postlogin"}, "")
+    defaults = r.table(data, "namespace", "namespace")
+    r.unknown(defaults, _SPOOL_KEYS | {"max", "create_dirs"}, "namespace")
+    spool_defaults = {k: v for k, v in defaults.items() if k in _SPOOL_KEYS}
+    raw_spools = data.get("spool", [])
+    if not isinstance(raw_spools, list):
+        r.problem("spool", "expected an array of tables ([[spool]])")
+        raw_spools = []
+    spools = [
+        s
+        for i, raw in enumerate(raw_spools, 1)
+        if (s := _spool(r, raw, f"spool[{i}]", spool_defaults)) is not None
+    ]
+    separators = sorted({s.separator for s in spools})
+    if len(separators) > 1:
+        r.problem(
+            "spool",
+            f"all spools must use one separator (Dovecot: 'All list=yes namespaces must use "
+            f"the same separator'), got {separators}",
+        )
+    paths = [s.path for s in spools]
+    for p in sorted({p for p in paths if paths.count(p) > 1}):
+        r.problem("spool", f"spool {p} is listed twice")
+
+    dovecot = r.table(data, "dovecot", "dovecot")
+    r.unknown(dovecot, {"version", "reserved_names", "config_prefixes"}, "dovecot")
+    dialect = r.take(
+        dovecot,
+        "version",
+        "dovecot",
+        str,
+        "2.3",
+        lambda v: None if v in {"2.3", "2.4"} else 'must be "2.3" or "2.4"',
+    )
+    reserved = r.strings(dovecot, "reserved_names", "dovecot")
+    prefixes = r.strings(dovecot, "config_prefixes", "dovecot")
+
+    ident = r.table(data, "identity", "identity")
+    r.unknown(
+        ident,
+        {"mail_uid", "mail_gid", "mail_access_groups", "first_valid_gid", "last_valid_gid"},
+        "identity",
+    )
+    nonneg: Callable[[Any], str | None] = lambda v: None if v >= 0 else "must be >= 0"  # noqa: E731
+    identity = IdentityConfig(
+        mail_uid=str(r.take(ident, "mail_uid", "identity", (str, int), "")),
+        mail_gid=str(r.take(ident, "mail_gid", "identity", (str, int), "")),
+        mail_access_groups=r.strings(ident, "mail_access_groups", "identity") or (),
+        first_valid_gid=r.take(ident, "first_valid_gid", "identity", int, 1, nonneg),
+        last_valid_gid=r.take(ident, "last_valid_gid", "identity", int, 0, nonneg),
+    )
+
+    post = r.table(data, "postlogin", "postlogin")
+    r.unknown(post, {"deadline", "on_error", "debug_users"}, "postlogin")
+    deadline = r.take(
+        post,
+        "deadline",
+        "postlogin",
+        (int, float),
+        2.0,
+        lambda v: None if 0 < v <= 50 else "must be > 0 and <= 50 seconds (Dovecot waits 60)",
+    )
+    on_error = r.take(
+        post,
+        "on_error",
+        "postlogin",
+        str,
+        "continue",
+        lambda v: None if v in {"continue", "deny"} else 'must be "continue" or "deny"',
+    )
+    max_namespaces = r.take(
+        defaults,
+        "max",
+        "namespace",
+        int,
+        1000,
+        lambda v: None if 0 <= v <= 100_000 else "must be between 0 and 100000",
+    )
+    if problems:
+        raise ConfigError("; ".join(problems), tuple(problems))
+    return Config(
+        source=source,
+        spools=tuple(spools),
+        dialect=dialect,
+        reserved_names=reserved if reserved is not None else DEFAULT_RESERVED_NAMES,
+        config_prefixes=prefixes or (),
+        max_namespaces=max_namespaces,
+        create_dirs=r.take(defaults, "create_dirs", "namespace", bool, True),
+        identity=identity,
+        deadline=float(deadline),
+        on_error=on_error,
+        debug_users=r.strings(post, "debug_users", "postlogin") or (),
+    )
+
+
+def load_config(path: str = DEFAULT_CONFIG_PATH) -> Config:
+    """Read and validate the TOML file at *path*; every failure is a :class:`ConfigError`."""
+    import tomllib  # noqa: PLC0415 - lazy: only when a config is read
+
+    try:
+        with open(path, "rb") as f:  # noqa: PTH123 - pathlib stays off the login path
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    return config_from_mapping(data, source=path)

@@ -1,0 +1,119 @@
+"""The namespaces job: config + environment in, variables out.
+
+:func:`plan` is pure but for the filesystem calls of the scan; it is what both
+``nsprov post-login`` (in a worker process) and ``nsprov show`` run.
+:func:`ensure_dirs` is the one side effect: the per-user index and control
+directories, created by a process that has dropped to the user's identity.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ._env import EnvLimits, dialect_for, fit_environ
+from ._model import check_namespaces
+from ._scan import DEFAULT_FS, Discovery, Fs, discover, limit, skipped_counts
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from ._config import Config
+    from ._identity import MailUser
+
+
+@attrs.frozen
+class Plan:
+    """What one login gets: variables to export, and everything that led there."""
+
+    user: MailUser
+    discovery: Discovery
+    environ: dict[str, str]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def dirs(self) -> tuple[str, ...]:
+        """The per-user index/control directories the namespaces need, sorted."""
+        paths: set[str] = set()
+        for ns in self.discovery.namespaces:
+            for key, path in ns.location.paths().items():
+                if key in {"INDEX", "CONTROL", "INDEXPVT"} and path != "MEMORY":
+                    paths.add(path)
+        return tuple(sorted(paths))
+
+
+def plan(
+    config: Config,
+    user: MailUser,
+    environ: Mapping[str, str],
+    *,
+    fs: Fs = DEFAULT_FS,
+    limits: EnvLimits = EnvLimits(),
+    keep_skipped: bool = True,
+) -> Plan:
+    """Discover *user*'s namespaces and render them for *environ*, within *limits*."""
+    discovery = discover(config, user, fs=fs, keep_skipped=keep_skipped)
+    namespaces = discovery.namespaces
+    check_namespaces(
+        namespaces, reserved_names=config.reserved_names, taken_prefixes=config.config_prefixes
+    )
+    env, kept = fit_environ(
+        namespaces, environ=environ, dialect=dialect_for(config.dialect), limits=limits
+    )
+    warnings: list[str] = []
+    if kept < len(namespaces):
+        warnings.append(
+            f"user {user.user}: {len(namespaces)} namespaces found, {kept} fit the kernel's "
+            f"environment limits; the first {kept} in discovery order are served"
+        )
+        discovery = limit(discovery, kept, "the kernel's environment limits")
+    over = skipped_counts(discovery.skipped).get("over-limit", 0)
+    if over and not warnings:
+        warnings.append(
+            f"user {user.user}: {len(discovery.served) + over} namespaces found, "
+            f"namespace.max={config.max_namespaces}; {over} not served"
+        )
+    return Plan(user=user, discovery=discovery, environ=env, warnings=tuple(warnings))
+
+
+def drop_privileges(user: MailUser) -> None:
+    """Become the mail process identity (irreversible; call only in a throwaway process)."""
+    ident = user.identity
+    if os.geteuid() != 0:
+        return
+    os.setgroups(sorted(ident.groups | {ident.gid}))
+    os.setgid(ident.gid)
+    os.setuid(ident.uid)
+
+
+def ensure_dirs(paths: Iterable[str]) -> list[str]:
+    """Create missing directories with mode 0700 as the current identity; return failures.
+
+    Call after :func:`drop_privileges`: the home belongs to the user, so only
+    the user's own rights may resolve paths there (a planted symlink then
+    leads nowhere the user could not already write).
+    """
+    old = os.umask(0o077)
+    failures: list[str] = []
+    try:
+        for path in paths:
+            try:
+                os.makedirs(path, mode=0o700, exist_ok=True)
+            except OSError as e:
+                failures.append(f"{path}: {e.strerror or e}")
+    finally:
+        os.umask(old)
+    return failures
+
+
+def explain_lines(p: Plan) -> list[str]:
+    """The ``--explain`` listing: every entry with its verdict, one line each."""
+    lines = []
+    for s in p.discovery.served:
+        lines.append(f"serve {s.spool}/{s.entry} -> {s.namespace.name} {s.namespace.prefix}")
+    for k in p.discovery.skipped:
+        where = f"{k.spool}/{k.entry}" if k.raw else k.spool
+        lines.append(f"skip  {where}: {k.reason}: {k.detail}")
+    return lines

@@ -1,0 +1,230 @@
+"""Userdb fields for namespaces, as post-login environment variables.
+
+``to_environ`` returns only the variables nsprov sets, with ``NAMESPACE`` and
+``USERDB_KEYS`` already merged with what the environment holds; the final
+script-login sends each key listed in ``USERDB_KEYS`` back to the mail process
+as ``lowercase(key)=value`` (contract section 3).  Settings equal to Dovecot's
+defaults are left out: every byte of ``USERDB_KEYS`` counts against the
+kernel's 128 KiB limit for one environment string.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ._location import MailLocation
+from ._model import Namespace
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+#: Linux MAX_ARG_STRLEN: one ``NAME=value`` string, NUL included.
+MAX_ARG_STRLEN = 32 * 4096
+#: Budget for everything nsprov adds, far below the usual 2 MiB exec limit.
+DEFAULT_ENV_BUDGET = 1024 * 1024
+
+_BOOL_FIELDS = ("inbox", "hidden", "subscriptions", "ignore_on_failure", "disabled")
+
+
+def _yes(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+def _parse_bool(text: str) -> bool:
+    # Dovecot: yes, y, 1 are true, no is false (ASCII case-insensitive).
+    low = text.lower()
+    if low in {"yes", "y", "1"}:
+        return True
+    if low == "no":
+        return False
+    raise ValueError(f"Invalid boolean value: {text} (use yes or no)")
+
+
+@attrs.frozen
+class Dialect:
+    """How one Dovecot version takes namespace settings from userdb fields."""
+
+    version: str
+    #: The variable that lists namespace names (``NAMESPACE`` adds in 2.3).
+    list_key: str
+
+    def settings(self, ns: Namespace) -> list[tuple[str, str]]:
+        """``(KEY, value)`` pairs for *ns*, Dovecot defaults left out."""
+        out = [("TYPE", ns.type)] if ns.type != "private" else []
+        out += [
+            ("SEPARATOR", ns.separator),
+            ("PREFIX", ns.prefix),
+            ("MAIL", ns.location.render()),
+        ]
+        if ns.list != "yes":
+            out.append(("LIST", ns.list))
+        for field in _BOOL_FIELDS:
+            value = getattr(ns, field)
+            if value != (field == "subscriptions"):
+                out.append((field.upper(), _yes(value)))
+        if ns.order:
+            out.append(("ORDER", str(ns.order)))
+        return out
+
+    def parse(self, name: str, settings: Mapping[str, str]) -> Namespace:
+        """Build a namespace from its ``KEY -> value`` settings (keys uppercase)."""
+        location = settings.get("MAIL") or settings.get("LOCATION") or settings.get("MAIL_LOCATION")
+        if location is None:
+            raise ValueError(f"namespace {name}: no location")
+        kwargs: dict[str, object] = {
+            "name": name,
+            "type": settings.get("TYPE", "private"),
+            "separator": settings.get("SEPARATOR", ""),
+            "prefix": settings.get("PREFIX", ""),
+            "location": MailLocation.parse(location),
+            "list": settings.get("LIST", "yes"),
+            "order": int(settings.get("ORDER", "0")),
+        }
+        for field in _BOOL_FIELDS:
+            if field.upper() in settings:
+                kwargs[field] = _parse_bool(settings[field.upper()])
+        return Namespace(**kwargs)  # type: ignore[arg-type]
+
+
+V23 = Dialect(version="2.3", list_key="NAMESPACE")
+DIALECTS = {"2.3": V23}
+
+
+def dialect_for(version: str) -> Dialect:
+    """The dialect for a Dovecot version string (``"2.3"``)."""
+    try:
+        return DIALECTS[version]
+    except KeyError:
+        raise ValueError(f"unsupported Dovecot version {version!r}") from None
+
+
+def _listed(environ: Mapping[str, str]) -> tuple[str, set[str]]:
+    keys = environ.get("USERDB_KEYS", "")
+    return keys, {k.upper() for k in keys.split(" ") if k}
+
+
+def _var_size(key: str, value: str) -> int:
+    return len(key.encode()) + 1 + len(value.encode()) + 1
+
+
+@attrs.frozen
+class EnvLimits:
+    """Size limits for the variables nsprov sets."""
+
+    max_var: int = MAX_ARG_STRLEN
+    budget: int = DEFAULT_ENV_BUDGET
+
+
+def fit_environ(
+    namespaces: Sequence[Namespace],
+    *,
+    environ: Mapping[str, str],
+    dialect: Dialect = V23,
+    limits: EnvLimits = EnvLimits(),
+) -> tuple[dict[str, str], int]:
+    """Like :func:`to_environ`, for the longest leading run of *namespaces* that fits *limits*.
+
+    Returns the variables and how many namespaces they carry.  One variable
+    over ``max_var`` bytes, or all of them together over ``budget``, would make
+    exec fail with E2BIG and deny the login.
+    """
+    base_keys, listed = _listed(environ)
+    list_key = dialect.list_key
+    old_names = environ.get(list_key, "")
+    names = [n for n in old_names.replace(",", " ").replace("\t", " ").split(" ") if n]
+    known_names = {n.lower() for n in names}
+    new_keys: list[str] = []
+    if list_key not in listed:
+        new_keys.append(list_key)
+        listed.add(list_key)
+    keys_len = len(base_keys.encode())
+    if base_keys and not base_keys.endswith(" "):
+        keys_len += 1
+    keys_len += sum(len(k) + 1 for k in new_keys)
+    names_len = len(old_names.encode())
+    out: dict[str, str] = {}
+    total = 0
+    kept = 0
+    for ns in namespaces:
+        pairs = [(f"{ns.key}/{k}", v) for k, v in dialect.settings(ns)]
+        add_keys = [k for k, _ in pairs if k not in listed]
+        add_keys_len = sum(len(k.encode()) + 1 for k in add_keys)
+        add_name = ns.name not in known_names
+        add_names_len = (len(ns.name) + (1 if names_len else 0)) if add_name else 0
+        add_total = sum(_var_size(k, v) for k, v in pairs)
+        fixed = _var_size("USERDB_KEYS", "x" * (keys_len + add_keys_len)) + _var_size(
+            list_key, "x" * (names_len + add_names_len)
+        )
+        if (
+            len("USERDB_KEYS=") + keys_len + add_keys_len + 1 > limits.max_var
+            or len(list_key) + 1 + names_len + add_names_len + 1 > limits.max_var
+            or any(_var_size(k, v) > limits.max_var for k, v in pairs)
+            or total + add_total + fixed > limits.budget
+        ):
+            break
+        out.update(pairs)
+        listed.update(add_keys)
+        new_keys += add_keys
+        keys_len += add_keys_len
+        total += add_total
+        if add_name:
+            names.append(ns.name)
+            known_names.add(ns.name)
+            names_len += add_names_len
+        kept += 1
+    if not kept:
+        return {}, 0
+    joined = base_keys
+    if joined and not joined.endswith(" "):
+        joined += " "
+    out[list_key] = " ".join(names)
+    out["USERDB_KEYS"] = joined + "".join(k + " " for k in new_keys)
+    return out, kept
+
+
+def to_environ(
+    namespaces: Sequence[Namespace],
+    *,
+    environ: Mapping[str, str],
+    dialect: Dialect = V23,
+) -> dict[str, str]:
+    """The variables that add *namespaces*, merged with ``NAMESPACE``/``USERDB_KEYS`` in *environ*.
+
+    Never replaces ``NAMESPACE`` or ``USERDB_KEYS``, never lists a key twice,
+    never touches ``USER``.  No size limit applies; see :func:`fit_environ`.
+    """
+    out, _ = fit_environ(
+        namespaces,
+        environ=environ,
+        dialect=dialect,
+        limits=EnvLimits(max_var=1 << 62, budget=1 << 62),
+    )
+    return out
+
+
+def from_environ(
+    environ: Mapping[str, str], *, dialect: Dialect = V23, names: Iterable[str] | None = None
+) -> tuple[Namespace, ...]:
+    """Parse the namespaces listed in ``NAMESPACE`` back from *environ*.
+
+    Names without any ``NAMESPACE/<NAME>/…`` variable (configured namespaces
+    the userdb merely lists) are left out.
+    """
+    wanted = (
+        list(names)
+        if names is not None
+        else [
+            n
+            for n in environ.get(dialect.list_key, "").replace(",", " ").replace("\t", " ").split(" ")
+            if n
+        ]
+    )
+    out = []
+    for name in wanted:
+        stem = "NAMESPACE/" + name.upper() + "/"
+        settings = {k[len(stem) :]: v for k, v in environ.items() if k.startswith(stem)}
+        if settings:
+            out.append(dialect.parse(name, settings))
+    return tuple(out)

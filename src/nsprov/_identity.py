@@ -1,0 +1,191 @@
+"""The identity the mail process will have, mirroring Dovecot's restrict-access.
+
+Dovecot's mail process sets its gid, then, only when userdb returns
+``system_groups_user``, ``initgroups(that user, gid)``; then adds
+``mail_access_groups``; then sets its uid (core src/lib/restrict-access.c).
+Supplementary groups outside ``first_valid_gid``..``last_valid_gid`` are
+dropped.  Without ``system_groups_user`` the process has its primary group and
+the access groups only.  Permission checks must use exactly that identity.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ._perms import Identity
+from .exceptions import IdentityError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+
+    from ._config import IdentityConfig
+
+
+@attrs.frozen(kw_only=True)
+class MailUser:
+    """A user logging in: name, home and the mail process identity."""
+
+    user: str
+    home: str | None
+    identity: Identity
+    system_groups_user: str | None = None
+
+    @property
+    def uid(self) -> int:
+        """The mail process uid."""
+        return self.identity.uid
+
+
+def _uid(value: str, getpwnam: Callable[[str], object]) -> int:
+    if value.isdigit():
+        return int(value)
+    try:
+        return int(getpwnam(value).pw_uid)  # type: ignore[attr-defined]
+    except KeyError:
+        raise IdentityError(f"unknown user name {value!r} for the mail uid") from None
+
+
+def _gid(value: str, getgrnam: Callable[[str], object]) -> int:
+    if value.isdigit():
+        return int(value)
+    try:
+        return int(getgrnam(value).gr_gid)  # type: ignore[attr-defined]
+    except KeyError:
+        raise IdentityError(f"unknown group name {value!r}") from None
+
+
+def _groups(
+    *,
+    gid: int,
+    system_groups_user: str | None,
+    access_groups: Iterable[str],
+    cfg: IdentityConfig,
+    getgrouplist: Callable[[str, int], list[int]],
+    getgrnam: Callable[[str], object],
+) -> frozenset[int]:
+    groups: set[int] = set()
+    if system_groups_user:
+        try:
+            listed = getgrouplist(system_groups_user, gid)
+        except OSError as e:
+            raise IdentityError(
+                f"getgrouplist({system_groups_user!r}) failed: {e.strerror or e}"
+            ) from None
+        groups.update(
+            g
+            for g in listed
+            if g >= cfg.first_valid_gid and (cfg.last_valid_gid == 0 or g <= cfg.last_valid_gid)
+        )
+    groups.update(_gid(name, getgrnam) for name in access_groups if name)
+    groups.discard(gid)
+    return frozenset(groups)
+
+
+def _split_groups(value: str) -> list[str]:
+    return [g for g in value.replace(",", " ").split() if g]
+
+
+def mail_user_from_environ(
+    environ: Mapping[str, str],
+    cfg: IdentityConfig,
+    *,
+    getpwnam: Callable[[str], object] | None = None,
+    getgrnam: Callable[[str], object] | None = None,
+    getgrouplist: Callable[[str, int], list[int]] = os.getgrouplist,
+) -> MailUser:
+    """The mail user of a post-login environment (``USER``, userdb ``UID``, ``GID`` …)."""
+    import grp  # noqa: PLC0415 - lazy, C modules but not free
+    import pwd  # noqa: PLC0415
+
+    getpwnam = getpwnam or pwd.getpwnam
+    getgrnam = getgrnam or grp.getgrnam
+    user = environ.get("USER", "")
+    if not user:
+        raise IdentityError("USER is not set: not called by Dovecot's script-login")
+    uid_text = environ.get("UID") or cfg.mail_uid
+    if not uid_text:
+        raise IdentityError(
+            f"user {user}: userdb returned no uid and identity.mail_uid is not set"
+        )
+    gid_text = environ.get("GID") or cfg.mail_gid
+    if not gid_text:
+        raise IdentityError(
+            f"user {user}: userdb returned no gid and identity.mail_gid is not set"
+        )
+    uid = _uid(uid_text, getpwnam)
+    gid = _gid(gid_text, getgrnam)
+    if uid == 0:
+        raise IdentityError(f"user {user}: uid 0; Dovecot does not run mail processes as root")
+    system_groups_user = environ.get("SYSTEM_GROUPS_USER") or None
+    access = environ.get("MAIL_ACCESS_GROUPS")
+    access_groups = _split_groups(access) if access is not None else cfg.mail_access_groups
+    groups = _groups(
+        gid=gid,
+        system_groups_user=system_groups_user,
+        access_groups=access_groups,
+        cfg=cfg,
+        getgrouplist=getgrouplist,
+        getgrnam=getgrnam,
+    )
+    return MailUser(
+        user=user,
+        home=environ.get("HOME") or None,
+        identity=Identity(uid=uid, gid=gid, groups=groups),
+        system_groups_user=system_groups_user,
+    )
+
+
+def mail_user_from_nss(
+    user: str,
+    cfg: IdentityConfig,
+    *,
+    uid: int | None = None,
+    gid: int | None = None,
+    groups: Iterable[int] | None = None,
+    home: str | None = None,
+    getpwnam: Callable[[str], object] | None = None,
+    getgrnam: Callable[[str], object] | None = None,
+    getgrouplist: Callable[[str, int], list[int]] = os.getgrouplist,
+) -> MailUser:
+    """The mail user as ``userdb passwd`` would describe *user*, with explicit overrides.
+
+    Used by ``nsprov show`` when there is no post-login environment.  With no
+    passwd entry, *uid* and *gid* must be given.
+    """
+    import grp  # noqa: PLC0415
+    import pwd  # noqa: PLC0415
+
+    getpwnam = getpwnam or pwd.getpwnam
+    getgrnam = getgrnam or grp.getgrnam
+    try:
+        pw = getpwnam(user)
+    except KeyError:
+        pw = None
+    if pw is None and (uid is None or gid is None):
+        raise IdentityError(f"unknown user {user!r}: no passwd entry (give --uid and --gid)")
+    real_uid = uid if uid is not None else int(pw.pw_uid)  # type: ignore[union-attr]
+    real_gid = gid if gid is not None else int(pw.pw_gid)  # type: ignore[union-attr]
+    if cfg.mail_uid and uid is None:
+        real_uid = _uid(cfg.mail_uid, getpwnam)
+    if cfg.mail_gid and gid is None:
+        real_gid = _gid(cfg.mail_gid, getgrnam)
+    if groups is not None:
+        group_set = frozenset(groups) - {real_gid}
+    else:
+        group_set = _groups(
+            gid=real_gid,
+            system_groups_user=user if pw is not None else None,
+            access_groups=cfg.mail_access_groups,
+            cfg=cfg,
+            getgrouplist=getgrouplist,
+            getgrnam=getgrnam,
+        )
+    return MailUser(
+        user=user,
+        home=home if home is not None else (pw.pw_dir if pw is not None else None),  # type: ignore[attr-defined]
+        identity=Identity(uid=real_uid, gid=real_gid, groups=group_set),
+        system_groups_user=user if pw is not None else None,
+    )

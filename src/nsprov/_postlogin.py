@@ -1,0 +1,336 @@
+"""``nsprov post-login``: the script-login step, fail-open, with a hard deadline.
+
+This module is on every login's path, so it imports only ``os``, ``sys``,
+``select`` and ``errno``.  The work (config, NSS, spool scan, directory
+creation) happens in a forked worker that first closes the client's file
+descriptors; this process waits for the worker's answer until the deadline and
+then execs the rest of the chain, with the worker's variables on success and
+with the environment untouched on any failure.  A ``stat()`` hung on a dead
+NFS server holds up the worker, never the login.
+
+Worker -> parent frames: one tag byte, a 4-byte big-endian length, payload.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import sys
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, MutableMapping, Sequence
+
+DEFAULT_CONFIG = "/etc/nsprov/nsprov.toml"
+DEFAULT_DEADLINE = 2.0
+
+USAGE = """\
+usage: nsprov post-login [--config=PATH] [--protocol=imap|pop3] [--on-error=continue|deny]
+                         [--deadline=SECONDS] [--] NEXT [ARGS...]
+
+The Dovecot script-login step.  Dovecot appends the rest of the chain (NEXT, an
+absolute path, and its arguments); nsprov sets the namespace variables and execs it.
+"""
+
+# Frame tags.
+T_DEADLINE = b"D"  # the config's deadline, seconds as ASCII
+T_POLICY = b"P"  # the config's on_error: "continue" or "deny"
+T_ENV = b"E"  # key NUL value (UTF-8, surrogateescape)
+T_CLIENT = b"C"  # bytes to write to the client (fd 1) before exec
+T_DENY = b"X"  # deny the login after the client writes: exit without exec
+T_FAIL = b"F"  # the worker failed; the payload is the one log line
+T_OK = b"O"  # the worker finished; apply everything
+
+
+class Options:
+    """Parsed post-login options (a plain class: attrs stays off this path)."""
+
+    __slots__ = ("config", "deadline", "next", "on_error", "protocol")
+
+    def __init__(self) -> None:
+        self.config = DEFAULT_CONFIG
+        self.protocol: str | None = None
+        self.on_error: str | None = None
+        self.deadline: float | None = None
+        self.next: list[str] = []
+
+
+class UsageError(Exception):
+    """The script-login line is malformed."""
+
+
+def log(message: str) -> None:
+    """One line to Dovecot's error log (fd 2), never starting with ``\\x01``."""
+    line = "nsprov: " + message.replace("\n", " ").replace("\r", " ").lstrip("\x01") + "\n"
+    data = line.encode("utf-8", "backslashreplace")
+    try:
+        os.write(2, data)
+    except OSError:
+        pass
+
+
+def parse_args(argv: Sequence[str]) -> Options | None:
+    """Parse ``[OPTIONS] NEXT [ARGS...]``; None means ``--help``.
+
+    Leading ``--`` tokens belong to nsprov; ``--`` ends them; the first other
+    token is NEXT.  An unknown option is logged once and ignored, so a newer
+    script-login line never locks users out of an older nsprov.
+    """
+    opts = Options()
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            i += 1
+            break
+        if not arg.startswith("--"):
+            break
+        name, eq, value = arg[2:].partition("=")
+        if name == "help":
+            return None
+        if name in {"config", "protocol", "on-error", "deadline"} and not eq:
+            if i + 1 >= len(argv):
+                raise UsageError(f"--{name} needs a value")
+            value = argv[i + 1]
+            i += 1
+        if name == "config":
+            opts.config = value
+        elif name == "protocol":
+            if value not in {"imap", "pop3"}:
+                raise UsageError(f"--protocol must be imap or pop3, got {value!r}")
+            opts.protocol = value
+        elif name == "on-error":
+            if value not in {"continue", "deny"}:
+                raise UsageError(f"--on-error must be continue or deny, got {value!r}")
+            opts.on_error = value
+        elif name == "deadline":
+            try:
+                opts.deadline = float(value)
+            except ValueError:
+                raise UsageError(f"--deadline must be a number, got {value!r}") from None
+            if not 0 < opts.deadline <= 50:
+                raise UsageError("--deadline must be > 0 and <= 50 seconds")
+        else:
+            log(f"ignoring unknown option {arg!r}")
+        i += 1
+    opts.next = list(argv[i:])
+    if not opts.next:
+        raise UsageError("no next program: Dovecot's script-login appends the rest of the chain")
+    return opts
+
+
+def frame(tag: bytes, payload: bytes) -> bytes:
+    """Encode one worker -> parent frame."""
+    return tag + len(payload).to_bytes(4, "big") + payload
+
+
+class Result:
+    """What the worker said before it finished or the deadline passed."""
+
+    __slots__ = ("client", "deny", "env", "error", "ok", "policy")
+
+    def __init__(self) -> None:
+        self.env: dict[str, str] = {}
+        self.client: list[bytes] = []
+        self.deny = False
+        self.ok = False
+        self.policy: str | None = None
+        self.error: str | None = None
+
+
+def _decode(buf: bytes, result: Result, deadline: list[float], started: float) -> bytes:
+    while len(buf) >= 5:
+        size = int.from_bytes(buf[1:5], "big")
+        if len(buf) < 5 + size:
+            break
+        tag, payload, buf = buf[:1], buf[5 : 5 + size], buf[5 + size :]
+        if tag == T_ENV:
+            key, _, value = payload.partition(b"\0")
+            result.env[key.decode("utf-8", "surrogateescape")] = value.decode(
+                "utf-8", "surrogateescape"
+            )
+        elif tag == T_CLIENT:
+            result.client.append(payload)
+        elif tag == T_DENY:
+            result.deny = True
+        elif tag == T_POLICY:
+            result.policy = payload.decode()
+        elif tag == T_DEADLINE:
+            deadline[0] = started + float(payload)
+        elif tag == T_FAIL:
+            result.error = payload.decode("utf-8", "backslashreplace")
+        elif tag == T_OK:
+            result.ok = True
+    return buf
+
+
+def run_worker(
+    work: Callable[[int], None], timeout: float, *, clock: Callable[[], float] | None = None
+) -> Result:
+    """Fork, run ``work(write_fd)`` in the child, collect its frames until *timeout*."""
+    import time  # noqa: PLC0415 - builtin module, cheap
+
+    clock = clock or time.monotonic
+    started = clock()
+    deadline = [started + timeout]
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the worker; covered through subprocess tests
+        status = 0
+        try:
+            os.close(r)
+            _isolate(w)
+            work(w)
+        except BaseException:
+            status = 1
+        os._exit(status)
+    os.close(w)
+    result = Result()
+    buf = b""
+    try:
+        while True:
+            remaining = deadline[0] - clock()
+            if remaining <= 0:
+                result.error = f"deadline of {deadline[0] - started:.1f}s passed"
+                break
+            ready, _, _ = select.select([r], [], [], remaining)
+            if not ready:
+                continue
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            buf = _decode(buf + chunk, result, deadline, started)
+    finally:
+        os.close(r)
+    if result.ok:
+        _reap(pid, block=True)
+    else:
+        if result.error is None:
+            result.error = "worker failed"
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+        _reap(pid, block=False)
+    return result
+
+
+def _reap(pid: int, *, block: bool) -> None:
+    try:
+        os.waitpid(pid, 0 if block else os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _isolate(keep: int) -> None:  # pragma: no cover - runs in the worker
+    """Give the worker /dev/null for stdin/stdout and close every inherited fd but 2 and *keep*.
+
+    The client connection (fds 0 and 1) and Dovecot's fd 3 must not be held
+    open by a worker that is stuck in the kernel after the login went on.
+    """
+    null = os.open("/dev/null", os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    if null > 2:
+        os.close(null)
+    if keep > 3:
+        os.closerange(3, keep)
+    os.closerange(keep + 1, 1 << 16)
+
+
+def write_client(data: bytes, *, fd: int = 1, budget: float = 1.0) -> bool:
+    """Write *data* to the client on a possibly non-blocking fd; retry EAGAIN within *budget*."""
+    import time  # noqa: PLC0415
+
+    end = time.monotonic() + budget
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except BlockingIOError:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return False
+            select.select([], [fd], [], min(remaining, 0.05))
+            continue
+        except InterruptedError:
+            continue
+        except OSError:
+            return False
+        view = view[n:]
+    return True
+
+
+def _worker(opts: Options, environ: Mapping[str, str]) -> Callable[[int], None]:
+    def work(fd: int) -> None:  # pragma: no cover - runs in the worker
+        from ._worker import run  # noqa: PLC0415
+
+        run(fd, opts, environ)
+
+    return work
+
+
+def main(
+    argv: Sequence[str],
+    *,
+    environ: MutableMapping[str, str] | None = None,
+    execve: Callable[[str, Sequence[str], Mapping[str, str]], object] = os.execve,
+    worker: Callable[[Options, Mapping[str, str]], Callable[[int], None]] = _worker,
+) -> int:
+    """Run the post-login step; returns only when exec failed or the login is denied."""
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    try:
+        opts = parse_args(argv)
+    except UsageError as e:
+        log(f"usage error: {e}")
+        sys.stderr.write(USAGE)
+        return 2
+    if opts is None:
+        sys.stderr.write(USAGE)
+        return 0
+    timeout = opts.deadline if opts.deadline is not None else DEFAULT_DEADLINE
+    try:
+        result = run_worker(worker(opts, dict(env)), timeout)
+    except Exception as e:  # fork or pipe failed: still never break the login
+        result = Result()
+        result.error = f"internal error: {e}"
+    policy = opts.on_error or result.policy or "continue"
+    if result.ok:
+        for data in result.client:
+            write_client(data)
+        if result.deny:
+            return 1
+        new_env = dict(env)
+        new_env.update(result.env)
+        _exec(execve, opts.next, new_env, fallback=env)
+        return 1
+    log(f"user {env.get('USER', '?')}: {result.error}; " + (
+        "denying the login (on_error=deny)" if policy == "deny" else "continuing without namespaces"
+    ))
+    if policy == "deny":
+        return 1
+    _exec(execve, opts.next, env, fallback=None)
+    return 1
+
+
+def _exec(
+    execve: Callable[[str, Sequence[str], Mapping[str, str]], object],
+    argv: list[str],
+    env: Mapping[str, str],
+    *,
+    fallback: Mapping[str, str] | None,
+) -> None:
+    try:
+        execve(argv[0], argv, env)
+    except OSError as e:
+        if fallback is not None and e.errno == errno.E2BIG:
+            log(f"exec {argv[0]} with namespaces failed: {e.strerror}; continuing without them")
+            _exec(execve, argv, fallback, fallback=None)
+            return
+        log(f"exec {argv[0]} failed: {e.strerror or e}")
+
+
+def entrypoint(argv: Sequence[str]) -> NoReturn:
+    """``nsprov post-login ARGS``: exit only when the login is denied or exec failed."""
+    raise SystemExit(main(argv))

@@ -1,0 +1,121 @@
+"""Human and machine renderings of a plan: table, env, JSON, dovecot.conf."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from ._env import _yes
+
+if TYPE_CHECKING:
+    from ._engine import Plan
+    from ._model import Namespace
+
+
+def env_escape(value: str) -> str:
+    r"""Backslash escapes for ``\``, tab and newline (``--format=env``).
+
+    >>> env_escape("a\tb\\c\n")
+    'a\\tb\\\\c\\n'
+    """
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+
+
+def render_env(p: Plan) -> str:
+    """One ``KEY=VALUE`` line per variable nsprov sets, sorted by key."""
+    return "".join(f"{k}={env_escape(v)}\n" for k, v in sorted(p.environ.items()))
+
+
+def _ns_json(ns: Namespace) -> dict[str, Any]:
+    return {
+        "name": ns.name,
+        "type": ns.type,
+        "prefix": ns.prefix,
+        "separator": ns.separator,
+        "location": ns.location.render(),
+        "list": ns.list,
+        "subscriptions": _yes(ns.subscriptions),
+        "hidden": _yes(ns.hidden),
+    }
+
+
+def plan_json(p: Plan, dialect: str) -> dict[str, Any]:
+    """The ``--format=json`` document."""
+    return {
+        "user": p.user.user,
+        "dialect": dialect,
+        "identity": {
+            "uid": p.user.identity.uid,
+            "gid": p.user.identity.gid,
+            "groups": sorted(p.user.identity.groups),
+            "home": p.user.home,
+        },
+        "namespaces": [
+            {**_ns_json(s.namespace), "spool": s.spool, "entry": s.entry}
+            for s in p.discovery.served
+        ],
+        "environment": dict(sorted(p.environ.items())),
+        "skipped": [
+            {"spool": k.spool, "entry": k.entry, "reason": k.reason, "detail": k.detail}
+            for k in p.discovery.skipped
+        ],
+        "warnings": list(p.warnings),
+    }
+
+
+def render_json(p: Plan, dialect: str) -> str:
+    """``--format=json``, indented, ASCII-safe."""
+    return json.dumps(plan_json(p, dialect), indent=2) + "\n"
+
+
+def conf_quote(value: str) -> str:
+    """A dovecot.conf value: double-quoted, ``\\`` and ``"`` escaped, ``%`` doubled."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'"{escaped}"'
+
+
+def render_conf(p: Plan) -> str:
+    """``namespace`` blocks for dovecot.conf (2.3 syntax)."""
+    out = []
+    for s in p.discovery.served:
+        ns = s.namespace
+        out.append(f"# {s.spool}/{s.entry}\n")
+        out.append(f"namespace {ns.name} {{\n")
+        out.append(f"  type = {ns.type}\n")
+        out.append(f"  separator = {conf_quote(ns.separator)}\n")
+        out.append(f"  prefix = {conf_quote(ns.prefix)}\n")
+        out.append(f"  location = {conf_quote(ns.location.render())}\n")
+        out.append(f"  list = {ns.list}\n")
+        out.append(f"  subscriptions = {_yes(ns.subscriptions)}\n")
+        if ns.hidden:
+            out.append("  hidden = yes\n")
+        out.append("}\n")
+    return "".join(out)
+
+
+def render_table(p: Plan, *, explain: bool) -> str:
+    """A readable listing; with *explain*, every skipped entry and why."""
+    lines = [
+        f"user {p.user.user}: uid {p.user.identity.uid}, gid {p.user.identity.gid}, "
+        f"groups {','.join(map(str, sorted(p.user.identity.groups))) or '-'}, "
+        f"home {p.user.home or '-'}"
+    ]
+    served = p.discovery.served
+    if served:
+        width = max(len(s.namespace.name) for s in served)
+        pwidth = max(len(s.namespace.prefix) for s in served)
+        lines.append(f"{'NAMESPACE':<{width}}  {'PREFIX':<{pwidth}}  MAILBOX")
+        lines += [
+            f"{s.namespace.name:<{width}}  {s.namespace.prefix:<{pwidth}}  {s.path}" for s in served
+        ]
+    else:
+        lines.append("no namespaces")
+    skipped = p.discovery.skipped
+    if explain:
+        for k in skipped:
+            where = f"{k.spool}/{k.entry}" if k.raw else k.spool
+            lines.append(f"skipped {where}: {k.reason}: {k.detail}")
+    elif skipped:
+        lines.append(f"{len(skipped)} entries skipped (--explain lists them)")
+    lines += [f"warning: {w}" for w in p.warnings]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,472 @@
+"""Spool discovery: which spool entries become namespaces for one user, and why not.
+
+The scanner is pure apart from the filesystem calls it is given (:class:`Fs`):
+stat results, ACLs and the user's identity go in, verdicts come out.  Root
+running this code changes nothing: access is evaluated for the target
+identity by :func:`nsprov._perms.decide`, never with ``os.access``.
+
+Reason codes, in the order they are tested for each entry:
+
+``dot-entry``
+    the name starts with ``.``
+``unservable-name``
+    not valid UTF-8, contains the separator or a control character, or the
+    prefix template renders an invalid prefix
+``excluded``
+    matched by an ``exclude`` pattern or the spool's ignore file, or not
+    matched by a non-empty ``include`` list (gitignore semantics)
+``symlink``
+    a symbolic link (with ``symlinks = "inside"``: one whose target is
+    outside the spool, or dangling)
+``not-a-directory``
+    not a directory (and not an mbox file)
+``no-access``
+    the user may not read and search the directory, its ``cur`` or ``new``,
+    or search every directory above it
+``not-a-maildir``
+    no ``cur`` and ``new`` subdirectories
+``unsupported-format``
+    an mbox file, or an sdbox/mdbox directory: a per-user INDEX is not safe there
+``name-collision``
+    two entries hash to one namespace name (the first in order wins)
+``duplicate-prefix``
+    the prefix is already taken by an earlier entry or a configured namespace
+``over-limit``
+    beyond ``namespace.max``, or beyond what fits the kernel's environment limits
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as st
+from typing import TYPE_CHECKING, Literal
+
+import attrs
+
+from ._location import MailLocation
+from ._model import Namespace, has_control, is_utf8
+from ._names import entry_id
+from ._perms import R_OK, X_OK, FileFacts, PosixAcl, decide
+from .exceptions import InvalidLocationError, InvalidNamespaceError, NsprovError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
+    from ._config import Config, SpoolConfig
+    from ._identity import MailUser
+    from ._perms import Identity
+
+Reason = Literal[
+    "dot-entry",
+    "unservable-name",
+    "excluded",
+    "symlink",
+    "not-a-directory",
+    "no-access",
+    "not-a-maildir",
+    "unsupported-format",
+    "name-collision",
+    "duplicate-prefix",
+    "over-limit",
+]
+REASONS: tuple[str, ...] = Reason.__args__  # type: ignore[attr-defined]
+_ACL_XATTR = "system.posix_acl_access"
+_RX = R_OK | X_OK
+
+
+class SpoolError(NsprovError, OSError):
+    """A configured spool cannot be scanned at all (missing, not a directory, unreadable)."""
+
+
+def display(raw: bytes) -> str:
+    r"""An entry name for humans and JSON: UTF-8, other bytes as ``\xNN``.
+
+    >>> display(b"caf\xc3\xa9 \xff")
+    'café \\xff'
+    """
+    return raw.decode("utf-8", "backslashreplace")
+
+
+@attrs.frozen
+class Served:
+    """A spool entry served to the user as a namespace."""
+
+    spool: str
+    raw: bytes
+    path: str
+    namespace: Namespace
+
+    @property
+    def entry(self) -> str:
+        """The entry name for display."""
+        return display(self.raw)
+
+
+@attrs.frozen
+class Skipped:
+    """A spool entry not served, with a reason code and a human-readable detail."""
+
+    spool: str
+    raw: bytes
+    reason: Reason
+    detail: str
+
+    @property
+    def entry(self) -> str:
+        """The entry name for display."""
+        return display(self.raw)
+
+
+@attrs.frozen
+class Discovery:
+    """Everything one scan found for one user, in discovery order."""
+
+    served: tuple[Served, ...]
+    skipped: tuple[Skipped, ...]
+
+    @property
+    def namespaces(self) -> tuple[Namespace, ...]:
+        """The namespaces of the served entries."""
+        return tuple(s.namespace for s in self.served)
+
+
+def _read_acl(getxattr: Callable[..., bytes], path: bytes) -> PosixAcl | None:
+    try:
+        data = getxattr(path, _ACL_XATTR, follow_symlinks=False)
+    except OSError as e:
+        if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return None
+        raise
+    return PosixAcl.from_xattr(data)
+
+
+@attrs.frozen
+class Fs:
+    """The filesystem calls the scanner makes; tests may inject their own."""
+
+    lstat: Callable[[bytes], os.stat_result] = os.lstat
+    listdir: Callable[[bytes], list[bytes]] = os.listdir
+    getxattr: Callable[..., bytes] = os.getxattr
+    realpath: Callable[[bytes], bytes] = os.path.realpath
+    read_text: Callable[[bytes], str | None] = attrs.field(default=None)
+
+    def facts(self, path: bytes) -> tuple[os.stat_result, FileFacts]:
+        """lstat *path* and read its ACL."""
+        s = self.lstat(path)
+        return s, FileFacts.from_stat(s, _read_acl(self.getxattr, path))
+
+
+def _read_regular_file(path: bytes, limit: int = 65536) -> str | None:
+    """A small regular file's text, or None when absent; never blocks on a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        if not st.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit).decode("utf-8", "replace")
+    finally:
+        os.close(fd)
+
+
+DEFAULT_FS = Fs(read_text=_read_regular_file)
+
+
+def _components(path: bytes) -> list[bytes]:
+    """``/a/b`` -> ``[/, /a, /a/b]``."""
+    out = [b"/"]
+    cur = b""
+    for part in path.split(b"/"):
+        if part:
+            cur += b"/" + part
+            out.append(cur)
+    return out
+
+
+def _searchable(fs: Fs, dirs: Iterable[bytes], ident: Identity) -> str | None:
+    """None if *ident* may search every directory in *dirs*, else why not."""
+    for d in dirs:
+        s, facts = fs.facts(d)
+        if not st.S_ISDIR(s.st_mode):
+            return f"{os.fsdecode(d)} is not a directory"
+        if not decide(facts, ident, X_OK):
+            return f"{os.fsdecode(d)} is not searchable (mode {s.st_mode & 0o7777:04o})"
+    return None
+
+
+@attrs.frozen
+class _Matcher:
+    spec: object | None
+    include: object | None
+
+    def excluded(self, name: str) -> str | None:
+        if self.include is not None and not self.include.match_file(name):  # type: ignore[attr-defined]
+            return "not matched by any include pattern"
+        if self.spec is not None and self.spec.match_file(name):  # type: ignore[attr-defined]
+            return "matched an exclude pattern"
+        return None
+
+
+def _matcher(fs: Fs, spool: SpoolConfig, real: bytes) -> _Matcher:
+    patterns = list(spool.exclude)
+    if spool.ignore_file:
+        text = fs.read_text(os.path.join(real, os.fsencode(spool.ignore_file)))
+        if text:
+            patterns += text.splitlines()
+    if not patterns and not spool.include:
+        return _Matcher(None, None)
+    import pathspec  # noqa: PLC0415 - only when patterns are configured
+
+    return _Matcher(
+        pathspec.PathSpec.from_lines("gitignore", patterns) if patterns else None,
+        pathspec.PathSpec.from_lines("gitignore", spool.include) if spool.include else None,
+    )
+
+
+def _safe_component(value: str, what: str) -> str:
+    if not value or "/" in value or value in {".", ".."} or "\0" in value:
+        raise InvalidNamespaceError(f"{what} {value!r} cannot be used in a path")
+    return value
+
+
+class _Builder:
+    """Turns a served entry into a :class:`Namespace` (templates, location)."""
+
+    def __init__(self, spool: SpoolConfig, user: MailUser) -> None:
+        self.spool = spool
+        self.user = user
+        self.spool_bytes = spool.path_bytes
+        self.needs_home = any(
+            t is not None and "home" in t.fields
+            for t in (spool.index, spool.control, spool.index_private)
+        )
+        if self.needs_home and not user.home:
+            raise InvalidNamespaceError(
+                f"user {user.user} has no home (userdb home), but index/control paths use {{home}}"
+            )
+        self.base = {
+            "home": (user.home or "").rstrip("/") or "/",
+            "user": user.user,
+            "sep": spool.separator,
+        }
+        uses_user = any(
+            t is not None and "user" in t.fields
+            for t in (spool.index, spool.control, spool.index_private)
+        )
+        if uses_user:
+            _safe_component(user.user, "user name")
+
+    def build(self, raw: bytes, name: str, path: str) -> Namespace:
+        ident, slug, digest = entry_id(self.spool_bytes, raw)
+        values = {**self.base, "id": ident, "slug": slug, "hash": digest, "name": name}
+        ns_name = self.spool.name.render(values)
+        values["ns"] = ns_name
+        sp = self.spool
+
+        def render(t: object) -> str | None:
+            return None if t is None else os.path.normpath(t.render(values))  # type: ignore[attr-defined]
+
+        location = MailLocation(
+            root=path,
+            index=render(sp.index),
+            control=render(sp.control),
+            index_private=render(sp.index_private),
+        )
+        return Namespace(
+            name=ns_name,
+            prefix=sp.prefix.render(values),
+            separator=sp.separator,
+            list=sp.list,
+            subscriptions=sp.subscriptions,
+            hidden=sp.hidden,
+            location=location,
+        )
+
+
+def _classify_dir(
+    fs: Fs, path: bytes, facts: FileFacts, ident: Identity
+) -> tuple[Reason, str] | None:
+    """Check a directory entry: access to it, then maildir shape, then access to cur/new."""
+    d = decide(facts, ident, _RX)
+    if not d:
+        return "no-access", f"directory not readable and searchable ({d.via})"
+    sub: dict[bytes, FileFacts] = {}
+    for child in (b"cur", b"new"):
+        try:
+            s, child_facts = fs.facts(path + b"/" + child)
+        except FileNotFoundError:
+            break
+        if not st.S_ISDIR(s.st_mode):
+            break
+        sub[child] = child_facts
+    if len(sub) < 2:
+        for marker, what in ((b"dbox-Mails", "sdbox"), (b"storage", "mdbox")):
+            try:
+                fs.lstat(path + b"/" + marker)
+            except FileNotFoundError:
+                continue
+            return "unsupported-format", f"looks like {what}; only maildir is served"
+        return "not-a-maildir", "no cur and new subdirectories"
+    for child, child_facts in sub.items():
+        d = decide(child_facts, ident, _RX)
+        if not d:
+            return "no-access", f"{child.decode()} not readable and searchable ({d.via})"
+    return None
+
+
+def _is_mbox(fs: Fs, path: bytes) -> bool:
+    try:
+        text = fs.read_text(path)
+    except OSError:
+        return False
+    return bool(text) and text.startswith("From ")
+
+
+def scan_spool(
+    spool: SpoolConfig,
+    user: MailUser,
+    *,
+    fs: Fs = DEFAULT_FS,
+    taken_prefixes: set[str],
+    taken_names: set[str],
+    served: list[Served],
+    skipped: list[Skipped],
+    keep_skipped: bool = True,
+) -> None:
+    """Scan one spool, appending to *served* and *skipped* (pure but for *fs*)."""
+    ident = user.identity
+    spool_b = spool.path_bytes
+    try:
+        real = fs.realpath(spool_b)
+        names = sorted(fs.listdir(real))
+    except OSError as e:
+        raise SpoolError(f"spool {spool.path}: {e.strerror or e}") from None
+    why = _searchable(fs, _components(real), ident)
+    if why is not None:
+        skipped.append(Skipped(spool.path, b"", "no-access", f"spool not reachable: {why}"))
+        return
+    matcher = _matcher(fs, spool, real)
+    builder = _Builder(spool, user)
+    sep = spool.separator.encode("utf-8")
+
+    def skip(raw: bytes, reason: Reason, detail: str) -> None:
+        if keep_skipped:
+            skipped.append(Skipped(spool.path, raw, reason, detail))
+
+    for raw in names:
+        if raw.startswith(b"."):
+            skip(raw, "dot-entry", "names starting with '.' are never served")
+            continue
+        try:
+            name = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            skip(raw, "unservable-name", "not valid UTF-8 (Dovecot: 'Namespace prefix not valid UTF8')")
+            continue
+        if sep in raw:
+            skip(raw, "unservable-name", f"contains the separator {spool.separator!r}")
+            continue
+        if has_control(name):
+            skip(raw, "unservable-name", "contains a control character")
+            continue
+        path = real + b"/" + raw
+        try:
+            s, facts = fs.facts(path)
+        except FileNotFoundError:
+            continue  # removed while we looked
+        is_dir = st.S_ISDIR(s.st_mode)
+        if st.S_ISLNK(s.st_mode):
+            is_dir = True
+        if matcher.spec is not None or matcher.include is not None:
+            excluded = matcher.excluded(name + "/" if is_dir else name)
+            if excluded is not None:
+                skip(raw, "excluded", excluded)
+                continue
+        if st.S_ISLNK(s.st_mode):
+            if spool.symlinks == "skip":
+                skip(raw, "symlink", "symbolic links are not followed (symlinks = \"skip\")")
+                continue
+            target = fs.realpath(path)
+            if not target.startswith(real + b"/") or target == real:
+                skip(raw, "symlink", "target is outside the spool")
+                continue
+            try:
+                s, facts = fs.facts(target)
+            except FileNotFoundError:
+                skip(raw, "symlink", "dangling link")
+                continue
+            why = _searchable(fs, _components(target)[len(_components(real)) : -1], ident)
+            if why is not None:
+                skip(raw, "no-access", f"link target not reachable: {why}")
+                continue
+            path = target
+        if not st.S_ISDIR(s.st_mode):
+            if st.S_ISREG(s.st_mode) and _is_mbox(fs, path):
+                skip(raw, "unsupported-format", "an mbox file; only maildir is served")
+            else:
+                skip(raw, "not-a-directory", "not a directory")
+            continue
+        verdict = _classify_dir(fs, path, facts, ident)
+        if verdict is not None:
+            skip(raw, *verdict)
+            continue
+        try:
+            namespace = builder.build(raw, name, os.fsdecode(path))
+        except (InvalidNamespaceError, InvalidLocationError) as e:
+            skip(raw, "unservable-name", str(e))
+            continue
+        if namespace.name in taken_names:
+            skip(raw, "name-collision", f"namespace name {namespace.name} is taken by an earlier entry")
+            continue
+        if namespace.prefix in taken_prefixes:
+            skip(raw, "duplicate-prefix", f"prefix {namespace.prefix!r} is taken")
+            continue
+        taken_names.add(namespace.name)
+        taken_prefixes.add(namespace.prefix)
+        served.append(Served(spool.path, raw, os.fsdecode(path), namespace))
+
+
+def discover(
+    config: Config,
+    user: MailUser,
+    *,
+    fs: Fs = DEFAULT_FS,
+    keep_skipped: bool = True,
+) -> Discovery:
+    """Scan every spool in config order for *user*; cap at ``namespace.max``."""
+    served: list[Served] = []
+    skipped: list[Skipped] = []
+    taken_prefixes = set(config.config_prefixes)
+    taken_names = {n.lower() for n in config.reserved_names}
+    for spool in config.spools:
+        scan_spool(
+            spool,
+            user,
+            fs=fs,
+            taken_prefixes=taken_prefixes,
+            taken_names=taken_names,
+            served=served,
+            skipped=skipped,
+            keep_skipped=keep_skipped,
+        )
+    return limit(Discovery(tuple(served), tuple(skipped)), config.max_namespaces, "namespace.max")
+
+
+def limit(discovery: Discovery, keep: int, why: str) -> Discovery:
+    """Keep the first *keep* served entries; the rest become ``over-limit``."""
+    if len(discovery.served) <= keep:
+        return discovery
+    over = [
+        Skipped(s.spool, s.raw, "over-limit", f"beyond {why} ({keep})")
+        for s in discovery.served[keep:]
+    ]
+    return Discovery(discovery.served[:keep], (*discovery.skipped, *over))
+
+
+def skipped_counts(skipped: Sequence[Skipped]) -> dict[str, int]:
+    """How many entries were skipped for each reason."""
+    counts: dict[str, int] = {}
+    for s in skipped:
+        counts[s.reason] = counts.get(s.reason, 0) + 1
+    return counts

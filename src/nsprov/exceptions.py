@@ -1,0 +1,53 @@
+"""Exceptions raised by nsprov.
+
+Every error derives from :class:`NsprovError`; each leaf also subclasses the
+builtin exception that matches its meaning.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "IdentityError",
+    "InvalidAclError",
+    "InvalidLocationError",
+    "InvalidNamespaceError",
+    "InvalidTemplateError",
+    "NsprovError",
+]
+
+
+class NsprovError(Exception):
+    """Base class of every nsprov error."""
+
+
+class ConfigError(NsprovError, ValueError):
+    """The configuration file is unreadable, malformed, or has invalid values."""
+
+    def __init__(self, message: str, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems or (message,)
+
+
+class InvalidTemplateError(NsprovError, ValueError):
+    """A ``{field}`` template is malformed or names an unknown field."""
+
+
+class InvalidLocationError(NsprovError, ValueError):
+    """A Dovecot mail location string or value is invalid."""
+
+
+class InvalidNamespaceError(NsprovError, ValueError):
+    """A namespace, or a set of namespaces, would fail Dovecot's own checks."""
+
+    def __init__(self, message: str, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems or (message,)
+
+
+class IdentityError(NsprovError, LookupError):
+    """The identity of the mail process cannot be determined."""
+
+
+class InvalidAclError(NsprovError, ValueError):
+    """A POSIX ACL extended attribute is malformed."""

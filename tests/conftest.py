@@ -1,0 +1,45 @@
+"""Shared pytest configuration.
+
+Live tests (real Dovecot, real UNIX users) are marked ``live``.  They skip on a
+machine without root or Dovecot, but when ``NSPROV_REQUIRE_LIVE=1`` (set by
+``.ci/run``) a skipped live test is reported as a failure instead.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+if TYPE_CHECKING:
+    from collections.abc import Generator
+
+settings.register_profile(
+    "default",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "ci",
+    deadline=None,
+    max_examples=300,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+REQUIRE_LIVE = os.environ.get("NSPROV_REQUIRE_LIVE") == "1"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Turn a skipped ``live`` test into a failure when live tests are required."""
+    report = yield
+    if REQUIRE_LIVE and report.skipped and item.get_closest_marker("live") is not None:
+        report.outcome = "failed"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.longrepr = f"live test skipped but NSPROV_REQUIRE_LIVE=1: {reason}"
+    return report
