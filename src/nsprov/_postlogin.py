@@ -271,6 +271,26 @@ def _worker(opts: Options, environ: Mapping[str, str]) -> Callable[[int], None]:
     return work
 
 
+_COERCED = frozenset({"C.UTF-8", "C.utf8", "UTF-8"})
+
+
+def original_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """*environ* without the ``LC_CTYPE`` that Python's PEP 538 locale coercion added.
+
+    script-login wipes the environment and exports only userdb fields, all
+    listed in ``USERDB_KEYS``; an unlisted ``LC_CTYPE`` holding a coercion
+    target was put there by the interpreter, not by Dovecot, and must not
+    travel down the chain.
+    """
+    env = dict(environ)
+    value = env.get("LC_CTYPE")
+    if value in _COERCED:
+        listed = {k.upper() for k in env.get("USERDB_KEYS", "").split(" ")}
+        if "LC_CTYPE" not in listed:
+            del env["LC_CTYPE"]
+    return env
+
+
 def main(
     argv: Sequence[str],
     *,
@@ -279,7 +299,7 @@ def main(
     worker: Callable[[Options, Mapping[str, str]], Callable[[int], None]] = _worker,
 ) -> int:
     """Run the post-login step; returns only when exec failed or the login is denied."""
-    env: Mapping[str, str] = os.environ if environ is None else environ
+    env = original_environ(os.environ if environ is None else environ)
     try:
         opts = parse_args(argv)
     except UsageError as e:
@@ -291,7 +311,7 @@ def main(
         return 0
     timeout = opts.deadline if opts.deadline is not None else DEFAULT_DEADLINE
     try:
-        result = run_worker(worker(opts, dict(env)), timeout)
+        result = run_worker(worker(opts, env), timeout)
     except Exception as e:  # fork or pipe failed: still never break the login
         result = Result()
         result.error = f"internal error: {e}"

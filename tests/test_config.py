@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from nsprov._config import config_from_mapping, load_config
+from nsprov.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def problems(data: dict[str, Any]) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping(data, source="t.toml")
+    return list(info.value.problems)
+
+
+class TestConfig:
+    """The TOML schema, defaults and error reporting."""
+
+    def test_public_contract(self, tmp_path: Path) -> None:
+        """The documented keys work exactly as written."""
+        path = tmp_path / "nsprov.toml"
+        path.write_text(
+            '[[spool]]\npath = "/var/spool/mail/Shared"\nprefix = "Shared/{name}/"\nseparator = "/"\n'
+        )
+
+        config = load_config(str(path))
+
+        spool = config.spools[0]
+        assert ("/var/spool/mail/Shared", "Shared/{name}/", "/") == (
+            spool.path,
+            spool.prefix.text,
+            spool.separator,
+        )
+
+    def test_defaults(self) -> None:
+        """Defaults: separator '/', prefix built from it, 2.3, continue, 2 s."""
+        config = config_from_mapping({"spool": [{"path": "/s", "separator": "."}]})
+
+        assert "Shared.x." == config.spools[0].prefix.render({"name": "x", "sep": "."})
+        assert ("2.3", "continue", 2.0) == (config.dialect, config.on_error, config.deadline)
+
+    def test_namespace_defaults_apply_to_spools(self) -> None:
+        """[namespace] keys are defaults that a spool may override."""
+        config = config_from_mapping(
+            {
+                "namespace": {"list": "children", "subscriptions": False},
+                "spool": [{"path": "/a"}, {"path": "/b", "list": "yes"}],
+            }
+        )
+
+        assert ["children", "yes"] == [s.list for s in config.spools]
+        assert [False, False] == [s.subscriptions for s in config.spools]
+
+    def test_all_problems_with_key_paths(self) -> None:
+        """Every problem is reported, naming the file and the key path."""
+        found = problems(
+            {
+                "bogus": 1,
+                "spool": [
+                    {"path": "relative", "prefix": "x{nme}", "list": "maybe"},
+                    {"prefix": "{name}/"},
+                ],
+                "postlogin": {"deadline": True, "on_error": "explode"},
+                "identity": {"first_valid_gid": -1},
+            }
+        )
+
+        assert [
+            "t.toml: bogus: unknown key",
+            "t.toml: spool[1].path: must be an absolute path, got 'relative'",
+            "t.toml: spool[1].prefix: unknown field {nme} in 'x{nme}'; allowed: {name}, {sep}",
+            "t.toml: spool[1].list: must be yes, no or children",
+            "t.toml: spool[2].path: required key missing",
+            "t.toml: identity.first_valid_gid: must be >= 0",
+            "t.toml: postlogin.deadline: expected an integer or a float, got a boolean",
+            't.toml: postlogin.on_error: must be "continue" or "deny"',
+        ] == found
+
+    @pytest.mark.parametrize(
+        ("spool", "message"),
+        [
+            ({"prefix": "Shared/"}, "must use {name}"),
+            ({"name": "S-{id}"}, "do not match"),
+            ({"name": "__{id}"}, "must not start with '__'"),
+            ({"name": "s-{slug}"}, "must use {id} or {hash}"),
+            ({"index": "relative/{ns}"}, "absolute"),
+            ({"control": "{home}/x"}, "needs its own directory"),
+            ({"separator": "::"}, "exactly one"),
+            ({"symlinks": "follow"}, "skip or inside"),
+            ({"exclude": "x"}, "array of strings"),
+        ],
+    )
+    def test_template_and_value_checks(self, spool: dict[str, Any], message: str) -> None:
+        """Templates that could produce invalid output are refused at load time."""
+        assert any(message in p for p in problems({"spool": [{"path": "/s", **spool}]}))
+
+    def test_one_separator(self) -> None:
+        """Spools with different separators are refused."""
+        assert any(
+            "one separator" in p
+            for p in problems({"spool": [{"path": "/a"}, {"path": "/b", "separator": "."}]})
+        )
+
+    def test_spool_twice(self) -> None:
+        """A spool listed twice is refused."""
+        assert any("twice" in p for p in problems({"spool": [{"path": "/a"}, {"path": "/a/"}]}))
+
+    def test_wrong_table_types(self) -> None:
+        """Tables that are not tables are reported."""
+        found = problems({"spool": {"path": "/a"}, "dovecot": 3})
+
+        assert any("[[spool]]" in p for p in found)
+        assert any("dovecot: expected a table" in p for p in found)
+
+    def test_control_may_be_disabled(self) -> None:
+        """An empty control template omits CONTROL."""
+        assert config_from_mapping({"spool": [{"path": "/a", "control": ""}]}).spools[0].control is None
+
+    def test_unreadable(self, tmp_path: Path) -> None:
+        """A missing file is a ConfigError naming it."""
+        with pytest.raises(ConfigError, match="cannot read"):
+            load_config(str(tmp_path / "missing.toml"))
+
+    def test_corrupt(self, tmp_path: Path) -> None:
+        """Invalid TOML is a ConfigError naming the file."""
+        path = tmp_path / "bad.toml"
+        path.write_text("[[spool]\n")
+
+        with pytest.raises(ConfigError, match="invalid TOML"):
+            load_config(str(path))

@@ -1,0 +1,320 @@
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nsprov._config import config_from_mapping
+from nsprov._engine import plan
+from nsprov._env import from_environ
+from nsprov._identity import MailUser
+from nsprov._model import namespace_problems
+from nsprov._perms import Identity, PosixAcl
+from nsprov._scan import REASONS, Fs, SpoolError, discover, display
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
+ME = os.getuid()
+MY_GID = os.getgid()
+OWNER = MailUser(user="owner", home="/home/owner", identity=Identity(uid=ME, gid=MY_GID))
+MEMBER = MailUser(
+    user="member", home="/home/member", identity=Identity(uid=70001, gid=70001, groups={MY_GID})
+)
+OTHER = MailUser(user="other", home="/home/other", identity=Identity(uid=70002, gid=70002))
+
+
+def maildir(path: Path, mode: int = 0o755, sub_mode: int | None = None) -> Path:
+    path.mkdir()
+    for sub in ("cur", "new", "tmp"):
+        (path / sub).mkdir()
+        (path / sub).chmod(mode if sub_mode is None else sub_mode)
+    path.chmod(mode)
+    return path
+
+
+def config(spool: Path, **kw: Any) -> Any:
+    return config_from_mapping({"spool": [{"path": str(spool), **kw}]})
+
+
+def verdicts(spool: Path, user: MailUser = OTHER, **kw: Any) -> dict[str, str]:
+    d = discover(config(spool, **kw), user)
+    out = {s.entry: "served" for s in d.served}
+    out.update({k.entry: k.reason for k in d.skipped})
+    return out
+
+
+def traversable_dir() -> Path:
+    """A fresh directory whose ancestors everybody may search (unlike pytest's tmp_path)."""
+    path = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="nsprov-test-"))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(name="base")
+def _base() -> Iterator[Path]:
+    path = traversable_dir()
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.fixture(name="spool")
+def _spool(base: Path) -> Path:
+    spool = base / "spool"
+    spool.mkdir(mode=0o755)
+    spool.chmod(0o755)
+    return spool
+
+
+class TestReasons:
+    """Each entry is served or skipped with a documented reason."""
+
+    def test_every_reason(self, spool: Path) -> None:
+        """A spool with one entry per case gets the expected verdict for each."""
+        maildir(spool / "sales")
+        maildir(spool / ".hidden")
+        maildir(spool / "secret", 0o700)
+        maildir(spool / "curlocked", 0o755, sub_mode=0o700)
+        (spool / "plain").write_text("x")
+        (spool / "inbox-mbox").write_text("From someone\n")
+        (spool / "empty").mkdir()
+        (spool / "empty").chmod(0o755)
+        sdbox = spool / "sdbox"
+        sdbox.mkdir(mode=0o755)
+        (sdbox / "dbox-Mails").mkdir()
+        maildir(spool / "archive")
+        (spool / "link").symlink_to("sales")
+        maildir(spool / "a.b")
+        maildir(spool / "tab\there")
+        maildir(spool / os.fsdecode(b"bad\xff"))
+
+        assert {
+            "sales": "served",
+            ".hidden": "dot-entry",
+            "secret": "no-access",
+            "curlocked": "no-access",
+            "plain": "not-a-directory",
+            "inbox-mbox": "unsupported-format",
+            "empty": "not-a-maildir",
+            "sdbox": "unsupported-format",
+            "archive": "excluded",
+            "link": "symlink",
+            "a.b": "unservable-name",
+            "tab\there": "unservable-name",
+            "bad\\xff": "unservable-name",
+        } == verdicts(spool, separator=".", exclude=["arch*/"])
+
+    def test_reasons_documented(self) -> None:
+        """The reason list is the documented fixed list."""
+        assert (
+            "dot-entry",
+            "unservable-name",
+            "excluded",
+            "symlink",
+            "not-a-directory",
+            "no-access",
+            "not-a-maildir",
+            "unsupported-format",
+            "name-collision",
+            "duplicate-prefix",
+            "over-limit",
+        ) == REASONS
+
+    def test_hostile_names_served(self, spool: Path) -> None:
+        """Spaces, commas, colons, %, *, quotes, case twins and long names are all served."""
+        names = ["Weird Name", "a,b", "odd:INDEX=evil", "pct%u", "star*", "q\"uote'", "Case", "case", "x" * 200]
+        for n in names:
+            maildir(spool / n)
+
+        d = discover(config(spool), OTHER)
+
+        assert sorted(names) == sorted(s.entry for s in d.served)
+        assert [] == namespace_problems(d.namespaces)
+        odd = next(s for s in d.served if s.entry == "odd:INDEX=evil")
+        assert odd.namespace.location.render().startswith(f"maildir:{spool}/odd::INDEX=evil:INDEX=")
+
+    def test_byte_order(self, spool: Path) -> None:
+        """Entries are served in byte order of their names."""
+        for n in ["b", "B", "a", "_"]:
+            maildir(spool / n)
+
+        assert ["B", "_", "a", "b"] == [s.entry for s in discover(config(spool), OTHER).served]
+
+
+class TestAccess:
+    """Access is evaluated for the target identity, never the caller's."""
+
+    def test_group_only(self, spool: Path) -> None:
+        """A group-readable mailbox is served to members only."""
+        maildir(spool / "team", 0o750)
+
+        assert ("served", "no-access", "served") == (
+            verdicts(spool, MEMBER)["team"],
+            verdicts(spool, OTHER)["team"],
+            verdicts(spool, OWNER)["team"],
+        )
+
+    def test_owner_only(self, spool: Path) -> None:
+        """A 0700 mailbox is served to its owner only."""
+        maildir(spool / "mine", 0o700)
+
+        assert ("served", "no-access") == (verdicts(spool, OWNER)["mine"], verdicts(spool, MEMBER)["mine"])
+
+    def test_acl_grant(self, spool: Path) -> None:
+        """A POSIX ACL entry for a user grants access that the mode bits do not."""
+        box = maildir(spool / "acl", 0o700)
+        acl = PosixAcl(user_obj=7, group_obj=0, other=0, mask=5, users=[(70002, 5)])
+        for p in (box, box / "cur", box / "new"):
+            os.setxattr(p, "system.posix_acl_access", acl.to_xattr())
+
+        assert ("served", "no-access") == (verdicts(spool, OTHER)["acl"], verdicts(spool, MEMBER)["acl"])
+
+    def test_spool_not_traversable(self, spool: Path) -> None:
+        """When the spool cannot be searched, nothing in it is served."""
+        maildir(spool / "sales")
+        spool.chmod(0o700)
+
+        d = discover(config(spool), OTHER)
+
+        assert () == d.served
+        assert "spool not reachable" in d.skipped[0].detail
+
+    def test_missing_spool(self, base: Path) -> None:
+        """A missing spool is an error (the login continues without namespaces)."""
+        with pytest.raises(SpoolError, match="No such file"):
+            discover(config(base / "missing"), OTHER)
+
+
+class TestSelection:
+    """Patterns, symlinks, duplicates and limits."""
+
+    def test_ignore_file_and_include(self, spool: Path) -> None:
+        """The spool's ignore file excludes, a non-empty include list restricts."""
+        for n in ["sales", "support", "old-sales", "hr"]:
+            maildir(spool / n)
+        (spool / ".nsprovignore").write_text("old-*\n")
+
+        found = verdicts(spool, include=["s*", "old-*"])
+
+        assert {
+            "sales": "served",
+            "support": "served",
+            "old-sales": "excluded",
+            "hr": "excluded",
+            ".nsprovignore": "dot-entry",
+        } == found
+
+    def test_ignore_file_fifo_never_blocks(self, spool: Path) -> None:
+        """An ignore file that is a FIFO is not opened for a blocking read."""
+        maildir(spool / "sales")
+        os.mkfifo(spool / ".nsprovignore")
+
+        assert "served" == verdicts(spool)["sales"]
+
+    def test_symlink_inside(self, spool: Path, base: Path) -> None:
+        """With symlinks = "inside", links to mailboxes in the spool are served, others not."""
+        maildir(spool / "real")
+        (spool / "alias").symlink_to("real")
+        outside = maildir(base / "outside")
+        (spool / "escape").symlink_to(outside)
+        (spool / "dangling").symlink_to("nowhere")
+
+        found = verdicts(spool, symlinks="inside")
+
+        assert ("served", "served", "symlink", "symlink") == (
+            found["real"],
+            found["alias"],
+            found["escape"],
+            found["dangling"],
+        )
+
+    def test_duplicate_prefix_across_spools(self, base: Path) -> None:
+        """Two spools yielding one prefix: the first in order wins."""
+        a, b = base / "a", base / "b"
+        for s in (a, b):
+            s.mkdir(mode=0o755)
+            maildir(s / "sales")
+        cfg = config_from_mapping({"spool": [{"path": str(a)}, {"path": str(b)}]})
+
+        d = discover(cfg, OTHER)
+
+        assert [str(a)] == [s.spool for s in d.served]
+        assert [("sales", "duplicate-prefix")] == [(k.entry, k.reason) for k in d.skipped]
+
+    def test_max(self, spool: Path) -> None:
+        """Beyond namespace.max, entries are over-limit, the first ones served."""
+        for i in range(5):
+            maildir(spool / f"m{i}")
+        cfg = config_from_mapping({"namespace": {"max": 3}, "spool": [{"path": str(spool)}]})
+
+        p = plan(cfg, OTHER, {})
+
+        assert ["m0", "m1", "m2"] == [s.entry for s in p.discovery.served]
+        assert ["over-limit"] * 2 == [k.reason for k in p.discovery.skipped]
+        assert "not served" in p.warnings[0]
+
+    def test_injected_fs(self, spool: Path) -> None:
+        """The scanner makes its filesystem calls through the injected Fs."""
+        maildir(spool / "sales")
+        calls: list[bytes] = []
+
+        def lstat(path: bytes) -> os.stat_result:
+            calls.append(path)
+            return os.lstat(path)
+
+        fs = Fs(lstat=lstat, read_text=lambda _p: None)
+
+        assert ["sales"] == [s.entry for s in discover(config(spool), OTHER, fs=fs).served]
+        assert os.fsencode(spool / "sales" / "cur") in calls
+
+
+names = st.binary(min_size=1, max_size=40).filter(
+    lambda b: b"/" not in b and b"\0" not in b and b not in {b".", b".."}
+)
+
+
+class TestProperties:
+    """Whatever the directory names, the output passes Dovecot's checks."""
+
+    @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(names, min_size=1, max_size=8, unique=True))
+    def test_arbitrary_names(self, base: Path, raw: list[bytes]) -> None:
+        """Served namespaces have unique names (ignoring case) and prefixes, and round-trip."""
+        base = Path(tempfile.mkdtemp(dir=base))
+        base.chmod(0o755)
+        for r in raw:
+            maildir(base / os.fsdecode(r))
+        cfg = config(base)
+
+        p = plan(cfg, OTHER, {"USERDB_KEYS": "HOME "})
+
+        assert [] == namespace_problems(p.discovery.namespaces)
+        assert len(raw) == len(p.discovery.served) + len(p.discovery.skipped)
+        assert p.discovery.namespaces == from_environ(p.environ)
+        assert {k.reason for k in p.discovery.skipped} <= {"dot-entry", "unservable-name"}
+
+
+def test_display() -> None:
+    """Non-UTF-8 bytes are shown as \\xNN."""
+    assert "a\\xff" == display(b"a\xff")
+
+
+def test_missing_home(spool: Path) -> None:
+    """Index paths under {home} need a home."""
+    maildir(spool / "sales")
+    homeless = MailUser(user="x", home=None, identity=OTHER.identity)
+
+    with pytest.raises(ValueError, match="no home"):
+        discover(config(spool), homeless)
+
+
+def test_spool_error_is_oserror() -> None:
+    """SpoolError is an OSError too."""
+    assert issubclass(SpoolError, OSError)
