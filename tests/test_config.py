@@ -118,7 +118,10 @@ class TestConfig:
 
     def test_control_may_be_disabled(self) -> None:
         """An empty control template omits CONTROL."""
-        assert config_from_mapping({"spool": [{"path": "/a", "control": ""}]}).spools[0].control is None
+        assert (
+            config_from_mapping({"spool": [{"path": "/a", "control": ""}]}).spools[0].control
+            is None
+        )
 
     def test_unreadable(self, tmp_path: Path) -> None:
         """A missing file is a ConfigError naming it."""

@@ -12,7 +12,9 @@ prefix_chars = st.characters(blacklist_categories=("Cs", "Cc"), blacklist_charac
 
 @st.composite
 def namespace_sets(draw: st.DrawFn) -> list[Namespace]:
-    names = draw(st.lists(st.from_regex(r"s-[a-z0-9_-]{1,12}", fullmatch=True), unique=True, max_size=8))
+    names = draw(
+        st.lists(st.from_regex(r"s-[a-z0-9_-]{1,12}", fullmatch=True), unique=True, max_size=8)
+    )
     out = []
     for i, name in enumerate(names):
         component = draw(st.text(prefix_chars, min_size=1, max_size=20))
@@ -52,7 +54,9 @@ class TestToEnviron:
 
     def test_existing_keys_kept_once(self) -> None:
         """Keys already listed stay, and are not added a second time."""
-        env = to_environ([SALES], environ={"USER": "alice", "USERDB_KEYS": "HOME UID "}, dialect=V23)
+        env = to_environ(
+            [SALES], environ={"USER": "alice", "USERDB_KEYS": "HOME UID "}, dialect=V23
+        )
 
         assert ["HOME", "UID", "NAMESPACE", *SALES_KEYS] == env["USERDB_KEYS"].split()
 
@@ -66,7 +70,8 @@ class TestToEnviron:
     def test_userdb_namespace_extended(self) -> None:
         """A NAMESPACE from userdb is extended, never replaced; its key is not listed twice."""
         env = to_environ(
-            [SALES], environ={"NAMESPACE": "work", "USERDB_KEYS": "NAMESPACE namespace/work/prefix "}
+            [SALES],
+            environ={"NAMESPACE": "work", "USERDB_KEYS": "NAMESPACE namespace/work/prefix "},
         )
 
         assert "work s-sales" == env["NAMESPACE"]
@@ -129,7 +134,9 @@ class TestFitEnviron:
 
     def test_thousand_fit(self) -> None:
         """1,000 namespaces with 14-character names fit the 128 KiB USERDB_KEYS limit."""
-        env, kept = fit_environ(self.many(1000), environ={"USERDB_KEYS": "UID GID HOME SYSTEM_GROUPS_USER "})
+        env, kept = fit_environ(
+            self.many(1000), environ={"USERDB_KEYS": "UID GID HOME SYSTEM_GROUPS_USER "}
+        )
 
         assert 1000 == kept
         assert len("USERDB_KEYS=" + env["USERDB_KEYS"]) < 128 * 1024

@@ -8,7 +8,9 @@ from nsprov.exceptions import InvalidNamespaceError
 
 
 def ns(name: str = "s-a", prefix: str = "Shared/a/", **kw: object) -> Namespace:
-    loc = kw.pop("location", MailLocation(root="/spool/a", index=f"/h/{name}", control=f"/h/{name}"))
+    loc = kw.pop(
+        "location", MailLocation(root="/spool/a", index=f"/h/{name}", control=f"/h/{name}")
+    )
     return Namespace(name=name, prefix=prefix, location=loc, **kw)  # type: ignore[arg-type]
 
 

@@ -12,7 +12,6 @@ import attrs
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from tests.strategies import acl_ids, file_facts, identities, mode_for, modes, posix_acls, wants
 
 from nsprov._perms import (
     R_OK,
@@ -27,6 +26,7 @@ from nsprov._perms import (
     read_acl,
 )
 from nsprov.exceptions import InvalidAclError, NsprovError
+from tests.strategies import acl_ids, file_facts, identities, mode_for, modes, posix_acls, wants
 
 if TYPE_CHECKING:
     from pathlib import Path

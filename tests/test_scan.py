@@ -129,7 +129,17 @@ class TestReasons:
 
     def test_hostile_names_served(self, spool: Path) -> None:
         """Spaces, commas, colons, %, *, quotes, case twins and long names are all served."""
-        names = ["Weird Name", "a,b", "odd:INDEX=evil", "pct%u", "star*", "q\"uote'", "Case", "case", "x" * 200]
+        names = [
+            "Weird Name",
+            "a,b",
+            "odd:INDEX=evil",
+            "pct%u",
+            "star*",
+            "q\"uote'",
+            "Case",
+            "case",
+            "x" * 200,
+        ]
         for n in names:
             maildir(spool / n)
 
@@ -165,7 +175,10 @@ class TestAccess:
         """A 0700 mailbox is served to its owner only."""
         maildir(spool / "mine", 0o700)
 
-        assert ("served", "no-access") == (verdicts(spool, OWNER)["mine"], verdicts(spool, MEMBER)["mine"])
+        assert ("served", "no-access") == (
+            verdicts(spool, OWNER)["mine"],
+            verdicts(spool, MEMBER)["mine"],
+        )
 
     def test_acl_grant(self, spool: Path) -> None:
         """A POSIX ACL entry for a user grants access that the mode bits do not."""
@@ -174,7 +187,10 @@ class TestAccess:
         for p in (box, box / "cur", box / "new"):
             os.setxattr(p, "system.posix_acl_access", acl.to_xattr())
 
-        assert ("served", "no-access") == (verdicts(spool, OTHER)["acl"], verdicts(spool, MEMBER)["acl"])
+        assert ("served", "no-access") == (
+            verdicts(spool, OTHER)["acl"],
+            verdicts(spool, MEMBER)["acl"],
+        )
 
     def test_spool_not_traversable(self, spool: Path) -> None:
         """When the spool cannot be searched, nothing in it is served."""

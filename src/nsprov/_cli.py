@@ -85,7 +85,7 @@ def main(
     argv: Sequence[str] | None = None,
     *,
     environ: Mapping[str, str] | None = None,
-    execve: Callable[[str, Sequence[str], Mapping[str, str]], object] = os.execve,
+    execve: Callable[[str, Sequence[str], Mapping[str, str]], object] | None = None,
 ) -> int:
     """Run ``nsprov``; returns the exit status (0 ok, 1 domain error, 2 usage error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -93,6 +93,8 @@ def main(
         from ._postlogin import main as post_login  # noqa: PLC0415
 
         env = dict(os.environ if environ is None else environ)
+        if execve is None:
+            return post_login(argv[1:], environ=env)
         return post_login(argv[1:], environ=env, execve=execve)
     parser = main_parser()
     args = parser.parse_args(argv)

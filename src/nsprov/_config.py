@@ -117,9 +117,7 @@ class _Reader:
             return default
         value = data[key]
         # bool is an int in Python, but never a valid int or float here.
-        if (isinstance(value, bool) and bool not in _as_tuple(kind)) or not isinstance(
-            value, kind
-        ):
+        if (isinstance(value, bool) and bool not in _as_tuple(kind)) or not isinstance(value, kind):
             self.problem(f"{path}.{key}", f"expected {_kind_name(kind)}, got {_kind(value)}")
             return default
         if check is not None:
@@ -230,9 +228,7 @@ def _check_path_template(template: Template) -> str | None:
     return None
 
 
-def _spool(
-    r: _Reader, raw: Any, path: str, defaults: Mapping[str, Any]
-) -> SpoolConfig | None:
+def _spool(r: _Reader, raw: Any, path: str, defaults: Mapping[str, Any]) -> SpoolConfig | None:
     if not isinstance(raw, dict):
         r.problem(path, f"expected a table, got {_kind(raw)}")
         return None
@@ -244,18 +240,16 @@ def _spool(
     if spool_path is not None and not os.path.isabs(spool_path):
         r.problem(f"{path}.path", f"must be an absolute path, got {spool_path!r}")
     separator = r.take(data, "separator", path, str, "/", _check_separator)
-    prefix = r.template(
-        data, "prefix", path, PREFIX_FIELDS, Template("Shared{sep}{name}{sep}")
-    )
-    assert prefix is not None
+    prefix = r.template(data, "prefix", path, PREFIX_FIELDS, Template("Shared{sep}{name}{sep}"))
+    prefix = prefix or Template("Shared{sep}{name}{sep}")
     if "name" not in prefix.fields:
         r.problem(f"{path}.prefix", "must use {name}, or every mailbox would get one prefix")
     name = r.template(data, "name", path, NAME_FIELDS, SpoolConfig.__attrs_attrs__.name.default)
-    assert name is not None
+    name = name or Template("s-{id}")
     if (message := _check_name_template(name)) is not None:
         r.problem(f"{path}.name", message)
     index = r.template(data, "index", path, PATH_FIELDS, SpoolConfig.__attrs_attrs__.index.default)
-    assert index is not None
+    index = index or Template("{home}/.nsprov/{ns}")
     control = r.template(
         data,
         "control",
@@ -264,9 +258,7 @@ def _spool(
         SpoolConfig.__attrs_attrs__.control.default,
         optional=True,
     )
-    index_private = r.template(
-        data, "index_private", path, PATH_FIELDS, None, optional=True
-    )
+    index_private = r.template(data, "index_private", path, PATH_FIELDS, None, optional=True)
     for key, template in (("index", index), ("control", control), ("index_private", index_private)):
         if template is not None and (message := _check_path_template(template)) is not None:
             r.problem(f"{path}.{key}", message)
@@ -411,7 +403,7 @@ def load_config(path: str = DEFAULT_CONFIG_PATH) -> Config:
     import tomllib  # noqa: PLC0415 - lazy: only when a config is read
 
     try:
-        with open(path, "rb") as f:  # noqa: PTH123 - pathlib stays off the login path
+        with open(path, "rb") as f:
             data = tomllib.load(f)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None

@@ -52,7 +52,7 @@ class Dialect:
 
     def settings(self, ns: Namespace) -> list[tuple[str, str]]:
         """``(KEY, value)`` pairs for *ns*, Dovecot defaults left out."""
-        out = [("TYPE", ns.type)] if ns.type != "private" else []
+        out: list[tuple[str, str]] = [("TYPE", ns.type)] if ns.type != "private" else []
         out += [
             ("SEPARATOR", ns.separator),
             ("PREFIX", ns.prefix),
@@ -217,7 +217,10 @@ def from_environ(
         if names is not None
         else [
             n
-            for n in environ.get(dialect.list_key, "").replace(",", " ").replace("\t", " ").split(" ")
+            for n in environ.get(dialect.list_key, "")
+            .replace(",", " ")
+            .replace("\t", " ")
+            .split(" ")
             if n
         ]
     )

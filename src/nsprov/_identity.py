@@ -107,14 +107,10 @@ def mail_user_from_environ(
         raise IdentityError("USER is not set: not called by Dovecot's script-login")
     uid_text = environ.get("UID") or cfg.mail_uid
     if not uid_text:
-        raise IdentityError(
-            f"user {user}: userdb returned no uid and identity.mail_uid is not set"
-        )
+        raise IdentityError(f"user {user}: userdb returned no uid and identity.mail_uid is not set")
     gid_text = environ.get("GID") or cfg.mail_gid
     if not gid_text:
-        raise IdentityError(
-            f"user {user}: userdb returned no gid and identity.mail_gid is not set"
-        )
+        raise IdentityError(f"user {user}: userdb returned no gid and identity.mail_gid is not set")
     uid = _uid(uid_text, getpwnam)
     gid = _gid(gid_text, getgrnam)
     if uid == 0:

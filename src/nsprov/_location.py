@@ -114,7 +114,7 @@ def _check_text(value: str, what: str) -> None:
         raise InvalidLocationError(f"{what} {value!r} is not valid UTF-8") from None
 
 
-def _check_params(inst: MailLocation, _attr: object, _value: object) -> None:
+def _check_params(inst: MailLocation, _attr: object, _value: str | None) -> None:
     for key, field in _PARAMS:
         value = getattr(inst, field)
         if value is None:

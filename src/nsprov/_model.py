@@ -41,6 +41,10 @@ def is_utf8(text: str) -> bool:
     return True
 
 
+def _lower(value: str) -> str:
+    return value.lower()
+
+
 def _check_name(_inst: object, _attr: object, value: str) -> None:
     if not NAME_RE.fullmatch(value):
         raise InvalidNamespaceError(
@@ -94,7 +98,7 @@ class Namespace:
     Defaults are Dovecot's own, except ``type`` (``public``, nsprov's purpose).
     """
 
-    name: str = attrs.field(converter=str.lower, validator=_check_name)
+    name: str = attrs.field(converter=_lower, validator=_check_name)
     type: NamespaceType = attrs.field(default="public", validator=attrs.validators.in_(_TYPES))
     separator: str = attrs.field(default="/", validator=_check_separator)
     list: ListMode = attrs.field(default="yes", validator=attrs.validators.in_(_LIST_MODES))
@@ -129,7 +133,7 @@ def namespace_problems(
     problems: list[str] = []
     reserved = {r.lower() for r in reserved_names}
     seen_names: dict[str, str] = {}
-    seen_prefixes: dict[str, str] = {p: "(configuration)" for p in taken_prefixes}
+    seen_prefixes: dict[str, str] = dict.fromkeys(taken_prefixes, "(configuration)")
     seen_paths: dict[str, str] = {}
     separators: dict[str, str] = {}
     inboxes: list[str] = []

@@ -43,6 +43,11 @@ T_FAIL = b"F"  # the worker failed; the payload is the one log line
 T_OK = b"O"  # the worker finished; apply everything
 
 
+def os_execve(path: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
+    """:func:`os.execve` with the argument types nsprov uses."""
+    os.execve(path, list(argv), dict(env))  # noqa: S606 - the chain Dovecot gave us
+
+
 class Options:
     """Parsed post-login options (a plain class: attrs stays off this path)."""
 
@@ -217,10 +222,22 @@ def run_worker(
 
 
 def _reap(pid: int, *, block: bool) -> None:
-    try:
-        os.waitpid(pid, 0 if block else os.WNOHANG)
-    except ChildProcessError:
-        pass
+    """Wait for the worker: fully when it finished, briefly (50 ms) after SIGKILL.
+
+    A worker stuck in the kernel (a dead NFS server) cannot die until the call
+    returns; then it stays a zombie of the next program, which is harmless.
+    """
+    import time  # noqa: PLC0415
+
+    end = time.monotonic() + 0.05
+    while True:
+        try:
+            done, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done or time.monotonic() > end:
+            return
+        time.sleep(0.001)
 
 
 def _isolate(keep: int) -> None:  # pragma: no cover - runs in the worker
@@ -295,7 +312,7 @@ def main(
     argv: Sequence[str],
     *,
     environ: MutableMapping[str, str] | None = None,
-    execve: Callable[[str, Sequence[str], Mapping[str, str]], object] = os.execve,
+    execve: Callable[[str, Sequence[str], Mapping[str, str]], object] = os_execve,
     worker: Callable[[Options, Mapping[str, str]], Callable[[int], None]] = _worker,
 ) -> int:
     """Run the post-login step; returns only when exec failed or the login is denied."""
@@ -325,9 +342,14 @@ def main(
         new_env.update(result.env)
         _exec(execve, opts.next, new_env, fallback=env)
         return 1
-    log(f"user {env.get('USER', '?')}: {result.error}; " + (
-        "denying the login (on_error=deny)" if policy == "deny" else "continuing without namespaces"
-    ))
+    log(
+        f"user {env.get('USER', '?')}: {result.error}; "
+        + (
+            "denying the login (on_error=deny)"
+            if policy == "deny"
+            else "continuing without namespaces"
+        )
+    )
     if policy == "deny":
         return 1
     _exec(execve, opts.next, env, fallback=None)

@@ -95,11 +95,10 @@ def render_conf(p: Plan) -> str:
 
 def render_table(p: Plan, *, explain: bool) -> str:
     """A readable listing; with *explain*, every skipped entry and why."""
-    lines = [
-        f"user {p.user.user}: uid {p.user.identity.uid}, gid {p.user.identity.gid}, "
-        f"groups {','.join(map(str, sorted(p.user.identity.groups))) or '-'}, "
-        f"home {p.user.home or '-'}"
-    ]
+    ident = p.user.identity
+    groups = ",".join(map(str, sorted(ident.groups))) or "-"
+    header = f"user {p.user.user}: uid {ident.uid}, gid {ident.gid}, groups {groups}, "
+    lines = [header + f"home {p.user.home or '-'}"]
     served = p.discovery.served
     if served:
         width = max(len(s.namespace.name) for s in served)

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Literal
 import attrs
 
 from ._location import MailLocation
-from ._model import Namespace, has_control, is_utf8
+from ._model import Namespace, has_control
 from ._names import entry_id
 from ._perms import R_OK, X_OK, FileFacts, PosixAcl, decide
 from .exceptions import InvalidLocationError, InvalidNamespaceError, NsprovError
@@ -141,22 +141,6 @@ def _read_acl(getxattr: Callable[..., bytes], path: bytes) -> PosixAcl | None:
     return PosixAcl.from_xattr(data)
 
 
-@attrs.frozen
-class Fs:
-    """The filesystem calls the scanner makes; tests may inject their own."""
-
-    lstat: Callable[[bytes], os.stat_result] = os.lstat
-    listdir: Callable[[bytes], list[bytes]] = os.listdir
-    getxattr: Callable[..., bytes] = os.getxattr
-    realpath: Callable[[bytes], bytes] = os.path.realpath
-    read_text: Callable[[bytes], str | None] = attrs.field(default=None)
-
-    def facts(self, path: bytes) -> tuple[os.stat_result, FileFacts]:
-        """lstat *path* and read its ACL."""
-        s = self.lstat(path)
-        return s, FileFacts.from_stat(s, _read_acl(self.getxattr, path))
-
-
 def _read_regular_file(path: bytes, limit: int = 65536) -> str | None:
     """A small regular file's text, or None when absent; never blocks on a FIFO."""
     try:
@@ -171,7 +155,23 @@ def _read_regular_file(path: bytes, limit: int = 65536) -> str | None:
         os.close(fd)
 
 
-DEFAULT_FS = Fs(read_text=_read_regular_file)
+@attrs.frozen
+class Fs:
+    """The filesystem calls the scanner makes; tests may inject their own."""
+
+    lstat: Callable[[bytes], os.stat_result] = os.lstat
+    listdir: Callable[[bytes], list[bytes]] = os.listdir
+    getxattr: Callable[..., bytes] = os.getxattr
+    realpath: Callable[[bytes], bytes] = os.path.realpath
+    read_text: Callable[[bytes], str | None] = attrs.field(factory=lambda: _read_regular_file)
+
+    def facts(self, path: bytes) -> tuple[os.stat_result, FileFacts]:
+        """lstat *path* and read its ACL."""
+        s = self.lstat(path)
+        return s, FileFacts.from_stat(s, _read_acl(self.getxattr, path))
+
+
+DEFAULT_FS = Fs()
 
 
 def _components(path: bytes) -> list[bytes]:
@@ -321,7 +321,7 @@ def _is_mbox(fs: Fs, path: bytes) -> bool:
         text = fs.read_text(path)
     except OSError:
         return False
-    return bool(text) and text.startswith("From ")
+    return text is not None and text.startswith("From ")
 
 
 def scan_spool(
@@ -362,7 +362,11 @@ def scan_spool(
         try:
             name = raw.decode("utf-8")
         except UnicodeDecodeError:
-            skip(raw, "unservable-name", "not valid UTF-8 (Dovecot: 'Namespace prefix not valid UTF8')")
+            skip(
+                raw,
+                "unservable-name",
+                "not valid UTF-8 (Dovecot: 'Namespace prefix not valid UTF8')",
+            )
             continue
         if sep in raw:
             skip(raw, "unservable-name", f"contains the separator {spool.separator!r}")
@@ -385,7 +389,7 @@ def scan_spool(
                 continue
         if st.S_ISLNK(s.st_mode):
             if spool.symlinks == "skip":
-                skip(raw, "symlink", "symbolic links are not followed (symlinks = \"skip\")")
+                skip(raw, "symlink", 'symbolic links are not followed (symlinks = "skip")')
                 continue
             target = fs.realpath(path)
             if not target.startswith(real + b"/") or target == real:
@@ -417,7 +421,11 @@ def scan_spool(
             skip(raw, "unservable-name", str(e))
             continue
         if namespace.name in taken_names:
-            skip(raw, "name-collision", f"namespace name {namespace.name} is taken by an earlier entry")
+            skip(
+                raw,
+                "name-collision",
+                f"namespace name {namespace.name} is taken by an earlier entry",
+            )
             continue
         if namespace.prefix in taken_prefixes:
             skip(raw, "duplicate-prefix", f"prefix {namespace.prefix!r} is taken")

@@ -44,7 +44,13 @@ def run(fd: int, opts: Options, environ: Mapping[str, str]) -> None:
         if opts.deadline is None:
             _send(fd, frame(T_DEADLINE, str(config.deadline).encode()))
         _send(fd, frame(T_POLICY, config.on_error.encode()))
-        out = b"".join(frame(T_ENV, k.encode("utf-8", "surrogateescape") + b"\0" + v.encode("utf-8", "surrogateescape")) for k, v in namespaces_job(config, environ).items())
+        out = b"".join(
+            frame(
+                T_ENV,
+                k.encode("utf-8", "surrogateescape") + b"\0" + v.encode("utf-8", "surrogateescape"),
+            )
+            for k, v in namespaces_job(config, environ).items()
+        )
         _send(fd, out + frame(T_OK, b""))
     except NsprovError as e:
         _send(fd, frame(T_FAIL, str(e).encode("utf-8", "backslashreplace")))

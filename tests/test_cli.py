@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from nsprov._cli import main
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+@pytest.fixture(name="setup")
+def _setup() -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="nsprov-cli-"))
+    base.chmod(0o755)
+    spool = base / "spool"
+    spool.mkdir(mode=0o755)
+    for name, mode in (("sales", 0o755), ("secret", 0o700), ("pct%u", 0o755)):
+        box = spool / name
+        for sub in ("cur", "new", "tmp"):
+            (box / sub).mkdir(parents=True)
+        box.chmod(mode)
+    (spool / os.fsdecode(b"bad\xff")).mkdir()
+    cfg = base / "nsprov.toml"
+    cfg.write_text(f'[[spool]]\npath = "{spool}"\nprefix = "Shared/{{name}}/"\n')
+    yield base
+    shutil.rmtree(base)
+
+
+def show(setup: Path, *extra: str) -> list[str]:
+    return [
+        "show",
+        "--user",
+        "nobody",
+        "--config",
+        str(setup / "nsprov.toml"),
+        "--uid",
+        "70001",
+        "--gid",
+        "70001",
+        "--groups",
+        "",
+        "--home",
+        "/home/alice",
+        *extra,
+    ]
+
+
+class TestShow:
+    """nsprov show: a dry run with several output formats."""
+
+    def test_json_shape(self, setup: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """The JSON document has the documented shape."""
+        assert 0 == main([*show(setup), "--format=json"])
+
+        doc = json.loads(capsys.readouterr().out)
+        assert {"user", "dialect", "namespaces", "environment", "skipped"} <= set(doc)
+        assert ("nobody", "2.3") == (doc["user"], doc["dialect"])
+        names = [n["entry"] for n in doc["namespaces"]]
+        assert ["pct%u", "sales"] == names
+        sales = doc["namespaces"][1]
+        assert {
+            "name",
+            "type",
+            "prefix",
+            "separator",
+            "location",
+            "list",
+            "subscriptions",
+            "spool",
+            "entry",
+        } <= set(sales)
+        assert sales["name"].startswith("s-sales-")
+        assert "Shared/sales/" == sales["prefix"]
+        assert sales["location"].startswith(
+            f"maildir:{setup}/spool/sales:INDEX=/home/alice/.nsprov/"
+        )
+        assert f"NAMESPACE/{sales['name'].upper()}/PREFIX" in doc["environment"]
+        skipped = {s["entry"]: s["reason"] for s in doc["skipped"]}
+        assert {"secret": "no-access", "bad\\xff": "unservable-name"} == skipped
+
+    def test_table_explain(self, setup: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """--explain lists each skipped entry with its reason."""
+        assert 0 == main([*show(setup), "--explain"])
+
+        out = capsys.readouterr().out
+        assert "Shared/sales/" in out
+        assert "secret: no-access" in out
+
+    def test_table_summary(self, setup: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """Without --explain the table counts skipped entries."""
+        assert 0 == main(show(setup))
+
+        assert "2 entries skipped" in capsys.readouterr().out
+
+    def test_env(self, setup: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """--format=env prints KEY=VALUE lines."""
+        assert 0 == main([*show(setup), "--format=env"])
+
+        lines = capsys.readouterr().out.splitlines()
+        assert any(line.startswith("NAMESPACE=s-pct-u-") for line in lines)
+        assert any(
+            line.startswith("USERDB_KEYS=UID GID HOME SYSTEM_GROUPS_USER NAMESPACE ")
+            for line in lines
+        )
+
+    def test_conf(self, setup: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """--format=conf prints namespace blocks with % doubled."""
+        assert 0 == main([*show(setup), "--format=conf"])
+
+        out = capsys.readouterr().out
+        assert 'prefix = "Shared/pct%%u/"' in out
+        assert "type = public" in out
+
+    def test_no_side_effects(self, setup: Path) -> None:
+        """show creates no directories."""
+        home = setup / "home"
+        assert 0 == main([*show(setup)[:-1], str(home)])
+
+        assert not home.exists()
+
+    def test_bad_config(self, setup: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A config error is exit 1 with one line per problem."""
+        (setup / "nsprov.toml").write_text("[[spool]]\nbogus = 1\n")
+
+        assert 1 == main(show(setup))
+        err = capsys.readouterr().err
+        assert "spool[1].bogus: unknown key" in err
+        assert "spool[1].path: required key missing" in err
+
+    def test_unknown_user(self, setup: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """An unknown user without --uid/--gid is exit 1."""
+        assert 1 == main(
+            ["show", "--user", "no-such-user-x", "--config", str(setup / "nsprov.toml")]
+        )
+        assert "unknown user" in capsys.readouterr().err
+
+    def test_usage(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """Usage errors exit 2."""
+        with pytest.raises(SystemExit) as info:
+            main(["show"])
+        assert 2 == info.value.code
+        assert 2 == main([])
+        capsys.readouterr()
+
+    def test_version(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """--version prints the package version."""
+        assert 0 == main(["--version"])
+        assert capsys.readouterr().out.startswith("nsprov 0.")
+
+    def test_post_login_dispatch(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """main() hands post-login to the hot-path module."""
+        assert 2 == main(["post-login"], environ={})
+        assert "usage: nsprov post-login" in capsys.readouterr().err

@@ -1,0 +1,415 @@
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nsprov import _postlogin as pl
+from nsprov._postlogin import (
+    T_CLIENT,
+    T_DEADLINE,
+    T_DENY,
+    T_ENV,
+    T_FAIL,
+    T_OK,
+    T_POLICY,
+    Options,
+    UsageError,
+    frame,
+    main,
+    original_environ,
+    parse_args,
+    run_worker,
+    write_client,
+)
+from nsprov._worker import run
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+NEXT = ["/usr/lib/dovecot/script-login"]
+
+
+class Exec:
+    """A fake execve that records its call."""
+
+    def __init__(self, fail: OSError | None = None) -> None:
+        self.calls: list[tuple[str, list[str], dict[str, str]]] = []
+        self.fail = fail
+
+    def __call__(self, path: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
+        self.calls.append((path, list(argv), dict(env)))
+        if self.fail is not None:
+            fail, self.fail = self.fail, None
+            raise fail
+
+
+def worker_sending(
+    *frames: bytes, sleep: float = 0
+) -> Callable[[Options, Mapping[str, str]], Callable[[int], None]]:
+    def make(_opts: Options, _env: Mapping[str, str]) -> Callable[[int], None]:
+        def work(fd: int) -> None:
+            for f in frames:
+                os.write(fd, f)
+            time.sleep(sleep)
+
+        return work
+
+    return make
+
+
+class TestParseArgs:
+    """The script-login line grammar."""
+
+    def test_documented_line(self) -> None:
+        """Dovecot passes the options, then the rest of the chain."""
+        opts = parse_args(["--config=/etc/n.toml", "--protocol=imap", *NEXT])
+
+        assert opts is not None
+        assert ("/etc/n.toml", "imap", NEXT) == (opts.config, opts.protocol, opts.next)
+
+    def test_two_token_form(self) -> None:
+        """``--config PATH`` works as well."""
+        opts = parse_args(["--config", "/x.toml", "--on-error", "deny", "/next", "a"])
+
+        assert opts is not None
+        assert ("/x.toml", "deny", ["/next", "a"]) == (opts.config, opts.on_error, opts.next)
+
+    def test_double_dash(self) -> None:
+        """``--`` ends the options; what follows is the chain even if it starts with --."""
+        opts = parse_args(["--deadline=1", "--", "--weird", "x"])
+
+        assert opts is not None
+        assert (1.0, ["--weird", "x"]) == (opts.deadline, opts.next)
+
+    def test_chain_options_untouched(self) -> None:
+        """Options after NEXT belong to NEXT."""
+        opts = parse_args(["/next", "--config=/other"])
+
+        assert opts is not None
+        assert ("/etc/nsprov/nsprov.toml", ["/next", "--config=/other"]) == (opts.config, opts.next)
+
+    def test_unknown_option_ignored(self, capfd: pytest.CaptureFixture[str]) -> None:
+        """An unknown option is logged on one line and ignored."""
+        opts = parse_args(["--future=1", "/next"])
+
+        assert opts is not None
+        assert ["/next"] == opts.next
+        assert "nsprov: ignoring unknown option '--future=1'\n" == capfd.readouterr().err
+
+    def test_help(self) -> None:
+        """--help returns None."""
+        assert parse_args(["--help", "/next"]) is None
+
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            [],
+            ["--config=/x"],
+            ["--config"],
+            ["--protocol=smtp", "/n"],
+            ["--on-error=maybe", "/n"],
+            ["--deadline=x", "/n"],
+            ["--deadline=0", "/n"],
+        ],
+    )
+    def test_usage_errors(self, argv: list[str]) -> None:
+        """Missing NEXT or bad values are usage errors."""
+        with pytest.raises(UsageError):
+            parse_args(argv)
+
+    @given(
+        st.lists(
+            st.sampled_from(
+                ["--config=/c", "--protocol=pop3", "--on-error=deny", "--deadline=3", "--x"]
+            )
+        ),
+        st.lists(st.text(min_size=1), min_size=1).filter(lambda a: not a[0].startswith("--")),
+    )
+    def test_chain_preserved(self, options: list[str], chain: list[str]) -> None:
+        """Whatever the options, the chain after them is exec'ed unchanged."""
+        opts = parse_args([*options, *chain])
+
+        assert opts is not None
+        assert chain == opts.next
+
+
+class TestMain:
+    """Fail-open: every failure execs NEXT with the environment untouched."""
+
+    env = {"USER": "alice", "USERDB_KEYS": "HOME ", "HOME": "/h"}
+
+    def test_success_sets_variables(self) -> None:
+        """The worker's variables are exported and NEXT exec'ed with its arguments."""
+        ex = Exec()
+        worker = worker_sending(frame(T_ENV, b"NAMESPACE\0s-a"), frame(T_OK, b""))
+
+        main(["--config=/c", *NEXT, "x"], environ=dict(self.env), execve=ex, worker=worker)
+
+        assert [(NEXT[0], [*NEXT, "x"], {**self.env, "NAMESPACE": "s-a"})] == ex.calls
+
+    def test_failure_is_fail_open(self, capfd: pytest.CaptureFixture[str]) -> None:
+        """A failing worker: one log line, NEXT exec'ed with the environment as it was."""
+        ex = Exec()
+        worker = worker_sending(frame(T_ENV, b"NAMESPACE\0s-a"), frame(T_FAIL, b"boom"))
+
+        main(NEXT, environ=dict(self.env), execve=ex, worker=worker)
+
+        assert [(NEXT[0], NEXT, self.env)] == ex.calls
+        assert "nsprov: user alice: boom; continuing without namespaces\n" == capfd.readouterr().err
+
+    def test_crash_is_fail_open(self) -> None:
+        """A worker that dies without a word still lets the login through."""
+        ex = Exec()
+
+        def make(_o: Options, _e: Mapping[str, str]) -> Callable[[int], None]:
+            def work(_fd: int) -> None:
+                raise RuntimeError
+
+            return work
+
+        main(NEXT, environ=dict(self.env), execve=ex, worker=make)
+
+        assert [(NEXT[0], NEXT, self.env)] == ex.calls
+
+    def test_deadline(self, capfd: pytest.CaptureFixture[str]) -> None:
+        """A worker that hangs past the deadline is abandoned; the login goes on."""
+        ex = Exec()
+        started = time.monotonic()
+
+        main(
+            ["--deadline=0.3", *NEXT],
+            environ=dict(self.env),
+            execve=ex,
+            worker=worker_sending(sleep=30),
+        )
+
+        assert time.monotonic() - started < 5
+        assert [(NEXT[0], NEXT, self.env)] == ex.calls
+        assert "deadline of 0.3s passed" in capfd.readouterr().err
+
+    def test_config_deadline(self) -> None:
+        """The worker can shorten the deadline to the config's."""
+        ex = Exec()
+        started = time.monotonic()
+
+        main(
+            NEXT,
+            environ=dict(self.env),
+            execve=ex,
+            worker=worker_sending(frame(T_DEADLINE, b"0.2"), sleep=30),
+        )
+
+        assert time.monotonic() - started < 1.5
+        assert 1 == len(ex.calls)
+
+    @pytest.mark.parametrize("where", ["cli", "config"])
+    def test_deny_on_error(self, where: str) -> None:
+        """on_error=deny (CLI or config) turns a failure into a denial: no exec."""
+        ex = Exec()
+        frames = [frame(T_FAIL, b"bad")]
+        argv = NEXT
+        if where == "cli":
+            argv = ["--on-error=deny", *NEXT]
+        else:
+            frames.insert(0, frame(T_POLICY, b"deny"))
+
+        assert 1 == main(argv, environ=dict(self.env), execve=ex, worker=worker_sending(*frames))
+        assert [] == ex.calls
+
+    def test_cli_continue_overrides_config(self) -> None:
+        """--on-error=continue on the script-login line wins over the config."""
+        ex = Exec()
+        worker = worker_sending(frame(T_POLICY, b"deny"), frame(T_FAIL, b"bad"))
+
+        main(["--on-error=continue", *NEXT], environ=dict(self.env), execve=ex, worker=worker)
+
+        assert 1 == len(ex.calls)
+
+    def test_client_lines_and_deny(self, capfd: pytest.CaptureFixture[str]) -> None:
+        """Client frames go to fd 1 before a denial; nothing is exec'ed."""
+        ex = Exec()
+        worker = worker_sending(
+            frame(T_CLIENT, b"* BYE [ALERT] no\r\n"), frame(T_DENY, b""), frame(T_OK, b"")
+        )
+
+        assert 1 == main(NEXT, environ=dict(self.env), execve=ex, worker=worker)
+        assert "* BYE [ALERT] no\r\n" == capfd.readouterr().out
+        assert [] == ex.calls
+
+    def test_e2big_falls_back(self, capfd: pytest.CaptureFixture[str]) -> None:
+        """If exec with the new variables fails with E2BIG, exec without them."""
+        ex = Exec(fail=OSError(7, "Argument list too long"))
+        worker = worker_sending(frame(T_ENV, b"NAMESPACE\0s-a"), frame(T_OK, b""))
+
+        main(NEXT, environ=dict(self.env), execve=ex, worker=worker)
+
+        assert self.env == ex.calls[-1][2]
+        assert "Argument list too long" in capfd.readouterr().err
+
+    def test_exec_failure_logged(self, capfd: pytest.CaptureFixture[str]) -> None:
+        """A NEXT that cannot be exec'ed is logged; main returns 1."""
+        ex = Exec(fail=OSError(2, "No such file or directory"))
+
+        assert 1 == main(
+            NEXT, environ=dict(self.env), execve=ex, worker=worker_sending(frame(T_OK, b""))
+        )
+        assert "exec /usr/lib/dovecot/script-login failed" in capfd.readouterr().err
+
+    def test_usage(self, capfd: pytest.CaptureFixture[str]) -> None:
+        """No NEXT: usage on stderr, exit 2, nothing on stdout."""
+        assert 2 == main([], environ={}, execve=Exec())
+        out, err = capfd.readouterr()
+        assert "" == out
+        assert "usage: nsprov post-login" in err
+
+    def test_help(self, capfd: pytest.CaptureFixture[str]) -> None:
+        """--help prints usage on stderr (stdout is the client) and exits 0."""
+        assert 0 == main(["--help"], environ={}, execve=Exec())
+        assert "" == capfd.readouterr().out
+
+    def test_fork_failure(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Even if fork fails, the login goes on."""
+        ex = Exec()
+
+        def broken(*_a: object, **_k: object) -> object:
+            raise OSError(11, "Resource temporarily unavailable")
+
+        monkeypatch.setattr(pl, "run_worker", broken)
+        main(NEXT, environ=dict(self.env), execve=ex)
+
+        assert [(NEXT[0], NEXT, self.env)] == ex.calls
+
+
+class TestOriginalEnviron:
+    """Python's locale coercion must not leak down the chain."""
+
+    def test_coerced_removed(self) -> None:
+        """An unlisted LC_CTYPE=C.UTF-8 is the interpreter's and is dropped."""
+        assert {"USER": "a"} == original_environ({"USER": "a", "LC_CTYPE": "C.UTF-8"})
+
+    def test_userdb_lc_ctype_kept(self) -> None:
+        """An LC_CTYPE that userdb sent stays."""
+        env = {"LC_CTYPE": "C.UTF-8", "USERDB_KEYS": "LC_CTYPE "}
+
+        assert env == original_environ(env)
+
+
+class TestWriteClient:
+    """Client writes on a non-blocking socket."""
+
+    def test_nonblocking_full_pipe(self) -> None:
+        """Bytes that do not fit are retried until the budget runs out, then given up."""
+        r, w = os.pipe()
+        os.set_blocking(w, False)
+        try:
+            assert write_client(b"x" * 10, fd=w)
+            assert not write_client(b"y" * (1 << 20), fd=w, budget=0.1)
+            assert b"x" * 10 == os.read(r, 10)
+        finally:
+            os.close(r)
+            os.close(w)
+
+    def test_closed_fd(self) -> None:
+        """A broken client connection is not an error for the login."""
+        r, w = os.pipe()
+        os.close(r)
+        try:
+            assert not write_client(b"x", fd=w)
+        finally:
+            os.close(w)
+
+
+class TestWorker:
+    """The worker, run in-process on a pipe."""
+
+    def frames(self, opts: Options, env: dict[str, str]) -> list[tuple[bytes, bytes]]:
+        r, w = os.pipe()
+        try:
+            run(w, opts, env)
+        finally:
+            os.close(w)
+        data = b""
+        while chunk := os.read(r, 65536):
+            data += chunk
+        os.close(r)
+        out = []
+        while data:
+            size = int.from_bytes(data[1:5], "big")
+            out.append((data[:1], data[5 : 5 + size]))
+            data = data[5 + size :]
+        return out
+
+    def test_missing_config(self) -> None:
+        """An unreadable config is one failure frame."""
+        opts = Options()
+        opts.config = "/nonexistent/nsprov.toml"
+
+        [(tag, payload)] = self.frames(opts, {"USER": "a"})
+
+        assert T_FAIL == tag
+        assert b"cannot read" in payload
+
+    def test_namespaces(self, tmp_path: Path) -> None:
+        """A working config yields deadline, policy, variables and OK."""
+        base = Path(tempfile.mkdtemp(dir="/var/tmp"))
+        base.chmod(0o755)
+        spool = base / "spool"
+        (spool / "sales" / "cur").mkdir(parents=True)
+        (spool / "sales" / "new").mkdir()
+        for p in (spool, spool / "sales", spool / "sales" / "cur", spool / "sales" / "new"):
+            p.chmod(0o755)
+        cfg = tmp_path / "n.toml"
+        cfg.write_text(f'[[spool]]\npath = "{spool}"\n[namespace]\ncreate_dirs = false\n')
+        opts = Options()
+        opts.config = str(cfg)
+
+        frames = self.frames(
+            opts, {"USER": "a", "UID": str(os.getuid() or 1), "GID": "0", "HOME": "/h"}
+        )
+
+        tags = [t for t, _ in frames]
+        assert [T_DEADLINE, T_POLICY] == tags[:2]
+        assert T_OK == tags[-1]
+        shutil.rmtree(base)
+        assert any(p.startswith(b"NAMESPACE\0s-sales-") for t, p in frames if t == T_ENV)
+
+    def test_internal_error(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """An unexpected exception is reported, not raised."""
+        cfg = tmp_path / "n.toml"
+        cfg.write_text('[[spool]]\npath = "/x"\n')
+        opts = Options()
+        opts.config = str(cfg)
+        import nsprov._worker as worker_module
+
+        def boom(*_a: object) -> dict[str, str]:
+            raise KeyError("x")
+
+        monkeypatch.setattr(worker_module, "namespaces_job", boom)
+
+        frames = self.frames(opts, {"USER": "a"})
+
+        assert (T_FAIL, b"internal error: KeyError: 'x'") == frames[-1]
+
+
+def test_run_worker_reaps() -> None:
+    """A worker that finishes is waited for (no zombie left for the next program)."""
+
+    def work(fd: int) -> None:
+        os.write(fd, frame(T_OK, b""))
+
+    result = run_worker(work, 5)
+
+    assert result.ok
+    try:
+        pid, _ = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        pid = 0
+    assert 0 == pid
