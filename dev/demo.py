@@ -66,15 +66,29 @@ def main() -> int:
         (spool / "empty").mkdir(mode=0o755)
         (spool / "link").symlink_to("sales")
         config = base / "nsprov.toml"
-        config.write_text(f'[[spool]]\npath = "{spool}"\nprefix = "Shared/{{name}}/"\nseparator = "/"\n')
-        print(f"# spool {spool} (running as {'root' if ROOT else 'uid ' + str(ME)}; ACL {'set' if acl else 'unsupported here'})")
+        config.write_text(
+            f'[[spool]]\npath = "{spool}"\nprefix = "Shared/{{name}}/"\nseparator = "/"\n'
+        )
+        print(
+            f"# spool {spool} (running as {'root' if ROOT else 'uid ' + str(ME)}; ACL {'set' if acl else 'unsupported here'})"
+        )
         print(f"# config {config}:\n{config.read_text()}")
         for name, ident in (("alice", ALICE), ("bob", BOB), ("carol", CAROL)):
             argv = [
-                NSPROV, "show", "--user", name, "--config", str(config),
-                "--uid", str(ident["uid"]), "--gid", str(ident["gid"]),
-                "--groups", ",".join(map(str, ident["groups"])),
-                "--home", f"/home/{name}",
+                NSPROV,
+                "show",
+                "--user",
+                name,
+                "--config",
+                str(config),
+                "--uid",
+                str(ident["uid"]),
+                "--gid",
+                str(ident["gid"]),
+                "--groups",
+                ",".join(map(str, ident["groups"])),
+                "--home",
+                f"/home/{name}",
             ]
             if name == "bob":
                 argv.append("--explain")
@@ -85,10 +99,34 @@ def main() -> int:
         print("$ nsprov show --user bob --format=env   # what post-login exports for bob")
         sys.stdout.flush()
         out = subprocess.run(
-            [NSPROV, "show", "--user", "bob", "--config", str(config), "--uid", "70002", "--gid", "70002", "--groups", "", "--home", "/home/bob", "--format=env"],
-            check=True, capture_output=True, text=True,
+            [
+                NSPROV,
+                "show",
+                "--user",
+                "bob",
+                "--config",
+                str(config),
+                "--uid",
+                "70002",
+                "--gid",
+                "70002",
+                "--groups",
+                "",
+                "--home",
+                "/home/bob",
+                "--format=env",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
-        print("\n".join(line[:150] for line in out.splitlines() if "/S-SALES" in line or line.startswith("NAMESPACE=")))
+        print(
+            "\n".join(
+                line[:150]
+                for line in out.splitlines()
+                if "/S-SALES" in line or line.startswith("NAMESPACE=")
+            )
+        )
     finally:
         shutil.rmtree(base)
     return 0

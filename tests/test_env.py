@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nsprov._env import V23, EnvLimits, fit_environ, from_environ, to_environ
+from nsprov._env import V23, V24, Dialect, EnvLimits, fit_environ, from_environ, to_environ
 from nsprov._location import MailLocation
 from nsprov._model import Namespace, namespace_problems
 
@@ -93,12 +94,16 @@ class TestToEnviron:
             k.rsplit("/", 1)[1] for k in env if k.startswith("NAMESPACE/")
         }
 
-    @given(namespace_sets(), st.sampled_from(["", "HOME UID ", "HOME UID", "NAMESPACE "]))
-    def test_round_trip(self, namespaces: list[Namespace], keys: str) -> None:
-        """from_environ(to_environ(x)) == x."""
-        env = to_environ(namespaces, environ={"USERDB_KEYS": keys})
+    @given(
+        namespace_sets(),
+        st.sampled_from(["", "HOME UID ", "HOME UID", "NAMESPACE "]),
+        st.sampled_from([V23, V24]),
+    )
+    def test_round_trip(self, namespaces: list[Namespace], keys: str, dialect: Dialect) -> None:
+        """from_environ(to_environ(x)) == x, for each dialect."""
+        env = to_environ(namespaces, environ={"USERDB_KEYS": keys}, dialect=dialect)
 
-        assert tuple(namespaces) == from_environ(env)
+        assert tuple(namespaces) == from_environ(env, dialect=dialect)
 
     @given(namespace_sets())
     def test_keys_listed_once_and_exported(self, namespaces: list[Namespace]) -> None:
@@ -155,3 +160,70 @@ class TestFitEnviron:
 
         assert 0 < kept < 50
         assert sum(len(k) + len(v) + 2 for k, v in env.items()) <= 5000
+
+
+class TestDialect24:
+    """Dovecot 2.4: namespace+=, mail_driver/mail_path, one setting per parameter."""
+
+    def test_keys(self) -> None:
+        """NAMESPACE+ lists the names; the location becomes unescaped path settings."""
+        odd = Namespace(
+            name="s-odd",
+            prefix="Shared/odd:x/",
+            location=MailLocation(
+                root="/spool/odd:x", index="/h/i", control="/h/c", index_private="/h/p"
+            ),
+        )
+
+        env = to_environ([odd], environ={"USERDB_KEYS": "HOME "}, dialect=V24)
+
+        assert {
+            "NAMESPACE+": "s-odd",
+            "NAMESPACE/S-ODD/TYPE": "public",
+            "NAMESPACE/S-ODD/SEPARATOR": "/",
+            "NAMESPACE/S-ODD/PREFIX": "Shared/odd:x/",
+            "NAMESPACE/S-ODD/MAIL_DRIVER": "maildir",
+            "NAMESPACE/S-ODD/MAIL_PATH": "/spool/odd:x",
+            "NAMESPACE/S-ODD/MAIL_INDEX_PATH": "/h/i",
+            "NAMESPACE/S-ODD/MAIL_CONTROL_PATH": "/h/c",
+            "NAMESPACE/S-ODD/MAIL_INDEX_PRIVATE_PATH": "/h/p",
+        } == {k: v for k, v in env.items() if k != "USERDB_KEYS"}
+        assert env["USERDB_KEYS"].startswith("HOME NAMESPACE+ NAMESPACE/S-ODD/TYPE ")
+
+    def test_flags(self) -> None:
+        """Location flags map to 2.4 booleans and back."""
+        ns = Namespace(
+            name="s-f",
+            prefix="F/",
+            location=MailLocation(
+                root="/r", layout="fs", utf8=True, alt_nocheck=True, no_noselect=True
+            ),
+        )
+
+        env = to_environ([ns], environ={}, dialect=V24)
+
+        assert ("fs", "yes", "no", "no") == (
+            env["NAMESPACE/S-F/MAILBOX_LIST_LAYOUT"],
+            env["NAMESPACE/S-F/MAILBOX_LIST_UTF8"],
+            env["NAMESPACE/S-F/MAIL_ALT_CHECK"],
+            env["NAMESPACE/S-F/MAILBOX_LIST_DROP_NOSELECT"],
+        )
+        assert (ns,) == from_environ(env, dialect=V24)
+
+    def test_dirname_refused(self) -> None:
+        """A setting without an exact 2.4 equivalent is refused, never dropped."""
+        ns = Namespace(
+            name="s-d", prefix="D/", location=MailLocation(root="/r", dirname="dbox-Mails")
+        )
+
+        with pytest.raises(ValueError, match="DIRNAME"):
+            to_environ([ns], environ={}, dialect=V24)
+
+    def test_userdb_namespace_plus_extended(self) -> None:
+        """A NAMESPACE+ from userdb is extended."""
+        env = to_environ(
+            [SALES], environ={"NAMESPACE+": "work", "USERDB_KEYS": "NAMESPACE+ "}, dialect=V24
+        )
+
+        assert "work s-sales" == env["NAMESPACE+"]
+        assert 1 == env["USERDB_KEYS"].split().count("NAMESPACE+")

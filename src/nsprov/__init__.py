@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._config import Config, load_config
     from ._engine import Plan, plan
-    from ._env import V23, Dialect, EnvLimits, fit_environ, from_environ, to_environ
+    from ._env import V23, V24, Dialect, EnvLimits, fit_environ, from_environ, to_environ
     from ._identity import MailUser, mail_user_from_environ, mail_user_from_nss
     from ._location import MailLocation
     from ._model import Namespace, check_namespaces, namespace_problems
@@ -25,6 +25,7 @@ _LOCATIONS = {
     "Plan": "_engine",
     "plan": "_engine",
     "V23": "_env",
+    "V24": "_env",
     "Dialect": "_env",
     "EnvLimits": "_env",
     "fit_environ": "_env",
@@ -66,6 +67,7 @@ __all__ = [  # noqa: RUF022 - plainly sorted, as the test checks
     "Skipped",
     "Template",
     "V23",
+    "V24",
     "check_namespaces",
     "decide",
     "discover",

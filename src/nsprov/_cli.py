@@ -37,7 +37,11 @@ def main_parser() -> argparse.ArgumentParser:
         "--format", choices=("table", "env", "json", "conf"), default="table", help="output format"
     )
     show.add_argument("--explain", action="store_true", help="list every spool entry's verdict")
-    show.add_argument("--dialect", choices=("2.3",), help="override [dovecot] version")
+    show.add_argument(
+        "--dialect",
+        choices=("2.3", "2.4"),
+        help="Dovecot version to render for ([dovecot] version)",
+    )
     show.add_argument("--uid", type=int, help="override the mail uid")
     show.add_argument("--gid", type=int, help="override the mail gid")
     show.add_argument("--groups", type=_groups, help="override supplementary gids (comma list)")
@@ -75,7 +79,7 @@ def _show(args: argparse.Namespace) -> int:
         "table": lambda: render_table(p, explain=args.explain),
         "env": lambda: render_env(p),
         "json": lambda: render_json(p, config.dialect),
-        "conf": lambda: render_conf(p),
+        "conf": lambda: render_conf(p, config.dialect),
     }[args.format]()
     sys.stdout.write(out)
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from ._env import _yes
+from ._env import _yes, dialect_for
 
 if TYPE_CHECKING:
     from ._engine import Plan
@@ -74,21 +74,24 @@ def conf_quote(value: str) -> str:
     return f'"{escaped}"'
 
 
-def render_conf(p: Plan) -> str:
-    """``namespace`` blocks for dovecot.conf (2.3 syntax)."""
+def render_conf(p: Plan, dialect: str = "2.3") -> str:
+    """``namespace`` blocks for dovecot.conf, in the syntax of *dialect*.
+
+    Each block carries the same settings the userdb fields would, plus
+    ``list`` and ``subscriptions`` spelled out.
+    """
+    d = dialect_for(dialect)
     out = []
     for s in p.discovery.served:
         ns = s.namespace
         out.append(f"# {s.spool}/{s.entry}\n")
         out.append(f"namespace {ns.name} {{\n")
-        out.append(f"  type = {ns.type}\n")
-        out.append(f"  separator = {conf_quote(ns.separator)}\n")
-        out.append(f"  prefix = {conf_quote(ns.prefix)}\n")
-        out.append(f"  location = {conf_quote(ns.location.render())}\n")
-        out.append(f"  list = {ns.list}\n")
-        out.append(f"  subscriptions = {_yes(ns.subscriptions)}\n")
-        if ns.hidden:
-            out.append("  hidden = yes\n")
+        settings = dict(d.settings(ns))
+        settings.setdefault("LIST", ns.list)
+        settings.setdefault("SUBSCRIPTIONS", _yes(ns.subscriptions))
+        for key, value in settings.items():
+            name = "location" if key == "MAIL" else key.lower()
+            out.append(f"  {name} = {conf_quote(value)}\n")
         out.append("}\n")
     return "".join(out)
 
