@@ -116,7 +116,7 @@ class TestShow:
 
         out = capsys.readouterr().out
         assert 'prefix = "Shared/pct%%u/"' in out
-        assert "type = public" in out
+        assert 'type = "public"' in out
 
     def test_no_side_effects(self, setup: Path) -> None:
         """show creates no directories."""
