@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import nsprov._login as login_module
 from nsprov import _postlogin as pl
 from nsprov._postlogin import (
     T_CLIENT,
@@ -381,18 +382,37 @@ class TestWorker:
         shutil.rmtree(base)
         assert any(p.startswith(b"NAMESPACE\0s-sales-") for t, p in frames if t == T_ENV)
 
-    def test_internal_error(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-        """An unexpected exception is reported, not raised."""
+    def test_failed_action_is_skipped(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """An action that raises is logged on one line and skipped; the login goes on."""
         cfg = tmp_path / "n.toml"
         cfg.write_text('[[spool]]\npath = "/x"\n')
         opts = Options()
         opts.config = str(cfg)
-        import nsprov._worker as worker_module
+        opts.protocol = "imap"
 
-        def boom(*_a: object) -> dict[str, str]:
+        def boom(*_a: object) -> None:
             raise KeyError("x")
 
-        monkeypatch.setattr(worker_module, "namespaces_job", boom)
+        monkeypatch.setitem(login_module.ACTIONS, "namespaces", boom)
+
+        frames = self.frames(opts, {"USER": "a"})
+
+        assert (T_OK, b"") == frames[-1]
+        assert "nsprov: user a: namespaces: KeyError: 'x'\n" == capfd.readouterr().err
+
+    def test_internal_error(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """An unexpected exception outside the actions is one failure frame, not raised."""
+        cfg = tmp_path / "n.toml"
+        cfg.write_text('[[spool]]\npath = "/x"\n')
+        opts = Options()
+        opts.config = str(cfg)
+
+        def boom(*_a: object, **_k: object) -> None:
+            raise KeyError("x")
+
+        monkeypatch.setattr(login_module, "run_actions", boom)
 
         frames = self.frames(opts, {"USER": "a"})
 

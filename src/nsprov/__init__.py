@@ -12,8 +12,10 @@ if TYPE_CHECKING:
     from ._config import Config, load_config
     from ._engine import Plan, plan
     from ._env import V23, V24, Dialect, EnvLimits, fit_environ, from_environ, to_environ
+    from ._hook import run_hook
     from ._identity import MailUser, mail_user_from_environ, mail_user_from_nss
     from ._location import MailLocation
+    from ._login import Denied, Login
     from ._model import Namespace, check_namespaces, namespace_problems
     from ._perms import Decision, FileFacts, Identity, PosixAcl, decide
     from ._scan import Discovery, Served, Skipped, discover
@@ -35,6 +37,9 @@ _LOCATIONS = {
     "mail_user_from_environ": "_identity",
     "mail_user_from_nss": "_identity",
     "MailLocation": "_location",
+    "Denied": "_login",
+    "Login": "_login",
+    "run_hook": "_hook",
     "Namespace": "_model",
     "check_namespaces": "_model",
     "namespace_problems": "_model",
@@ -53,11 +58,13 @@ _LOCATIONS = {
 __all__ = [  # noqa: RUF022 - plainly sorted, as the test checks
     "Config",
     "Decision",
+    "Denied",
     "Dialect",
     "Discovery",
     "EnvLimits",
     "FileFacts",
     "Identity",
+    "Login",
     "MailLocation",
     "MailUser",
     "Namespace",
@@ -78,6 +85,7 @@ __all__ = [  # noqa: RUF022 - plainly sorted, as the test checks
     "mail_user_from_nss",
     "namespace_problems",
     "plan",
+    "run_hook",
     "to_environ",
 ]
 

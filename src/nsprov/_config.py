@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
+from ._actions import ActionsConfig, parse_actions
 from ._model import DEFAULT_RESERVED_NAMES, NAME_RE, has_control
 from ._template import Template
 from .exceptions import ConfigError, InvalidTemplateError
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
 DEFAULT_CONFIG_PATH = "/etc/nsprov/nsprov.toml"
+ACTION_TABLES = ("deny", "alert", "acl_groups", "last_login", "mail", "field")
 
 #: Fields each template may use.
 PREFIX_FIELDS = frozenset({"name", "sep"})
@@ -80,6 +82,7 @@ class Config:
     deadline: float = 2.0
     on_error: OnError = "continue"
     debug_users: tuple[str, ...] = ()
+    actions: ActionsConfig = ActionsConfig()
 
     @property
     def separator(self) -> str:
@@ -303,7 +306,11 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") ->
     """Validate parsed TOML *data* into a :class:`Config`; raise :class:`ConfigError` listing every problem."""
     problems: list[str] = []
     r = _Reader(source, problems)
-    r.unknown(data, {"spool", "namespace", "dovecot", "identity", "postlogin"}, "")
+    r.unknown(
+        data,
+        {"spool", "namespace", "dovecot", "identity", "postlogin", "actions", *ACTION_TABLES},
+        "",
+    )
     defaults = r.table(data, "namespace", "namespace")
     r.unknown(defaults, _SPOOL_KEYS | {"max", "create_dirs"}, "namespace")
     spool_defaults = {k: v for k, v in defaults.items() if k in _SPOOL_KEYS}
@@ -381,9 +388,11 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") ->
         1000,
         lambda v: None if 0 <= v <= 100_000 else "must be between 0 and 100000",
     )
+    actions = parse_actions(r, data, has_spools=bool(spools))
     if problems:
         raise ConfigError("; ".join(problems), tuple(problems))
     return Config(
+        actions=actions,
         source=source,
         spools=tuple(spools),
         dialect=dialect,

@@ -69,6 +69,21 @@ _V24_FLAGS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def location_settings_24(loc: MailLocation) -> list[tuple[str, str]]:
+    """A 2.3 location as Dovecot 2.4 settings (``MAIL_DRIVER``, ``MAIL_PATH`` …)."""
+    if loc.dirname is not None:
+        raise InvalidLocationError(
+            "DIRNAME has no exact Dovecot 2.4 equivalent "
+            "(mailbox_directory_name with mailbox_directory_name_legacy); use FULLDIRNAME"
+        )
+    out = [("MAIL_DRIVER", loc.driver), ("MAIL_PATH", loc.root)]
+    out += [
+        (key, getattr(loc, field)) for field, key in _V24_PATHS if getattr(loc, field) is not None
+    ]
+    out += [(key, value) for field, key, value in _V24_FLAGS if getattr(loc, field)]
+    return out
+
+
 def _common_settings(ns: Namespace) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Settings both versions share: (leading ones, trailing ones), defaults left out."""
     head: list[tuple[str, str]] = [("TYPE", ns.type)] if ns.type != "private" else []
@@ -119,20 +134,7 @@ class Dialect:
         head, tail = _common_settings(ns)
         if self.version == "2.3":
             return [*head, ("MAIL", ns.location.render()), *tail]
-        loc = ns.location
-        if loc.dirname is not None:
-            raise InvalidLocationError(
-                "DIRNAME has no exact Dovecot 2.4 equivalent "
-                "(mailbox_directory_name with mailbox_directory_name_legacy); use FULLDIRNAME"
-            )
-        out = [*head, ("MAIL_DRIVER", loc.driver), ("MAIL_PATH", loc.root)]
-        out += [
-            (key, getattr(loc, field))
-            for field, key in _V24_PATHS
-            if getattr(loc, field) is not None
-        ]
-        out += [(key, value) for field, key, value in _V24_FLAGS if getattr(loc, field)]
-        return [*out, *tail]
+        return [*head, *location_settings_24(ns.location), *tail]
 
     def parse(self, name: str, settings: Mapping[str, str]) -> Namespace:
         """Build a namespace from its ``KEY -> value`` settings (keys uppercase)."""

@@ -1,9 +1,11 @@
 """The post-login worker: runs in the forked child of ``nsprov post-login``.
 
-It loads the config, resolves the identity, scans, creates the per-user
-directories as the user, and reports frames to the parent.  It never touches
-the client connection (the parent closed it here) and reports every failure
-as one frame, which the parent logs as one line.
+It loads the config, runs the configured actions for the protocol, runs the
+work that must be done as the user after dropping to the user's identity,
+and reports everything to the parent as frames.  It never touches the client
+connection (the parent closed it here); the parent writes client lines and
+execs.  Every failure is reported in one frame, logged by the parent as one
+line.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import os
 from typing import TYPE_CHECKING
 
 from ._postlogin import (
+    T_CLIENT,
     T_DEADLINE,
+    T_DENY,
     T_ENV,
     T_FAIL,
     T_OK,
@@ -23,9 +27,9 @@ from ._postlogin import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
-    from ._config import Config
+    from ._login import Login
 
 
 def _send(fd: int, data: bytes) -> None:
@@ -34,56 +38,100 @@ def _send(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def run(fd: int, opts: Options, environ: Mapping[str, str]) -> None:
-    """Do the post-login work and report it on *fd*."""
-    from ._config import load_config  # noqa: PLC0415
+def _env_frame(key: str, value: str) -> bytes:
+    return frame(
+        T_ENV,
+        key.encode("utf-8", "surrogateescape") + b"\0" + value.encode("utf-8", "surrogateescape"),
+    )
+
+
+def _failure(e: BaseException) -> bytes:
     from .exceptions import NsprovError  # noqa: PLC0415
 
+    text = str(e) if isinstance(e, NsprovError) else f"internal error: {type(e).__name__}: {e}"
+    return frame(T_FAIL, text.encode("utf-8", "backslashreplace"))
+
+
+def finish(fd: int, login: Login, errors: list[str]) -> None:
+    """Run the user's tasks (as the user), log one line, send the effects and OK."""
+    from ._login import run_user_tasks  # noqa: PLC0415
+
+    if login.denied is None:
+        errors = errors + run_user_tasks(login)
+    problems = [*errors, *(w for w in login.warnings if not w.startswith("debug: "))]
+    for line in (w for w in login.warnings if w.startswith("debug: ")):
+        log(f"user {login.user}: {line}")
+    if problems:
+        log(f"user {login.user}: " + "; ".join(problems))
+    out = []
+    deny = login.deny_line()
+    if login.denied is not None:
+        if deny is not None:
+            out.append(frame(T_CLIENT, deny))
+        out.append(frame(T_DENY, b""))
+    else:
+        out += [_env_frame(k, v) for k, v in login.changes().items()]
+        out += [frame(T_CLIENT, line) for line in login.client if line]
+    out.append(frame(T_OK, b""))
+    _send(fd, b"".join(out))
+
+
+def version_signs(environ: Mapping[str, str], dialect: str) -> str | None:
+    """A warning when userdb fields look like the other Dovecot version's."""
+    if dialect == "2.3" and any(k in environ for k in ("NAMESPACE+", "MAIL_DRIVER", "MAIL_PATH")):
+        return (
+            "userdb fields look like Dovecot 2.4 (NAMESPACE+/MAIL_DRIVER/MAIL_PATH) but "
+            '[dovecot] version = "2.3": on 2.4 the 2.3 dialect replaces every namespace'
+        )
+    if dialect == "2.4" and any(k in environ for k in ("MAIL", "MAIL_LOCATION")):
+        return 'userdb fields look like Dovecot 2.3 (MAIL) but [dovecot] version = "2.4"'
+    return None
+
+
+def run(fd: int, opts: Options, environ: Mapping[str, str]) -> None:
+    """``nsprov post-login``: the configured actions, reported on *fd*."""
     try:
+        from ._config import load_config  # noqa: PLC0415
+        from ._login import Login, run_actions  # noqa: PLC0415
+
         config = load_config(opts.config)
         if opts.deadline is None:
             _send(fd, frame(T_DEADLINE, str(config.deadline).encode()))
         _send(fd, frame(T_POLICY, config.on_error.encode()))
-        out = b"".join(
-            frame(
-                T_ENV,
-                k.encode("utf-8", "surrogateescape") + b"\0" + v.encode("utf-8", "surrogateescape"),
-            )
-            for k, v in namespaces_job(config, environ).items()
-        )
-        _send(fd, out + frame(T_OK, b""))
-    except NsprovError as e:
-        _send(fd, frame(T_FAIL, str(e).encode("utf-8", "backslashreplace")))
+        login = Login(environ, protocol=opts.protocol, config=config)
+        if (sign := version_signs(environ, config.dialect)) is not None:
+            login.warning(sign)
+        errors = run_actions(login, config)
+        finish(fd, login, errors)
     except Exception as e:
-        _send(
-            fd,
-            frame(
-                T_FAIL,
-                f"internal error: {type(e).__name__}: {e}".encode("utf-8", "backslashreplace"),
-            ),
-        )
+        _send(fd, _failure(e))
 
 
-def namespaces_job(config: Config, environ: Mapping[str, str]) -> dict[str, str]:
-    """The namespaces action: plan, log, create directories as the user; the variables to set."""
-    from ._engine import drop_privileges, ensure_dirs, explain_lines, plan  # noqa: PLC0415
-    from ._identity import mail_user_from_environ  # noqa: PLC0415
+def run_hook(
+    fd: int,
+    opts: Options,
+    environ: Mapping[str, str],
+    hook: Callable[[Login], None],
+    *,
+    config_given: bool,
+) -> None:
+    """A Python hook script's worker: call *hook*, then report like post-login."""
+    try:
+        from ._login import Denied, Login  # noqa: PLC0415
 
-    cfg = config
-    user = mail_user_from_environ(environ, cfg.identity)
-    debug = user.user in cfg.debug_users
-    p = plan(cfg, user, environ, keep_skipped=debug)
-    if debug:
-        for line in explain_lines(p):
-            log(f"debug user {user.user}: {line}")
-    if p.warnings:
-        log("; ".join(p.warnings))
-    if cfg.create_dirs and p.dirs:
-        drop_privileges(user)
-        failures = ensure_dirs(p.dirs)
-        if failures:
-            log(
-                f"user {user.user}: cannot create {len(failures)} index/control "
-                f"directories (Dovecot will try itself): {failures[0]}"
-            )
-    return p.environ
+        config = None
+        if config_given:
+            from ._config import load_config  # noqa: PLC0415
+
+            config = load_config(opts.config)
+            if opts.deadline is None:
+                _send(fd, frame(T_DEADLINE, str(config.deadline).encode()))
+            _send(fd, frame(T_POLICY, config.on_error.encode()))
+        login = Login(environ, protocol=opts.protocol, config=config)
+        try:
+            hook(login)
+        except Denied:
+            pass
+        finish(fd, login, [])
+    except Exception as e:
+        _send(fd, _failure(e))
