@@ -1,0 +1,456 @@
+from __future__ import annotations
+
+import grp
+import os
+import sqlite3
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nsprov import _login, _sql
+from nsprov._actions import LastLoginConfig
+from nsprov._config import Config, config_from_mapping
+from nsprov._login import (
+    Denied,
+    Login,
+    acl_groups_value,
+    clean_text,
+    run_actions,
+    run_user_tasks,
+    write_file_atomically,
+)
+from nsprov._template import Template
+from nsprov.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+GID = os.getgid()
+GROUP = grp.getgrgid(GID).gr_name
+
+
+def cfg(**data: Any) -> Config:
+    return config_from_mapping(data, source="t.toml")
+
+
+def login(protocol: str | None = "imap", **env: str) -> Login:
+    base = {
+        "USER": "alice",
+        "IP": "192.0.2.10",
+        "LOCAL_IP": "198.51.100.1",
+        "UID": "70001",
+        "GID": str(GID),
+        "HOME": "/home/alice",
+        "USERDB_KEYS": "UID GID HOME ",
+    }
+    base.update(env)
+    return Login(base, protocol=protocol)
+
+
+class TestActionsConfig:
+    """[actions] lists and their defaults."""
+
+    def test_defaults(self) -> None:
+        """IMAP runs every configured action; POP3 without namespaces and alert."""
+        c = cfg(
+            spool=[{"path": "/s"}], deny={"users": ["x"]}, alert=[{"text": "hi"}], last_login={}
+        )
+
+        assert ("deny", "alert", "last_login", "namespaces") == c.actions.imap
+        assert ("deny", "last_login") == c.actions.pop3
+        assert c.actions.imap == c.actions.default
+
+    def test_only_spools(self) -> None:
+        """A config with only [[spool]] runs namespaces for IMAP and nothing for POP3."""
+        c = cfg(spool=[{"path": "/s"}])
+
+        assert (("namespaces",), ()) == (c.actions.imap, c.actions.pop3)
+
+    def test_explicit_lists(self) -> None:
+        """[actions] sets the order per protocol."""
+        c = cfg(
+            spool=[{"path": "/s"}],
+            deny={},
+            actions={"imap": ["namespaces", "deny"], "pop3": ["deny"], "default": []},
+        )
+
+        assert (("namespaces", "deny"), ("deny",), ()) == (
+            c.actions.imap,
+            c.actions.pop3,
+            c.actions.default,
+        )
+        assert () == c.actions.for_protocol(None)
+
+    @pytest.mark.parametrize(
+        ("data", "message"),
+        [
+            ({"actions": {"imap": ["nope"]}}, "unknown action 'nope'"),
+            ({"actions": {"imap": ["deny"]}}, "listed but not configured"),
+            ({"deny": {}, "actions": {"imap": ["deny", "deny"]}}, "listed twice"),
+            ({"deny": {"networks": ["300.0.0.0/8"]}}, "300.0.0.0/8"),
+            ({"deny": {"default": "maybe"}}, '"allow" or "deny"'),
+            ({"alert": [{}]}, "alert[1].text: required key missing"),
+            ({"alert": [{"text": "x", "if_exists": "rel"}]}, "absolute"),
+            ({"last_login": {"backend": "mysql"}}, "file, sqlite or postgresql"),
+            ({"last_login": {"backend": "postgresql"}}, "dsn: required"),
+            ({"last_login": {"table": "x; DROP"}}, "SQL identifier"),
+            ({"last_login": {"path": "/tmp/x"}}, "must start with '{home}/'"),
+            ({"last_login": {"timeout": 0}}, "> 0"),
+            ({"mail": {}}, "mail.location: required"),
+            ({"field": [{"name": "a b", "value": "x"}]}, "userdb field name"),
+            ({"field": [{"name": "USER", "value": "x"}]}, "not USER"),
+            ({"field": [{"value": "x"}]}, "field[1].name: required"),
+            ({"field": [{"name": "q", "value": "x", "mode": "add"}]}, "set, append or default"),
+            ({"alert": [{"text": "{oops"}]}, "unclosed"),
+        ],
+    )
+    def test_problems(self, data: dict[str, Any], message: str) -> None:
+        """Invalid action settings are reported with their key path."""
+        with pytest.raises(ConfigError) as info:
+            cfg(**data)
+
+        assert any(message in p for p in info.value.problems), info.value.problems
+
+
+class TestDeny:
+    """Deny rules, allow-lists and their precedence."""
+
+    @pytest.mark.parametrize(
+        ("rules", "env", "denied"),
+        [
+            ({"users": ["alice"]}, {}, True),
+            ({"users": ["bob", "ali*"]}, {}, True),
+            ({"users": ["bob"]}, {}, False),
+            ({"networks": ["192.0.2.0/24"]}, {}, True),
+            ({"networks": ["192.0.2.11/32"]}, {}, False),
+            ({"networks": ["2001:db8::/32"]}, {"IP": "2001:db8::1"}, True),
+            ({"networks": ["192.0.2.0/24"]}, {"IP": "::ffff:192.0.2.10"}, True),
+            ({"networks": ["192.0.2.0/24"]}, {"IP": ""}, False),
+            ({"networks": ["192.0.2.0/24"]}, {"IP": "garbage"}, False),
+            ({"local_networks": ["198.51.100.0/24"]}, {}, True),
+            ({"groups": [GROUP]}, {}, True),
+            ({"groups": ["no-such-group-x"]}, {}, False),
+            ({"users": ["alice"], "allow_networks": ["192.0.2.0/24"]}, {}, False),
+            ({"users": ["alice"], "allow_users": ["alice"]}, {}, False),
+            ({"users": ["alice"], "allow_groups": [GROUP]}, {}, False),
+            ({"default": "deny"}, {}, True),
+            ({"default": "deny", "allow_local_networks": ["198.51.100.1/32"]}, {}, False),
+            ({"default": "deny", "allow_users": ["bob"]}, {}, True),
+        ],
+    )
+    def test_precedence(self, rules: dict[str, Any], env: dict[str, str], denied: bool) -> None:
+        """An allow match lets the login in; else a deny match or default=deny refuses it."""
+        lg = login(**env)
+
+        run_actions(lg, cfg(deny=rules))
+
+        assert denied == (lg.denied is not None)
+
+    @pytest.mark.parametrize(
+        ("protocol", "line"),
+        [
+            ("imap", b"* BYE [ALERT] Go away now\r\n"),
+            ("pop3", b"-ERR [SYS/PERM] Go away now\r\n"),
+            (None, None),
+        ],
+    )
+    def test_wire_bytes(self, protocol: str | None, line: bytes | None) -> None:
+        """The deny line per protocol, CR/LF removed from the message; nothing without a protocol."""
+        lg = login(protocol)
+
+        run_actions(lg, cfg(deny={"users": ["alice"], "message": "Go away\r\nnow"}))
+
+        assert line == lg.deny_line()
+
+    def test_deny_stops_later_actions(self) -> None:
+        """Actions after a denial do not run."""
+        lg = login()
+
+        run_actions(
+            lg,
+            cfg(
+                deny={"users": ["alice"]},
+                field=[{"name": "x", "value": "1"}],
+                actions={"imap": ["deny", "fields"]},
+            ),
+        )
+
+        assert "X" not in lg.env
+
+    @given(st.text())
+    def test_clean_text(self, text: str) -> None:
+        """Client text never contains CR, LF or NUL."""
+        assert not {"\r", "\n", "\0"} & set(clean_text(text))
+
+
+class TestAlert:
+    """IMAP alerts; POP3 stays silent."""
+
+    def test_static(self) -> None:
+        """A static alert is one untagged OK [ALERT] line."""
+        lg = login()
+
+        run_actions(lg, cfg(alert=[{"text": "Hello {user}\nthere"}]))
+
+        assert [b"* OK [ALERT] Hello alice there\r\n"] == lg.client
+
+    def test_pop3_silent(self) -> None:
+        """POP3 gets no alert line, even if listed explicitly."""
+        lg = login("pop3")
+
+        run_actions(lg, cfg(alert=[{"text": "x"}], actions={"pop3": ["alert"]}))
+
+        assert [] == lg.client
+
+    def test_if_exists(self, tmp_path: Path) -> None:
+        """A conditional alert shows only when the file exists (checked in the user phase)."""
+        flag = tmp_path / "ooo"
+        lg = login(HOME=str(tmp_path), UID=str(os.getuid()))
+        config = cfg(alert=[{"text": "a", "if_exists": "{home}/ooo"}, {"text": "b"}])
+        flag.write_text("x")
+
+        run_actions(lg, config)
+        lg.user_tasks[0][1]()
+
+        assert [b"* OK [ALERT] a\r\n", b"* OK [ALERT] b\r\n"] == lg.client
+
+    def test_if_exists_absent(self, tmp_path: Path) -> None:
+        """Without the file the slot stays empty and nothing is written."""
+        lg = login(HOME=str(tmp_path))
+
+        run_actions(lg, cfg(alert=[{"text": "a", "if_exists": "{home}/ooo"}]))
+        lg.user_tasks[0][1]()
+
+        assert [b""] == lg.client
+
+
+class TestFields:
+    """acl_groups, mail and arbitrary fields, with USERDB_KEYS bookkeeping."""
+
+    @pytest.mark.parametrize(
+        ("names", "dialect", "value"),
+        [
+            (["staff", "100%"], "2.3", "staff,100%%"),
+            (["staff", "a b", "c,d"], "2.4", 'staff,"a b","c,d"'),
+            (["staff"], "2.4", "staff"),
+        ],
+    )
+    def test_acl_groups_value(self, names: list[str], dialect: str, value: str) -> None:
+        """2.3 doubles % (plugin settings are expanded); 2.4 quotes names with separators."""
+        assert value == acl_groups_value(names, dialect)
+
+    def test_acl_groups_action(self) -> None:
+        """The mail identity's groups are exported, filtered, and listed in USERDB_KEYS once."""
+        lg = login()
+
+        run_actions(lg, cfg(acl_groups={"exclude": ["nothing*"]}))
+
+        assert GROUP == lg.env["ACL_GROUPS"]
+        assert lg.env["USERDB_KEYS"].endswith(" ACL_GROUPS ")
+
+    def test_acl_groups_filtered_out(self) -> None:
+        """When the filter removes every group, no field is set."""
+        lg = login()
+
+        run_actions(lg, cfg(acl_groups={"include": ["zz-none"]}))
+
+        assert "ACL_GROUPS" not in lg.env
+
+    def test_mail_23(self) -> None:
+        """The mail override renders an escaped 2.3 location into MAIL."""
+        lg = login()
+
+        run_actions(lg, cfg(mail={"location": "maildir:~/Mail:LAYOUT=fs:INDEX=/idx/{user}"}))
+
+        assert "maildir:~/Mail:LAYOUT=fs:INDEX=/idx/alice" == lg.env["MAIL"]
+        assert " MAIL " in lg.env["USERDB_KEYS"]
+
+    def test_mail_24(self) -> None:
+        """On 2.4 the override becomes mail_driver, mail_path and friends."""
+        lg = login()
+
+        run_actions(
+            lg, cfg(mail={"location": "maildir:~/Mail:LAYOUT=fs"}, dovecot={"version": "2.4"})
+        )
+
+        assert ("maildir", "~/Mail", "fs") == (
+            lg.env["MAIL_DRIVER"],
+            lg.env["MAIL_PATH"],
+            lg.env["MAILBOX_LIST_LAYOUT"],
+        )
+
+    def test_field_modes(self) -> None:
+        """set replaces, append extends with the separator, default only fills a gap."""
+        lg = login(QUOTA_RULE="*:storage=1G", USERDB_KEYS="UID GID HOME QUOTA_RULE ")
+        fields = [
+            {"name": "quota_rule", "value": "Trash:ignore", "mode": "append", "separator": " "},
+            {"name": "quota_rule2", "value": "*:messages={uid}"},
+            {"name": "home", "value": "/elsewhere", "mode": "default"},
+            {"name": "plugin_x", "value": "50%", "literal_percent": True},
+        ]
+
+        run_actions(lg, cfg(field=fields))
+
+        assert "*:storage=1G Trash:ignore" == lg.env["QUOTA_RULE"]
+        assert "*:messages=70001" == lg.env["QUOTA_RULE2"]
+        assert "/home/alice" == lg.env["HOME"]
+        assert "50%%" == lg.env["PLUGIN_X"]
+        assert ["UID", "GID", "HOME", "QUOTA_RULE", "QUOTA_RULE2", "PLUGIN_X"] == lg.env[
+            "USERDB_KEYS"
+        ].split()
+        assert {"QUOTA_RULE", "QUOTA_RULE2", "PLUGIN_X", "USERDB_KEYS"} == set(lg.changes())
+
+    def test_missing_template_field(self, capfd: pytest.CaptureFixture[str]) -> None:
+        """A template naming an absent userdb field fails that action only."""
+        lg = login()
+
+        errors = run_actions(
+            lg,
+            cfg(
+                field=[{"name": "q", "value": "{quota}"}],
+                alert=[{"text": "ok"}],
+                actions={"imap": ["fields", "alert"]},
+            ),
+        )
+
+        assert ["fields: no value for field {quota} in '{quota}'"] == errors
+        assert [b"* OK [ALERT] ok\r\n"] == lg.client
+
+    def test_on_error_deny_raises(self) -> None:
+        """With on_error = deny, a failing action propagates (the login is denied)."""
+        lg = login()
+
+        with pytest.raises(ValueError, match="no value"):
+            run_actions(
+                lg, cfg(field=[{"name": "q", "value": "{quota}"}], postlogin={"on_error": "deny"})
+            )
+
+    @pytest.mark.parametrize("name", ["", "a b", "a=b", "USER", "userdb_keys"])
+    def test_field_name_checked(self, name: str) -> None:
+        """Hook code cannot set invalid or reserved keys."""
+        with pytest.raises(ValueError, match="field"):
+            login().set_field(name, "x")
+
+
+class TestLastLogin:
+    """File and SQL last-login records."""
+
+    def test_file_atomic(self, tmp_path: Path) -> None:
+        """The file is replaced atomically, mode 0600; a planted symlink is replaced, not followed."""
+        victim = tmp_path / "victim"
+        victim.write_text("keep")
+        path = tmp_path / "home" / ".nsprov" / "last-login"
+        path.parent.mkdir(parents=True)
+        path.symlink_to(victim)
+
+        write_file_atomically(str(path), "now\n")
+
+        assert ("keep", "now\n", False, 0o600) == (
+            victim.read_text(),
+            path.read_text(),
+            path.is_symlink(),
+            path.stat().st_mode & 0o777,
+        )
+
+    def test_file_action_queues_user_task(self, tmp_path: Path) -> None:
+        """The file backend writes in the user phase, with protocol and IP."""
+        lg = login(HOME=str(tmp_path), UID=str(os.getuid()) if os.getuid() else "70001")
+        run_actions(lg, cfg(last_login={}))
+
+        [(what, task)] = lg.user_tasks
+        task()
+
+        text = (tmp_path / ".nsprov" / "last-login").read_text()
+        assert "last-login file" == what
+        assert text.endswith("Z imap 192.0.2.10\n")
+
+    def test_sqlite(self, tmp_path: Path) -> None:
+        """Rows are upserted with parameters; a hostile user name is stored as data."""
+        db = tmp_path / "ll.sqlite"
+        config = cfg(last_login={"backend": "sqlite", "database": str(db), "table": "ll"})
+        for user in ("alice", "x'); DROP TABLE ll; --", "alice"):
+            run_actions(login(USER=user), config)
+
+        rows = (
+            sqlite3.connect(db)
+            .execute("SELECT username, protocol, ip FROM ll ORDER BY username")
+            .fetchall()
+        )
+        assert [
+            ("alice", "imap", "192.0.2.10"),
+            ("x'); DROP TABLE ll; --", "imap", "192.0.2.10"),
+        ] == rows
+
+    def test_timeout(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A database that hangs costs at most the timeout; the failure is an error line."""
+        monkeypatch.setattr(_sql, "_postgresql", lambda *_a: time.sleep(30))
+        c = LastLoginConfig(backend="postgresql", dsn="x", timeout=0.2)
+        started = time.monotonic()
+
+        with pytest.raises(TimeoutError, match="did not answer within 0.2s"):
+            _sql.record_login(c, user="a", protocol="imap", ip="", when=0)
+        assert time.monotonic() - started < 2
+
+    def test_error_propagates(self, tmp_path: Path) -> None:
+        """A database error is raised to the caller (and logged by the worker)."""
+        c = LastLoginConfig(backend="sqlite", database=str(tmp_path / "no" / "dir.sqlite"))
+
+        with pytest.raises(sqlite3.OperationalError):
+            _sql.record_login(c, user="a", protocol="imap", ip="", when=0)
+
+
+class TestLoginApi:
+    """The hook API's context and effects."""
+
+    def test_context(self) -> None:
+        """user, ip, local_ip and userdb come from the environment."""
+        lg = login(QUOTA="1G", USERDB_KEYS="UID HOME quota ")
+
+        assert ("alice", "192.0.2.10", "198.51.100.1") == (lg.user, lg.ip, lg.local_ip)
+        assert {"uid": "70001", "home": "/home/alice", "quota": "1G"} == lg.userdb
+
+    def test_deny_raises(self) -> None:
+        """deny() records the text and stops the hook."""
+        lg = login()
+
+        with pytest.raises(Denied):
+            lg.deny("no\r\n")
+        assert b"* BYE [ALERT] no \r\n" == lg.deny_line()
+
+    def test_user_tasks_errors_collected(self) -> None:
+        """A failing user task is reported, the others still run."""
+        lg = Login({"USER": "a", "UID": str(os.getuid() or 70001), "GID": str(GID)})
+        ran = []
+
+        def bad() -> None:
+            raise OSError(13, "Permission denied", "/x")
+
+        lg.as_user("bad", bad)
+        lg.as_user("good", lambda: ran.append(1))
+        if os.getuid() == 0:
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - child
+                os._exit(
+                    0 if run_user_tasks(lg) == ["bad: Permission denied: /x"] and ran == [1] else 1
+                )
+            assert 0 == os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        else:
+            assert ["bad: Permission denied: /x"] == run_user_tasks(lg)
+
+    def test_template_escapes(self) -> None:
+        """Template values are data: braces and % in userdb values pass through."""
+        lg = login(NOTE="{user} 100%", USERDB_KEYS="NOTE ")
+
+        assert "{user} 100%" == Template("{note}").render(lg.template_values())
+
+    def test_run_by_name(self) -> None:
+        """Login.run runs one built-in action with the given config."""
+        lg = login()
+
+        lg.run("fields", cfg(field=[{"name": "x", "value": "1"}]))
+
+        assert "1" == lg.env["X"]
+        assert _login.ACTIONS["fields"] is _login.action_fields
