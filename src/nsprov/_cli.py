@@ -47,6 +47,11 @@ def main_parser() -> argparse.ArgumentParser:
     show.add_argument("--groups", type=_groups, help="override supplementary gids (comma list)")
     show.add_argument("--home", help="override the home directory")
     sub.add_parser(
+        "serve",
+        help="resident dict-proxy userdb service (see 'nsprov serve --help')",
+        add_help=False,
+    )
+    sub.add_parser(
         "post-login",
         help="the Dovecot script-login step (see 'nsprov post-login --help')",
         add_help=False,
@@ -93,6 +98,10 @@ def main(
 ) -> int:
     """Run ``nsprov``; returns the exit status (0 ok, 1 domain error, 2 usage error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "serve":
+        from ._serve import main as serve  # noqa: PLC0415
+
+        return serve(argv[1:])
     if argv and argv[0] == "post-login":
         from ._postlogin import main as post_login  # noqa: PLC0415
 
