@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nsprov import _login, _sql
-from nsprov._actions import LastLoginConfig
+from nsprov._actionconf import LastLoginConfig
 from nsprov._config import Config, config_from_mapping
 from nsprov._login import (
     Denied,

@@ -22,7 +22,7 @@ same without ``namespaces`` (POP3 only ever sees INBOX) and without ``alert``
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -31,77 +31,19 @@ from ._template import Template
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from ._actionconf import (
+        AclGroupsConfig,
+        AlertConfig,
+        DenyConfig,
+        FieldConfig,
+        LastLoginConfig,
+        MailConfig,
+    )
     from ._config import _Reader
 
 ACTION_NAMES = ("deny", "alert", "acl_groups", "last_login", "mail", "fields", "namespaces")
 _FIELD_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_/+.-]*")
 _TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-
-
-@attrs.frozen(kw_only=True)
-class DenyConfig:
-    """``[deny]``: refuse logins by user, client or server network, or UNIX group.
-
-    Precedence: a login matching any ``allow_*`` entry is let in; otherwise
-    one matching any deny entry is refused; otherwise ``default`` decides.
-    """
-
-    users: tuple[str, ...] = ()
-    networks: tuple[str, ...] = ()
-    local_networks: tuple[str, ...] = ()
-    groups: tuple[str, ...] = ()
-    allow_users: tuple[str, ...] = ()
-    allow_networks: tuple[str, ...] = ()
-    allow_local_networks: tuple[str, ...] = ()
-    allow_groups: tuple[str, ...] = ()
-    default: Literal["allow", "deny"] = "allow"
-    message: str = "Access denied."
-
-
-@attrs.frozen(kw_only=True)
-class AlertConfig:
-    """One ``[[alert]]``: a message for IMAP clients, optionally only if a file exists."""
-
-    text: Template
-    if_exists: Template | None = None
-
-
-@attrs.frozen(kw_only=True)
-class AclGroupsConfig:
-    """``[acl_groups]``: export the mail identity's UNIX groups for Dovecot's ACL plugin."""
-
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-
-
-@attrs.frozen(kw_only=True)
-class LastLoginConfig:
-    """``[last_login]``: record each login's time, protocol and client address."""
-
-    backend: Literal["file", "sqlite", "postgresql"] = "file"
-    path: Template = Template("{home}/.nsprov/last-login")
-    database: str = "/var/lib/nsprov/last-login.sqlite"
-    dsn: str = ""
-    table: str = "last_login"
-    timeout: float = 1.0
-
-
-@attrs.frozen(kw_only=True)
-class MailConfig:
-    """``[mail]``: override the user's mail location (a 2.3 location string template)."""
-
-    location: Template
-
-
-@attrs.frozen(kw_only=True)
-class FieldConfig:
-    """One ``[[field]]``: set, append to, or default a userdb field."""
-
-    name: str
-    value: Template
-    mode: Literal["set", "append", "default"] = "set"
-    separator: str = ","
-    literal_percent: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -155,8 +97,23 @@ def _networks(r: _Reader, data: Mapping[str, Any], key: str, path: str) -> tuple
     return values
 
 
+_TABLES = ("deny", "alert", "acl_groups", "last_login", "mail", "field")
+
+
 def parse_actions(r: _Reader, data: Mapping[str, Any], *, has_spools: bool) -> ActionsConfig:
     """Read ``[actions]`` and the action tables from parsed TOML."""
+    if not any(t in data for t in (*_TABLES, "actions")):
+        namespaces = ("namespaces",) if has_spools else ()
+        return ActionsConfig(imap=namespaces, pop3=(), default=namespaces)
+    from ._actionconf import (  # noqa: PLC0415 - only when actions are configured
+        AclGroupsConfig,
+        AlertConfig,
+        DenyConfig,
+        FieldConfig,
+        LastLoginConfig,
+        MailConfig,
+    )
+
     configured: list[str] = []
     deny = None
     if "deny" in data:
