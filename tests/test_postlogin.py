@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 import nsprov._login as login_module
 from nsprov import _postlogin as pl
+from nsprov._main import entrypoint
 from nsprov._postlogin import (
     T_CLIENT,
     T_DEADLINE,
@@ -30,10 +32,12 @@ from nsprov._postlogin import (
     run_worker,
     write_client,
 )
-from nsprov._worker import run
+from nsprov._worker import run, run_hook, version_signs
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
+
+    from nsprov._login import Login
 
 NEXT = ["/usr/lib/dovecot/script-login"]
 
@@ -433,3 +437,147 @@ def test_run_worker_reaps() -> None:
     except ChildProcessError:
         pid = 0
     assert 0 == pid
+
+
+class TestWorkerFrames:
+    """The worker's frames for denials, hooks and version warnings, in-process."""
+
+    def frames(self, work: Callable[[int], None]) -> list[tuple[bytes, bytes]]:
+        r, w = os.pipe()
+        try:
+            work(w)
+        finally:
+            os.close(w)
+        data = b""
+        while chunk := os.read(r, 65536):
+            data += chunk
+        os.close(r)
+        out = []
+        while data:
+            size = int.from_bytes(data[1:5], "big")
+            out.append((data[:1], data[5 : 5 + size]))
+            data = data[5 + size :]
+        return out
+
+    def test_denied_login(self, tmp_path: Path) -> None:
+        """A denial sends the protocol's line and the deny frame, and no variables."""
+        cfg = tmp_path / "n.toml"
+        cfg.write_text(
+            '[deny]\nusers = ["a"]\nmessage = "no"\n[[field]]\nname = "x"\nvalue = "1"\n'
+        )
+        opts = Options()
+        opts.config = str(cfg)
+        opts.protocol = "pop3"
+
+        frames = self.frames(lambda fd: run(fd, opts, {"USER": "a"}))
+
+        assert [(T_CLIENT, b"-ERR [SYS/PERM] no\r\n"), (T_DENY, b""), (T_OK, b"")] == frames[2:]
+
+    def test_hook_without_config(self) -> None:
+        """A hook without --config runs without loading any configuration."""
+        opts = Options()
+        opts.config = "/nonexistent"
+
+        def hook(login: Login) -> None:
+            login.set_field("x", "1")
+
+        frames = self.frames(lambda fd: run_hook(fd, opts, {"USER": "a"}, hook, config_given=False))
+
+        assert (T_ENV, b"X\x001") in frames
+        assert (T_OK, b"") == frames[-1]
+
+    def test_hook_denies(self) -> None:
+        """A hook's deny() ends in a deny frame."""
+        opts = Options()
+        opts.protocol = "imap"
+
+        def hook(login: Login) -> None:
+            login.deny("x")
+
+        frames = self.frames(lambda fd: run_hook(fd, opts, {"USER": "a"}, hook, config_given=False))
+
+        assert [(T_CLIENT, b"* BYE [ALERT] x\r\n"), (T_DENY, b""), (T_OK, b"")] == frames
+
+    def test_hook_config_error(self) -> None:
+        """A hook whose --config cannot be read fails as a whole (fail-open in the parent)."""
+        opts = Options()
+        opts.config = "/nonexistent/n.toml"
+
+        frames = self.frames(
+            lambda fd: run_hook(fd, opts, {"USER": "a"}, lambda _l: None, config_given=True)
+        )
+
+        assert T_FAIL == frames[-1][0]
+
+    def test_hook_with_config(self, tmp_path: Path) -> None:
+        """With --config, the hook's worker reports the config's deadline and policy."""
+        cfg = tmp_path / "n.toml"
+        cfg.write_text('[postlogin]\ndeadline = 3\non_error = "deny"\n')
+        opts = Options()
+        opts.config = str(cfg)
+
+        frames = self.frames(
+            lambda fd: run_hook(fd, opts, {"USER": "a"}, lambda _l: None, config_given=True)
+        )
+
+        assert [(T_DEADLINE, b"3.0"), (T_POLICY, b"deny"), (T_OK, b"")] == frames
+
+    @pytest.mark.parametrize(
+        ("env", "dialect", "expected"),
+        [
+            ({"NAMESPACE+": "x"}, "2.3", "look like Dovecot 2.4"),
+            ({"MAIL_PATH": "x"}, "2.3", "look like Dovecot 2.4"),
+            ({"MAIL": "maildir:~"}, "2.4", "look like Dovecot 2.3"),
+            ({"MAIL": "maildir:~"}, "2.3", None),
+            ({}, "2.4", None),
+        ],
+    )
+    def test_version_signs(self, env: dict[str, str], dialect: str, expected: str | None) -> None:
+        """Userdb fields of the other version give a warning."""
+        sign = version_signs(env, dialect)
+
+        assert (expected is None) == (sign is None)
+        assert expected is None or expected in str(sign)
+
+    def test_warning_logged_once(self, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+        """All of a login's warnings share one log line."""
+        cfg = tmp_path / "n.toml"
+        cfg.write_text('[dovecot]\nversion = "2.3"\n[[field]]\nname = "q"\nvalue = "{nope}"\n')
+        opts = Options()
+        opts.config = str(cfg)
+        opts.protocol = "imap"
+
+        self.frames(lambda fd: run(fd, opts, {"USER": "a", "NAMESPACE+": "x"}))
+
+        err = capfd.readouterr().err
+        assert 1 == err.count("\n")
+        assert "look like Dovecot 2.4" in err
+        assert "fields: no value for field {nope}" in err
+
+
+class TestEntrypoint:
+    """The console script dispatches before importing anything heavy."""
+
+    def test_post_login_usage(
+        self, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """``nsprov post-login`` with no chain is a usage error (exit 2)."""
+        monkeypatch.setattr(sys, "argv", ["nsprov", "post-login"])
+
+        with pytest.raises(SystemExit) as info:
+            entrypoint()
+
+        assert 2 == info.value.code
+        assert "usage: nsprov post-login" in capfd.readouterr().err
+
+    def test_other_commands(
+        self, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """Other commands go to the argparse CLI."""
+        monkeypatch.setattr(sys, "argv", ["nsprov", "--version"])
+
+        with pytest.raises(SystemExit) as info:
+            entrypoint()
+
+        assert 0 == info.value.code
+        assert capfd.readouterr().out.startswith("nsprov ")
