@@ -158,3 +158,12 @@ class TestShow:
         """main() hands post-login to the hot-path module."""
         assert 2 == main(["post-login"], environ={})
         assert "usage: nsprov post-login" in capsys.readouterr().err
+
+
+def test_virtual_user_note(setup: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A user whose uid belongs to another account gets a note about virtual users."""
+    argv = show(setup)
+    argv[argv.index("--uid") + 1] = "0"
+
+    assert 0 == main(argv)
+    assert "virtual users" in capsys.readouterr().err

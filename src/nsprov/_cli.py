@@ -59,6 +59,15 @@ def main_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _uid_owner(uid: int) -> str | None:
+    import pwd  # noqa: PLC0415
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
 def _show(args: argparse.Namespace) -> int:
     import attrs  # noqa: PLC0415
 
@@ -78,6 +87,12 @@ def _show(args: argparse.Namespace) -> int:
         groups=args.groups,
         home=args.home,
     )
+    if (owner := _uid_owner(user.identity.uid)) is not None and owner != user.user:
+        print(
+            f"nsprov: note: uid {user.identity.uid} belongs to {owner}, not {user.user}: users who "
+            "share a uid (virtual users) cannot be told apart by filesystem permissions",
+            file=sys.stderr,
+        )
     environ = {"USER": user.user, "USERDB_KEYS": "UID GID HOME SYSTEM_GROUPS_USER "}
     p = plan(config, user, environ)
     out = {
