@@ -135,3 +135,48 @@ class TestConfig:
 
         with pytest.raises(ConfigError, match="invalid TOML"):
             load_config(str(path))
+
+
+class TestConfigCache:
+    """The parsed-TOML cache used by post-login when running as root."""
+
+    def test_hit_and_invalidation(self, tmp_path: Path) -> None:
+        """A cached copy is used until the file changes; then it is refreshed."""
+        path = tmp_path / "n.toml"
+        cache = tmp_path / "cache"
+        path.write_text('[[spool]]\npath = "/a"\n')
+
+        first = load_config(str(path), cache_dir=str(cache))
+        [entry] = list(cache.iterdir())
+        second = load_config(str(path), cache_dir=str(cache))
+        path.write_text('[[spool]]\npath = "/b"\n')
+        third = load_config(str(path), cache_dir=str(cache))
+
+        assert first == second
+        assert ("/a", "/b") == (second.spools[0].path, third.spools[0].path)
+        assert 0o600 == entry.stat().st_mode & 0o777
+        assert 0o700 == cache.stat().st_mode & 0o777
+
+    def test_cache_is_not_the_truth(self, tmp_path: Path) -> None:
+        """A tampered cache file (not ours to trust, or garbage) is ignored."""
+        path = tmp_path / "n.toml"
+        cache = tmp_path / "cache"
+        path.write_text('[[spool]]\npath = "/a"\n')
+        load_config(str(path), cache_dir=str(cache))
+        [entry] = list(cache.iterdir())
+
+        entry.chmod(0o622)
+        assert "/a" == load_config(str(path), cache_dir=str(cache)).spools[0].path
+        entry.write_bytes(b"garbage")
+        entry.chmod(0o600)
+        assert "/a" == load_config(str(path), cache_dir=str(cache)).spools[0].path
+
+    def test_unmarshallable(self, tmp_path: Path) -> None:
+        """TOML with a date is parsed but not cached (and is then a config error here)."""
+        path = tmp_path / "n.toml"
+        cache = tmp_path / "cache"
+        path.write_text("when = 2026-01-01\n")
+
+        with pytest.raises(ConfigError, match="unknown key"):
+            load_config(str(path), cache_dir=str(cache))
+        assert not cache.exists()

@@ -407,15 +407,112 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") ->
     )
 
 
-def load_config(path: str = DEFAULT_CONFIG_PATH) -> Config:
-    """Read and validate the TOML file at *path*; every failure is a :class:`ConfigError`."""
-    import tomllib  # noqa: PLC0415 - lazy: only when a config is read
+#: Where ``nsprov post-login`` running as root caches parsed configurations.
+DEFAULT_CACHE_DIR = "/run/nsprov"
+_CACHE_VERSION = 1
+
+
+def _read_toml(fd: int, path: str) -> dict[str, Any]:
+    import tomllib  # noqa: PLC0415 - lazy: only when no cached copy is valid
+
+    data = b""
+    while chunk := os.read(fd, 1 << 16):
+        data += chunk
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+
+
+def _cache_file(cache_dir: str, path: str) -> str:
+    from ._names import entry_hash  # noqa: PLC0415
+
+    return f"{cache_dir}/config-{entry_hash(b'config', os.fsencode(os.path.abspath(path)), 12)}"
+
+
+def _trusted(fd: int) -> bool:
+    """A cache file is trusted only if this identity owns it and nobody else may write it."""
+    st = os.fstat(fd)
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def _load_raw(path: str, cache_dir: str | None) -> dict[str, Any]:
+    """The parsed TOML of *path*, from a cache keyed by the file's identity when possible.
+
+    The key is (device, inode, size, mtime, ctime) of the config file: any
+    edit, replacement or chmod invalidates the cached copy.  The cache holds
+    the parsed TOML only (``marshal``); validation runs every time.
+    """
+    import marshal  # noqa: PLC0415 - builtin, cheap
 
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML: {e}") from None
-    return config_from_mapping(data, source=path)
+    try:
+        st = os.fstat(fd)
+        key = (_CACHE_VERSION, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        cache = _cache_file(cache_dir, path) if cache_dir else None
+        if cache is not None:
+            try:
+                cfd = os.open(cache, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                pass
+            else:
+                try:
+                    if _trusted(cfd):
+                        cached_key, data = marshal.loads(os.read(cfd, 1 << 22))
+                        if cached_key == key:
+                            return data  # type: ignore[no-any-return]
+                except (EOFError, ValueError, TypeError, OSError):
+                    pass
+                finally:
+                    os.close(cfd)
+        try:
+            os.set_blocking(fd, True)
+            data = _read_toml(fd, path)
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    if cache is not None:
+        _store(cache, key, data)
+    return data
+
+
+def _store(cache: str, key: tuple[int, ...], data: dict[str, Any]) -> None:
+    import marshal  # noqa: PLC0415
+
+    try:
+        blob = marshal.dumps((key, data))
+    except ValueError:
+        return  # TOML dates and times are not marshallable; no cache then
+    directory = os.path.dirname(cache)
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return
+    tmp = f"{cache}.{os.getpid()}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, blob)
+        finally:
+            os.close(fd)
+        os.replace(tmp, cache)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def load_config(path: str = DEFAULT_CONFIG_PATH, *, cache_dir: str | None = None) -> Config:
+    """Read and validate the TOML file at *path*; every failure is a :class:`ConfigError`.
+
+    With *cache_dir*, the parsed TOML is cached there (see :func:`_load_raw`),
+    which spares the TOML parser on every login.
+    """
+    return config_from_mapping(_load_raw(path, cache_dir), source=path)

@@ -88,13 +88,20 @@ def version_signs(environ: Mapping[str, str], dialect: str) -> str | None:
     return None
 
 
+def cache_dir() -> str | None:
+    """The config cache directory: only for root, whose /run/nsprov nobody else can write."""
+    from ._config import DEFAULT_CACHE_DIR  # noqa: PLC0415
+
+    return DEFAULT_CACHE_DIR if os.geteuid() == 0 else None
+
+
 def run(fd: int, opts: Options, environ: Mapping[str, str]) -> None:
     """``nsprov post-login``: the configured actions, reported on *fd*."""
     try:
         from ._config import load_config  # noqa: PLC0415
         from ._login import Login, run_actions  # noqa: PLC0415
 
-        config = load_config(opts.config)
+        config = load_config(opts.config, cache_dir=cache_dir())
         if opts.deadline is None:
             _send(fd, frame(T_DEADLINE, str(config.deadline).encode()))
         _send(fd, frame(T_POLICY, config.on_error.encode()))
