@@ -461,7 +461,7 @@ def _load_raw(path: str, cache_dir: str | None) -> dict[str, Any]:
             else:
                 try:
                     if _trusted(cfd):
-                        cached_key, data = marshal.loads(os.read(cfd, 1 << 22))
+                        cached_key, data = marshal.loads(os.read(cfd, 1 << 22))  # noqa: S302 - our own file, owner and mode checked
                         if cached_key == key:
                             return data  # type: ignore[no-any-return]
                 except (EOFError, ValueError, TypeError, OSError):
@@ -496,7 +496,9 @@ def _store(cache: str, key: tuple[int, ...], data: dict[str, Any]) -> None:
         return
     tmp = f"{cache}.{os.getpid()}"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
         try:
             os.write(fd, blob)
         finally:
