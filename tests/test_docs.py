@@ -1,0 +1,55 @@
+"""The documentation's configuration and Python examples are valid as written."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from nsprov._config import config_from_mapping
+
+ROOT = Path(__file__).parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def blocks(language: str) -> list[tuple[str, str]]:
+    return [
+        (f"{page.name}:{text[: m.start()].count(chr(10)) + 1}", m.group(2))
+        for page in PAGES
+        for text in [page.read_text()]
+        for m in BLOCK.finditer(text)
+        if m.group(1) == language
+    ]
+
+
+@pytest.mark.parametrize(("where", "text"), blocks("toml"))
+def test_toml_examples_parse(where: str, text: str) -> None:
+    """Every TOML block in the docs is valid TOML."""
+    assert isinstance(tomllib.loads(text), dict), where
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if "```toml" in p.read_text()], ids=lambda p: p.name)
+def test_toml_examples_together_are_a_valid_config(page: Path) -> None:
+    """The TOML blocks of a page, together, form a valid nsprov configuration."""
+    text = "\n".join(t for w, t in blocks("toml") if w.startswith(page.name + ":"))
+    data = tomllib.loads(text)
+    data.setdefault("spool", [{"path": "/var/spool/mail/Shared"}])
+
+    config = config_from_mapping(data, source=page.name)
+
+    assert page.name == config.source
+
+
+@pytest.mark.parametrize(("where", "text"), blocks("python"))
+def test_python_examples_compile(where: str, text: str) -> None:
+    """Every Python block in the docs compiles."""
+    compile(text, where, "exec")
+
+
+def test_there_are_examples() -> None:
+    """The docs have TOML and Python examples to check."""
+    assert len(blocks("toml")) >= 5
+    assert len(blocks("python")) >= 2
