@@ -274,7 +274,25 @@ class TestSelection:
 
         assert ["m0", "m1", "m2"] == [s.entry for s in p.discovery.served]
         assert ["over-limit"] * 2 == [k.reason for k in p.discovery.skipped]
-        assert "not served" in p.warnings[0]
+        assert "5 namespaces found, namespace.max=3; the first 3" in p.warnings[0]
+
+    def test_max_stops_scan_early(self, spool: Path) -> None:
+        """Without --explain, the scan stops past namespace.max: the rest is not read."""
+        for i in range(5):
+            maildir(spool / f"m{i}")
+        cfg = config_from_mapping({"namespace": {"max": 2}, "spool": [{"path": str(spool)}]})
+        seen: list[bytes] = []
+
+        def lstat(path: bytes) -> os.stat_result:
+            seen.append(path)
+            return os.lstat(path)
+
+        p = plan(cfg, OTHER, {}, fs=Fs(lstat=lstat), keep_skipped=False)
+
+        assert ["m0", "m1"] == [s.entry for s in p.discovery.served]
+        assert p.discovery.truncated
+        assert not any(b"/m4" in s for s in seen)
+        assert "more than 2 namespaces found" in p.warnings[0]
 
     def test_injected_fs(self, spool: Path) -> None:
         """The scanner makes its filesystem calls through the injected Fs."""

@@ -71,9 +71,14 @@ def plan(
         discovery = limit(discovery, kept, "the kernel's environment limits")
     over = skipped_counts(discovery.skipped).get("over-limit", 0)
     if over and not warnings:
+        found = (
+            f"more than {len(discovery.served)}"
+            if discovery.truncated
+            else str(len(discovery.served) + over)
+        )
         warnings.append(
-            f"user {user.user}: {len(discovery.served) + over} namespaces found, "
-            f"namespace.max={config.max_namespaces}; {over} not served"
+            f"user {user.user}: {found} namespaces found, namespace.max="
+            f"{config.max_namespaces}; the first {len(discovery.served)} in discovery order are served"
         )
     return Plan(user=user, discovery=discovery, environ=env, warnings=tuple(warnings))
 

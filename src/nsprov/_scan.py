@@ -124,6 +124,8 @@ class Discovery:
 
     served: tuple[Served, ...]
     skipped: tuple[Skipped, ...]
+    #: True when the scan stopped early, past ``namespace.max`` (post-login, without --explain).
+    truncated: bool = False
 
     @property
     def namespaces(self) -> tuple[Namespace, ...]:
@@ -334,8 +336,14 @@ def scan_spool(
     served: list[Served],
     skipped: list[Skipped],
     keep_skipped: bool = True,
-) -> None:
-    """Scan one spool, appending to *served* and *skipped* (pure but for *fs*)."""
+    stop_after: int | None = None,
+) -> bool:
+    """Scan one spool, appending to *served* and *skipped* (pure but for *fs*).
+
+    With *stop_after*, stop as soon as more than that many entries are served
+    and return True (the rest of the spool is not read: on a large spool a
+    login pays only for the entries it can use).
+    """
     ident = user.identity
     spool_b = spool.path_bytes
     try:
@@ -346,7 +354,7 @@ def scan_spool(
     why = _searchable(fs, _components(real), ident)
     if why is not None:
         skipped.append(Skipped(spool.path, b"", "no-access", f"spool not reachable: {why}"))
-        return
+        return False
     matcher = _matcher(fs, spool, real)
     builder = _Builder(spool, user)
     sep = spool.separator.encode("utf-8")
@@ -433,6 +441,9 @@ def scan_spool(
         taken_names.add(namespace.name)
         taken_prefixes.add(namespace.prefix)
         served.append(Served(spool.path, raw, os.fsdecode(path), namespace))
+        if stop_after is not None and len(served) > stop_after:
+            return True
+    return False
 
 
 def discover(
@@ -442,13 +453,19 @@ def discover(
     fs: Fs = DEFAULT_FS,
     keep_skipped: bool = True,
 ) -> Discovery:
-    """Scan every spool in config order for *user*; cap at ``namespace.max``."""
+    """Scan every spool in config order for *user*; cap at ``namespace.max``.
+
+    Without *keep_skipped* (post-login), scanning stops once more than
+    ``namespace.max`` entries are served; the result is then ``truncated``.
+    """
     served: list[Served] = []
     skipped: list[Skipped] = []
     taken_prefixes = set(config.config_prefixes)
     taken_names = {n.lower() for n in config.reserved_names}
+    stop_after = None if keep_skipped else config.max_namespaces
+    truncated = False
     for spool in config.spools:
-        scan_spool(
+        truncated = scan_spool(
             spool,
             user,
             fs=fs,
@@ -457,8 +474,12 @@ def discover(
             served=served,
             skipped=skipped,
             keep_skipped=keep_skipped,
+            stop_after=stop_after,
         )
-    return limit(Discovery(tuple(served), tuple(skipped)), config.max_namespaces, "namespace.max")
+        if truncated:
+            break
+    found = Discovery(tuple(served), tuple(skipped), truncated=truncated)
+    return limit(found, config.max_namespaces, "namespace.max")
 
 
 def limit(discovery: Discovery, keep: int, why: str) -> Discovery:
@@ -469,7 +490,9 @@ def limit(discovery: Discovery, keep: int, why: str) -> Discovery:
         Skipped(s.spool, s.raw, "over-limit", f"beyond {why} ({keep})")
         for s in discovery.served[keep:]
     ]
-    return Discovery(discovery.served[:keep], (*discovery.skipped, *over))
+    return Discovery(
+        discovery.served[:keep], (*discovery.skipped, *over), truncated=discovery.truncated
+    )
 
 
 def skipped_counts(skipped: Sequence[Skipped]) -> dict[str, int]:
