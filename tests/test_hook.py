@@ -73,7 +73,7 @@ class TestRunHook:
         with pytest.raises(SystemExit) as info:
             run_hook(hook, [f"--protocol={protocol}", "/next"], environ=ENV, execve=ex)
 
-        assert (1, []) == (info.value.code, ex.calls)
+        assert (0, []) == (info.value.code, ex.calls)
         assert line == capfd.readouterr().out
 
     def test_add_namespaces_with_config(self, tmp_path: Path) -> None:

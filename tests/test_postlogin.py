@@ -168,7 +168,10 @@ class TestMain:
         main(NEXT, environ=dict(self.env), execve=ex, worker=worker)
 
         assert [(NEXT[0], NEXT, self.env)] == ex.calls
-        assert "nsprov: user alice: boom; continuing without namespaces\n" == capfd.readouterr().err
+        assert (
+            "nsprov: user alice: boom; continuing with the environment untouched\n"
+            == capfd.readouterr().err
+        )
 
     def test_crash_is_fail_open(self) -> None:
         """A worker that dies without a word still lets the login through."""
@@ -245,7 +248,7 @@ class TestMain:
             frame(T_CLIENT, b"* BYE [ALERT] no\r\n"), frame(T_DENY, b""), frame(T_OK, b"")
         )
 
-        assert 1 == main(NEXT, environ=dict(self.env), execve=ex, worker=worker)
+        assert 0 == main(NEXT, environ=dict(self.env), execve=ex, worker=worker)
         assert "* BYE [ALERT] no\r\n" == capfd.readouterr().out
         assert [] == ex.calls
 

@@ -389,6 +389,12 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") ->
         lambda v: None if 0 <= v <= 100_000 else "must be between 0 and 100000",
     )
     actions = parse_actions(r, data, has_spools=bool(spools))
+    if actions.last_login is not None and actions.last_login.timeout * 2 > deadline:
+        r.problem(
+            "last_login.timeout",
+            f"{actions.last_login.timeout:g}s leaves too little of postlogin.deadline "
+            f"({float(deadline):g}s) for the other actions: at most half of it",
+        )
     if problems:
         raise ConfigError("; ".join(problems), tuple(problems))
     return Config(

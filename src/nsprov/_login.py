@@ -58,6 +58,7 @@ class Login:
         self.denied: str | None = None
         self.user_tasks: list[tuple[str, Callable[[], None]]] = []
         self.warnings: list[str] = []
+        self.deadline_at: float | None = None
         self._mail_user: MailUser | None = None
 
     # -- context
@@ -106,6 +107,12 @@ class Login:
             ident = self.config.identity if self.config is not None else IdentityConfig()
             self._mail_user = mail_user_from_environ(self.env, ident)
         return self._mail_user
+
+    def remaining(self, reserve: float = 0.0) -> float | None:
+        """Seconds left before the post-login deadline, less *reserve* (None: no deadline)."""
+        if self.deadline_at is None:
+            return None
+        return self.deadline_at - time.monotonic() - reserve
 
     # -- effects
 
@@ -253,8 +260,11 @@ def _match_ip(networks: tuple[str, ...], ip: str) -> bool:
     return any(address in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
-def group_names(user: MailUser) -> list[str]:
-    """Names of the mail identity's groups (primary first, then sorted by gid), via NSS."""
+def group_names(user: MailUser, *, numeric: bool = True) -> list[str]:
+    """Names of the mail identity's groups (primary first, then sorted by gid), via NSS.
+
+    A gid without a group entry appears as its number with *numeric*, else not at all.
+    """
     import grp  # noqa: PLC0415
 
     names = []
@@ -262,7 +272,8 @@ def group_names(user: MailUser) -> list[str]:
         try:
             names.append(grp.getgrgid(gid).gr_name)
         except KeyError:
-            names.append(str(gid))
+            if numeric:
+                names.append(str(gid))
     return names
 
 
@@ -334,7 +345,7 @@ def acl_groups_value(names: list[str], dialect: str) -> str:
 def action_acl_groups(login: Login, config: Config) -> None:
     """Export the mail identity's UNIX groups as ``acl_groups`` (from NSS, never from ``groups``)."""
     a = config.actions.acl_groups
-    names = group_names(login.mail_user)
+    names = group_names(login.mail_user, numeric=False)
     if a is not None and (a.include or a.exclude):
         from fnmatch import fnmatchcase  # noqa: PLC0415
 
@@ -361,7 +372,14 @@ def action_last_login(login: Login, config: Config) -> None:
         return
     from ._sql import record_login  # noqa: PLC0415
 
-    record_login(c, user=login.user, protocol=login.protocol or "", ip=login.ip, when=now)
+    record_login(
+        c,
+        user=login.user,
+        protocol=login.protocol or "",
+        ip=login.ip,
+        when=now,
+        budget=login.remaining(reserve=0.3),
+    )
 
 
 def write_file_atomically(path: str, text: str) -> None:

@@ -315,7 +315,11 @@ def main(
     execve: Callable[[str, Sequence[str], Mapping[str, str]], object] = os_execve,
     worker: Callable[[Options, Mapping[str, str]], Callable[[int], None]] = _worker,
 ) -> int:
-    """Run the post-login step; returns only when exec failed or the login is denied."""
+    """Run the post-login step; returns only when exec failed or the login is denied.
+
+    The status is 0 for a deliberate denial (an action refused the login) and
+    non-zero for usage errors, failed execs and errors under ``on_error=deny``.
+    """
     env = original_environ(os.environ if environ is None else environ)
     try:
         opts = parse_args(argv)
@@ -337,7 +341,7 @@ def main(
         for data in result.client:
             write_client(data)
         if result.deny:
-            return 1
+            return 0  # a refusal is policy, not a crash: no "child returned error" line
         new_env = dict(env)
         new_env.update(result.env)
         _exec(execve, opts.next, new_env, fallback=env)
@@ -347,7 +351,7 @@ def main(
         + (
             "denying the login (on_error=deny)"
             if policy == "deny"
-            else "continuing without namespaces"
+            else "continuing with the environment untouched"
         )
     )
     if policy == "deny":

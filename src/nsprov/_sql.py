@@ -59,8 +59,21 @@ def _postgresql(c: LastLoginConfig, row: tuple[str, str, str, int]) -> None:
         db.execute(UPSERT.format(table=c.table, p="%s").encode(), row)
 
 
-def record_login(c: LastLoginConfig, *, user: str, protocol: str, ip: str, when: int) -> None:
-    """Upsert the user's row; raise ``TimeoutError`` if the database does not answer in time."""
+def record_login(
+    c: LastLoginConfig,
+    *,
+    user: str,
+    protocol: str,
+    ip: str,
+    when: int,
+    budget: float | None = None,
+) -> None:
+    """Upsert the user's row; raise ``TimeoutError`` if the database does not answer in time.
+
+    Waits at most ``c.timeout`` (plus half a second for the driver to give
+    up by itself), and never more than *budget* seconds: what is left of the
+    post-login deadline, so that a hung database costs this action only.
+    """
     backend = _sqlite if c.backend == "sqlite" else _postgresql
     row = (user, protocol or "-", ip or "-", when)
     outcome: list[BaseException | None] = []
@@ -75,9 +88,10 @@ def record_login(c: LastLoginConfig, *, user: str, protocol: str, ip: str, when:
 
     thread = threading.Thread(target=work, name="nsprov-last-login", daemon=True)
     thread.start()
-    thread.join(c.timeout + 0.5)
+    wait = c.timeout + 0.5 if budget is None else max(0.0, min(c.timeout + 0.5, budget))
+    thread.join(wait)
     if not outcome:
-        raise TimeoutError(f"{c.backend} did not answer within {c.timeout:g}s")
+        raise TimeoutError(f"{c.backend} did not answer within {min(c.timeout, wait):g}s")
     error: Any = outcome[0]
     if error is not None:
         raise error

@@ -11,6 +11,7 @@ line.
 from __future__ import annotations
 
 import os
+import time
 from typing import TYPE_CHECKING
 
 from ._postlogin import (
@@ -97,6 +98,7 @@ def cache_dir() -> str | None:
 
 def run(fd: int, opts: Options, environ: Mapping[str, str]) -> None:
     """``nsprov post-login``: the configured actions, reported on *fd*."""
+    started = time.monotonic()
     try:
         from ._config import load_config  # noqa: PLC0415
         from ._login import Login, run_actions  # noqa: PLC0415
@@ -106,6 +108,7 @@ def run(fd: int, opts: Options, environ: Mapping[str, str]) -> None:
             _send(fd, frame(T_DEADLINE, str(config.deadline).encode()))
         _send(fd, frame(T_POLICY, config.on_error.encode()))
         login = Login(environ, protocol=opts.protocol, config=config)
+        login.deadline_at = started + (opts.deadline or config.deadline)
         if (sign := version_signs(environ, config.dialect)) is not None:
             login.warning(sign)
         errors = run_actions(login, config)
