@@ -180,3 +180,15 @@ class TestConfigCache:
         with pytest.raises(ConfigError, match="unknown key"):
             load_config(str(path), cache_dir=str(cache))
         assert not cache.exists()
+
+
+def test_subscribe_needs_children() -> None:
+    """subscribe = true needs list = "children", and 2.3."""
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping(
+            {"dovecot": {"version": "2.4"}, "spool": [{"path": "/a", "subscribe": True}]}
+        )
+
+    text = "\n".join(info.value.problems)
+    assert 'needs list = "children"' in text
+    assert "verified on Dovecot 2.3 only" in text

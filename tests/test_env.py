@@ -227,3 +227,35 @@ class TestDialect24:
 
         assert "work s-sales" == env["NAMESPACE+"]
         assert 1 == env["USERDB_KEYS"].split().count("NAMESPACE+")
+
+
+class TestSubscribe:
+    """Auto-subscription entries in the private namespace (Dovecot 2.3)."""
+
+    def test_variables(self) -> None:
+        """Each subscribed namespace gets a mailbox entry named by its full public name."""
+        env = to_environ_subscribed([SALES], ["s-sales"])
+
+        assert "s-sales" == env["NAMESPACE/INBOX/MAILBOX"]
+        assert "Shared/sales" == env["NAMESPACE/INBOX/MAILBOX/S-SALES/NAME"]
+        assert "subscribe" == env["NAMESPACE/INBOX/MAILBOX/S-SALES/AUTO"]
+        assert "NAMESPACE/INBOX/MAILBOX" in env["USERDB_KEYS"].split()
+
+    def test_refused_for_24(self) -> None:
+        """Not verified on 2.4: refused, never silently dropped."""
+        with pytest.raises(ValueError, match="2.3 only"):
+            fit_environ([SALES], environ={}, dialect=V24, subscribe={"s-sales"})
+
+    def test_existing_mailbox_list_extended(self) -> None:
+        """A mailbox list from userdb is extended."""
+        env = to_environ_subscribed([SALES], ["s-sales"], {"NAMESPACE/INBOX/MAILBOX": "trash"})
+
+        assert "trash s-sales" == env["NAMESPACE/INBOX/MAILBOX"]
+
+
+def to_environ_subscribed(
+    namespaces: list[Namespace], subscribe: list[str], environ: dict[str, str] | None = None
+) -> dict[str, str]:
+    env, kept = fit_environ(namespaces, environ=environ or {}, subscribe=set(subscribe))
+    assert len(namespaces) == kept
+    return env

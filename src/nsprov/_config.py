@@ -45,6 +45,7 @@ class SpoolConfig:
     list: Literal["yes", "no", "children"] = "yes"
     subscriptions: bool = True
     hidden: bool = False
+    subscribe: bool = False
     exclude: tuple[str, ...] = ()
     include: tuple[str, ...] = ()
     ignore_file: str | None = ".nsprovignore"
@@ -76,6 +77,7 @@ class Config:
     dialect: Literal["2.3", "2.4"] = "2.3"
     reserved_names: tuple[str, ...] = DEFAULT_RESERVED_NAMES
     config_prefixes: tuple[str, ...] = ()
+    private_namespace: str = "inbox"
     max_namespaces: int = 1000
     create_dirs: bool = True
     identity: IdentityConfig = IdentityConfig()
@@ -199,6 +201,7 @@ _SPOOL_KEYS = {
     "list",
     "subscriptions",
     "hidden",
+    "subscribe",
     "exclude",
     "include",
     "ignore_file",
@@ -282,6 +285,12 @@ def _spool(r: _Reader, raw: Any, path: str, defaults: Mapping[str, Any]) -> Spoo
         lambda v: None if v in {"skip", "inside"} else "must be skip or inside",
     )
     ignore_file = r.take(data, "ignore_file", path, str, ".nsprovignore")
+    subscribe = r.take(data, "subscribe", path, bool, False)
+    if subscribe and list_mode != "children":
+        r.problem(
+            f"{path}.subscribe",
+            'needs list = "children" (with list = "yes" Dovecot lists each mailbox twice)',
+        )
     if spool_path is None:
         return None
     return SpoolConfig(
@@ -295,6 +304,7 @@ def _spool(r: _Reader, raw: Any, path: str, defaults: Mapping[str, Any]) -> Spoo
         list=list_mode,
         subscriptions=r.take(data, "subscriptions", path, bool, True),
         hidden=r.take(data, "hidden", path, bool, False),
+        subscribe=subscribe,
         exclude=r.strings(data, "exclude", path) or (),
         include=r.strings(data, "include", path) or (),
         ignore_file=ignore_file or None,
@@ -335,7 +345,9 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") ->
         r.problem("spool", f"spool {p} is listed twice")
 
     dovecot = r.table(data, "dovecot", "dovecot")
-    r.unknown(dovecot, {"version", "reserved_names", "config_prefixes"}, "dovecot")
+    r.unknown(
+        dovecot, {"version", "reserved_names", "config_prefixes", "private_namespace"}, "dovecot"
+    )
     dialect = r.take(
         dovecot,
         "version",
@@ -346,6 +358,19 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") ->
     )
     reserved = r.strings(dovecot, "reserved_names", "dovecot")
     prefixes = r.strings(dovecot, "config_prefixes", "dovecot")
+    private_namespace = r.take(
+        dovecot,
+        "private_namespace",
+        "dovecot",
+        str,
+        "inbox",
+        lambda v: None if NAME_RE.fullmatch(v.lower()) else "must be a namespace name",
+    )
+    if dialect == "2.4" and any(s.subscribe for s in spools):
+        r.problem(
+            "spool",
+            "subscribe = true is verified on Dovecot 2.3 only; it is refused for version 2.4",
+        )
 
     ident = r.table(data, "identity", "identity")
     r.unknown(
@@ -404,6 +429,7 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") ->
         dialect=dialect,
         reserved_names=reserved if reserved is not None else DEFAULT_RESERVED_NAMES,
         config_prefixes=prefixes or (),
+        private_namespace=private_namespace,
         max_namespaces=max_namespaces,
         create_dirs=r.take(defaults, "create_dirs", "namespace", bool, True),
         identity=identity,

@@ -59,8 +59,14 @@ def plan(
     check_namespaces(
         namespaces, reserved_names=config.reserved_names, taken_prefixes=config.config_prefixes
     )
+    subscribing = {s.path for s in config.spools if s.subscribe}
     env, kept = fit_environ(
-        namespaces, environ=environ, dialect=dialect_for(config.dialect), limits=limits
+        namespaces,
+        environ=environ,
+        dialect=dialect_for(config.dialect),
+        limits=limits,
+        subscribe={s.namespace.name for s in discovery.served if s.spool in subscribing},
+        private_namespace=config.private_namespace,
     )
     warnings: list[str] = []
     if kept < len(namespaces):

@@ -19,7 +19,7 @@ from ._model import Namespace
 from .exceptions import InvalidLocationError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Collection, Iterable, Mapping, Sequence
 
 #: Linux MAX_ARG_STRLEN: one ``NAME=value`` string, NUL included.
 MAX_ARG_STRLEN = 32 * 4096
@@ -189,49 +189,93 @@ class EnvLimits:
     budget: int = DEFAULT_ENV_BUDGET
 
 
+class _ListVar:
+    """A variable holding a space-separated list that nsprov extends (``NAMESPACE`` …)."""
+
+    def __init__(self, key: str, environ: Mapping[str, str]) -> None:
+        self.key = key
+        old = environ.get(key, "")
+        self.items = [n for n in old.replace(",", " ").replace("\t", " ").split(" ") if n]
+        self.known = {n.lower() for n in self.items}
+        self.size = len(old.encode())
+        self.changed = False
+
+    def growth(self, item: str) -> int:
+        if item.lower() in self.known:
+            return 0
+        return len(item.encode()) + (1 if self.size else 0)
+
+    def add(self, item: str) -> None:
+        grow = self.growth(item)
+        if grow:
+            self.items.append(item)
+            self.known.add(item.lower())
+            self.size += grow
+            self.changed = True
+
+    def var_size(self, extra: int = 0) -> int:
+        return len(self.key.encode()) + 1 + self.size + extra + 1
+
+
+def subscribe_settings(ns: Namespace, private: str) -> list[tuple[str, str]]:
+    """Variables that auto-subscribe *ns*'s mailbox through the configured private namespace.
+
+    Verified live on Dovecot 2.3.19.1: mailbox settings inside the public
+    namespace are relative to its prefix and cannot name the namespace's own
+    mailbox; an entry in the private namespace with the full name can.  The
+    public namespace must use ``list=children`` or LIST shows the mailbox twice.
+    """
+    stem = f"NAMESPACE/{private.upper()}/MAILBOX/{ns.name.upper()}"
+    name = ns.prefix[: -len(ns.separator)] if ns.prefix.endswith(ns.separator) else ns.prefix
+    return [(f"{stem}/NAME", name), (f"{stem}/AUTO", "subscribe")]
+
+
 def fit_environ(
     namespaces: Sequence[Namespace],
     *,
     environ: Mapping[str, str],
     dialect: Dialect = V23,
     limits: EnvLimits = EnvLimits(),
+    subscribe: Collection[str] = (),
+    private_namespace: str = "inbox",
 ) -> tuple[dict[str, str], int]:
     """Like :func:`to_environ`, for the longest leading run of *namespaces* that fits *limits*.
 
     Returns the variables and how many namespaces they carry.  One variable
     over ``max_var`` bytes, or all of them together over ``budget``, would make
-    exec fail with E2BIG and deny the login.
+    exec fail with E2BIG and deny the login.  Namespaces named in *subscribe*
+    are also auto-subscribed through *private_namespace* (Dovecot 2.3 only).
     """
     base_keys, listed = _listed(environ)
-    list_key = dialect.list_key
-    old_names = environ.get(list_key, "")
-    names = [n for n in old_names.replace(",", " ").replace("\t", " ").split(" ") if n]
-    known_names = {n.lower() for n in names}
+    names = _ListVar(dialect.list_key, environ)
+    mailboxes = _ListVar(f"NAMESPACE/{private_namespace.upper()}/MAILBOX", environ)
     new_keys: list[str] = []
-    if list_key not in listed:
-        new_keys.append(list_key)
-        listed.add(list_key)
     keys_len = len(base_keys.encode())
     if base_keys and not base_keys.endswith(" "):
         keys_len += 1
-    keys_len += sum(len(k) + 1 for k in new_keys)
-    names_len = len(old_names.encode())
     out: dict[str, str] = {}
     total = 0
     kept = 0
     for ns in namespaces:
         pairs = [(f"{ns.key}/{k}", v) for k, v in dialect.settings(ns)]
-        add_keys = [k for k, _ in pairs if k not in listed]
+        lists = [(names, ns.name)]
+        if ns.name in subscribe:
+            if dialect.version != "2.3":
+                raise InvalidLocationError(
+                    "auto-subscribing shared mailboxes is verified on Dovecot 2.3 only"
+                )
+            pairs += subscribe_settings(ns, private_namespace)
+            lists.append((mailboxes, ns.name))
+        add_keys = [v.key for v, _ in lists if v.key not in listed]
+        add_keys += [k for k, _ in pairs if k not in listed]
         add_keys_len = sum(len(k.encode()) + 1 for k in add_keys)
-        add_name = ns.name not in known_names
-        add_names_len = (len(ns.name) + (1 if names_len else 0)) if add_name else 0
+        growth = {v.key: v.growth(item) for v, item in lists}
+        list_sizes = [v.var_size(growth.get(v.key, 0)) for v in (names, mailboxes)]
         add_total = sum(_var_size(k, v) for k, v in pairs)
-        fixed = _var_size("USERDB_KEYS", "x" * (keys_len + add_keys_len)) + _var_size(
-            list_key, "x" * (names_len + add_names_len)
-        )
+        fixed = _var_size("USERDB_KEYS", "x" * (keys_len + add_keys_len)) + sum(list_sizes)
         if (
             len("USERDB_KEYS=") + keys_len + add_keys_len + 1 > limits.max_var
-            or len(list_key) + 1 + names_len + add_names_len + 1 > limits.max_var
+            or any(size > limits.max_var for size in list_sizes)
             or any(_var_size(k, v) > limits.max_var for k, v in pairs)
             or total + add_total + fixed > limits.budget
         ):
@@ -241,17 +285,17 @@ def fit_environ(
         new_keys += add_keys
         keys_len += add_keys_len
         total += add_total
-        if add_name:
-            names.append(ns.name)
-            known_names.add(ns.name)
-            names_len += add_names_len
+        for v, item in lists:
+            v.add(item)
         kept += 1
     if not kept:
         return {}, 0
     joined = base_keys
     if joined and not joined.endswith(" "):
         joined += " "
-    out[list_key] = " ".join(names)
+    for v in (names, mailboxes):
+        if v.changed or v.key in out:
+            out[v.key] = " ".join(v.items)
     out["USERDB_KEYS"] = joined + "".join(k + " " for k in new_keys)
     return out, kept
 

@@ -675,6 +675,24 @@ class TestAutoSubscribe:
         assert [] == errors
         assert not (world.alice.home / "Maildir" / ".Shared.sales").exists()
 
+    def test_nsprov_subscribe(self, world: World) -> None:
+        """nsprov's subscribe = true puts every shared mailbox the user may read in LSUB, once in LIST."""
+        world.configure(
+            SPOOL_CONFIG.format(spool=world.spool)
+            + 'list = "children"\nsubscribe = true\n[actions]\nimap = ["namespaces"]\n'
+        )
+
+        with world.dovecot.imap(world.bob) as imap:
+            lsub = _lsub(imap)
+            listed = list_mailboxes(imap)
+            count = select_count(imap, "Shared/sales")
+
+        shared = sorted(n for n in listed if n.startswith("Shared/"))
+        assert shared == [n for n in lsub if n.startswith("Shared/")]
+        assert "Shared/sales" in shared
+        assert len(listed) == len(set(listed))
+        assert 2 == count
+
 
 # --------------------------------------------------------------------------------------------
 # last_login: file
