@@ -226,7 +226,7 @@ def subscribe_settings(ns: Namespace, private: str) -> list[tuple[str, str]]:
     public namespace must use ``list=children`` or LIST shows the mailbox twice.
     """
     stem = f"NAMESPACE/{private.upper()}/MAILBOX/{ns.name.upper()}"
-    name = ns.prefix[: -len(ns.separator)] if ns.prefix.endswith(ns.separator) else ns.prefix
+    name = ns.prefix.removesuffix(ns.separator)
     return [(f"{stem}/NAME", name), (f"{stem}/AUTO", "subscribe")]
 
 
