@@ -192,3 +192,11 @@ def test_subscribe_needs_children() -> None:
     text = "\n".join(info.value.problems)
     assert 'needs list = "children"' in text
     assert "verified on Dovecot 2.3 only" in text
+
+
+def test_empty_config_does_nothing() -> None:
+    """A configuration without spools or actions is refused where it would do nothing."""
+    config = config_from_mapping({})
+
+    with pytest.raises(ConfigError, match="does nothing"):
+        config.check_does_something()

@@ -32,7 +32,7 @@ from nsprov._postlogin import (
     run_worker,
     write_client,
 )
-from nsprov._worker import run, run_hook, version_signs
+from nsprov._worker import installed_version, run, run_hook, version_signs
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -584,3 +584,46 @@ class TestEntrypoint:
 
         assert 0 == info.value.code
         assert capfd.readouterr().out.startswith("nsprov ")
+
+
+class TestInstalledVersion:
+    """The installed Dovecot version, from the files beside script-login."""
+
+    @pytest.mark.parametrize(
+        ("files", "expected"),
+        [
+            ({"/usr/lib/dovecot/director"}, "2.3"),
+            ({"/usr/lib/dovecot/libdovecot-language.so"}, "2.4"),
+            (set(), None),
+        ],
+    )
+    def test_markers(self, files: set[str], expected: str | None) -> None:
+        """director means 2.3, libdovecot-language.so means 2.4, neither means unknown."""
+        assert expected == installed_version(
+            ["/usr/lib/dovecot/script-login"], exists=files.__contains__
+        )
+
+    def test_no_chain(self) -> None:
+        """Without an absolute last program nothing is known."""
+        assert installed_version(["script-login"]) is None
+
+    def test_mismatch_skips_namespaces(
+        self, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """A 2.3 dialect on this machine's Dovecot 2.3 runs namespaces; a 2.4 dialect skips them with one warning."""
+        libexec = tmp_path / "libexec"
+        libexec.mkdir()
+        (libexec / "director").touch()
+        cfg = tmp_path / "n.toml"
+        cfg.write_text('[dovecot]\nversion = "2.4"\n[[spool]]\npath = "/nonexistent"\n')
+        opts = Options()
+        opts.config = str(cfg)
+        opts.protocol = "imap"
+        opts.next = [str(libexec / "script-login")]
+
+        frames = TestWorkerFrames().frames(lambda fd: run(fd, opts, {"USER": "a"}))
+
+        assert (T_OK, b"") == frames[-1]
+        err = capfd.readouterr().err
+        assert 'Dovecot 2.3 is installed but [dovecot] version = "2.4"' in err
+        assert "/nonexistent" not in err

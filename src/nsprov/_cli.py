@@ -77,6 +77,7 @@ def _show(args: argparse.Namespace) -> int:
     from ._render import render_conf, render_env, render_json, render_table  # noqa: PLC0415
 
     config = load_config(args.config)
+    config.check_does_something()
     if args.dialect:
         config = attrs.evolve(config, dialect=args.dialect)
     user = mail_user_from_nss(

@@ -86,6 +86,14 @@ class Config:
     debug_users: tuple[str, ...] = ()
     actions: ActionsConfig = ActionsConfig()
 
+    def check_does_something(self) -> None:
+        """Raise :class:`ConfigError` when no protocol runs any action (an empty config)."""
+        a = self.actions
+        if not (a.imap or a.pop3 or a.default):
+            raise ConfigError(
+                f"{self.source}: the configuration does nothing: no [[spool]] and no action"
+            )
+
     @property
     def separator(self) -> str:
         """The one hierarchy separator every spool uses."""
@@ -478,7 +486,9 @@ def _load_raw(path: str, cache_dir: str | None) -> dict[str, Any]:
     import marshal  # noqa: PLC0415 - builtin, cheap
 
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        # A blocking open: a config on a hung filesystem (or a FIFO) holds up the
+        # worker until the deadline, never the login, and never reads as empty.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
     try:
@@ -501,7 +511,6 @@ def _load_raw(path: str, cache_dir: str | None) -> dict[str, Any]:
                 finally:
                     os.close(cfd)
         try:
-            os.set_blocking(fd, True)
             data = _read_toml(fd, path)
         except OSError as e:
             raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None

@@ -28,8 +28,9 @@ from ._postlogin import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
+    from ._config import Config
     from ._login import Login
 
 
@@ -77,6 +78,39 @@ def finish(fd: int, login: Login, errors: list[str]) -> None:
     _send(fd, b"".join(out))
 
 
+def installed_version(
+    chain: Sequence[str], *, exists: Callable[[str], bool] = os.path.exists
+) -> str | None:
+    """``"2.3"`` or ``"2.4"`` from the files beside script-login (the chain's last program).
+
+    Debian's 2.3 packages ship ``director`` in libexecdir; 2.4 removed the
+    director and added ``libdovecot-language.so``.  Two stats, no exec.
+    """
+    if not chain or "/" not in chain[-1]:
+        return None
+    libexec = os.path.dirname(chain[-1])
+    if exists(f"{libexec}/director"):
+        return "2.3"
+    if exists(f"{libexec}/libdovecot-language.so"):
+        return "2.4"
+    return None
+
+
+def without_namespaces(config: Config) -> Config:
+    """*config* with the namespaces action removed from every protocol's list."""
+    import attrs  # noqa: PLC0415
+
+    a = config.actions
+
+    def drop(names: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(n for n in names if n != "namespaces")
+
+    return attrs.evolve(
+        config,
+        actions=attrs.evolve(a, imap=drop(a.imap), pop3=drop(a.pop3), default=drop(a.default)),
+    )
+
+
 def version_signs(environ: Mapping[str, str], dialect: str) -> str | None:
     """A warning when userdb fields look like the other Dovecot version's."""
     if dialect == "2.3" and any(k in environ for k in ("NAMESPACE+", "MAIL_DRIVER", "MAIL_PATH")):
@@ -104,6 +138,7 @@ def run(fd: int, opts: Options, environ: Mapping[str, str]) -> None:
         from ._login import Login, run_actions  # noqa: PLC0415
 
         config = load_config(opts.config, cache_dir=cache_dir())
+        config.check_does_something()
         if opts.deadline is None:
             _send(fd, frame(T_DEADLINE, str(config.deadline).encode()))
         _send(fd, frame(T_POLICY, config.on_error.encode()))
@@ -111,6 +146,15 @@ def run(fd: int, opts: Options, environ: Mapping[str, str]) -> None:
         login.deadline_at = started + (opts.deadline or config.deadline)
         if (sign := version_signs(environ, config.dialect)) is not None:
             login.warning(sign)
+        installed = installed_version(opts.next)
+        if installed is not None and installed != config.dialect:
+            login.warning(
+                f"Dovecot {installed} is installed but [dovecot] version = "
+                f'"{config.dialect}": namespaces not exported (they would break every session); '
+                f'set version = "{installed}"'
+            )
+            config = without_namespaces(config)
+            login.config = config
         errors = run_actions(login, config)
         finish(fd, login, errors)
     except Exception as e:
