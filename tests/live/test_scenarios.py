@@ -693,6 +693,19 @@ class TestFaults:
 
         assert [] == lines
 
+    def test_dialect_mismatch(self, fresh: World) -> None:
+        """The other version's dialect is caught before it breaks sessions: no namespaces, one warning."""
+        other = "2.3" if fresh.version == "2.4" else "2.4"
+        path = fresh.site.out(fresh.config)
+        path.write_text(
+            f'[dovecot]\nversion = "{other}"\n[[spool]]\npath = "{fresh.spool}"\n', encoding="utf-8"
+        )
+
+        lines = self.login_without_namespaces(fresh, fresh.bob)
+
+        assert 1 == len(lines)
+        assert f'Dovecot {fresh.version} is installed but [dovecot] version = "{other}"' in lines[0]
+
     def test_hung_filesystem_call(self, fresh: World) -> None:
         """A config read that blocks forever (a FIFO with a silent writer) hits the deadline; the login goes on."""
         config = fresh.site.out(fresh.config)
