@@ -38,7 +38,12 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Turn a skipped ``live`` test into a failure when live tests are required."""
     report = yield
-    if REQUIRE_LIVE and report.skipped and item.get_closest_marker("live") is not None:
+    if (
+        REQUIRE_LIVE
+        and report.skipped
+        and not hasattr(report, "wasxfail")
+        and item.get_closest_marker("live") is not None
+    ):
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"live test skipped but NSPROV_REQUIRE_LIVE=1: {reason}"

@@ -200,3 +200,14 @@ def test_empty_config_does_nothing() -> None:
 
     with pytest.raises(ConfigError, match="does nothing"):
         config.check_does_something()
+
+
+def test_acl_plugin_moves_inbox_on_24() -> None:
+    """With the ACL plugin on 2.4, INBOX moves out of the namespace root (into the user's directory)."""
+    c24 = config_from_mapping(
+        {"dovecot": {"version": "2.4", "acl_plugin": True}, "spool": [{"path": "/s"}]}
+    )
+    c23 = config_from_mapping({"dovecot": {"acl_plugin": True}, "spool": [{"path": "/s"}]})
+
+    assert "{home}/.nsprov/{ns}/INBOX" == c24.spools[0].inbox.text  # type: ignore[union-attr]
+    assert c23.spools[0].inbox is None

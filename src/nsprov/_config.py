@@ -42,6 +42,7 @@ class SpoolConfig:
     index: Template = Template("{home}/.nsprov/{ns}")
     control: Template | None = Template("{home}/.nsprov/{ns}")
     index_private: Template | None = None
+    inbox: Template | None = None
     list: Literal["yes", "no", "children"] = "yes"
     subscriptions: bool = True
     hidden: bool = False
@@ -206,6 +207,7 @@ _SPOOL_KEYS = {
     "index",
     "control",
     "index_private",
+    "inbox",
     "list",
     "subscriptions",
     "hidden",
@@ -273,7 +275,13 @@ def _spool(r: _Reader, raw: Any, path: str, defaults: Mapping[str, Any]) -> Spoo
         optional=True,
     )
     index_private = r.template(data, "index_private", path, PATH_FIELDS, None, optional=True)
-    for key, template in (("index", index), ("control", control), ("index_private", index_private)):
+    inbox = r.template(data, "inbox", path, PATH_FIELDS, None, optional=True)
+    for key, template in (
+        ("index", index),
+        ("control", control),
+        ("index_private", index_private),
+        ("inbox", inbox),
+    ):
         if template is not None and (message := _check_path_template(template)) is not None:
             r.problem(f"{path}.{key}", message)
     list_mode = r.take(
@@ -309,6 +317,7 @@ def _spool(r: _Reader, raw: Any, path: str, defaults: Mapping[str, Any]) -> Spoo
         index=index,
         control=control,
         index_private=index_private,
+        inbox=inbox,
         list=list_mode,
         subscriptions=r.take(data, "subscriptions", path, bool, True),
         hidden=r.take(data, "hidden", path, bool, False),
@@ -354,7 +363,9 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") ->
 
     dovecot = r.table(data, "dovecot", "dovecot")
     r.unknown(
-        dovecot, {"version", "reserved_names", "config_prefixes", "private_namespace"}, "dovecot"
+        dovecot,
+        {"version", "reserved_names", "config_prefixes", "private_namespace", "acl_plugin"},
+        "dovecot",
     )
     dialect = r.take(
         dovecot,
@@ -374,6 +385,15 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") ->
         "inbox",
         lambda v: None if NAME_RE.fullmatch(v.lower()) else "must be a namespace name",
     )
+    acl_plugin = r.take(dovecot, "acl_plugin", "dovecot", bool, False)
+    if dialect == "2.4" and acl_plugin:
+        # Dovecot 2.4's maildir defaults mail_inbox_path to the namespace root, where the
+        # ACL plugin then refuses the mailbox's dovecot-acl ("can't have default ACLs with
+        # this setup"): point INBOX elsewhere, into the user's directory for the namespace.
+        spools = [
+            s if s.inbox is not None else attrs.evolve(s, inbox=Template(s.index.text + "/INBOX"))
+            for s in spools
+        ]
     if dialect == "2.4" and any(s.subscribe for s in spools):
         r.problem(
             "spool",

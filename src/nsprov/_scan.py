@@ -242,7 +242,7 @@ class _Builder:
         self.spool_bytes = spool.path_bytes
         self.needs_home = any(
             t is not None and "home" in t.fields
-            for t in (spool.index, spool.control, spool.index_private)
+            for t in (spool.index, spool.control, spool.index_private, spool.inbox)
         )
         if self.needs_home and not user.home:
             raise InvalidNamespaceError(
@@ -255,7 +255,7 @@ class _Builder:
         }
         uses_user = any(
             t is not None and "user" in t.fields
-            for t in (spool.index, spool.control, spool.index_private)
+            for t in (spool.index, spool.control, spool.index_private, spool.inbox)
         )
         if uses_user:
             _safe_component(user.user, "user name")
@@ -275,6 +275,7 @@ class _Builder:
             index=render(sp.index),
             control=render(sp.control),
             index_private=render(sp.index_private),
+            inbox=render(sp.inbox),
         )
         return Namespace(
             name=ns_name,

@@ -22,7 +22,8 @@ Dovecot runs with ``mail_debug = yes``, so its log lists every userdb setting a 
 
 The ACL grants that pass today sit on maildir++ subfolders of a spool mailbox
 (``Shared/team/board``): Dovecot 2.4 never reads the ``dovecot-acl`` file at the root of a
-namespace nsprov exports (see the strict xfail ``test_acl_file_at_the_spool_mailbox``).
+namespace nsprov exports unless ``[dovecot] acl_plugin = true`` moves ``mail_inbox_path`` away from the namespace root
+(``test_acl_file_at_the_spool_mailbox``).
 
 Unlike ``test_scenarios.py``, the configuration has no ``namespace inbox { mail_path }``
 trap: a ``mail_driver``/``mail_path`` inside the inbox namespace's filter beats the global
@@ -67,7 +68,7 @@ quota "User quota" {
 }
 """
 
-DIALECT = '[dovecot]\nversion = "2.4"\n'
+DIALECT = '[dovecot]\nversion = "2.4"\nacl_plugin = true\n'
 SPOOL = '[[spool]]\npath = "{spool}"\nprefix = "Shared/{{name}}/"\nseparator = "/"\n'
 OTHER_MAIL = '[mail]\nlocation = "maildir:~/OtherMail"\n'
 QUOTA_FIELDS = """\
@@ -249,12 +250,6 @@ class TestAclGroups:
 
         assert ("NO", OPEN) == seen
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="nsprov bug: 2.4 namespaces lack mail_inbox_path, so Dovecot 2.4 (maildir default "
-        "mail_inbox_path = .) takes the namespace root for INBOX's directory and never reads the "
-        "root's dovecot-acl; every spool mailbox is NONEXISTENT with the ACL plugin",
-    )
     def test_acl_file_at_the_spool_mailbox(self, world: World) -> None:
         """A dovecot-acl file in the spool mailbox itself lets a group member EXAMINE it, as on 2.3."""
         world.configure(world.spool_config() + "[acl_groups]\n")
