@@ -47,6 +47,11 @@ def main_parser() -> argparse.ArgumentParser:
     show.add_argument("--groups", type=_groups, help="override supplementary gids (comma list)")
     show.add_argument("--home", help="override the home directory")
     sub.add_parser(
+        "check",
+        help="the doctor: configuration, spool and Dovecot checks (see 'nsprov check --help')",
+        add_help=False,
+    )
+    sub.add_parser(
         "serve",
         help="resident dict-proxy userdb service (see 'nsprov serve --help')",
         add_help=False,
@@ -118,6 +123,10 @@ def main(
         from ._serve import main as serve  # noqa: PLC0415
 
         return serve(argv[1:])
+    if argv and argv[0] == "check":
+        from ._check import main as check  # noqa: PLC0415
+
+        return check(argv[1:])
     if argv and argv[0] == "post-login":
         from ._postlogin import main as post_login  # noqa: PLC0415
 
