@@ -819,7 +819,7 @@ class TestReload:
             log=Log("error", stream=io.StringIO()),
             load=load,
         )
-        server.cache[("x", None)] = object()  # type: ignore[assignment]
+        server.cache[("x", None, None)] = object()  # type: ignore[assignment]
 
         async def both() -> tuple[bool, bool]:
             return await server.reload(), await server.reload()
@@ -1329,7 +1329,7 @@ class TestServerCorners:
         asyncio.run(three())
         server.executor.shutdown()
 
-        assert [("other", None), ("nosuch", None)] == list(server.cache)
+        assert [("other", None, None), ("nosuch", None, None)] == list(server.cache)
 
     def test_overloaded(self, spool: Path, base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """With too many users in flight, a new one fails at once instead of queueing."""

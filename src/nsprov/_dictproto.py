@@ -47,6 +47,8 @@ MAX_RESP_ARGS = 16
 SHARED_PREFIX = "shared/"
 #: The key nsprov answers: ``userdb/<user>`` or ``userdb/<user>/<home>``.
 USERDB_KEY_PREFIX = "userdb/"
+#: The key ``nsprov post-login --serve`` asks: ``postlogin/<imap|pop3|->/<user>[/<home>]``.
+POSTLOGIN_KEY_PREFIX = "postlogin/"
 
 Protocol = Literal["dict", "redis"]
 
@@ -364,6 +366,8 @@ class UserdbKey:
     user: str
     #: The home the primary userdb returned (``%{userdb:home}``), None when not in the key.
     home: str | None = None
+    #: For ``postlogin/<protocol>/…`` keys (``nsprov post-login --serve``): the protocol.
+    protocol: str | None = None
 
 
 def parse_userdb_key(key: str) -> UserdbKey | None:
@@ -383,9 +387,15 @@ def parse_userdb_key(key: str) -> UserdbKey | None:
     True
     """
     key = key.removeprefix(SHARED_PREFIX)
-    if not key.startswith(USERDB_KEY_PREFIX):
+    protocol = None
+    if key.startswith(POSTLOGIN_KEY_PREFIX):
+        protocol, _, rest = key[len(POSTLOGIN_KEY_PREFIX) :].partition("/")
+        if protocol not in {"imap", "pop3", "-"}:
+            return None
+    elif key.startswith(USERDB_KEY_PREFIX):
+        rest = key[len(USERDB_KEY_PREFIX) :]
+    else:
         return None
-    rest = key[len(USERDB_KEY_PREFIX) :]
     home: str | None = None
     cut = rest.find("//")
     if cut != -1:
@@ -394,4 +404,4 @@ def parse_userdb_key(key: str) -> UserdbKey | None:
         rest, home = rest[:-1], ""
     if not rest or rest[0] == "/" or rest[-1] == "/" or "\0" in rest or "\0" in (home or ""):
         return None
-    return UserdbKey(rest, home)
+    return UserdbKey(rest, home, protocol)

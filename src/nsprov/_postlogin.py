@@ -24,10 +24,12 @@ if TYPE_CHECKING:
 
 DEFAULT_CONFIG = "/etc/nsprov/nsprov.toml"
 DEFAULT_DEADLINE = 2.0
+DEFAULT_SERVE_TIMEOUT = 0.1
 
 USAGE = """\
 usage: nsprov post-login [--config=PATH] [--protocol=imap|pop3] [--on-error=continue|deny]
-                         [--deadline=SECONDS] [--] NEXT [ARGS...]
+                         [--deadline=SECONDS] [--serve=SOCKET [--serve-timeout=SECONDS]]
+                         [--] NEXT [ARGS...]
 
 The Dovecot script-login step.  Dovecot appends the rest of the chain (NEXT, an
 absolute path, and its arguments); nsprov sets the namespace variables and execs it.
@@ -51,13 +53,15 @@ def os_execve(path: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
 class Options:
     """Parsed post-login options (a plain class: attrs stays off this path)."""
 
-    __slots__ = ("config", "deadline", "next", "on_error", "protocol")
+    __slots__ = ("config", "deadline", "next", "on_error", "protocol", "serve", "serve_timeout")
 
     def __init__(self) -> None:
         self.config = DEFAULT_CONFIG
         self.protocol: str | None = None
         self.on_error: str | None = None
         self.deadline: float | None = None
+        self.serve: str | None = None
+        self.serve_timeout = DEFAULT_SERVE_TIMEOUT
         self.next: list[str] = []
 
 
@@ -94,7 +98,10 @@ def parse_args(argv: Sequence[str]) -> Options | None:
         name, eq, value = arg[2:].partition("=")
         if name == "help":
             return None
-        if name in {"config", "protocol", "on-error", "deadline"} and not eq:
+        if (
+            name in {"config", "protocol", "on-error", "deadline", "serve", "serve-timeout"}
+            and not eq
+        ):
             if i + 1 >= len(argv):
                 raise UsageError(f"--{name} needs a value")
             value = argv[i + 1]
@@ -116,6 +123,17 @@ def parse_args(argv: Sequence[str]) -> Options | None:
                 raise UsageError(f"--deadline must be a number, got {value!r}") from None
             if not 0 < opts.deadline <= 50:
                 raise UsageError("--deadline must be > 0 and <= 50 seconds")
+        elif name == "serve":
+            if not value.startswith("/"):
+                raise UsageError(f"--serve must be an absolute socket path, got {value!r}")
+            opts.serve = value
+        elif name == "serve-timeout":
+            try:
+                opts.serve_timeout = float(value)
+            except ValueError:
+                raise UsageError(f"--serve-timeout must be a number, got {value!r}") from None
+            if not 0 < opts.serve_timeout <= 5:
+                raise UsageError("--serve-timeout must be > 0 and <= 5 seconds")
         else:
             log(f"ignoring unknown option {arg!r}")
         i += 1
@@ -330,6 +348,11 @@ def main(
     if opts is None:
         sys.stderr.write(USAGE)
         return 0
+    if opts.serve is not None:
+        fields = ask_serve(opts.serve, serve_key(opts.protocol, env), opts.serve_timeout)
+        if fields is not None:
+            _exec(execve, opts.next, merge_fields(env, fields), fallback=env)
+            return 1
     timeout = opts.deadline if opts.deadline is not None else DEFAULT_DEADLINE
     try:
         result = run_worker(worker(opts, env), timeout)
@@ -375,6 +398,166 @@ def _exec(
             _exec(execve, argv, fallback, fallback=None)
             return
         log(f"exec {argv[0]} failed: {e.strerror or e}")
+
+
+# --- the serve fast path: no worker, no attrs, no config -----------------------------------
+
+
+def serve_key(protocol: str | None, env: Mapping[str, str]) -> str:
+    """The key ``nsprov serve`` answers for this login: ``postlogin/<protocol>/<user>//<home>``."""
+    home = env.get("HOME", "")
+    return f"postlogin/{protocol or '-'}/{env.get('USER', '')}/{home}"
+
+
+def ask_serve(path: str, key: str, timeout: float) -> dict[str, str] | None:
+    """Ask ``nsprov serve`` at *path* for *key* (a RESP ``GET``); None on any failure.
+
+    Uses the ``_socket`` C module directly: ``socket.py`` would import
+    ``enum`` and more on every login.  None means "compute in-process": the
+    server is down, slow, has no answer for this login (other actions are
+    configured), or answered something unexpected.
+    """
+    import _socket  # noqa: PLC0415
+
+    raw = key.encode("utf-8", "surrogateescape")
+    request = b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(raw), raw)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(request)
+        data = b""
+        while True:
+            end = data.find(b"\r\n")
+            if end >= 0 and data[:1] == b"$":
+                size = int(data[1:end])
+                if size < 0:
+                    return None
+                if len(data) >= end + 2 + size + 2:
+                    return parse_json_object(data[end + 2 : end + 2 + size])
+            elif end >= 0:
+                return None  # an error reply or a protocol we do not expect
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                return None
+            data += chunk
+    except (OSError, ValueError):
+        return None
+    finally:
+        sock.close()
+
+
+_JSON_ESCAPES = {
+    '"': '"',
+    "\\": "\\",
+    "/": "/",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+}
+
+
+def parse_json_object(data: bytes) -> dict[str, str]:
+    """Parse a flat JSON object of strings (what ``nsprov serve`` sends) without ``json``.
+
+    ``json`` would import ``re`` on the login path.  Raises ``ValueError``
+    on anything else, which makes the caller fall back.
+    """
+    text = data.decode("utf-8")
+    n = len(text)
+    i = _skip_ws(text, 0)
+    if i >= n or text[i] != "{":
+        raise ValueError("not a JSON object")
+    out: dict[str, str] = {}
+    i = _skip_ws(text, i + 1)
+    if i < n and text[i] == "}":
+        return out if _skip_ws(text, i + 1) == n else _raise("trailing data")
+    while True:
+        key, i = _json_string(text, _skip_ws(text, i))
+        i = _skip_ws(text, i)
+        if i >= n or text[i] != ":":
+            raise ValueError("expected ':'")
+        value, i = _json_string(text, _skip_ws(text, i + 1))
+        out[key] = value
+        i = _skip_ws(text, i)
+        if i < n and text[i] == ",":
+            i += 1
+            continue
+        if i < n and text[i] == "}" and _skip_ws(text, i + 1) == n:
+            return out
+        raise ValueError("expected ',' or '}'")
+
+
+def _raise(message: str) -> NoReturn:
+    raise ValueError(message)
+
+
+def _skip_ws(text: str, i: int) -> int:
+    while i < len(text) and text[i] in " \t\r\n":
+        i += 1
+    return i
+
+
+def _json_string(text: str, i: int) -> tuple[str, int]:
+    if i >= len(text) or text[i] != '"':
+        raise ValueError("expected a string")
+    out: list[str] = []
+    i += 1
+    while True:
+        j = i
+        while j < len(text) and text[j] != '"' and text[j] != "\\":
+            j += 1
+        if j >= len(text):
+            raise ValueError("unterminated string")
+        chunk = text[i:j]
+        if any(ord(c) < 0x20 for c in chunk):
+            raise ValueError("control character in string")
+        out.append(chunk)
+        if text[j] == '"':
+            return "".join(out), j + 1
+        esc = text[j + 1 : j + 2]
+        if esc == "u":
+            code = int(text[j + 2 : j + 6], 16)
+            if len(text[j + 2 : j + 6]) != 4:
+                raise ValueError("short \\u escape")
+            i = j + 6
+            if 0xD800 <= code < 0xDC00 and text[i : i + 2] == "\\u":
+                low = int(text[i + 2 : i + 6], 16)
+                if 0xDC00 <= low < 0xE000:
+                    code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+                    i += 6
+            out.append(chr(code))
+        elif esc in _JSON_ESCAPES:
+            out.append(_JSON_ESCAPES[esc])
+            i = j + 2
+        else:
+            raise ValueError(f"bad escape \\{esc}")
+
+
+def merge_fields(env: Mapping[str, str], fields: Mapping[str, str]) -> dict[str, str]:
+    """*env* plus userdb *fields*: keys uppercased, listed once in ``USERDB_KEYS``, name lists extended."""
+    out = dict(env)
+    keys = out.get("USERDB_KEYS", "")
+    listed = {k.upper() for k in keys.split(" ") if k}
+    added: list[str] = []
+    for name, given in fields.items():
+        key = name.upper()
+        value = given
+        if key in ("NAMESPACE", "NAMESPACE+") and out.get(key):
+            old = out[key].replace(",", " ").replace("\t", " ").split()
+            seen = {n.lower() for n in old}
+            value = " ".join([*old, *(n for n in given.split() if n.lower() not in seen)])
+        out[key] = value
+        if key not in listed:
+            listed.add(key)
+            added.append(key)
+    if added:
+        if keys and not keys.endswith(" "):
+            keys += " "
+        out["USERDB_KEYS"] = keys + "".join(k + " " for k in added)
+    return out
 
 
 def entrypoint(argv: Sequence[str]) -> NoReturn:

@@ -215,6 +215,13 @@ DEFAULT_DICT_FILE = "/etc/dovecot/nsprov-userdb.conf.ext"
 DEFAULT_SOCKET_MODE = 0o600
 #: Bytes of JSON per reply at most: the auth worker's 8192-byte line also carries the other userdb's fields.
 DEFAULT_REPLY_BUDGET = 7000
+#: Replies to ``nsprov post-login --serve`` are bounded by the kernel's environment limits
+#: (computed with :func:`nsprov._env.fit_environ` against a typical Dovecot environment)
+#: rather than by Dovecot's 8 KiB auth reply.
+POSTLOGIN_REPLY_BUDGET = 4 * 1024 * 1024
+POSTLOGIN_BASE_ENV = {
+    "USERDB_KEYS": "SYSTEM_GROUPS_USER UID GID HOME AUTH_MECH AUTH_TOKEN ",
+}
 #: The auth worker's and the mail process's limit for one userdb reply line.
 AUTH_REPLY_LIMIT = 8192
 DEFAULT_CACHE_TTL = 5.0
@@ -681,7 +688,7 @@ class Resolver:
 
     def _compute(self, config: Config, generation: int, key: UserdbKey, now: float) -> Outcome:
         from ._engine import plan  # noqa: PLC0415
-        from ._env import dialect_for  # noqa: PLC0415
+        from ._env import dialect_for, fit_environ  # noqa: PLC0415
         from ._scan import limit  # noqa: PLC0415
 
         try:
@@ -695,13 +702,38 @@ class Resolver:
                 entry=entry,
                 logs=(("info", "unknown-user", {"user": key.user, "error": str(e)}),),
             )
+        if key.protocol is not None:
+            actions = config.actions.for_protocol(None if key.protocol == "-" else key.protocol)
+            if actions != ("namespaces",):
+                # Other actions need the post-login worker: the client computes in-process.
+                answer = Answer("not-found", error="other actions configured")
+                return Outcome(answer, "miss", entry=self._entry(answer, Deps(), now, generation))
         recorder = Recorder(self.fs)
         debug = user.user in config.debug_users
         p = plan(config, user, {}, fs=recorder.fs(), keep_skipped=debug)
-        reply = fit_reply(p.discovery.namespaces, dialect_for(config.dialect), self.budget)
+        namespaces = p.discovery.namespaces
+        budget = self.budget
+        env_logs: list[tuple[Level, str, dict[str, object]]] = []
+        if key.protocol is not None:
+            # The environment, not Dovecot's 8 KiB auth reply, limits post-login.
+            _, fit = fit_environ(
+                namespaces, environ=POSTLOGIN_BASE_ENV, dialect=dialect_for(config.dialect)
+            )
+            if fit < len(namespaces):
+                env_logs.append(
+                    (
+                        "warning",
+                        "over-env-limit",
+                        {"user": user.user, "served": fit, "found": len(namespaces)},
+                    )
+                )
+            namespaces = namespaces[:fit]
+            budget = POSTLOGIN_REPLY_BUDGET
+        reply = fit_reply(namespaces, dialect_for(config.dialect), budget)
         logs: list[tuple[Level, str, dict[str, object]]] = [
             ("warning", "scan-warning", {"user": user.user, "warning": w}) for w in p.warnings
         ]
+        logs += env_logs
         if debug:
             from ._engine import explain_lines  # noqa: PLC0415
 
@@ -1009,8 +1041,8 @@ class Server:
         )
         self.load = load
         self.generation = 0
-        self.cache: dict[tuple[str, str | None], Entry] = {}
-        self.inflight: dict[tuple[str, str | None], asyncio.Future[Answer]] = {}
+        self.cache: dict[tuple[str, str | None, str | None], Entry] = {}
+        self.inflight: dict[tuple[str, str | None, str | None], asyncio.Future[Answer]] = {}
         self.connections: dict[int, asyncio.Task[None]] = {}
         self.busy: set[int] = set()
         self.peers: set[int] = set()
@@ -1135,7 +1167,7 @@ class Server:
     async def lookup(self, key: UserdbKey) -> Answer:
         """Answer one lookup within the deadline; concurrent lookups of one key share the work."""
         self.stats["lookups"] += 1
-        k = (key.user, key.home)
+        k = (key.user, key.home, key.protocol)
         fut = self.inflight.get(k)
         if fut is None:
             if len(self.inflight) >= MAX_INFLIGHT:
@@ -1153,12 +1185,12 @@ class Server:
             self.log("warning", "deadline", user=key.user, deadline=self.options.deadline)
             return Answer.fail(f"nsprov: no answer within {self.options.deadline}s")
 
-    def _done(self, k: tuple[str, str | None], fut: asyncio.Future[Answer]) -> None:
+    def _done(self, k: tuple[str, str | None, str | None], fut: asyncio.Future[Answer]) -> None:
         if self.inflight.get(k) is fut:
             del self.inflight[k]
 
     async def _resolve(self, key: UserdbKey) -> Answer:
-        k = (key.user, key.home)
+        k = (key.user, key.home, key.protocol)
         generation = self.generation
         config = self.config
         loop = asyncio.get_running_loop()
@@ -1199,7 +1231,7 @@ class Server:
         )
         return answer
 
-    def _store(self, k: tuple[str, str | None], entry: Entry) -> None:
+    def _store(self, k: tuple[str, str | None, str | None], entry: Entry) -> None:
         self.cache.pop(k, None)
         while len(self.cache) >= self.options.cache_size > 0:
             del self.cache[next(iter(self.cache))]
