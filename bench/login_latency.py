@@ -1,0 +1,1344 @@
+"""Login latency of ``nsprov post-login`` against its reference points, on a live Dovecot 2.3.
+
+Run as root from the repository root (one command; ``--quick`` takes about a minute)::
+
+    sudo .venv/bin/python bench/login_latency.py [--quick] [--rounds N] [--commit REV]
+    sudo .venv/bin/python bench/login_latency.py --clean     # remove the kept 100,000-entry spool
+
+What is measured is one commit of nsprov (``--commit``, default ``HEAD``): ``src/nsprov`` exported
+with ``git archive`` into a throwaway venv of its own that borrows attrs and pathspec from the dev
+venv (:func:`snapshot`).  The dev venv's editable install would make every login run whatever
+``src/`` holds at that moment, and other engineers commit while the benchmark runs.
+
+The script builds its own spools and throwaway UNIX users, starts one private Dovecot per subject on
+loopback (``tests/live/harness.py``: :class:`Dovecot`, :class:`SystemAccounts`), interleaves IMAP
+logins across the subjects (each round logs in once to every subject, in a shuffled order, so that
+machine drift hits all alike) and prints medians, p90 and ratios, all computed within one run.
+Everything it creates (users, groups, Dovecot instances, homes, config files, nsprov's config cache
+entries for its config files) is removed at the end, even on Ctrl-C; only the 100,000-entry spool
+is kept, under ``/var/tmp/nsprov-bench``, for the next run.
+
+Subjects (same users, same spool; every post-login program wired with ``script-login`` as in the
+README, one ``imap-postlogin`` service):
+
+``none``
+    no post-login at all: the floor every other subject is compared with ("added" = its median
+    minus this one's).
+``sh``
+    ``#!/bin/sh`` ``exec "$@"``: script-login, one more exec and a shell.
+``perl-naive``
+    what the Dovecot documentation suggests, written by a Perl-minded admin: readdir the spool,
+    skip dot entries, ``-r`` (always true as root), export ``NAMESPACE/<entry>/{TYPE,SEPARATOR,
+    PREFIX,LOCATION}`` (2.3 keys, per-user INDEX/CONTROL like nsprov's) and ``NAMESPACE``, append
+    them to ``USERDB_KEYS``, exec the chain.  No permission evaluation, no name checks, no caps.
+``python-attrs``
+    the nsprov interpreter with ``-I`` importing attrs and ``os.execv``-ing the chain: the floor
+    for any attrs-based Python step.
+``nsprov-ns``
+    ``nsprov post-login --config=... --protocol=imap`` with one ``[[spool]]`` and no actions.
+``nsprov-all``
+    every action: ``[deny]`` with a rule that never matches, an ``[[alert]]``, ``[acl_groups]``,
+    ``[last_login]`` (file backend, in the home), one ``[[field]]`` and the namespaces.
+``nsprov-serve``
+    the resident dict-proxy userdb service (``nsprov serve``), wired as the contract (section 12,
+    "Namespaces from a dict userdb") describes: ``userdb passwd`` with ``result_success =
+    continue-ok``, then ``userdb dict`` with ``uri = proxy:<socket>:nsprov``; no post-login
+    process.  Run only when ``nsprov serve --help`` succeeds; the command line it is started with
+    is :data:`SERVE_ARGV` (an assumption until the service lands).  Otherwise a note is printed.
+
+Measurements:
+
+live latency
+    For each spool size (10, 1,000 and 100,000 maildirs ``box000001``..., root-owned, mode 0755;
+    ``--quick``: 10 only; 100 more for (a)), the IMAP ``LOGIN`` round trip: from sending the command, after the
+    greeting was read, to the tagged reply (connect + greeting reported separately).  Each login
+    also sends ``NAMESPACE`` (not timed) to count the shared namespaces that arrived, and notes
+    whether an ``[ALERT]`` came.  One untimed warm-up login per subject and user comes first (it
+    creates nsprov's per-user index directories).  On the 100,000-entry spool ``perl-naive`` gets
+    one login of its own after the rounds (client timeout 75 s): setting 400,000 variables one
+    ``%ENV`` store at a time is quadratic and takes minutes, past Dovecot's 60 s post-login timeout,
+    and it would steal a CPU from every other subject; ``--big-rounds`` can shorten that size.
+(a) the post-login step alone
+    ``nsprov post-login --config=... --protocol=imap|pop3 /bin/true`` with a Dovecot-like
+    environment, run directly (no Dovecot), interleaved, wall time and CPU time (user + system, from
+    ``getrusage(RUSAGE_CHILDREN)`` around each run: the step, its worker and ``/bin/true``).  One
+    untimed run per case with ``/usr/bin/env`` as NEXT counts the namespaces exported.
+(b) import time
+    ``python -X importtime``: the post-login parent's imports (``nsprov._main``,
+    ``nsprov._postlogin``) and, in the same process after them, the worker's (``nsprov._worker``,
+    ``_login``, ``_config``, ``_engine``); each total is the sum of the cumulative column over the
+    section's top-level lines; medians of several runs, plus the costliest modules.
+(c) scan throughput
+    nsprov's discovery (``nsprov._scan.discover``, and ``nsprov._engine.plan``, which adds the
+    rendering) against a bare Python loop making the same system calls (listdir, lstat of the
+    entry, ``cur`` and ``new``, ``getxattr(system.posix_acl_access)`` on each), over the 1,000- and
+    100,000-entry trees, in this process, warm cache.  The config sets ``[namespace] max`` to
+    100,000: on the login path nsprov stops once ``max`` entries are served, which would compare
+    1,001 entries with 100,000 (the login path's own time is printed too).
+(d) throughput
+    logins per second with 32 concurrent IMAP clients (threads; connect, LOGIN, LOGOUT) for
+    ``none``, ``python-attrs``, ``nsprov-ns`` (and ``nsprov-serve``), about 10 s each, 10 entries.
+(e) peak RSS
+    of ``nsprov show --user U --config ... --format=json``, next to a bare interpreter's, from
+    ``/usr/bin/time -f %M``.  Not ``RUSAGE_CHILDREN`` (the maximum over every child so far), nor
+    ``wait4`` on a child of this process: ``ru_maxrss`` survives exec, so such a child reports at
+    least this benchmark's RSS at the fork (260 MiB after (c)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import io
+import os
+import platform
+import random
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import attrs
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.live.harness import (  # noqa: E402 - needs the repository root on sys.path
+    HOST,
+    Dovecot,
+    SystemAccounts,
+    User,
+    live_available,
+    make_maildir,
+    parse_namespaces,
+    quote,
+    write_script,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from types import FrameType
+
+    from nsprov._config import Config
+    from nsprov._identity import MailUser
+
+#: The dev venv's console script: the template for the snapshot's.
+DEV_NSPROV = Path(sys.prefix) / "bin" / "nsprov"
+TIME = Path("/usr/bin/time")
+KEEP = Path("/var/tmp/nsprov-bench")  # the reusable 100,000-entry spool lives here
+SIZES = (10, 1_000, 100_000)
+BIG = 100_000
+USERS = 4
+CLIENT_TIMEOUT = 90.0  # Dovecot gives a post-login script 60 s
+SOLO_TIMEOUT = 75.0  # for perl-naive on the 100,000-entry spool, which never answers
+#: ``nsprov serve`` as this benchmark starts it (an assumption until the service lands).
+SERVE_ARGV = ("serve", "--config={config}", "--socket={socket}")
+#: The spool's ``namespace.max`` for the scan-throughput config: every entry is examined.
+SCAN_MAX = 100_000
+#: Appended to every instance's dovecot.conf: 32 clients share a few users from one address.
+EXTRA_CONF = "mail_max_userip_connections = 1000\n"
+
+SH_BODY = 'exec "$@"\n'
+
+PERL_BODY = r"""use strict;
+use warnings;
+
+# Naive public namespaces, as the Dovecot documentation suggests (Dovecot 2.3 keys):
+# every readable spool entry becomes a namespace named after the directory.
+my $spool = '@SPOOL@';
+my $home = $ENV{HOME} // '';
+my (@names, @keys);
+if (opendir(my $dh, $spool)) {
+    foreach my $entry (sort readdir($dh)) {
+        next if $entry =~ /^\./;
+        next unless -r "$spool/$entry";
+        my $var = "NAMESPACE/\U$entry\E";    # script-login reads upper-case variables only
+        my $dir = "$home/.perlns/$entry";
+        my %set = (
+            TYPE      => 'public',
+            SEPARATOR => '/',
+            PREFIX    => "Shared/$entry/",
+            LOCATION  => "maildir:$spool/$entry:INDEX=$dir:CONTROL=$dir",
+        );
+        foreach my $key (qw(TYPE SEPARATOR PREFIX LOCATION)) {
+            $ENV{"$var/$key"} = $set{$key};
+            push @keys, "$var/$key";
+        }
+        push @names, $entry;
+    }
+    closedir($dh);
+}
+if (@names) {
+    $ENV{NAMESPACE} = join(' ', @names);
+    $ENV{USERDB_KEYS} = ($ENV{USERDB_KEYS} // '') . join(' ', 'NAMESPACE', @keys) . ' ';
+}
+exec { $ARGV[0] } @ARGV or die "exec $ARGV[0]: $!\n";
+"""
+
+PY_ATTRS_BODY = """\
+import os
+import sys
+
+import attrs  # noqa: F401 - the import is the point
+
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+NS_CONF = """\
+# nsprov benchmark: namespaces only.
+[[spool]]
+path = "{spool}"
+prefix = "Shared/{{name}}/"
+separator = "/"
+"""
+
+ALL_CONF = """\
+# nsprov benchmark: every post-login action.
+[deny]
+users = ["no-such-user-*"]
+message = "Denied by the benchmark."
+
+[[alert]]
+text = "nsprov benchmark alert."
+
+[acl_groups]
+
+[last_login]
+backend = "file"
+
+[[field]]
+name = "quota_rule"
+value = "*:storage=1G"
+
+[[spool]]
+path = "{spool}"
+prefix = "Shared/{{name}}/"
+separator = "/"
+"""
+
+
+def say(line: str = "") -> None:
+    """Print one line of the report at once (the output is usually piped through tee)."""
+    print(line, flush=True)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"
+
+
+def p90(values: Sequence[float]) -> float:
+    """The 90th percentile (inclusive method; one value is its own p90)."""
+    if len(values) < 2:
+        return values[0]
+    return statistics.quantiles(values, n=10, method="inclusive")[8]
+
+
+def run_text(argv: Sequence[str]) -> str:
+    """A command's first line of output, or why there is none."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
+    except OSError as e:
+        return f"({argv[0]}: {e.strerror})"
+    lines = (proc.stdout or proc.stderr).strip().splitlines()
+    return lines[0] if lines else f"({argv[0]} printed nothing)"
+
+
+# --------------------------------------------------------------------------------------------
+# The machine
+
+
+def load_average() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def machine_description() -> list[str]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    return [
+        f"CPU:      {cpu}",
+        f"nproc:    {len(os.sched_getaffinity(0))}",
+        f"memory:   {mem}",
+        f"kernel:   {platform.system()} {platform.release()}",
+        f"load:     {load_average()} (1, 5, 15 min, at start)",
+        f"Python:   {sys.version.split()[0]} ({sys.executable})",
+        f"Dovecot:  {run_text(['/usr/sbin/dovecot', '--version'])}",
+        f"Perl:     {run_text(['/usr/bin/perl', '-e', 'print $^V'])}",
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Spools, scripts and configs
+
+
+def ensure_spool(path: Path, size: int) -> Path:
+    """A spool of ``size`` world-readable maildirs ``box000001``...; reused when complete.
+
+    The marker (``<path>.complete``) sits next to the spool, not in it: a dot entry would be one
+    more entry to scan.  An interrupted build is resumed (``make_maildir`` reuses what exists).
+    """
+    marker = path.with_name(path.name + ".complete")
+    if marker.exists():
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o755)
+    started = time.monotonic()
+    for i in range(1, size + 1):
+        make_maildir(path / f"box{i:06d}", messages=0, owner=0, group=0, mode=0o755)
+        if size >= BIG and i % 20_000 == 0:
+            say(f"  ... {i:,} of {size:,} maildirs ({time.monotonic() - started:.0f} s)")
+    marker.write_text(f"{size}\n")
+    if size >= BIG:
+        say(f"  built {path} in {time.monotonic() - started:.0f} s")
+    return path
+
+
+@attrs.frozen(kw_only=True)
+class Target:
+    """The nsprov under test: one commit's ``src/nsprov`` in a throwaway venv of its own.
+
+    Other engineers commit to the work tree while the benchmark runs, and the dev venv's
+    editable install would make every login run whatever ``src/`` holds at that moment.  The
+    snapshot venv borrows attrs and pathspec from the dev venv's site-packages through a
+    ``.pth`` file (a plain path entry, so the editable install's own ``.pth`` is not read).
+    """
+
+    commit: str
+    src: Path  # the directory holding the snapshot's ``nsprov`` package
+    script: Path  # its console script, like the dev venv's
+    python: str  # the snapshot venv's interpreter, on the script's ``#!`` line
+
+
+def snapshot(rev: str, directory: Path) -> Target:
+    """Export ``src/nsprov`` at ``rev`` and give it a venv and a console script."""
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.strip()
+    directory.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", commit, "src/nsprov"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(directory, filter="data")
+    venv = directory / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python3"
+    deps = Path(attrs.__file__).resolve().parent.parent  # the dev venv's site-packages
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    pth = venv / "lib" / version / "site-packages" / "nsprov_bench.pth"
+    pth.write_text(f"{directory / 'src'}\n{deps}\n")
+    body = DEV_NSPROV.read_text().split("\n", 1)[1]
+    script = write_script(venv / "bin" / "nsprov", body, str(python))
+    subprocess.run(
+        [str(python), "-I", "-m", "compileall", "-q", str(directory / "src")], check=True
+    )
+    where = subprocess.run(
+        [str(python), "-I", "-c", "import nsprov, attrs, pathspec; print(nsprov.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.strip()
+    if not where.startswith(str(directory)):
+        raise RuntimeError(f"the snapshot venv imports nsprov from {where}, not {directory}")
+    return Target(commit=commit, src=directory / "src", script=script, python=str(python))
+
+
+@attrs.frozen(kw_only=True)
+class Configs:
+    """The nsprov config files for one spool."""
+
+    ns: Path
+    all: Path
+    #: Namespaces only, with ``namespace.max`` high enough that discovery examines every entry.
+    scan: Path
+
+
+def write_configs(directory: Path, spool: Path, written: list[Path]) -> Configs:
+    directory.mkdir(parents=True, exist_ok=True)
+    texts = {
+        "ns": NS_CONF.format(spool=spool),
+        "all": ALL_CONF.format(spool=spool),
+        "scan": f"[namespace]\nmax = {SCAN_MAX}\n\n" + NS_CONF.format(spool=spool),
+    }
+    paths = {}
+    for name, text in texts.items():
+        path = paths[name] = directory / f"{name}.toml"
+        path.write_text(text)
+        path.chmod(0o644)
+        written.append(path)
+    return Configs(**paths)
+
+
+# --------------------------------------------------------------------------------------------
+# Subjects
+
+
+@attrs.frozen(kw_only=True)
+class Subject:
+    """One way of logging in: a post-login program line, the serve wiring, or nothing."""
+
+    name: str
+    #: The script-login program line; None: no post-login step.
+    program: str | None = None
+    #: nsprov-serve: the command line of the dict-proxy service (``{socket}`` filled in later).
+    serve_argv: tuple[str, ...] | None = None
+    #: Whether shared namespaces must arrive (checked, at least once per subject).
+    nsprov: bool = False
+
+
+def nsprov_line(target: Target, config: Path) -> str:
+    return f"{target.script} post-login --config={config} --protocol=imap"
+
+
+def make_subjects(
+    scripts: Path, spool: Path, configs: Configs, *, serve: bool, target: Target
+) -> list[Subject]:
+    scripts.mkdir(parents=True, exist_ok=True)
+    sh = write_script(scripts / "sh", SH_BODY)
+    perl = write_script(
+        scripts / "perl-naive", PERL_BODY.replace("@SPOOL@", str(spool)), "/usr/bin/perl"
+    )
+    py = write_script(scripts / "python-attrs", PY_ATTRS_BODY, f"{target.python} -I")
+    subjects = [
+        Subject(name="none"),
+        Subject(name="sh", program=str(sh)),
+        Subject(name="perl-naive", program=str(perl)),
+        Subject(name="python-attrs", program=str(py)),
+        Subject(name="nsprov-ns", program=nsprov_line(target, configs.ns), nsprov=True),
+        Subject(name="nsprov-all", program=nsprov_line(target, configs.all), nsprov=True),
+    ]
+    if serve:
+        argv = [str(target.script)] + [
+            a.format(config=configs.ns, socket="{socket}") for a in SERVE_ARGV
+        ]
+        subjects.append(Subject(name="nsprov-serve", serve_argv=tuple(argv), nsprov=True))
+    return subjects
+
+
+class DictUserdbDovecot(Dovecot):
+    """The harness's Dovecot with a second userdb: the dict proxy of ``nsprov serve``."""
+
+    USERDB_BLOCK = "userdb {\n  driver = passwd\n}\n"
+
+    def __init__(self, workdir: Path, users: Iterable[User], *, dict_conf: Path) -> None:
+        super().__init__(workdir, users, extra_conf=EXTRA_CONF)
+        self.dict_conf = dict_conf
+
+    def config_text(self) -> str:
+        text = super().config_text()
+        if self.USERDB_BLOCK not in text:
+            raise RuntimeError("the harness's userdb block changed; cannot add the dict userdb")
+        return text.replace(
+            self.USERDB_BLOCK,
+            "userdb {\n  driver = passwd\n  result_success = continue-ok\n}\n"
+            f"userdb {{\n  driver = dict\n  args = {self.dict_conf}\n}}\n",
+        )
+
+
+class ServeProcess:
+    """``nsprov serve`` as a child in its own session; stopped by its process group id."""
+
+    def __init__(self, workdir: Path, argv: Sequence[str]) -> None:
+        self.socket = workdir / "serve.sock"
+        self.log_path = workdir / "serve.log"
+        argv = [a.replace("{socket}", str(self.socket)) for a in argv]
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 15
+        while not self.socket.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"{' '.join(argv)} did not create {self.socket}: "
+                    + self.log_path.read_text(errors="replace").strip()[-300:]
+                )
+            time.sleep(0.05)
+        self.socket.chmod(0o666)  # Dovecot's auth process runs as the dovecot user
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+
+
+def serve_status(target: Target) -> str | None:
+    """None when ``nsprov serve --help`` works, else why not."""
+    try:
+        proc = subprocess.run(
+            [str(target.script), "serve", "--help"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"nsprov serve --help failed: {e}"
+    if proc.returncode != 0:
+        reason = (proc.stderr or proc.stdout).strip().splitlines()
+        return f"`nsprov serve --help` exits {proc.returncode}: {reason[0] if reason else '?'}"
+    return None
+
+
+def start_instance(
+    stack: contextlib.ExitStack, workdir: Path, subject: Subject, users: Sequence[User]
+) -> Dovecot:
+    """Start (and register the stop of) the Dovecot for one subject."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    dovecot: Dovecot
+    if subject.serve_argv is not None:
+        serve = ServeProcess(workdir, subject.serve_argv)
+        stack.callback(serve.stop)
+        dict_conf = workdir / "dict-userdb.conf"
+        dict_conf.write_text(
+            f"uri = proxy:{serve.socket}:nsprov\n"
+            "iterate_disable = yes\n"
+            "key userdb {\n  key = userdb/%u\n  format = json\n}\n"
+            "userdb_objects = userdb\n"
+        )
+        dict_conf.chmod(0o644)
+        dovecot = DictUserdbDovecot(workdir, users, dict_conf=dict_conf)
+    else:
+        postlogin = {"imap": subject.program} if subject.program else None
+        dovecot = Dovecot(workdir, users, postlogin=postlogin, extra_conf=EXTRA_CONF)
+    stack.enter_context(dovecot)
+    return dovecot
+
+
+# --------------------------------------------------------------------------------------------
+# One IMAP login over a raw socket
+
+
+@attrs.frozen(kw_only=True)
+class Sample:
+    """One login: its timings and what came back."""
+
+    ok: bool
+    connect: float  # seconds: TCP connect and the greeting
+    login: float  # seconds: LOGIN sent -> tagged reply (or the connection closed)
+    shared: int = 0  # shared namespaces in the NAMESPACE reply
+    alert: bool = False  # an untagged [ALERT] arrived with the LOGIN reply
+    error: str = ""
+
+
+def _until_tagged(reader: Iterable[bytes], tag: bytes) -> tuple[list[bytes], bytes | None]:
+    """Lines up to and including the tagged reply; None when the connection closed first."""
+    lines: list[bytes] = []
+    for line in reader:
+        if line.startswith(tag + b" "):
+            return lines, line
+        lines.append(line)
+    return lines, None
+
+
+def imap_login(
+    port: int, user: User, *, namespace: bool = True, timeout: float = CLIENT_TIMEOUT
+) -> Sample:
+    """Connect, read the greeting, time LOGIN; then NAMESPACE (untimed) and LOGOUT."""
+    started = time.perf_counter()
+    connect = login = 0.0
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            reader = sock.makefile("rb")
+            greeting = reader.readline()
+            sent = time.perf_counter()
+            connect = sent - started
+            if not greeting.startswith(b"* OK"):
+                return Sample(ok=False, connect=connect, login=0.0, error="no greeting")
+            sock.sendall(f"a LOGIN {quote(user.name)} {quote(user.password)}\r\n".encode())
+            untagged, tagged = _until_tagged(reader, b"a")
+            login = time.perf_counter() - sent
+            alert = any(b"[ALERT]" in line for line in untagged)
+            if tagged is None:
+                return Sample(ok=False, connect=connect, login=login, error="connection closed")
+            if not tagged.startswith(b"a OK"):
+                text = tagged.decode(errors="replace").strip()
+                return Sample(ok=False, connect=connect, login=login, error=text)
+            shared = 0
+            if namespace:
+                sock.sendall(b"b NAMESPACE\r\n")
+                lines, done = _until_tagged(reader, b"b")
+                if done is None or not done.startswith(b"b OK"):
+                    return Sample(ok=False, connect=connect, login=login, error="NAMESPACE failed")
+                for line in lines:
+                    if line.startswith(b"* NAMESPACE "):
+                        parsed = parse_namespaces([line[len(b"* NAMESPACE ") :].rstrip(b"\r\n")])
+                        shared = len(parsed["shared"])
+            sock.sendall(b"c LOGOUT\r\n")
+            for _ in reader:  # until the server closes: its imap process is done
+                pass
+            return Sample(ok=True, connect=connect, login=login, shared=shared, alert=alert)
+    except (OSError, ValueError) as e:
+        elapsed = time.perf_counter() - started - connect
+        return Sample(ok=False, connect=connect, login=login or elapsed, error=str(e) or repr(e))
+
+
+# --------------------------------------------------------------------------------------------
+# Live latency
+
+
+@attrs.define
+class Live:
+    """A running subject and its samples."""
+
+    subject: Subject
+    dovecot: Dovecot
+    samples: list[Sample] = attrs.Factory(list)
+
+    @property
+    def ok(self) -> list[Sample]:
+        return [s for s in self.samples if s.ok]
+
+    def median(self) -> float | None:
+        ok = self.ok
+        return statistics.median(s.login for s in ok) if ok else None
+
+
+_USER = re.compile(r"nspb[0-9a-f]+-u\d+")
+_NOISE = re.compile(r"\d{3,}|session=[^,]*|<[^>]*>")
+
+
+def error_summary(dovecot: Dovecot, limit: int = 3) -> list[str]:
+    """The distinct Error/Fatal/Panic lines of an instance's log, with their counts."""
+    counts: dict[str, int] = {}
+    for line in dovecot.errors():
+        text = line[16:] if re.match(r"\w{3} [ \d]\d \d\d:\d\d:\d\d ", line) else line
+        text = _NOISE.sub("N", _USER.sub("USER", text))
+        text = text if len(text) <= 200 else text[:197] + "..."
+        counts[text] = counts.get(text, 0) + 1
+    ordered = sorted(counts.items(), key=lambda kv: -kv[1])
+    return [f"{n} x {text}" for text, n in ordered[:limit]]
+
+
+def live_latency(
+    *,
+    size: int,
+    subjects: Sequence[Subject],
+    users: Sequence[User],
+    workdir: Path,
+    rounds: int,
+    rng: random.Random,
+    solo: frozenset[str],
+    while_up: Callable[[dict[str, Live]], None] | None = None,
+) -> dict[str, Live]:
+    """Warm up, run the interleaved rounds (solo subjects once each, afterwards), report.
+
+    ``while_up`` runs after the report, while the instances are still up.
+    """
+    lives: dict[str, Live] = {}
+    with contextlib.ExitStack() as stack:
+        for subject in subjects:
+            try:
+                dovecot = start_instance(stack, workdir / subject.name, subject, users)
+            except Exception as e:
+                say(f"  note: {subject.name} skipped: {e}")
+                continue
+            lives[subject.name] = Live(subject, dovecot)
+        say(f"  {len(lives)} Dovecot instances up; warm-up (one login per subject and user)")
+        for name, live in lives.items():
+            if name in solo:
+                continue
+            for user in users:
+                imap_login(live.dovecot.imap_port, user)
+        interleaved = [live for name, live in lives.items() if name not in solo]
+        started = time.monotonic()
+        for r in range(rounds):
+            user = users[r % len(users)]
+            order = list(interleaved)
+            rng.shuffle(order)
+            for live in order:
+                live.samples.append(imap_login(live.dovecot.imap_port, user))
+        say(f"  {rounds} interleaved rounds in {time.monotonic() - started:.0f} s")
+        for name in sorted(solo & set(lives)):
+            say(f"  {name}: one login on its own (it would hold a CPU for minutes)")
+            sample = imap_login(lives[name].dovecot.imap_port, users[0], timeout=SOLO_TIMEOUT)
+            lives[name].samples.append(sample)
+        report_latency(size, lives)
+        report_ratios(size, lives)
+        say()
+        say("  Dovecot errors per subject (distinct messages, numbers as N):")
+        for name, live in lives.items():
+            summary = error_summary(live.dovecot)
+            say(f"    {name}: {'none' if not summary else summary[0]}")
+            for line in summary[1:]:
+                say(f"    {' ' * len(name)}  {line}")
+        if while_up is not None:
+            while_up(lives)
+    return lives
+
+
+def report_latency(size: int, lives: Mapping[str, Live]) -> None:
+    base = lives["none"].median() if "none" in lives else None
+    say()
+    say(f"  LOGIN round trip, {size:,}-entry spool (ms; added = median - none's median)")
+    header = (
+        f"  {'subject':<13} {'ok':>7} {'connect':>8} {'median':>8} {'p90':>8} {'added':>8}"
+        "  shared namespaces / notes"
+    )
+    say(header)
+    for name, live in lives.items():
+        ok = live.ok
+        n = f"{len(ok)}/{len(live.samples)}"
+        notes = []
+        if ok:
+            logins = [s.login for s in ok]
+            med = statistics.median(logins)
+            cells = (
+                f"{ms(statistics.median(s.connect for s in ok)):>8} {ms(med):>8} "
+                f"{ms(p90(logins)):>8} "
+                + (f"{ms(med - base):>8}" if base is not None else f"{'-':>8}")
+            )
+            shared = sorted({s.shared for s in ok})
+            notes.append(
+                "shared " + "/".join(str(c) for c in shared)
+                if len(shared) <= 3
+                else f"shared {shared[0]}..{shared[-1]}"
+            )
+            if live.subject.nsprov and not any(s.shared for s in ok):
+                notes.append("NO NAMESPACES ARRIVED")
+            if alerts := sum(s.alert for s in ok):
+                notes.append(f"ALERT in {alerts}")
+        else:
+            cells = f"{'-':>8} {'-':>8} {'-':>8} {'-':>8}"
+        failed = [s for s in live.samples if not s.ok]
+        if failed:
+            errors = sorted({s.error for s in failed})
+            notes.append(
+                f"{len(failed)} failed after {ms(statistics.median(s.login for s in failed))} ms"
+                f" (median): {'; '.join(errors)[:120]}"
+            )
+        say(f"  {name:<13} {n:>7} {cells}  {', '.join(notes)}")
+
+
+def added(lives: Mapping[str, Live], name: str) -> float | None:
+    if name not in lives or "none" not in lives:
+        return None
+    subject, base = lives[name].median(), lives["none"].median()
+    if subject is None or base is None:
+        return None
+    return subject - base
+
+
+def ratio_line(label: str, num: float | None, den: float | None, target: str = "") -> str:
+    if num is None or den is None:
+        value = "n/a (a subject is missing or every login failed)"
+    elif den <= 0.0005:
+        value = f"n/a (denominator {ms(den)} ms)"
+    else:
+        value = f"{num / den:.2f}  ({ms(num)} / {ms(den)} ms)"
+    return f"    {label:<40} {value:<34} {target}"
+
+
+def verdict(value: float | None, limit: float) -> str:
+    if value is None:
+        return ""
+    return "met" if value <= limit else f"NOT met ({value:.2f} > {limit:g})"
+
+
+def report_ratios(size: int, lives: Mapping[str, Live]) -> None:
+    ns, attrs_, perl, serve = (
+        added(lives, n) for n in ("nsprov-ns", "python-attrs", "perl-naive", "nsprov-serve")
+    )
+    say()
+    say(f"  ratios, {size:,}-entry spool (added latency, medians, this run):")
+    r = ns / attrs_ if ns is not None and attrs_ and attrs_ > 0.0005 else None
+    target = f"target <= 1.3 (10 entries): {verdict(r, 1.3)}" if size == 10 else ""
+    say(ratio_line("nsprov-ns / python-attrs", ns, attrs_, target))
+    if "nsprov-serve" in lives:
+        say(
+            f"    {'nsprov-serve added over none':<40} "
+            + (f"{ms(serve)} ms" if serve is not None else "n/a").ljust(34)
+            + " target <= 2 ms: "
+            + (verdict(serve * 1000, 2.0) if serve is not None else "")
+        )
+        s = serve / perl if serve is not None and perl and perl > 0.0005 else None
+        say(ratio_line("nsprov-serve / perl-naive", serve, perl, f"stretch <= 2: {verdict(s, 2)}"))
+    else:
+        say(f"    {'nsprov-serve':<40} not run (see the note above)")
+    say(ratio_line("nsprov-ns / perl-naive", ns, perl))
+
+
+# --------------------------------------------------------------------------------------------
+# (d) Throughput under concurrency
+
+
+def throughput(
+    port: int, users: Sequence[User], *, clients: int, seconds: float
+) -> tuple[int, int, float, list[float]]:
+    """(ok, failed, elapsed, LOGIN times) of ``clients`` threads logging in for ``seconds``."""
+    stop = time.monotonic() + seconds
+    lock = threading.Lock()
+    results: list[Sample] = []
+
+    def client(i: int) -> None:
+        user = users[i % len(users)]
+        while time.monotonic() < stop:
+            sample = imap_login(port, user, namespace=False, timeout=30)
+            with lock:
+                results.append(sample)
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    ok = [s.login for s in results if s.ok]
+    return len(ok), len(results) - len(ok), elapsed, ok
+
+
+def report_throughput(
+    lives: Mapping[str, Live], users: Sequence[User], args: argparse.Namespace
+) -> None:
+    say()
+    say(
+        f"(d) logins/s, {args.clients} concurrent IMAP clients (connect, LOGIN, LOGOUT), "
+        f"~{args.seconds:.0f} s each, 10-entry spool"
+    )
+    say(f"  {'subject':<13} {'logins/s':>9} {'ok':>6} {'failed':>6} {'LOGIN med':>10} {'p90':>8}")
+    for name in ("none", "python-attrs", "nsprov-ns", "nsprov-serve"):
+        if name not in lives:
+            continue
+        ok, failed, elapsed, times = throughput(
+            lives[name].dovecot.imap_port, users, clients=args.clients, seconds=args.seconds
+        )
+        med = ms(statistics.median(times)) if times else "-"
+        tail = ms(p90(times)) if times else "-"
+        say(f"  {name:<13} {ok / elapsed:>9.1f} {ok:>6} {failed:>6} {med:>10} {tail:>8}")
+
+
+# --------------------------------------------------------------------------------------------
+# (a) The post-login step on its own
+
+
+@attrs.frozen(kw_only=True)
+class ChildRun:
+    """One child process: exit status, wall time, CPU time and peak RSS."""
+
+    status: int
+    wall: float
+    cpu: float
+    maxrss_kib: int
+    stderr: str
+
+
+def run_child(argv: Sequence[str], *, env: Mapping[str, str]) -> ChildRun:
+    """Run ``argv`` to completion; CPU from RUSAGE_CHILDREN, peak RSS from its own wait4."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        list(argv),
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stderr = b""
+    if proc.stderr is not None:
+        stderr = proc.stderr.read()
+        proc.stderr.close()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return ChildRun(
+        status=proc.returncode,
+        wall=wall,
+        cpu=cpu,
+        maxrss_kib=usage.ru_maxrss,
+        stderr=stderr.decode(errors="replace"),
+    )
+
+
+def dovecot_env(user: User) -> dict[str, str]:
+    """What script-login gives a post-login program for ``userdb passwd`` (no PATH)."""
+    return {
+        "USER": user.name,
+        "UID": str(user.uid),
+        "GID": str(user.gid),
+        "HOME": str(user.home),
+        "SYSTEM_GROUPS_USER": user.name,
+        "USERDB_KEYS": "UID GID HOME SYSTEM_GROUPS_USER ",
+        "IP": "127.0.0.1",
+        "LOCAL_IP": "127.0.0.1",
+        "AUTH_MECH": "PLAIN",
+    }
+
+
+def exported_namespaces(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    """How many namespaces a post-login command line exports (NEXT replaced by env)."""
+    proc = subprocess.run(
+        [*argv[:-1], "/usr/bin/env"],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("NAMESPACE="):
+            return len(line.split("=", 1)[1].split())
+    return 0
+
+
+def post_login_step(
+    target: Target, configs: Mapping[int, Configs], py_attrs: Path, user: User, runs: int
+) -> None:
+    cases: list[tuple[str, list[str]]] = [
+        ("/bin/true alone", ["/bin/true"]),
+        ("python-attrs pass-through", [str(py_attrs), "/bin/true"]),
+    ]
+    for size, conf in configs.items():
+        for label, path in (("ns", conf.ns), ("all", conf.all)):
+            for proto in ("imap", "pop3"):
+                argv = [str(target.script), "post-login", f"--config={path}", f"--protocol={proto}"]
+                cases.append((f"nsprov {label:<3} {size:>3} entries {proto}", [*argv, "/bin/true"]))
+    env = dovecot_env(user)
+    exported = {
+        label: exported_namespaces(argv, env) for label, argv in cases if label.startswith("nsprov")
+    }
+    results: dict[str, list[ChildRun]] = {label: [] for label, _ in cases}
+    for _ in range(2):  # warm-up: page cache, nsprov's config cache, per-user index directories
+        for _, argv in cases:
+            run_child(argv, env=env)
+    for _ in range(runs):
+        for label, argv in cases:
+            results[label].append(run_child(argv, env=env))
+    say()
+    say(
+        f"(a) the post-login step alone (no Dovecot): {runs} runs each, interleaved, "
+        "with a Dovecot-like environment; ms"
+    )
+    say(f"  {'step':<34} {'wall med':>9} {'p90':>7} {'cpu med':>8} {'cpu p90':>8}  notes")
+    for label, runs_ in results.items():
+        walls = [r.wall for r in runs_]
+        cpus = [r.cpu for r in runs_]
+        bad = [r for r in runs_ if r.status != 0 or r.stderr]
+        note = f"exports {exported[label]} namespaces" if label in exported else ""
+        if bad:
+            note += f"; {len(bad)} with exit != 0 or stderr: {bad[0].stderr.strip()[:100]!r}"
+        say(
+            f"  {label:<34} {ms(statistics.median(walls)):>9} {ms(p90(walls)):>7} "
+            f"{ms(statistics.median(cpus)):>8} {ms(p90(cpus)):>8}  {note}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# (b) Import time
+
+_IMPORT_CODE = (
+    "import sys; sys.stderr.write('@@parent\\n'); import nsprov._main, nsprov._postlogin; "
+    "sys.stderr.write('@@worker\\n'); "
+    "import nsprov._worker, nsprov._login, nsprov._config, nsprov._engine"
+)
+_IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
+
+
+def import_times(target: Target, runs: int = 7) -> None:
+    totals: dict[str, list[int]] = {"parent": [], "worker": []}
+    selfs: dict[str, dict[str, list[int]]] = {"parent": {}, "worker": {}}
+    for i in range(runs + 1):
+        proc = subprocess.run(
+            [target.python, "-I", "-X", "importtime", "-c", _IMPORT_CODE],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={},
+            timeout=60,
+        )
+        section = None
+        sums = {"parent": 0, "worker": 0}
+        module_self: dict[str, dict[str, int]] = {"parent": {}, "worker": {}}
+        for line in proc.stderr.splitlines():
+            if line.startswith("@@"):
+                section = line[2:]
+                continue
+            m = _IMPORT_LINE.match(line)
+            if section is None or m is None:
+                continue
+            module_self[section][m.group(4)] = int(m.group(1))
+            if m.group(3) == " ":  # a top-level import of this section
+                sums[section] += int(m.group(2))
+        if i == 0:
+            continue  # the first run only warms the caches
+        for key, total in sums.items():
+            totals[key].append(total)
+            for module, us in module_self[key].items():
+                selfs[key].setdefault(module, []).append(us)
+    say()
+    say(f"(b) import time, python -I -X importtime, median of {runs} runs (first run discarded)")
+    for key, what in (
+        ("parent", "import nsprov._main, nsprov._postlogin"),
+        ("worker", "then nsprov._worker, _login, _config, _engine"),
+    ):
+        median_us = statistics.median(totals[key])
+        top = sorted(((statistics.median(v), k) for k, v in selfs[key].items()), reverse=True)[:6]
+        say(f"  {what:<48} {median_us / 1000:6.1f} ms")
+        say("    costliest (self): " + ", ".join(f"{k} {us / 1000:.1f}" for us, k in top))
+
+
+# --------------------------------------------------------------------------------------------
+# (c) Scan throughput
+
+_ACL = "system.posix_acl_access"
+
+
+def _acl(path: bytes) -> None:
+    try:
+        os.getxattr(path, _ACL, follow_symlinks=False)
+    except OSError as e:
+        if e.errno != errno.ENODATA:
+            raise
+
+
+def bare_scan(root: bytes) -> int:
+    """The system calls nsprov makes per entry, with nothing around them."""
+    n = 0
+    for name in sorted(os.listdir(root)):
+        if name.startswith(b"."):
+            continue
+        path = root + b"/" + name
+        os.lstat(path)
+        _acl(path)
+        for sub in (b"/cur", b"/new"):
+            os.lstat(path + sub)
+            _acl(path + sub)
+        n += 1
+    return n
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def scan_throughput(trees: Mapping[int, Configs], user: User) -> None:
+    """Full scans with the ``scan`` config (``namespace.max`` high), then the login path's."""
+    from nsprov._config import load_config  # noqa: PLC0415 - the snapshot, once on sys.path
+    from nsprov._engine import plan  # noqa: PLC0415
+    from nsprov._identity import mail_user_from_nss  # noqa: PLC0415
+    from nsprov._scan import discover  # noqa: PLC0415
+
+    say()
+    say("(c) scan throughput in this process, warm cache; entries/s, and nsprov time / bare time")
+    say(f"    [namespace] max = {SCAN_MAX:,}, so that discovery examines every entry")
+    say(
+        f"  {'entries':>8} {'bare loop':>11} {'discover':>11} {'ratio':>6} {'plan':>11} {'ratio':>6}"
+    )
+    for size, conf in trees.items():
+        config: Config = load_config(str(conf.scan))
+        mail_user: MailUser = mail_user_from_nss(user.name, config.identity)
+        environ = {"USER": user.name, "USERDB_KEYS": "UID GID HOME SYSTEM_GROUPS_USER "}
+        root = os.fsencode(config.spools[0].path)
+        found = discover(config, mail_user, keep_skipped=False)
+        count = bare_scan(root)
+        if len(found.served) != count:
+            say(f"  note: nsprov served {len(found.served)} entries, the bare loop saw {count}")
+        repeats = 5 if size < BIG else 3
+        times: dict[str, list[float]] = {"bare": [], "discover": [], "plan": []}
+        for _ in range(repeats):
+            times["bare"].append(_timed(partial(bare_scan, root)))
+            times["discover"].append(
+                _timed(partial(discover, config, mail_user, keep_skipped=False))
+            )
+            times["plan"].append(
+                _timed(partial(plan, config, mail_user, environ, keep_skipped=False))
+            )
+        med = {k: statistics.median(v) for k, v in times.items()}
+        say(
+            f"  {size:>8,} {count / med['bare']:>11,.0f} {count / med['discover']:>11,.0f} "
+            f"{med['discover'] / med['bare']:>6.2f} {count / med['plan']:>11,.0f} "
+            f"{med['plan'] / med['bare']:>6.2f}"
+        )
+        say(
+            f"  {'':>8} ({ms(med['bare'])} ms, {ms(med['discover'])} ms, {ms(med['plan'])} ms "
+            f"per scan; median of {repeats}; target discover/bare <= 1.5: "
+            f"{verdict(med['discover'] / med['bare'], 1.5)})"
+        )
+        default = load_config(str(conf.ns))
+        login_path = statistics.median(
+            _timed(partial(plan, default, mail_user, environ, keep_skipped=False))
+            for _ in range(repeats)
+        )
+        say(
+            f"  {'':>8} (the login path, default namespace.max = {default.max_namespaces:,}: "
+            f"plan takes {ms(login_path)} ms)"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# (e) Peak RSS
+
+
+def peak_rss(target: Target, trees: Mapping[int, Configs], user: User) -> None:
+    """Peak RSS through ``/usr/bin/time -f %M``: its own tiny fork is all the child inherits.
+
+    ``ru_maxrss`` survives exec on Linux (the kernel folds the old address space's high-water
+    mark in), so a child forked straight from this benchmark would report at least the
+    benchmark's own RSS at the fork.
+    """
+    say()
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    cases = [
+        ("python -I -c pass", [target.python, "-I", "-c", "pass"]),
+        ("python -I -c 'import attrs'", [target.python, "-I", "-c", "import attrs"]),
+    ]
+    for size, conf in trees.items():
+        show = [str(target.script), "show", "--user", user.name, f"--config={conf.ns}"]
+        cases.append((f"nsprov show, {size:,} entries", [*show, "--format=json"]))
+    if TIME.exists():
+        say(f"(e) peak RSS (GNU time %M: the child's ru_maxrss), {TIME}")
+    else:
+        say(f"(e) peak RSS (ru_maxrss from wait4; {TIME} is missing, so each value includes")
+        say("    this benchmark's own RSS at the fork)")
+    for label, argv in cases:
+        if TIME.exists():
+            run = run_child([str(TIME), "-f", "@@maxrss %M", *argv], env=env)
+            lines = run.stderr.strip().splitlines()
+            kib = int(lines[-1].split()[-1]) if lines and lines[-1].startswith("@@") else 0
+            errors = "\n".join(lines[:-1]).strip()
+        else:
+            run = run_child(argv, env=env)
+            kib, errors = run.maxrss_kib, run.stderr.strip()
+        note = f", exit {run.status}: {errors[:100]}" if run.status else ""
+        say(
+            f"  {label:<30} {kib / 1024:6.1f} MiB peak, {run.wall:.2f} s wall, "
+            f"{run.cpu:.2f} s CPU{note}"
+        )
+
+
+def perl_env_scaling() -> None:
+    """Why perl-naive never finishes on 100,000 entries: each %ENV store scans the environment."""
+    say("  perl %ENV stores (the naive script sets 4 per entry), outside Dovecot:")
+    for n in (10_000, 40_000):
+        run = run_child(
+            [
+                "/usr/bin/perl",
+                "-e",
+                'my $n = shift; $ENV{"K$_/TYPE"} = "public" for 1 .. $n;',
+                str(n),
+            ],
+            env={},
+        )
+        say(f"    {n:>7,} variables: {run.wall:.2f} s")
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark IMAP login latency with nsprov and its reference points "
+        "on private Dovecot instances (root only)."
+    )
+    parser.add_argument("--quick", action="store_true", help="the 10-entry spool only, short runs")
+    parser.add_argument("--rounds", type=int, default=60, help="interleaved rounds (default 60)")
+    parser.add_argument(
+        "--big-rounds",
+        type=int,
+        default=None,
+        help="rounds on the 100,000-entry spool (default: --rounds)",
+    )
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients for (d)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration per subject for (d)")
+    parser.add_argument("--step-runs", type=int, default=40, help="runs per case for (a)")
+    parser.add_argument("--seed", type=int, default=None, help="shuffle seed (default: random)")
+    parser.add_argument(
+        "--commit", default="HEAD", help="the nsprov commit to measure (default HEAD)"
+    )
+    parser.add_argument("--clean", action="store_true", help=f"remove {KEEP} and exit")
+    args = parser.parse_args(argv)
+    if args.big_rounds is None:
+        args.big_rounds = args.rounds
+    if args.quick:
+        args.rounds = min(args.rounds, 20)
+        args.seconds = min(args.seconds, 3.0)
+        args.step_runs = min(args.step_runs, 30)
+    if args.seed is None:
+        args.seed = random.randrange(1 << 32)
+    return args
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
+    """First SIGINT/SIGTERM: unwind and clean up; later ones are ignored during the clean-up."""
+    del frame
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def remove_cache_entries(configs: Iterable[Path]) -> None:
+    """Drop the entries nsprov's root post-login cached for this run's config files."""
+    from nsprov._config import DEFAULT_CACHE_DIR, _cache_file  # noqa: PLC0415
+
+    for config in configs:
+        with contextlib.suppress(FileNotFoundError):
+            Path(_cache_file(DEFAULT_CACHE_DIR, str(config))).unlink()
+
+
+def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
+    say("nsprov login latency benchmark")
+    say("=" * 30)
+    for line in machine_description():
+        say(line)
+    say(f"command:  {' '.join([sys.executable, *sys.argv])}")
+    say(f"seed:     {args.seed}")
+    rng = random.Random(args.seed)
+
+    workdir = Path(tempfile.mkdtemp(prefix="nsprov-bench-", dir="/var/tmp"))
+    workdir.chmod(0o755)
+    stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+    target = snapshot(args.commit, workdir / "nsprov")
+    sys.path.insert(0, str(target.src))  # (c) imports this nsprov in-process
+    import nsprov  # noqa: PLC0415
+
+    if not str(nsprov.__file__).startswith(str(target.src)):
+        raise RuntimeError(f"nsprov was imported from {nsprov.__file__} before the snapshot")
+    say(
+        f"nsprov:   commit {target.commit[:12]} ({args.commit}), exported with git archive into "
+        "a venv of its own (uncommitted changes in the work tree are not measured)"
+    )
+    say()
+    serve_problem = serve_status(target)
+    if serve_problem is not None:
+        say(f"note: nsprov-serve skipped: {serve_problem}")
+    written: list[Path] = []
+    stack.callback(remove_cache_entries, written)
+    homes = workdir / "homes"
+    homes.mkdir(mode=0o755)
+    accounts = stack.enter_context(SystemAccounts(homes, prefix="nspb"))
+    users = [accounts.user(f"u{i}") for i in range(1, USERS + 1)]
+    say(f"work directory {workdir}; users {', '.join(u.name for u in users)}")
+
+    sizes = (10,) if args.quick else SIZES
+    spools: dict[int, Path] = {}
+    for size in sorted({*sizes, 100, 1_000}):
+        base = KEEP if size >= BIG else workdir / "spools"
+        if size >= BIG:
+            KEEP.mkdir(mode=0o755, exist_ok=True)
+            KEEP.chmod(0o755)
+            say(f"100,000-entry spool: {KEEP / f'spool-{size}'} (kept; --clean removes it)")
+        spools[size] = ensure_spool(base / f"spool-{size}", size)
+    configs = {
+        size: write_configs(workdir / "conf" / str(size), spool, written)
+        for size, spool in spools.items()
+    }
+
+    for size in sizes:
+        say()
+        rounds = args.big_rounds if size >= BIG else args.rounds
+        say(
+            f"live logins, {size:,}-entry spool: {rounds} rounds"
+            + (f" (--big-rounds; --rounds is {args.rounds})" if rounds != args.rounds else "")
+        )
+        subjects = make_subjects(
+            workdir / "scripts" / str(size),
+            spools[size],
+            configs[size],
+            serve=serve_problem is None,
+            target=target,
+        )
+        solo = frozenset({"perl-naive"}) if size >= BIG else frozenset()
+        lives = live_latency(
+            size=size,
+            subjects=subjects,
+            users=users,
+            workdir=workdir / "dovecot" / str(size),
+            rounds=rounds,
+            rng=rng,
+            solo=solo,
+            while_up=(lambda ls: report_throughput(ls, users, args)) if size == 10 else None,
+        )
+        if size >= BIG and "perl-naive" in lives:
+            perl_env_scaling()
+
+    post_login_step(
+        target,
+        {10: configs[10], 100: configs[100]},
+        workdir / "scripts" / "10" / "python-attrs",
+        users[0],
+        args.step_runs,
+    )
+    import_times(target)
+    trees = {size: configs[size] for size in (1_000, BIG) if size in configs}
+    peak_rss(target, trees, users[0])
+    scan_throughput(trees, users[0])
+    say()
+    say(f"load average at the end: {load_average()} (1, 5, 15 min)")
+    say("done; removing users, groups, instances and the work directory")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.clean:
+        shutil.rmtree(KEEP, ignore_errors=True)
+        print(f"removed {KEEP}")
+        return 0
+    if (why := live_available()) is not None:
+        print(f"cannot run: {why}", file=sys.stderr)
+        return 2
+    if not DEV_NSPROV.exists():
+        print(f"cannot run: {DEV_NSPROV} is missing (run from the dev venv)", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    stack = contextlib.ExitStack()
+    try:
+        run(args, stack)
+    except KeyboardInterrupt:
+        print("\ninterrupted; cleaning up", file=sys.stderr, flush=True)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stack.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
