@@ -211,3 +211,59 @@ def test_acl_plugin_moves_inbox_on_24() -> None:
 
     assert "{home}/.nsprov/{ns}/INBOX" == c24.spools[0].inbox.text  # type: ignore[union-attr]
     assert c23.spools[0].inbox is None
+
+
+class TestServeTable:
+    """[serve]: defaults for nsprov serve."""
+
+    def test_values(self) -> None:
+        """Values are parsed; an octal mode string becomes a number."""
+        c = config_from_mapping(
+            {
+                "serve": {
+                    "socket": "/run/x.sock",
+                    "socket_mode": "0660",
+                    "socket_group": "dovecot",
+                    "deadline": 1,
+                    "cache_ttl": 0,
+                    "reply_budget": 6000,
+                    "max_connections": 10,
+                }
+            }
+        )
+
+        assert ("/run/x.sock", 0o660, "dovecot", 1, 0, 6000, 10) == (
+            c.serve.socket,
+            c.serve.socket_mode,
+            c.serve.socket_group,
+            c.serve.deadline,
+            c.serve.cache_ttl,
+            c.serve.reply_budget,
+            c.serve.max_connections,
+        )
+
+    def test_problems(self) -> None:
+        """Bad values name their key."""
+        with pytest.raises(ConfigError) as info:
+            config_from_mapping(
+                {"serve": {"socket": "rel", "socket_mode": "rw", "reply_budget": 9000, "bogus": 1}}
+            )
+
+        text = "\n".join(info.value.problems)
+        for key in ("serve.socket", "serve.socket_mode", "serve.reply_budget", "serve.bogus"):
+            assert key in text
+
+    def test_options_prefer_cli(self) -> None:
+        """Command-line options win over [serve], which wins over built-in defaults."""
+        from nsprov._serve import DEFAULT_DEADLINE, options_from_args, serve_parser
+
+        c = config_from_mapping({"serve": {"socket": "/run/a.sock", "cache_ttl": 9}})
+        args = serve_parser().parse_args(["--cache-ttl", "3"])
+
+        opts = options_from_args(args, c.serve)
+
+        assert ("/run/a.sock", 3, DEFAULT_DEADLINE) == (
+            opts.socket_path,
+            opts.cache_ttl,
+            opts.deadline,
+        )

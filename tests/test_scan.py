@@ -352,3 +352,20 @@ def test_missing_home(spool: Path) -> None:
 def test_spool_error_is_oserror() -> None:
     """SpoolError is an OSError too."""
     assert issubclass(SpoolError, OSError)
+
+
+def test_virtual_user_from_identity_config() -> None:
+    """A user without a passwd entry takes [identity] mail_uid and mail_gid (virtual users)."""
+    from nsprov._config import IdentityConfig
+    from nsprov._identity import mail_user_from_nss
+
+    user = mail_user_from_nss(
+        "virtual@example.org", IdentityConfig(mail_uid="5000", mail_gid="5000"), home="/srv/vmail/v"
+    )
+
+    assert (5000, 5000, frozenset(), "/srv/vmail/v") == (
+        user.identity.uid,
+        user.identity.gid,
+        user.identity.groups,
+        user.home,
+    )

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ._model import Namespace, check_namespaces, namespace_problems
     from ._perms import Decision, FileFacts, Identity, PosixAcl, decide
     from ._scan import Discovery, Served, Skipped, discover
+    from ._serve import ReplyBudget, reply_budget
     from ._template import Template
 
 _LOCATIONS = {
@@ -52,6 +53,8 @@ _LOCATIONS = {
     "Served": "_scan",
     "Skipped": "_scan",
     "discover": "_scan",
+    "ReplyBudget": "_serve",
+    "reply_budget": "_serve",
     "Template": "_template",
 }
 
@@ -70,6 +73,7 @@ __all__ = [  # noqa: RUF022 - plainly sorted, as the test checks
     "Namespace",
     "Plan",
     "PosixAcl",
+    "ReplyBudget",
     "Served",
     "Skipped",
     "Template",
@@ -85,6 +89,7 @@ __all__ = [  # noqa: RUF022 - plainly sorted, as the test checks
     "mail_user_from_nss",
     "namespace_problems",
     "plan",
+    "reply_budget",
     "run_hook",
     "to_environ",
 ]

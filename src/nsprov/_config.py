@@ -70,6 +70,19 @@ class IdentityConfig:
 
 
 @attrs.frozen(kw_only=True)
+class ServeConfig:
+    """``[serve]``: defaults for ``nsprov serve`` (its command-line options win); None = built-in default."""
+
+    socket: str | None = None
+    socket_mode: int | None = None
+    socket_group: str | None = None
+    deadline: float | None = None
+    cache_ttl: float | None = None
+    reply_budget: int | None = None
+    max_connections: int | None = None
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     """A validated nsprov configuration."""
 
@@ -86,6 +99,7 @@ class Config:
     on_error: OnError = "continue"
     debug_users: tuple[str, ...] = ()
     actions: ActionsConfig = ActionsConfig()
+    serve: ServeConfig = ServeConfig()
 
     def check_does_something(self) -> None:
         """Raise :class:`ConfigError` when no protocol runs any action (an empty config)."""
@@ -329,13 +343,68 @@ def _spool(r: _Reader, raw: Any, path: str, defaults: Mapping[str, Any]) -> Spoo
     )
 
 
+def _serve_table(r: _Reader, t: Mapping[str, Any]) -> ServeConfig:
+    keys = {f.name for f in attrs.fields(ServeConfig)}
+    r.unknown(t, keys, "serve")
+    positive: Callable[[Any], str | None] = lambda v: None if v > 0 else "must be > 0"  # noqa: E731
+    mode_text = r.take(
+        t,
+        "socket_mode",
+        "serve",
+        str,
+        None,
+        lambda v: (
+            None
+            if v.isdigit() and set(v) <= set("01234567") and int(v, 8) <= 0o777
+            else 'must be an octal mode such as "0600"'
+        ),
+    )
+    socket = r.take(
+        t, "socket", "serve", str, None, lambda v: None if v.startswith("/") else "must be absolute"
+    )
+    return ServeConfig(
+        socket=socket,
+        socket_mode=int(mode_text, 8) if mode_text is not None else None,
+        socket_group=r.take(t, "socket_group", "serve", str, None),
+        deadline=r.take(t, "deadline", "serve", (int, float), None, positive),
+        cache_ttl=r.take(
+            t,
+            "cache_ttl",
+            "serve",
+            (int, float),
+            None,
+            lambda v: None if v >= 0 else "must be >= 0",
+        ),
+        reply_budget=r.take(
+            t,
+            "reply_budget",
+            "serve",
+            int,
+            None,
+            lambda v: (
+                None if 0 < v < 8192 else "must be > 0 and < 8192 (Dovecot's auth reply limit)"
+            ),
+        ),
+        max_connections=r.take(t, "max_connections", "serve", int, None, positive),
+    )
+
+
 def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") -> Config:
     """Validate parsed TOML *data* into a :class:`Config`; raise :class:`ConfigError` listing every problem."""
     problems: list[str] = []
     r = _Reader(source, problems)
     r.unknown(
         data,
-        {"spool", "namespace", "dovecot", "identity", "postlogin", "actions", *ACTION_TABLES},
+        {
+            "spool",
+            "namespace",
+            "dovecot",
+            "identity",
+            "postlogin",
+            "serve",
+            "actions",
+            *ACTION_TABLES,
+        },
         "",
     )
     defaults = r.table(data, "namespace", "namespace")
@@ -442,6 +511,7 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") ->
         lambda v: None if 0 <= v <= 100_000 else "must be between 0 and 100000",
     )
     actions = parse_actions(r, data, has_spools=bool(spools))
+    serve = _serve_table(r, r.table(data, "serve", "serve"))
     if actions.last_login is not None and actions.last_login.timeout * 2 > deadline:
         r.problem(
             "last_login.timeout",
@@ -452,6 +522,7 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") ->
         raise ConfigError("; ".join(problems), tuple(problems))
     return Config(
         actions=actions,
+        serve=serve,
         source=source,
         spools=tuple(spools),
         dialect=dialect,

@@ -160,8 +160,16 @@ def mail_user_from_nss(
         pw = getpwnam(user)
     except KeyError:
         pw = None
+    if pw is None:
+        if uid is None and cfg.mail_uid:
+            uid = _uid(cfg.mail_uid, getpwnam)
+        if gid is None and cfg.mail_gid:
+            gid = _gid(cfg.mail_gid, getgrnam)
     if pw is None and (uid is None or gid is None):
-        raise IdentityError(f"unknown user {user!r}: no passwd entry (give --uid and --gid)")
+        raise IdentityError(
+            f"unknown user {user!r}: no passwd entry (give --uid and --gid, or set "
+            "[identity] mail_uid and mail_gid for virtual users)"
+        )
     real_uid = uid if uid is not None else int(pw.pw_uid)  # type: ignore[union-attr]
     real_gid = gid if gid is not None else int(pw.pw_gid)  # type: ignore[union-attr]
     if cfg.mail_uid and uid is None:

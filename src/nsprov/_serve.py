@@ -204,7 +204,7 @@ from .exceptions import IdentityError, NsprovError
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-    from ._config import Config
+    from ._config import Config, ServeConfig
     from ._env import Dialect
     from ._identity import MailUser
     from ._model import Namespace
@@ -1565,30 +1565,18 @@ def serve_parser() -> argparse.ArgumentParser:
         description="Resident Dovecot 2.3 dict userdb service: shared namespaces without a post-login process.",
     )
     p.add_argument("--config", default=DEFAULT_CONFIG, help="TOML config path")
-    p.add_argument("--socket", default=DEFAULT_SOCKET, help="UNIX socket path")
+    p.add_argument("--socket", help=f"UNIX socket path ([serve] socket, {DEFAULT_SOCKET})")
     p.add_argument(
-        "--socket-mode", type=_mode, default=DEFAULT_SOCKET_MODE, help="octal socket mode (0600)"
+        "--socket-mode", type=_mode, help="octal socket mode ([serve] socket_mode, 0600)"
     )
     p.add_argument("--socket-group", help="group of the socket (default: the server's)")
-    p.add_argument(
-        "--deadline", type=_positive(float), default=DEFAULT_DEADLINE, help="seconds per lookup"
-    )
-    p.add_argument(
-        "--cache-ttl",
-        type=_non_negative,
-        default=DEFAULT_CACHE_TTL,
-        help="seconds; 0 disables the cache",
-    )
+    p.add_argument("--deadline", type=_positive(float), help="seconds per lookup")
+    p.add_argument("--cache-ttl", type=_non_negative, help="seconds; 0 disables the cache")
     p.add_argument(
         "--cache-size", type=_positive(int), default=DEFAULT_CACHE_SIZE, help="cached users at most"
     )
-    p.add_argument(
-        "--reply-budget",
-        type=_positive(int),
-        default=DEFAULT_REPLY_BUDGET,
-        help="bytes of JSON per reply",
-    )
-    p.add_argument("--max-connections", type=_positive(int), default=DEFAULT_MAX_CONNECTIONS)
+    p.add_argument("--reply-budget", type=_positive(int), help="bytes of JSON per reply")
+    p.add_argument("--max-connections", type=_positive(int))
     p.add_argument(
         "--max-line", type=_positive(int), default=DEFAULT_MAX_LINE, help="bytes per request line"
     )
@@ -1610,22 +1598,32 @@ def serve_parser() -> argparse.ArgumentParser:
     return p
 
 
-def options_from_args(args: argparse.Namespace) -> ServeOptions:
-    """:class:`ServeOptions` from parsed arguments."""
-    if args.reply_budget >= AUTH_REPLY_LIMIT:
+def options_from_args(
+    args: argparse.Namespace, defaults: ServeConfig | None = None
+) -> ServeOptions:
+    """:class:`ServeOptions` from parsed arguments; *defaults* (``[serve]``) fill the gaps."""
+    from ._config import ServeConfig  # noqa: PLC0415
+
+    d = defaults or ServeConfig()
+
+    def pick(given: Any, configured: Any, builtin: Any) -> Any:
+        return given if given is not None else configured if configured is not None else builtin
+
+    budget = pick(args.reply_budget, d.reply_budget, DEFAULT_REPLY_BUDGET)
+    if budget >= AUTH_REPLY_LIMIT:
         raise NsprovError(
-            f"--reply-budget={args.reply_budget}: Dovecot refuses userdb replies over {AUTH_REPLY_LIMIT} bytes"
+            f"--reply-budget={budget}: Dovecot refuses userdb replies over {AUTH_REPLY_LIMIT} bytes"
         )
     return ServeOptions(
         config_path=args.config,
-        socket_path=args.socket,
-        socket_mode=args.socket_mode,
-        socket_group=args.socket_group,
-        deadline=args.deadline,
-        cache_ttl=args.cache_ttl,
+        socket_path=pick(args.socket, d.socket, DEFAULT_SOCKET),
+        socket_mode=pick(args.socket_mode, d.socket_mode, DEFAULT_SOCKET_MODE),
+        socket_group=pick(args.socket_group, d.socket_group, None),
+        deadline=pick(args.deadline, d.deadline, DEFAULT_DEADLINE),
+        cache_ttl=pick(args.cache_ttl, d.cache_ttl, DEFAULT_CACHE_TTL),
         cache_size=args.cache_size,
-        reply_budget=args.reply_budget,
-        max_connections=args.max_connections,
+        reply_budget=budget,
+        max_connections=pick(args.max_connections, d.max_connections, DEFAULT_MAX_CONNECTIONS),
         max_line=args.max_line,
         workers=args.workers,
         log_level=args.log_level,
@@ -1683,20 +1681,30 @@ def main(argv: Sequence[str]) -> int:
             sys.stdout.write(
                 dovecot_config(
                     dialect=args.dialect,
-                    socket_path=args.socket,
+                    socket_path=args.socket or DEFAULT_SOCKET,
                     client=args.client,
-                    deadline=args.deadline,
+                    deadline=args.deadline or DEFAULT_DEADLINE,
                     dict_file=args.dict_file,
                 )
             )
             return 0
-        options = options_from_args(args)
+        options = options_from_args(args, _serve_defaults(args.config))
     except NsprovError as e:
         print(f"nsprov serve: error: {e}", file=sys.stderr)
         return 1
     status = asyncio.run(run(options))
     _exit_if_threads_hang(status)
     return status
+
+
+def _serve_defaults(path: str) -> ServeConfig | None:
+    """``[serve]`` of the config at *path*, or None when it cannot be read (``run`` reports that)."""
+    from ._config import load_config  # noqa: PLC0415
+
+    try:
+        return load_config(path).serve
+    except NsprovError:
+        return None
 
 
 def _exit_if_threads_hang(status: int, grace: float = 1.0) -> None:
