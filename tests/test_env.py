@@ -4,7 +4,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nsprov._env import V23, V24, Dialect, EnvLimits, fit_environ, from_environ, to_environ
+from nsprov._env import (
+    V23,
+    V24,
+    Dialect,
+    EnvLimits,
+    dialect_for,
+    fit_environ,
+    from_environ,
+    to_environ,
+)
 from nsprov._location import MailLocation
 from nsprov._model import Namespace, namespace_problems
 
@@ -259,3 +268,32 @@ def to_environ_subscribed(
     env, kept = fit_environ(namespaces, environ=environ or {}, subscribe=set(subscribe))
     assert len(namespaces) == kept
     return env
+
+
+class TestInheritedDriver:
+    """2.4: a namespace that inherits dovecot.conf's global mail_driver leaves MAIL_DRIVER out."""
+
+    def test_left_out(self) -> None:
+        """With the global driver declared maildir, no MAIL_DRIVER key is emitted; it still parses back."""
+        dialect = dialect_for("2.4", inherited_driver="maildir")
+
+        env = to_environ([SALES], environ={}, dialect=dialect)
+
+        assert "NAMESPACE/S-SALES/MAIL_DRIVER" not in env
+        assert (SALES,) == from_environ(env, dialect=dialect)
+
+    def test_capacity(self) -> None:
+        """Six keys per namespace: 600 namespaces with 14-character names fit on 2.4."""
+        many = TestFitEnviron().many(700)
+        base = {"USERDB_KEYS": "SYSTEM_GROUPS_USER UID GID HOME AUTH_MECH AUTH_TOKEN "}
+
+        _, plain = fit_environ(many, environ=base, dialect=V24)
+        _, inherited = fit_environ(
+            many, environ=base, dialect=dialect_for("2.4", inherited_driver="maildir")
+        )
+
+        assert plain < 600 <= inherited
+
+    def test_23_unaffected(self) -> None:
+        """2.3 has no separate driver key."""
+        assert V23 == dialect_for("2.3", inherited_driver="maildir")

@@ -1,16 +1,2537 @@
-"""``nsprov check``: placeholder until the doctor lands."""
+"""``nsprov check``: the doctor, run before enabling nsprov and after changing a spool.
+
+Every check is a function of its inputs: the configuration, the output of
+``doveconf -n`` (:class:`DovecotConf`), a :class:`~nsprov._scan.Fs`, resolved
+users and NSS answers.  Only :func:`main` (through :func:`gather`) touches the
+operating system: it runs ``doveconf`` and ``dovecot --version``, reads NSS,
+and, with ``--clean-stale``, forks a process that becomes the user before it
+removes anything.
+
+Each :class:`Finding` has a severity (``error``, ``warning``, ``info``), a
+stable kebab-case code (the keys of :data:`CODES`, each documented in
+``docs/check.md``), a message, a concrete fix and optionally a subject (a path,
+a user, a service).  The exit status is 1 when any finding is an error, else 0;
+usage errors exit 2.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+import stat as st
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+
+from ._config import DEFAULT_CONFIG_PATH
+from ._env import EnvLimits, dialect_for
+from ._identity import MailUser
+from ._model import check_namespaces
+from ._names import entry_id
+from ._perms import FileFacts, Identity
+from ._scan import DEFAULT_FS, Fs, Served, Skipped, _Builder, _components, scan_spool
+from .exceptions import ConfigError, NsprovError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from typing import TextIO
+
+    from ._config import Config, SpoolConfig
+    from ._serve import ReplyBudget
+
+#: The namespace naming scheme of this nsprov: the BLAKE2b personalisation in
+#: :func:`nsprov._names.entry_hash`.  A different scheme names every directory differently.
+NAMING_SCHEME = "nsprov-name-v1"
+
+Severity = Literal["error", "warning", "info"]
+SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
+
+#: Every finding code, with a one-line summary.  docs/check.md documents each one.
+CODES: dict[str, str] = {
+    # the configuration
+    "config-error": "the configuration cannot be read, or has unknown keys, wrong types or bad values",
+    "config-does-nothing": "the configuration has no [[spool]] and no action",
+    "template-invalid": "a template renders output Dovecot refuses, or a path inside a spool",
+    "template-not-per-user": "a per-user path template uses neither {home} nor {user}",
+    # the spools
+    "spool-missing": "a spool cannot be listed (missing, not a directory, unreadable)",
+    "spool-not-traversable": "the spool or a directory above it cannot be searched",
+    "spool-writable": "users other than the owner may create entries in the spool",
+    "dot-entry": "entries whose names start with '.' are never served",
+    "unservable-name": "a name Dovecot cannot serve (not UTF-8, separator, control character)",
+    "excluded": "entries excluded by patterns or the ignore file",
+    "symlink": "a symbolic link in the spool is not served",
+    "not-a-directory": "a file that is not a mailbox",
+    "not-a-maildir": "a directory without cur and new",
+    "unsupported-format": "an mbox file or an sdbox/mdbox directory",
+    "name-collision": "two entries hash to one namespace name",
+    "duplicate-prefix": "an entry's prefix is taken by another entry or a configured namespace",
+    "case-collision": "prefixes that differ only in case",
+    "no-access": "servable entries that none of the checked users may read",
+    "dot-file-in-mailbox": "dot files in a mailbox root, listed as folders by Dovecot",
+    "chgrp-trap": "group bits differ from other bits while non-members read the mailbox",
+    "mailbox-writable": "mailboxes that users other than the owner may write",
+    "control-in-spool": 'control = "": Dovecot keeps its uidlist files in the shared tree',
+    # Dovecot
+    "doveconf-unavailable": "doveconf is not installed: the Dovecot checks were skipped",
+    "doveconf-failed": "doveconf failed: Dovecot's configuration is broken",
+    "dovecot-version-unknown": "the installed Dovecot version could not be determined",
+    "dovecot-version-unsupported": "the installed Dovecot is neither 2.3 nor 2.4",
+    "dialect-mismatch": "[dovecot] version does not match the installed Dovecot",
+    "separator-mismatch": "a listed Dovecot namespace uses another separator than nsprov",
+    "namespace-collision": "a Dovecot namespace has a name or prefix nsprov emits",
+    "namespace-nested": "a Dovecot namespace overlaps nsprov's prefixes or spools",
+    "private-namespace-missing": "[dovecot] private_namespace names no Dovecot namespace",
+    "wiring-missing": "a protocol does not run nsprov post-login",
+    "wiring-no-protocol": "the post-login line has no --protocol",
+    "wiring-protocol-mismatch": "--protocol names another protocol than the service's",
+    "wiring-relative-path": "a program on the post-login line is not an absolute path",
+    "wiring-program-missing": "the nsprov program on the post-login line does not exist",
+    "wiring-bad-arguments": "nsprov's arguments on the post-login line are malformed",
+    "wiring-config-path": "the post-login line reads another configuration file",
+    "wiring-service-user": "the post-login service does not run as root",
+    "acl-no-grants": "the ACL plugin is on, but no ACL grants lookup on public mailboxes",
+    "acl-plugin-setting": "[dovecot] acl_plugin does not match Dovecot's mail_plugins",
+    # users
+    "no-users": "no user to check",
+    "users-capped": "only the first --max-users users were checked",
+    "user-unknown": "a --user has no passwd entry",
+    "user-error": "a user's namespaces cannot be computed",
+    "virtual-users": "several users share one uid",
+    "namespace-max": "a user may read more mailboxes than namespace.max",
+    "env-limit": "a user's namespaces do not all fit the kernel's environment limits",
+    "serve-budget": "a user's namespaces do not all fit a serve-mode userdb reply",
+    # per-user directories
+    "stale-dir": "a per-user directory of a renamed or removed mailbox",
+    "stale-other-scheme": "a per-user directory named by another nsprov naming scheme",
+    "stale-unchecked": "a per-user directory parent that was not checked",
+    "stale-removed": "--clean-stale removed a stale directory",
+    "stale-remove-failed": "--clean-stale could not remove a stale directory",
+}
 
 
-def main(argv: Sequence[str]) -> int:  # pragma: no cover - replaced by the check implementation
-    """Not implemented yet."""
-    del argv
-    sys.stderr.write("nsprov check: not implemented yet\n")
-    return 2
+def _known_code(_inst: object, _attr: object, value: str) -> None:
+    if value not in CODES:
+        raise ValueError(f"unknown finding code {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Finding:
+    """One problem (or note) found, with what to do about it."""
+
+    severity: Severity = attrs.field(validator=attrs.validators.in_(SEVERITIES))
+    code: str = attrs.field(validator=_known_code)
+    message: str
+    fix: str
+    subject: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        """The finding as a JSON object."""
+        return {
+            "severity": self.severity,
+            "code": self.code,
+            "subject": self.subject,
+            "message": self.message,
+            "fix": self.fix,
+        }
+
+
+def _f(severity: Severity, code: str, subject: str | None, message: str, fix: str) -> Finding:
+    return Finding(severity=severity, code=code, subject=subject, message=message, fix=fix)
+
+
+def _show(path: str | bytes) -> str:
+    """A path or name for humans and JSON: undecodable bytes as ``\\xNN``."""
+    raw = path if isinstance(path, bytes) else os.fsencode(path)
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _some(items: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _n(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
+def _rwx(bits: int) -> str:
+    return "".join(c if bits & b else "-" for c, b in (("r", 4), ("w", 2), ("x", 1)))
+
+
+# --- doveconf -----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ConfSection:
+    """One section of ``doveconf -n`` output (the root has kind ``""``)."""
+
+    kind: str
+    name: str = ""
+    settings: Mapping[str, str] = attrs.field(factory=dict)
+    sections: tuple[ConfSection, ...] = ()
+
+    def get(self, key: str, default: str = "") -> str:
+        """The value of *key* in this section, or *default*."""
+        return self.settings.get(key, default)
+
+    def children(self, kind: str) -> list[ConfSection]:
+        """The direct subsections of *kind*, in order."""
+        return [s for s in self.sections if s.kind == kind]
+
+
+class _Open:
+    def __init__(self, kind: str, name: str) -> None:
+        self.kind = kind
+        self.name = name
+        self.settings: dict[str, str] = {}
+        self.sections: list[_Open] = []
+
+    def freeze(self) -> ConfSection:
+        return ConfSection(
+            self.kind, self.name, dict(self.settings), tuple(s.freeze() for s in self.sections)
+        )
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", value[1:-1])
+    return value
+
+
+def _yes(value: str) -> bool:
+    return value.strip().lower() in {"yes", "y", "1"}
+
+
+def _int(value: str, default: int) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        return default
+
+
+_HEADER_RE = re.compile(r"#\s*(\d+\.\d+[0-9.]*)")
+_VERSION_RE = re.compile(r"\s*(\d+)\.(\d+)")
+
+
+def major_minor(text: str) -> str | None:
+    """``"2.3"`` from ``"2.3.19.1 (9b53102964)"``; None when *text* names no version."""
+    m = _VERSION_RE.match(text)
+    return f"{int(m.group(1))}.{int(m.group(2))}" if m else None
+
+
+@attrs.frozen
+class DovecotConf:
+    """Parsed ``doveconf -n`` output: settings, sections and the version in its header.
+
+    Settings ``doveconf -n`` leaves out have Dovecot's defaults (``first_valid_uid``
+    500, ``maildir_stat_dirs`` no …).
+    """
+
+    root: ConfSection
+    version: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> DovecotConf:
+        """Parse the text ``doveconf -n`` prints (2.3 and 2.4 alike)."""
+        first = text.lstrip().split("\n", 1)[0]
+        m = _HEADER_RE.match(first)
+        stack = [_Open("", "")]
+        for raw in text.splitlines():
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line == "}":
+                if len(stack) > 1:
+                    stack.pop()
+                continue
+            if line.endswith("{"):
+                kind, _, name = line[:-1].strip().partition(" ")
+                section = _Open(kind, name.strip())
+                stack[-1].sections.append(section)
+                stack.append(section)
+                continue
+            key, eq, value = line.partition("=")
+            if eq:
+                stack[-1].settings[key.strip()] = _unquote(value.strip())
+        return cls(stack[0].freeze(), m.group(1) if m else None)
+
+    def setting(self, key: str, default: str = "") -> str:
+        """A top-level setting."""
+        return self.root.get(key, default)
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        """The enabled protocols (imap and pop3 when ``protocols`` is not set)."""
+        return tuple(self.setting("protocols").split()) or ("imap", "pop3")
+
+    @property
+    def first_valid_uid(self) -> int:
+        """``first_valid_uid`` (default 500)."""
+        return _int(self.setting("first_valid_uid", "500"), 500)
+
+    @property
+    def last_valid_uid(self) -> int:
+        """``last_valid_uid`` (default 0: no upper limit)."""
+        return _int(self.setting("last_valid_uid", "0"), 0)
+
+    @property
+    def maildir_stat_dirs(self) -> bool:
+        """``maildir_stat_dirs`` (default no)."""
+        return _yes(self.setting("maildir_stat_dirs", "no"))
+
+    @property
+    def namespaces(self) -> list[ConfSection]:
+        """The ``namespace`` sections."""
+        return self.root.children("namespace")
+
+    @property
+    def services(self) -> dict[str, ConfSection]:
+        """The ``service`` sections by name."""
+        return {s.name: s for s in self.root.children("service")}
+
+    @property
+    def userdb_drivers(self) -> list[str]:
+        """Each userdb's driver (2.3 ``driver = …``, 2.4 ``userdb <driver> {``)."""
+        return [s.get("driver") or s.name for s in self.root.children("userdb")]
+
+    def plugins(self, protocol: str) -> set[str]:
+        """``mail_plugins`` for *protocol*: global ones plus its ``protocol`` section's."""
+        sections = [self.root]
+        sections += [s for s in self.root.children("protocol") if protocol in s.name.split()]
+        out: set[str] = set()
+        for section in sections:
+            out.update(p for p in section.get("mail_plugins").split() if not p.startswith("$"))
+            for boollist in section.children("mail_plugins"):  # 2.4: mail_plugins { acl = yes }
+                out.update(k for k, v in boollist.settings.items() if _yes(v))
+        return out
+
+    @property
+    def acl_global(self) -> str | None:
+        """Where global ACLs come from, if configured (2.3 ``acl = vfile:PATH``, 2.4 ``acl_global_path``)."""
+        if path := self.setting("acl_global_path"):
+            return path
+        for plugin in self.root.children("plugin"):
+            _, _, rest = plugin.get("acl").partition(":")
+            if rest.startswith("/"):
+                return rest.split(":", 1)[0]
+        return None
+
+
+# --- the configuration --------------------------------------------------------------------
+
+_PROBLEM_KEY_RE = re.compile(r"[A-Za-z_][\w.\[\]]*")
+
+
+def _config_fix(subject: str, message: str) -> str:
+    if message == "unknown key":
+        return f"Remove {subject} or correct its spelling; every key is in docs/configuration.md."
+    if message.startswith("expected"):
+        return f"Give {subject} the type the configuration reference lists ({message})."
+    if message == "required key missing":
+        return f"Add {subject}."
+    if message.startswith("cannot read"):
+        return "Create the file, or name the right one with --config=PATH."
+    if message.startswith("invalid TOML"):
+        return "Fix the TOML syntax at the line and column named."
+    return f"Change {subject}: {message}."
+
+
+def config_findings(path: str, problems: Sequence[str]) -> list[Finding]:
+    """One ``config-error`` per problem :func:`nsprov._config.load_config` reported."""
+    out = []
+    for problem in problems:
+        rest = problem.removeprefix(f"{path}: ")
+        key, sep, message = rest.partition(": ")
+        if not sep or not _PROBLEM_KEY_RE.fullmatch(key):
+            key, message = path, rest
+        out.append(_f("error", "config-error", key, message, _config_fix(key, message)))
+    return out
+
+
+_SAMPLE_ENTRIES = (b"sales", b"Sales Team", b"a,b", b"pct%u", b"x")
+_SAMPLE_USER = MailUser(user="sample", home="/home/sample", identity=Identity(uid=60000, gid=60000))
+_PATH_KEYS = ("index", "control", "index_private", "inbox")
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def check_templates(config: Config) -> list[Finding]:
+    """Templates that render output Dovecot refuses, shared paths, paths inside a spool."""
+    out: list[Finding] = []
+    dialect = dialect_for(config.dialect)
+    for i, spool in enumerate(config.spools, 1):
+        where = f"spool[{i}]"
+        try:
+            builder = _Builder(spool, _SAMPLE_USER)
+            namespaces = []
+            for raw in _SAMPLE_ENTRIES:
+                name = raw.decode()
+                ns = builder.build(raw, name, f"{spool.path}/{name}")
+                dialect.settings(ns)
+                namespaces.append(ns)
+            check_namespaces(namespaces, reserved_names=config.reserved_names)
+        except NsprovError as e:
+            out.append(
+                _f(
+                    "error",
+                    "template-invalid",
+                    where,
+                    f"spool {spool.path}: its templates give namespaces Dovecot refuses, so "
+                    f"no entry is served: {e}",
+                    'Fix the prefix (or name) template: with list = "yes" or "children" the '
+                    "prefix must end with the separator and must not start with it, e.g. "
+                    'prefix = "Shared{sep}{name}{sep}".',
+                )
+            )
+            continue
+        for key in _PATH_KEYS:
+            template = getattr(spool, key)
+            if template is not None and not template.fields & {"home", "user"}:
+                out.append(
+                    _f(
+                        "error",
+                        "template-not-per-user",
+                        f"{where}.{key}",
+                        f"{key} = {template.text!r} is the same directory for every user: "
+                        "Dovecot's index and state files of one user would be read and written "
+                        "by all, and fail on permissions",
+                        f'Use {{home}} or {{user}}, e.g. {key} = "{{home}}/.nsprov/{{ns}}".',
+                    )
+                )
+        for ns in namespaces:
+            for key, path in ns.location.paths().items():
+                inside = [s.path for s in config.spools if _inside(path, s.path)]
+                if inside:
+                    out.append(
+                        _f(
+                            "error",
+                            "template-invalid",
+                            where,
+                            f"{key}={path} is inside the spool {inside[0]}: per-user "
+                            "directories would appear there as entries (and be served)",
+                            "Keep index, control, index_private and inbox outside every "
+                            'spool, e.g. "{home}/.nsprov/{ns}".',
+                        )
+                    )
+                    break
+            else:
+                continue
+            break
+    return out
+
+
+# --- the spools: structure ----------------------------------------------------------------
+
+#: An identity no file belongs to, for checks "for everybody else".
+_OTHER = Identity(uid=0xFFFFFFFE, gid=0xFFFFFFFE)
+_CHECK_USER = MailUser(user="nsprov-check", home="/nonexistent/nsprov-check", identity=_OTHER)
+
+
+def _permissive(fs: Fs) -> Fs:
+    """*fs* with every entry readable and searchable by all and no ACLs: a scan ignores access."""
+
+    def lstat(path: bytes) -> os.stat_result:
+        s = fs.lstat(path)
+        return os.stat_result(
+            (
+                s.st_mode | 0o555,
+                s.st_ino,
+                s.st_dev,
+                s.st_nlink,
+                s.st_uid,
+                s.st_gid,
+                s.st_size,
+                int(s.st_atime),
+                int(s.st_mtime),
+                int(s.st_ctime),
+            )
+        )
+
+    def getxattr(_path: bytes, _name: str, **_options: object) -> bytes:
+        raise OSError(errno.ENODATA, "ACLs are ignored by the structural scan")
+
+    return attrs.evolve(fs, lstat=lstat, getxattr=getxattr)
+
+
+@attrs.frozen
+class SpoolScan:
+    """A spool scanned with access ignored: what is servable at all, and what is skipped why."""
+
+    spool: SpoolConfig
+    number: int
+    real: bytes | None = None
+    names: tuple[bytes, ...] = ()
+    served: tuple[Served, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    error: str | None = None
+
+
+def scan_structure(config: Config, *, fs: Fs = DEFAULT_FS) -> list[SpoolScan]:
+    """Scan every spool as if every user could read everything (names, shapes, collisions)."""
+    permissive = _permissive(fs)
+    taken_prefixes = set(config.config_prefixes)
+    taken_names = {n.lower() for n in config.reserved_names}
+    out = []
+    for number, spool in enumerate(config.spools, 1):
+        try:
+            real = fs.realpath(spool.path_bytes)
+            names = tuple(sorted(fs.listdir(real)))
+        except OSError as e:
+            out.append(SpoolScan(spool, number, error=e.strerror or str(e)))
+            continue
+        served: list[Served] = []
+        skipped: list[Skipped] = []
+        try:
+            scan_spool(
+                spool,
+                _CHECK_USER,
+                fs=permissive,
+                taken_prefixes=taken_prefixes,
+                taken_names=taken_names,
+                served=served,
+                skipped=skipped,
+            )
+        except (NsprovError, OSError) as e:
+            out.append(SpoolScan(spool, number, real, names, error=str(e)))
+            continue
+        out.append(SpoolScan(spool, number, real, names, tuple(served), tuple(skipped)))
+    return out
+
+
+_SCANNER_NAME_DETAILS = ("not valid UTF-8", "contains the separator", "contains a control")
+
+#: Per-entry skip reasons reported one finding per entry: (severity, fix).
+_PER_ENTRY: dict[str, tuple[Severity, str]] = {
+    "unservable-name": (
+        "warning",
+        (
+            "Rename the directory: valid UTF-8 (convmv converts legacy encodings), without the "
+            "separator and without control characters."
+        ),
+    ),
+    "not-a-maildir": (
+        "warning",
+        (
+            "Create cur, new and tmp in it (same owner, group and mode as the directory), or "
+            "move it out of the spool."
+        ),
+    ),
+    "unsupported-format": (
+        "warning",
+        (
+            "Convert it to Maildir (doveadm sync -u USER maildir:/new/path), or move it out "
+            "of the spool."
+        ),
+    ),
+    "name-collision": ("warning", "Rename one of the two entries."),
+    "duplicate-prefix": (
+        "warning",
+        (
+            "Rename the entry, or give the spools different prefix templates; a prefix listed "
+            "in [dovecot] config_prefixes belongs to a namespace in dovecot.conf."
+        ),
+    ),
+}
+#: Skip reasons reported as one finding per spool: (severity, what, fix).
+_GROUPED: dict[str, tuple[Severity, str, str]] = {
+    "dot-entry": (
+        "info",
+        "entries whose names start with '.' are never served",
+        "Nothing to do unless one of them is a mailbox to serve: rename it without the '.'.",
+    ),
+    "excluded": (
+        "info",
+        "entries excluded by exclude/include patterns or the ignore file are not served",
+        "Nothing to do if intended; otherwise change exclude, include or the ignore file.",
+    ),
+    "not-a-directory": (
+        "info",
+        "files that are not mailboxes are never served",
+        "Move files that are not mailboxes out of the spool.",
+    ),
+}
+
+
+def structure_findings(scans: Sequence[SpoolScan], *, templates_ok: set[int]) -> list[Finding]:
+    """Findings from the structural scans: missing spools, skipped entries, case collisions."""
+    out: list[Finding] = []
+    for scan in scans:
+        spool = scan.spool
+        if scan.error is not None:
+            out.append(
+                _f(
+                    "error",
+                    "spool-missing",
+                    spool.path,
+                    f"spool {spool.path} cannot be listed: {scan.error}; nsprov serves none "
+                    "of it (post-login logs this on every login)",
+                    "Create the directory (or fix the path in the configuration) and make it "
+                    "readable by root.",
+                )
+            )
+            continue
+        grouped: dict[str, list[str]] = {}
+        for k in scan.skipped:
+            path = _show(spool.path.encode() + b"/" + k.raw)
+            if (
+                k.reason == "dot-entry"
+                and spool.ignore_file
+                and k.raw == spool.ignore_file.encode()
+            ):
+                continue
+            if k.reason in _GROUPED:
+                grouped.setdefault(k.reason, []).append(k.entry)
+            elif k.reason == "symlink":
+                fix = (
+                    'Replace the link by the directory itself, or set symlinks = "inside" '
+                    "if its target is inside the spool."
+                    if spool.symlinks == "skip"
+                    else "Point the link at a mailbox inside the spool, or move the mailbox "
+                    "into the spool."
+                )
+                out.append(_f("warning", "symlink", path, f"{path}: {k.detail}", fix))
+            elif k.reason in _PER_ENTRY:
+                if (
+                    k.reason == "unservable-name"
+                    and scan.number not in templates_ok
+                    and not k.detail.startswith(_SCANNER_NAME_DETAILS)
+                ):
+                    continue  # reported once as template-invalid
+                severity, fix = _PER_ENTRY[k.reason]
+                out.append(_f(severity, k.reason, path, f"{path}: {k.detail}", fix))
+        for reason, entries in grouped.items():
+            severity, what, fix = _GROUPED[reason]
+            out.append(
+                _f(
+                    severity,
+                    reason,
+                    spool.path,
+                    f"{what}: {_n(len(entries), 'entry', 'entries')} of {spool.path}, {_some(entries)}",
+                    fix,
+                )
+            )
+    out += case_collisions(scans)
+    return out
+
+
+def case_collisions(scans: Sequence[SpoolScan]) -> list[Finding]:
+    """Served prefixes that differ only in case, or whose first level is INBOX in another case."""
+    out: list[Finding] = []
+    seen: dict[str, Served] = {}
+    for scan in scans:
+        for s in scan.served:
+            prefix = s.namespace.prefix
+            path = _show(s.path)
+            if (other := seen.get(prefix.casefold())) is not None:
+                out.append(
+                    _f(
+                        "warning",
+                        "case-collision",
+                        path,
+                        f"prefixes {other.namespace.prefix!r} ({_show(other.path)}) and "
+                        f"{prefix!r} ({path}) differ only in case: Dovecot serves both, but "
+                        "clients that keep folders on case-insensitive file systems (Outlook, "
+                        "Apple Mail, Thunderbird on Windows or macOS) mix them up",
+                        "Rename one of the two directories, or exclude one of them.",
+                    )
+                )
+            seen.setdefault(prefix.casefold(), s)
+            top = prefix.split(s.namespace.separator, 1)[0]
+            if top.casefold() == "inbox":
+                out.append(
+                    _f(
+                        "warning",
+                        "case-collision",
+                        path,
+                        f"prefix {prefix!r} starts with {top!r}: IMAP treats INBOX in any case "
+                        "as the user's own INBOX, so clients show these mailboxes inside it",
+                        'Use a prefix template that starts with another word, e.g. "Shared/{name}/".',
+                    )
+                )
+    return out
+
+
+# --- the spools: permissions --------------------------------------------------------------
+
+
+def _writers(
+    facts: FileFacts, gid_name: Callable[[int], str], uid_name: Callable[[int], str]
+) -> list[str]:
+    """Who besides the owner may write: the owning group, named ACL entries, everybody."""
+    acl = facts.acl
+    out = []
+    if acl is None or acl.mask is None:
+        group = acl.group_obj if acl is not None else (facts.mode >> 3) & 7
+        if group & 2:
+            out.append(f"group {gid_name(facts.gid)}")
+    else:
+        mask = acl.mask
+        if acl.group_obj & mask & 2:
+            out.append(f"group {gid_name(facts.gid)}")
+        out += [f"ACL user:{uid_name(u)}" for u, perm in acl.users if perm & mask & 2]
+        out += [f"ACL group:{gid_name(g)}" for g, perm in acl.groups if perm & mask & 2]
+    if facts.mode & 0o002:
+        out.append("everybody (other)")
+    return out
+
+
+def _named_readers(
+    facts: FileFacts, gid_name: Callable[[int], str], uid_name: Callable[[int], str]
+) -> list[str]:
+    acl = facts.acl
+    if acl is None or not acl.mask:
+        return []
+    mask = acl.mask
+    out = [f"ACL user:{uid_name(u)}" for u, perm in acl.users if perm & mask & 5 == 5]
+    out += [f"ACL group:{gid_name(g)}" for g, perm in acl.groups if perm & mask & 5 == 5]
+    return out
+
+
+def acl_grants(text: str) -> bool:
+    """Whether a ``dovecot-acl`` file grants lookup (``l``) to anybody a public namespace has.
+
+    Public namespaces have no owner, so ``owner`` entries grant nothing; negative
+    rights (``-l``) grant nothing either.
+    """
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        ident, _, rest = line.partition(" ")
+        rights = rest.strip().split(":", 1)[0].strip()
+        if ident != "owner" and not rights.startswith("-") and "l" in rights:
+            return True
+    return False
+
+
+def _user_names(users: Iterable[MailUser]) -> list[str]:
+    return sorted(u.user for u in users)
+
+
+def check_mailboxes(
+    scans: Sequence[SpoolScan],
+    *,
+    fs: Fs = DEFAULT_FS,
+    access: Mapping[tuple[str, bytes], Sequence[MailUser]] | None = None,
+    stat_dirs: bool | None = None,
+    acl_required: bool = False,
+    uid_name: Callable[[int], str] = str,
+    gid_name: Callable[[int], str] = str,
+) -> list[Finding]:
+    """Permission findings for every servable mailbox and spool root.
+
+    *access* maps ``(spool, raw name)`` to the checked users who get that
+    mailbox (None: no users were checked); *stat_dirs* is Dovecot's
+    ``maildir_stat_dirs`` (None: unknown); with *acl_required* (the ACL plugin
+    is on and no global ACLs are configured), mailboxes without a
+    ``dovecot-acl`` that grants lookup are reported.
+    """
+    out: list[Finding] = []
+    for scan in scans:
+        if scan.real is None or scan.error is not None:
+            continue
+        spool = scan.spool
+        try:
+            _, facts = fs.facts(scan.real)
+        except OSError:
+            continue
+        if writers := _writers(facts, gid_name, uid_name):
+            out.append(
+                _f(
+                    "warning",
+                    "spool-writable",
+                    spool.path,
+                    f"spool {spool.path} can be written by {', '.join(writers)}: they can create "
+                    "mailboxes that other users are then offered, with modes they choose",
+                    f"Let only the administrator create mailboxes: chmod go-w {spool.path} and "
+                    "remove write ACL entries (setfacl -x …).",
+                )
+            )
+        writable: list[str] = []
+        missing_acl: list[str] = []
+        for s in scan.served:
+            path_b = os.fsencode(s.path)
+            path = _show(s.path)
+            try:
+                stat, facts = fs.facts(path_b)
+            except OSError:
+                continue
+            if who := _writers(facts, gid_name, uid_name):
+                writable.append(f"{s.entry} ({', '.join(who)})")
+            out += _chgrp_trap(s, path, stat, facts, access, uid_name, gid_name)
+            if stat_dirs is not True:
+                out += _dot_files(fs, path_b, path, known=stat_dirs is False)
+            if acl_required:
+                try:
+                    text = fs.read_text(path_b + b"/dovecot-acl")
+                except OSError:
+                    text = None
+                if text is None or not acl_grants(text):
+                    missing_acl.append(s.entry)
+        if writable:
+            out.append(
+                _f(
+                    "warning",
+                    "mailbox-writable",
+                    spool.path,
+                    f"{_n(len(writable), 'mailbox', 'mailboxes')} of {spool.path} can be written by users other "
+                    f"than their owner: {_some(writable)}; those users can add folders and "
+                    "files every reader sees",
+                    "If readers are not meant to change shared mail, remove write access "
+                    "(chmod go-w, setfacl -x); if they are, keep per-user index and control "
+                    "directories (the defaults) so Dovecot's own files stay out of the spool.",
+                )
+            )
+        if spool.control is None and scan.served:
+            out.append(
+                _f(
+                    "error" if writable else "warning",
+                    "control-in-spool",
+                    spool.path,
+                    f'spool {spool.path} has control = "": Dovecot keeps dovecot-uidlist and '
+                    "dovecot-keywords in each mailbox, "
+                    + (
+                        "and writes them into the shared tree as whichever user logs in"
+                        if writable
+                        else "and cannot write them into these read-only mailboxes (errors, "
+                        "mail that does not show)"
+                    ),
+                    'Remove control = "" so every user gets CONTROL={home}/.nsprov/{ns} '
+                    "(the default).",
+                )
+            )
+        if missing_acl:
+            out.append(
+                _f(
+                    "warning",
+                    "acl-no-grants",
+                    spool.path,
+                    f"Dovecot's ACL plugin is enabled and no global ACLs are configured, but "
+                    f"{len(missing_acl)} of {len(scan.served)} mailboxes of {spool.path} have "
+                    f"no dovecot-acl granting lookup: {_some(missing_acl)}; users get the "
+                    "namespaces but see no mailbox in them",
+                    "Put a dovecot-acl file in each mailbox directory, e.g. 'anyone lr' or "
+                    "'group=sales lrwstipe' (public namespaces have no owner: 'owner' grants "
+                    "nothing), or configure global ACLs; or disable the acl plugin if the file "
+                    "system alone decides.",
+                )
+            )
+    return out
+
+
+def _chgrp_trap(
+    s: Served,
+    path: str,
+    stat: os.stat_result,
+    facts: FileFacts,
+    access: Mapping[tuple[str, bytes], Sequence[MailUser]] | None,
+    uid_name: Callable[[int], str],
+    gid_name: Callable[[int], str],
+) -> list[Finding]:
+    group_bits = (stat.st_mode >> 3) & 7
+    other_bits = stat.st_mode & 7
+    if group_bits == other_bits:
+        return []
+    users = access.get((s.spool, s.raw), ()) if access is not None else ()
+    trapped = _user_names(u for u in users if not u.identity.in_group(facts.gid))
+    readers = [f"{'user' if len(trapped) == 1 else 'users'} {_some(trapped)}"] if trapped else []
+    readers += _named_readers(facts, gid_name, uid_name)
+    if other_bits & 5 == 5 and not trapped:
+        readers.append("everybody outside the group (other bits)")
+    if not readers:
+        return []
+    group = gid_name(facts.gid)
+    return [
+        _f(
+            "warning",
+            "chgrp-trap",
+            path,
+            f"{path}: group bits {_rwx(group_bits)} differ from other bits {_rwx(other_bits)} "
+            f"(mode {stat.st_mode & 0o7777:04o}, group {group}), and {'; '.join(readers)} read "
+            "it without being in that group: Dovecot gives new index files the mailbox's group "
+            "and logs 'fchown(…) failed: Operation not permitted … see wiki ChgrpNoPerm'; "
+            "nsprov pre-creates each user's index directory, so SELECT works, but the errors "
+            "stay",
+            f"Make the group bits equal the other bits (chmod g={_rwx(other_bits).replace('-', '')}"
+            f" {path}), or make every reader a member of the directory's group (chgrp it to a "
+            "group they all share, instead of granting them through ACL entries or other bits).",
+        )
+    ]
+
+
+def _dot_files(fs: Fs, path_b: bytes, path: str, *, known: bool) -> list[Finding]:
+    try:
+        names = sorted(fs.listdir(path_b))
+    except OSError:
+        return []
+    dots = []
+    for name in names:
+        if not name.startswith(b".") or name in {b".", b".."}:
+            continue
+        try:
+            if st.S_ISDIR(fs.lstat(path_b + b"/" + name).st_mode):
+                continue
+        except OSError:
+            continue
+        dots.append(_show(name))
+    if not dots:
+        return []
+    condition = "with maildir_stat_dirs = no" if known else "unless maildir_stat_dirs = yes"
+    return [
+        _f(
+            "warning",
+            "dot-file-in-mailbox",
+            path,
+            f"{path} has dot files ({_some(dots)}): {condition}, Dovecot lists each as a folder "
+            "that cannot be opened",
+            "Remove or move the files, or set maildir_stat_dirs = yes in dovecot.conf (LIST then "
+            "shows only real directories).",
+        )
+    ]
+
+
+def check_traversal(
+    scans: Sequence[SpoolScan], *, fs: Fs = DEFAULT_FS, users: Sequence[MailUser] = ()
+) -> list[Finding]:
+    """Spools that no checked user (or, without users, nobody outside the groups) can reach."""
+    from ._scan import _searchable  # noqa: PLC0415
+
+    out: list[Finding] = []
+    for scan in scans:
+        if scan.real is None or scan.error is not None:
+            continue
+        dirs = _components(scan.real)
+        try:
+            if users:
+                why = [_searchable(fs, dirs, u.identity) for u in users]
+                if all(w is not None for w in why):
+                    out.append(
+                        _f(
+                            "error",
+                            "spool-not-traversable",
+                            scan.spool.path,
+                            f"none of the {len(users)} checked users can reach spool "
+                            f"{scan.spool.path}: {why[0]}",
+                            "Grant search (x) on the directory named to the readers: chmod o+x "
+                            "DIR, or setfacl -m g:GROUP:x DIR.",
+                        )
+                    )
+            elif (reason := _searchable(fs, dirs, _OTHER)) is not None:
+                out.append(
+                    _f(
+                        "warning",
+                        "spool-not-traversable",
+                        scan.spool.path,
+                        f"users outside the owning groups cannot reach spool {scan.spool.path}: "
+                        f"{reason}",
+                        "Nothing to do if only members of those groups are meant to read; "
+                        "otherwise chmod o+x DIR on the directory named.",
+                    )
+                )
+        except OSError as e:
+            out.append(
+                _f(
+                    "error",
+                    "spool-missing",
+                    scan.spool.path,
+                    f"spool {scan.spool.path}: {e.strerror or e}",
+                    "Make the spool and the directories above it exist and be readable.",
+                )
+            )
+    return out
+
+
+def no_access_findings(
+    scans: Sequence[SpoolScan], access: Mapping[tuple[str, bytes], Sequence[MailUser]], checked: int
+) -> list[Finding]:
+    """Servable entries none of the *checked* users gets."""
+    out = []
+    for scan in scans:
+        nobody = [s.entry for s in scan.served if not access.get((s.spool, s.raw))]
+        if nobody:
+            out.append(
+                _f(
+                    "info",
+                    "no-access",
+                    scan.spool.path,
+                    f"{_n(len(nobody), 'mailbox', 'mailboxes')} of {scan.spool.path} {'is' if len(nobody) == 1 else 'are'} served to none of the "
+                    f"{checked} checked users: {_some(nobody)}",
+                    "Nothing to do if intended (nsprov serves what a user's mail process may "
+                    "read); otherwise grant read and search on the directory, its cur and new "
+                    "(chmod, chgrp, or setfacl -m u:USER:rx).",
+                )
+            )
+    return out
+
+
+# --- Dovecot ------------------------------------------------------------------------------
+
+
+def check_version(config: Config, version: str | None, source: str | None) -> list[Finding]:
+    """The installed Dovecot version against ``[dovecot] version``."""
+    if version is None:
+        return [
+            _f(
+                "info",
+                "dovecot-version-unknown",
+                None,
+                "the installed Dovecot version could not be determined (no dovecot binary, no "
+                "doveconf): the dialect was not checked",
+                "Pass --dovecot=PATH or --dovecot-version=X.Y.",
+            )
+        ]
+    if version not in {"2.3", "2.4"}:
+        return [
+            _f(
+                "warning",
+                "dovecot-version-unsupported",
+                None,
+                f"Dovecot {version} is installed ({source}); nsprov speaks the 2.3 and 2.4 "
+                "userdb dialects only",
+                "Run Dovecot 2.3 or 2.4.",
+            )
+        ]
+    if version != config.dialect:
+        return [
+            _f(
+                "error",
+                "dialect-mismatch",
+                "[dovecot] version",
+                f"Dovecot {version} is installed ({source}), but [dovecot] version = "
+                f'"{config.dialect}": nsprov post-login then exports no namespaces (the other '
+                "dialect would break every session)",
+                f'Set version = "{version}" under [dovecot] (names, prefixes and index '
+                "directories stay the same).",
+            )
+        ]
+    return []
+
+
+def _storage_separator(conf: DovecotConf, ns: ConfSection | None) -> str | None:
+    """The separator Dovecot uses when a namespace sets none: ``.`` for Maildir++, else ``/``."""
+    get = ns.get if ns is not None else (lambda _k, d="": d)
+    location = get("location") or get("mail") or conf.setting("mail_location")
+    if location:
+        driver, _, rest = location.partition(":")
+        return "." if driver == "maildir" and "layout=fs" not in rest.lower() else "/"
+    driver = get("mail_driver") or conf.setting("mail_driver")
+    if driver:
+        layout = get("mailbox_list_layout") or conf.setting("mailbox_list_layout")
+        return "." if driver == "maildir" and layout in {"", "maildir++"} else "/"
+    return None
+
+
+def check_separator(config: Config, conf: DovecotConf) -> list[Finding]:
+    """Every listed Dovecot namespace must use nsprov's separator."""
+    if not config.spools or all(s.list == "no" for s in config.spools):
+        return []
+    out = []
+    namespaces: list[ConfSection | None] = [
+        ns
+        for ns in conf.namespaces
+        if ns.get("list", "yes") != "no" and not _yes(ns.get("disabled"))
+    ]
+    if not conf.namespaces:
+        namespaces = [None]  # Dovecot's implicit INBOX namespace
+    for ns in namespaces:
+        explicit = ns.get("separator") if ns is not None else ""
+        separator = explicit or _storage_separator(conf, ns)
+        if separator is None or separator == config.separator:
+            continue
+        name = ns.name if ns is not None else "(implicit)"
+        out.append(
+            _f(
+                "error",
+                "separator-mismatch",
+                f"namespace {name}",
+                f"namespace {name} uses separator {separator!r}"
+                + ("" if explicit else " (the mail storage's default)")
+                + f", nsprov's spools {config.separator!r}: Dovecot fails every session that "
+                "gets a shared namespace ('All list=yes namespaces must use the same separator')",
+                f"Set separator = {config.separator} in namespace {name} {{}} of dovecot.conf "
+                "(clients then see the folder hierarchy with it), or set separator = "
+                f'"{separator}" in nsprov\'s configuration.',
+            )
+        )
+    return out
+
+
+def _ns_root(ns: ConfSection) -> str | None:
+    from ._location import MailLocation  # noqa: PLC0415
+
+    if path := ns.get("mail_path"):
+        return os.path.normpath(path)
+    location = ns.get("location") or ns.get("mail")
+    if not location:
+        return None
+    try:
+        return os.path.normpath(MailLocation.parse(location).root)
+    except NsprovError:
+        return None
+
+
+def check_conf_namespaces(
+    config: Config, conf: DovecotConf, scans: Sequence[SpoolScan]
+) -> list[Finding]:
+    """Dovecot namespaces whose names or prefixes collide with, or overlap, nsprov's."""
+    served = [s for scan in scans for s in scan.served]
+    prefixes = {s.namespace.prefix: s for s in served}
+    folded = {p.casefold(): s for p, s in prefixes.items()}
+    names = {s.namespace.name.lower(): s for s in served}
+    out = []
+    for ns in conf.namespaces:
+        prefix = ns.get("prefix")
+        subject = f"namespace {ns.name}"
+        if (hit := names.get(ns.name.lower())) is not None:
+            out.append(
+                _f(
+                    "error",
+                    "namespace-collision",
+                    subject,
+                    f"namespace {ns.name} in dovecot.conf has the name nsprov gives "
+                    f"{_show(hit.path)}: on 2.3 nsprov's fields would modify it",
+                    f'Rename namespace {ns.name}, or add "{ns.name}" to [dovecot] reserved_names.',
+                )
+            )
+        if (hit := prefixes.get(prefix)) is not None and prefix not in config.config_prefixes:
+            out.append(
+                _f(
+                    "error",
+                    "namespace-collision",
+                    subject,
+                    f"namespace {ns.name} in dovecot.conf has the prefix {prefix!r}, which "
+                    f"nsprov gives {_show(hit.path)}: sessions that get it fail with "
+                    "'Duplicate namespace prefix'",
+                    f'Add "{prefix}" to [dovecot] config_prefixes (nsprov then skips that '
+                    "entry), or change one of the prefixes.",
+                )
+            )
+        elif (
+            prefix and (hit := folded.get(prefix.casefold())) is not None and prefix not in prefixes
+        ):
+            out.append(
+                _f(
+                    "warning",
+                    "case-collision",
+                    subject,
+                    f"namespace {ns.name}'s prefix {prefix!r} and nsprov's {hit.namespace.prefix!r} "
+                    "differ only in case",
+                    "Change one of the prefixes.",
+                )
+            )
+        inner = [p for p in prefixes if prefix and p != prefix and p.startswith(prefix)]
+        if inner:
+            out.append(
+                _f(
+                    "warning",
+                    "namespace-nested",
+                    subject,
+                    f"namespace {ns.name} (prefix {prefix!r}) contains {len(inner)} of nsprov's "
+                    f"prefixes, e.g. {inner[0]!r}: its own mailboxes of those names are hidden",
+                    f"Remove namespace {ns.name} if nsprov now serves these mailboxes, or give "
+                    "nsprov another prefix.",
+                )
+            )
+        root = _ns_root(ns)
+        spools = [s.path for s in config.spools if root is not None and _inside(root, s.path)]
+        if spools:
+            out.append(
+                _f(
+                    "warning",
+                    "namespace-nested",
+                    subject,
+                    f"namespace {ns.name} already serves {root}, inside nsprov's spool "
+                    f"{spools[0]}, to every user: those mailboxes show twice, and to users the "
+                    "file system would not give them",
+                    f"Remove namespace {ns.name} from dovecot.conf once nsprov serves the spool.",
+                )
+            )
+    if any(s.subscribe for s in config.spools) and not any(
+        ns.name == config.private_namespace for ns in conf.namespaces
+    ):
+        out.append(
+            _f(
+                "warning",
+                "private-namespace-missing",
+                "[dovecot] private_namespace",
+                f"subscribe = true adds entries to namespace {config.private_namespace!r}, which "
+                "dovecot.conf does not define: Dovecot ignores them silently",
+                "Set [dovecot] private_namespace to the name of the namespace with inbox = yes.",
+            )
+        )
+    return out
+
+
+_SERVICE_OPTIONS_WITH_VALUE = frozenset({"-t", "-c", "-i", "-o"})
+_CHAIN_OPTIONS = frozenset({"config", "protocol", "on-error", "deadline", "help"})
+
+
+def _socket_of(executable: str) -> str | None:
+    """The post-login socket of ``executable = imap [-t N] imap-postlogin``."""
+    tokens = executable.split(" ")
+    i = 1
+    while i < len(tokens):
+        token = tokens[i]
+        if not token:
+            i += 1
+        elif token.startswith("-"):
+            i += 2 if token in _SERVICE_OPTIONS_WITH_VALUE else 1
+        else:
+            return os.path.basename(token)
+    return None
+
+
+def _post_login_service(conf: DovecotConf, socket: str) -> ConfSection | None:
+    services = conf.services
+    if socket in services:
+        return services[socket]
+    for service in services.values():
+        if any(listener.name == socket for listener in service.children("unix_listener")):
+            return service
+    return None
+
+
+def _chain_options(args: Sequence[str]) -> tuple[dict[str, str], list[str], list[str]]:
+    """nsprov's options on a post-login line: (options, unknown ones, the rest of the chain)."""
+    opts: dict[str, str] = {}
+    unknown: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            i += 1
+            break
+        if not arg.startswith("--"):
+            break
+        name, eq, value = arg[2:].partition("=")
+        if name in _CHAIN_OPTIONS - {"help"} and not eq and i + 1 < len(args):
+            value = args[i + 1]
+            i += 1
+        if name in _CHAIN_OPTIONS:
+            opts[name] = value
+        else:
+            unknown.append(arg)
+        i += 1
+    return opts, unknown, list(args[i:])
+
+
+def check_wiring(
+    config: Config,
+    conf: DovecotConf,
+    *,
+    config_path: str,
+    executable: Callable[[str], bool] = lambda p: os.access(p, os.X_OK),
+) -> list[Finding]:
+    """The post-login services of IMAP and POP3: present, calling nsprov right, as root."""
+    out: list[Finding] = []
+    serve_wired = "dict" in conf.userdb_drivers
+    for protocol in ("imap", "pop3"):
+        if protocol not in conf.protocols:
+            continue
+        actions: tuple[str, ...] = getattr(config.actions, protocol)
+        service = conf.services.get(protocol)
+        socket = _socket_of(service.get("executable")) if service is not None else None
+        example = "examples/dovecot-2.3/10-master.conf (docs: Dovecot wiring)"
+        if socket is None:
+            if actions and not (serve_wired and set(actions) <= {"namespaces"}):
+                deny = " (its deny rules do not apply)" if "deny" in actions else ""
+                out.append(
+                    _f(
+                        "error",
+                        "wiring-missing",
+                        f"service {protocol}",
+                        f"{protocol} logins run no post-login script{deny}, but the "
+                        f"configuration runs {', '.join(actions)} for {protocol}",
+                        f"Add the service {protocol} and service {protocol}-postlogin blocks of "
+                        f"{example}.",
+                    )
+                )
+            continue
+        post = _post_login_service(conf, socket)
+        if post is None:
+            out.append(
+                _f(
+                    "error",
+                    "wiring-missing",
+                    f"service {protocol}",
+                    f"service {protocol} hands logins to the post-login socket {socket}, but no "
+                    f"service provides it: every {protocol} login fails",
+                    f"Add a service {socket} block as in {example}.",
+                )
+            )
+            continue
+        subject = f"service {post.name}"
+        tokens = post.get("executable").split(" ")
+        if os.path.basename(tokens[0]) != "script-login":
+            out.append(
+                _f(
+                    "warning",
+                    "wiring-missing",
+                    subject,
+                    f"service {post.name} runs {tokens[0]!r}, not script-login: nsprov is not "
+                    f"called for {protocol}",
+                    f"Use executable = script-login /path/to/nsprov post-login … as in {example}.",
+                )
+            )
+            continue
+        programs = tokens[1:]
+        while programs and programs[0].startswith("-"):
+            programs = programs[1:]  # script-login's own -d
+        at = next((i for i in range(len(programs) - 1) if programs[i + 1] == "post-login"), None)
+        if at is None:
+            out.append(
+                _f(
+                    "warning",
+                    "wiring-missing",
+                    subject,
+                    f"the post-login chain of {protocol} ({' '.join(programs)}) does not run "
+                    "nsprov post-login",
+                    f"Add /path/to/nsprov post-login --config={config_path} --protocol={protocol} "
+                    "to the executable line (a hook script calling nsprov.run_hook needs no "
+                    "change: then ignore this).",
+                )
+            )
+            continue
+        out += _check_chain(
+            protocol, post, programs[at], programs[at + 2 :], config_path, executable
+        )
+        user = post.get("user")
+        if user not in {"", "root", "0"}:
+            out.append(
+                _f(
+                    "warning",
+                    "wiring-service-user",
+                    subject,
+                    f"service {post.name} runs as {user}: nsprov then cannot stat spool entries "
+                    "that user cannot search, nor become each user to create the index "
+                    "directories in their homes",
+                    f"Remove the user = line from service {post.name} (the default, root, is "
+                    "what nsprov expects; it evaluates permissions for the user itself).",
+                )
+            )
+    return out
+
+
+def _check_chain(
+    protocol: str,
+    post: ConfSection,
+    program: str,
+    args: Sequence[str],
+    config_path: str,
+    executable: Callable[[str], bool],
+) -> list[Finding]:
+    from ._postlogin import UsageError, parse_args  # noqa: PLC0415
+
+    out: list[Finding] = []
+    subject = f"service {post.name}"
+    if not program.startswith("/"):
+        out.append(
+            _f(
+                "error",
+                "wiring-relative-path",
+                subject,
+                f"{program!r} is not an absolute path: script-login looks for it in Dovecot's "
+                "libexec directory (the post-login environment has no PATH), and the login fails",
+                f"Give the absolute path, e.g. /usr/local/bin/nsprov (found by: command -v {program}).",
+            )
+        )
+    elif not executable(program):
+        out.append(
+            _f(
+                "error",
+                "wiring-program-missing",
+                subject,
+                f"{program} does not exist or is not executable: every {protocol} login fails",
+                "Correct the path, or install nsprov there (ln -s /opt/nsprov/bin/nsprov "
+                "/usr/local/bin/nsprov).",
+            )
+        )
+    if "" in args:
+        out.append(
+            _f(
+                "error",
+                "wiring-bad-arguments",
+                subject,
+                f"the executable line of service {post.name} has two spaces in a row: Dovecot "
+                "passes an empty argument, which nsprov takes for the next program to run",
+                "Separate the arguments by single spaces.",
+            )
+        )
+        return out
+    opts, unknown, rest = _chain_options(args)
+    if unknown:
+        out.append(
+            _f(
+                "warning",
+                "wiring-bad-arguments",
+                subject,
+                f"nsprov post-login ignores the unknown options {', '.join(unknown)} (and logs "
+                "that on every login)",
+                "Remove them; nsprov post-login --help lists the options.",
+            )
+        )
+    known = [a for a in args if a not in unknown]
+    try:
+        parsed = parse_args([*known, "/usr/lib/dovecot/script-login"])
+    except UsageError as e:
+        refusal: str | None = str(e)
+    else:
+        refusal = None if parsed is not None else "--help prints the usage and denies the login"
+    if refusal is not None:
+        out.append(
+            _f(
+                "error",
+                "wiring-bad-arguments",
+                subject,
+                f"nsprov post-login refuses its arguments on service {post.name}: {refusal}",
+                "Correct the option (one token each, --name=value).",
+            )
+        )
+    for nxt in rest[:1]:
+        if not nxt.startswith("/"):
+            out.append(
+                _f(
+                    "error",
+                    "wiring-relative-path",
+                    subject,
+                    f"nsprov execs {nxt!r} after its options without PATH: the login fails",
+                    "Give every program of the chain as an absolute path.",
+                )
+            )
+    wired = opts.get("protocol")
+    if wired is None:
+        out.append(
+            _f(
+                "warning",
+                "wiring-no-protocol",
+                subject,
+                f"service {post.name} calls nsprov without --protocol: nsprov runs the default "
+                "action list and writes nothing to the client (no alerts, no deny message)",
+                f"Append --protocol={protocol} to the executable line.",
+            )
+        )
+    elif wired != protocol:
+        out.append(
+            _f(
+                "error",
+                "wiring-protocol-mismatch",
+                subject,
+                f"{protocol} logins go through service {post.name}, which calls nsprov with "
+                f"--protocol={wired}: {protocol} clients get {wired} lines (a POP3 client "
+                "desynchronises on an IMAP alert) and the wrong action list",
+                f"Give {protocol} a post-login service of its own with --protocol={protocol}.",
+            )
+        )
+    wired_config = opts.get("config", DEFAULT_CONFIG_PATH)
+    if os.path.realpath(wired_config) != os.path.realpath(config_path):
+        out.append(
+            _f(
+                "warning",
+                "wiring-config-path",
+                subject,
+                f"service {post.name} runs nsprov with {wired_config}, but this check read "
+                f"{config_path}",
+                f"Check the wired file (nsprov check --config={wired_config}), or point "
+                "--config= on the executable line at this one.",
+            )
+        )
+    return out
+
+
+def check_acl_plugin(config: Config, conf: DovecotConf, *, acl_plugin: bool) -> list[Finding]:
+    """``[dovecot] acl_plugin`` against Dovecot's ``mail_plugins`` for IMAP."""
+    enabled = "acl" in conf.plugins("imap")
+    if enabled and not acl_plugin and config.dialect == "2.4":
+        return [
+            _f(
+                "error",
+                "acl-plugin-setting",
+                "[dovecot] acl_plugin",
+                "Dovecot's ACL plugin is enabled, but [dovecot] acl_plugin = false: on 2.4 the "
+                "plugin then refuses every mailbox's own dovecot-acl and every shared mailbox is "
+                "NONEXISTENT",
+                "Set acl_plugin = true under [dovecot].",
+            )
+        ]
+    if acl_plugin and not enabled:
+        return [
+            _f(
+                "info",
+                "acl-plugin-setting",
+                "[dovecot] acl_plugin",
+                "[dovecot] acl_plugin = true, but the ACL plugin is not in mail_plugins"
+                + (
+                    ": one more userdb key per namespace for nothing"
+                    if config.dialect == "2.4"
+                    else ""
+                ),
+                "Set acl_plugin = false, or enable the plugin.",
+            )
+        ]
+    return []
+
+
+def acl_required(conf: DovecotConf | None) -> bool:
+    """Whether public mailboxes need a ``dovecot-acl`` to be visible at all."""
+    return conf is not None and "acl" in conf.plugins("imap") and conf.acl_global is None
+
+
+# --- users --------------------------------------------------------------------------------
+
+#: The IPv6 addresses make ``IP``/``LOCAL_IP`` as long as they get.
+_IP = "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"
+
+
+def base_environ(user: MailUser) -> dict[str, str]:
+    """A realistic post-login environment for *user*, before nsprov adds anything."""
+    ident = user.identity
+    return {
+        "USER": user.user,
+        "UID": str(ident.uid),
+        "GID": str(ident.gid),
+        "HOME": user.home or "",
+        "SYSTEM_GROUPS_USER": user.user,
+        "AUTH_MECH": "PLAIN",
+        "AUTH_TOKEN": "0" * 40,
+        "IP": _IP,
+        "LOCAL_IP": _IP,
+        "USERDB_KEYS": "UID GID HOME SYSTEM_GROUPS_USER AUTH_MECH AUTH_TOKEN ",
+    }
+
+
+def _var_size(key: str, value: str) -> int:
+    return len(key.encode()) + 1 + len(value.encode("utf-8", "surrogateescape")) + 1
+
+
+@attrs.frozen(kw_only=True)
+class UserReport:
+    """What one user gets: mailboxes found, namespaces served, sizes against the limits."""
+
+    user: str
+    uid: int
+    gid: int
+    home: str | None
+    #: Mailboxes the user may read (before namespace.max and the environment limits).
+    found: int
+    #: Namespaces nsprov post-login exports.
+    served: int
+    #: The whole post-login environment after nsprov, in bytes (NAME=value plus NUL each).
+    env_bytes: int
+    #: The ``USERDB_KEYS`` string, which must stay under 128 KiB.
+    userdb_keys_bytes: int
+    serve: ReplyBudget | None = None
+
+    @property
+    def over(self) -> bool:
+        """True when the user does not get every mailboxes it may read."""
+        return self.served < self.found
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as a JSON object."""
+        serve = self.serve
+        return {
+            "user": self.user,
+            "uid": self.uid,
+            "gid": self.gid,
+            "home": None if self.home is None else _show(self.home),
+            "found": self.found,
+            "served": self.served,
+            "env_bytes": self.env_bytes,
+            "userdb_keys_bytes": self.userdb_keys_bytes,
+            "serve": None
+            if serve is None
+            else {
+                "fits": serve.fits,
+                "total": serve.total,
+                "size": serve.size,
+                "full_size": serve.full_size,
+                "budget": serve.budget,
+            },
+        }
+
+
+def check_user(
+    config: Config,
+    user: MailUser,
+    *,
+    fs: Fs = DEFAULT_FS,
+    limits: EnvLimits = EnvLimits(),
+    budget: Callable[[Config, MailUser], ReplyBudget] | None = None,
+    serve_mode: bool | None = None,
+) -> tuple[UserReport | None, list[Finding], set[tuple[str, bytes]]]:
+    """One user's namespaces against ``namespace.max``, the kernel and the serve budget.
+
+    Returns the report (None when the namespaces cannot be computed), the
+    findings, and the ``(spool, raw name)`` keys of every mailbox the user may read.
+    """
+    from ._engine import plan  # noqa: PLC0415
+    from ._env import MAX_ARG_STRLEN  # noqa: PLC0415
+
+    subject = f"user {user.user}"
+    environ = base_environ(user)
+    try:
+        p = plan(config, user, environ, fs=fs, limits=limits)
+    except (NsprovError, OSError) as e:
+        return (
+            None,
+            [
+                _f(
+                    "error",
+                    "user-error",
+                    subject,
+                    f"user {user.user}: no namespaces can be computed: {e}",
+                    "Fix what the message names (a home for {home} templates, a readable "
+                    "spool); nsprov show --user USER --explain shows the same.",
+                )
+            ],
+            set(),
+        )
+    served = p.discovery.served
+    over = [k for k in p.discovery.skipped if k.reason == "over-limit"]
+    found = len(served) + len(over)
+    env = {**environ, **p.environ}
+    report = UserReport(
+        user=user.user,
+        uid=user.identity.uid,
+        gid=user.identity.gid,
+        home=user.home,
+        found=found,
+        served=len(served),
+        env_bytes=sum(_var_size(k, v) for k, v in env.items()),
+        userdb_keys_bytes=_var_size("USERDB_KEYS", env["USERDB_KEYS"]),
+    )
+    out: list[Finding] = []
+    if found > config.max_namespaces:
+        out.append(
+            _f(
+                "warning",
+                "namespace-max",
+                subject,
+                f"user {user.user} may read {found} mailboxes, namespace.max = "
+                f"{config.max_namespaces}: only the first {config.max_namespaces} in discovery "
+                "order are served",
+                "Raise max under [namespace] (the kernel limits allow about 1,000 on 2.3 and "
+                "500 on 2.4), or exclude mailboxes the user does not need.",
+            )
+        )
+    if len(served) < min(found, config.max_namespaces):
+        out.append(
+            _f(
+                "warning",
+                "env-limit",
+                subject,
+                f"only {len(served)} of user {user.user}'s {min(found, config.max_namespaces)} "
+                f"namespaces fit the kernel's environment limits (USERDB_KEYS may be at most "
+                f"{MAX_ARG_STRLEN} bytes, one string): the first {len(served)} in discovery "
+                "order are served, and each login logs a warning",
+                f"Set max = {len(served)} under [namespace] to make the cut deliberate, shorten "
+                "the name and index templates (every byte repeats per namespace), or give the "
+                "user fewer mailboxes.",
+            )
+        )
+    if budget is not None and served and config.dialect == "2.3":
+        rb = budget(config, user)
+        report = attrs.evolve(report, serve=rb)
+        if rb.fits < rb.total:
+            out.append(
+                _f(
+                    "warning" if serve_mode is not False else "info",
+                    "serve-budget",
+                    subject,
+                    f"in serve mode user {user.user} would get {rb.fits} of {rb.total} "
+                    f"namespaces: the reply needs {rb.full_size} bytes, the budget is "
+                    f"{rb.budget} (Dovecot's auth worker refuses replies over 8192 bytes)",
+                    "Serve this user in post-login mode (nsprov post-login), which carries "
+                    "about 1,000 namespaces."
+                    + (
+                        ""
+                        if serve_mode is not False
+                        else " Post-login mode is wired: nothing to do."
+                    ),
+                )
+            )
+    keys = {(s.spool, s.raw) for s in served} | {(k.spool, k.raw) for k in over}
+    return report, out, keys
+
+
+def check_virtual(
+    config: Config, users: Sequence[MailUser], uid_names: Mapping[int, Sequence[str]]
+) -> list[Finding]:
+    """Users who share one uid: file system permissions cannot tell them apart."""
+    by_uid: dict[int, set[str]] = {}
+    for u in users:
+        by_uid.setdefault(u.identity.uid, set()).add(u.user)
+    out = []
+    for uid, checked in sorted(by_uid.items()):
+        names = sorted(checked | set(uid_names.get(uid, ())))
+        if len(names) < 2 and not config.identity.mail_uid:
+            continue
+        via = " ([identity] mail_uid)" if config.identity.mail_uid else ""
+        out.append(
+            _f(
+                "warning",
+                "virtual-users",
+                f"uid {uid}",
+                f"users {_some(names)} map to uid {uid}{via}: file system permissions cannot "
+                "tell them apart, so they all get the same shared mailboxes",
+                "Give each user its own uid where they need different mailboxes; otherwise "
+                "grant per user with Dovecot's ACL plugin (dovecot-acl files) and set [dovecot] "
+                "acl_plugin = true.",
+            )
+        )
+    return out
+
+
+def select_users(
+    entries: Iterable[tuple[str, int]], *, first_valid_uid: int, last_valid_uid: int, cap: int
+) -> tuple[list[str], int]:
+    """Login names Dovecot would accept (uid within its range, never root), capped.
+
+    Returns the first *cap* names in uid order and how many there were.
+    """
+    low = max(first_valid_uid, 1)
+    eligible = sorted(
+        {
+            (uid, name)
+            for name, uid in entries
+            if uid >= low and (not last_valid_uid or uid <= last_valid_uid)
+        }
+    )
+    return [name for _, name in eligible[:cap]], len(eligible)
+
+
+# --- stale per-user directories -----------------------------------------------------------
+
+_SENTINELS = {"ns": "\0N\0", "id": "\0I\0", "slug": "\0S\0", "hash": "\0H\0"}
+_HASH_RE = "[a-z2-7]{6}"
+_SLUG_RE = "[a-z0-9](?:[a-z0-9-]{0,3}[a-z0-9])?"
+_STRICT = {"\0I\0": f"(?:{_SLUG_RE}-)?{_HASH_RE}", "\0S\0": f"(?:{_SLUG_RE})?", "\0H\0": _HASH_RE}
+_LOOSE = {"\0I\0": "[a-z0-9_-]+", "\0S\0": "[a-z0-9-]*", "\0H\0": "[a-z0-9]+"}
+
+
+def _pattern(text: str, fields: Mapping[str, str]) -> str:
+    parts = re.split("(\0[A-Z]\0)", text)
+    return "".join(fields.get(p, re.escape(p)) for p in parts)
+
+
+@attrs.frozen
+class StaleDir:
+    """A directory in a per-user parent that no current spool entry would use."""
+
+    user: str
+    path: str
+    #: ``"current"``: named by this nsprov's scheme; ``"other"``: looks like another scheme's.
+    scheme: Literal["current", "other"]
+
+
+def _parents(config: Config, user: MailUser) -> dict[str, list[tuple[str, SpoolConfig]]]:
+    """Per-user parent directories and the namespace-dependent component below each."""
+    home = (user.home or "").rstrip("/") or "/"
+    out: dict[str, list[tuple[str, SpoolConfig]]] = {}
+    for spool in config.spools:
+        for key in _PATH_KEYS:
+            template = getattr(spool, key)
+            if template is None or ("home" in template.fields and not user.home):
+                continue
+            rendered = os.path.normpath(
+                template.render({"home": home, "user": user.user, **_SENTINELS})
+            )
+            parts = rendered.split("/")
+            at = next((i for i, p in enumerate(parts) if "\0" in p), None)
+            if at is None:
+                continue
+            parent = "/".join(parts[:at]) or "/"
+            entry = (parts[at], spool)
+            if entry not in out.setdefault(parent, []):
+                out[parent].append(entry)
+    return out
+
+
+def _render_component(component: str, spool: SpoolConfig, raw: bytes) -> str:
+    ident, slug, digest = entry_id(spool.path_bytes, raw)
+    ns = spool.name.render({"id": ident, "slug": slug, "hash": digest})
+    for key, value in (("ns", ns), ("id", ident), ("slug", slug), ("hash", digest)):
+        component = component.replace(_SENTINELS[key], value)
+    return component
+
+
+def find_stale(
+    config: Config,
+    user: MailUser,
+    *,
+    fs: Fs = DEFAULT_FS,
+    listings: Mapping[str, Sequence[bytes] | None] | None = None,
+) -> tuple[list[StaleDir], list[Finding]]:
+    """Directories in *user*'s index/control parents that match no spool entry any more.
+
+    The expected names are computed for **every** entry of each spool (the
+    user's access does not matter: it may come back).  *listings* maps a spool
+    path to its entry names (None: it could not be listed); missing spools are
+    listed through *fs*.  A parent shared with an unlistable spool is not checked.
+    """
+    stale: list[StaleDir] = []
+    out: list[Finding] = []
+    cache: dict[str, Sequence[bytes] | None] = dict(listings or {})
+
+    def listing(spool: SpoolConfig) -> Sequence[bytes] | None:
+        if spool.path not in cache:
+            try:
+                cache[spool.path] = fs.listdir(fs.realpath(spool.path_bytes))
+            except OSError:
+                cache[spool.path] = None
+        return cache[spool.path]
+
+    for parent, components in sorted(_parents(config, user).items()):
+        unlisted = [s.path for _, s in components if listing(s) is None]
+        if unlisted:
+            out.append(
+                _f(
+                    "info",
+                    "stale-unchecked",
+                    _show(parent),
+                    f"{_show(parent)} (user {user.user}) was not checked for stale directories: "
+                    f"spool {unlisted[0]} cannot be listed",
+                    "Fix the spool, then run the check again.",
+                )
+            )
+            continue
+        parent_b = os.fsencode(parent)
+        try:
+            if not st.S_ISDIR(fs.lstat(parent_b).st_mode) or fs.realpath(parent_b) != parent_b:
+                out.append(
+                    _f(
+                        "info",
+                        "stale-unchecked",
+                        _show(parent),
+                        f"{_show(parent)} (user {user.user}) is reached through a symbolic link "
+                        "or is no directory: not checked",
+                        "Nothing to do unless you expected nsprov's directories there.",
+                    )
+                )
+                continue
+            names = fs.listdir(parent_b)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            out.append(
+                _f(
+                    "info",
+                    "stale-unchecked",
+                    _show(parent),
+                    f"{_show(parent)} (user {user.user}) cannot be listed: {e.strerror or e}",
+                    "Nothing to do unless you expected nsprov's directories there.",
+                )
+            )
+            continue
+        expected = {
+            os.fsencode(_render_component(component, spool, raw))
+            for component, spool in components
+            for raw in listing(spool) or ()
+        }
+        strict = []
+        loose = []
+        for component, spool in components:
+            name_template = spool.name.render({"id": "\0I\0", "slug": "\0S\0", "hash": "\0H\0"})
+            strict.append(re.compile(_pattern(component.replace("\0N\0", name_template), _STRICT)))
+            loose_name = _pattern(name_template, _LOOSE)
+            loose.append(re.compile(_pattern(component, {**_LOOSE, "\0N\0": loose_name})))
+        for raw in sorted(names):
+            if raw in expected:
+                continue
+            text = raw.decode("utf-8", "surrogateescape")
+            if any(p.fullmatch(text) for p in strict):
+                scheme: Literal["current", "other"] = "current"
+            elif any(p.fullmatch(text) for p in loose):
+                scheme = "other"
+            else:
+                continue
+            path_b = parent_b.rstrip(b"/") + b"/" + raw
+            try:
+                if not st.S_ISDIR(fs.lstat(path_b).st_mode):
+                    continue
+            except OSError:
+                continue
+            stale.append(StaleDir(user.user, os.fsdecode(path_b), scheme))
+    for d in stale:
+        out.append(stale_finding(d))
+    return stale, out
+
+
+def stale_finding(d: StaleDir) -> Finding:
+    """The finding for one stale directory."""
+    path = _show(d.path)
+    if d.scheme == "current":
+        return _f(
+            "info",
+            "stale-dir",
+            path,
+            f"{path} (user {d.user}) matches no entry of any spool any more (the mailbox was "
+            "renamed or removed): it holds only that user's index and state of it",
+            f"nsprov check --user {d.user} --clean-stale removes it, as the user.",
+        )
+    return _f(
+        "warning",
+        "stale-other-scheme",
+        path,
+        f"{path} (user {d.user}) looks like a namespace directory of another nsprov naming "
+        f"scheme (this nsprov uses {NAMING_SCHEME}): left by an older or newer nsprov, whose "
+        "index state this one does not use",
+        "Once no other nsprov version serves this user, remove it as the user (--clean-stale "
+        "leaves it alone).",
+    )
+
+
+def remove_dirs(paths: Sequence[str]) -> list[tuple[str, str | None]]:
+    """Remove each directory tree without following symbolic links; ``(path, error or None)``.
+
+    Run it as the user (see :func:`clean_stale_as`): a path the user planted
+    then leads only where the user could write anyway.
+    """
+    import shutil  # noqa: PLC0415
+
+    out: list[tuple[str, str | None]] = []
+    for path in paths:
+        parent, name = os.path.split(path)
+        try:
+            fd = os.open(parent or "/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                if not st.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                    raise NotADirectoryError(errno.ENOTDIR, "not a directory, left alone")
+                shutil.rmtree(name, dir_fd=fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            where = f" ({_show(e.filename)})" if isinstance(e.filename, (str, bytes)) else ""
+            out.append((path, f"{e.strerror or e}{where}"))
+        else:
+            out.append((path, None))
+    return out
+
+
+def clean_stale_as(user: MailUser, paths: Sequence[str]) -> list[tuple[str, str | None]]:
+    """:func:`remove_dirs` in a forked process that has become *user* first."""
+    import json  # noqa: PLC0415
+
+    from ._engine import drop_privileges  # noqa: PLC0415
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child; remove_dirs is tested directly
+        status = 1
+        try:
+            os.close(r)
+            drop_privileges(user)
+            view = memoryview(json.dumps(remove_dirs(paths)).encode())
+            while view:
+                view = view[os.write(w, view) :]
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(w)
+    with os.fdopen(r, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    try:
+        results = json.loads(data) if status == 0 else None
+    except ValueError:
+        results = None
+    if not isinstance(results, list):
+        return [(p, f"the clean-up process could not become user {user.user}") for p in paths]
+    return [(str(p), None if e is None else str(e)) for p, e in results]
+
+
+# --- the whole check ----------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class World:
+    """Everything the checks look at, gathered by :func:`gather` (or built by a test)."""
+
+    config_path: str
+    config: Config | None = None
+    config_problems: tuple[str, ...] = ()
+    #: ``[dovecot] acl_plugin`` as written (the parsed config applies it and forgets it).
+    acl_plugin: bool = False
+    doveconf: DovecotConf | None = None
+    #: Why there is no doveconf output (``doveconf-unavailable`` or ``doveconf-failed``).
+    doveconf_finding: Finding | None = None
+    dovecot_version: str | None = None
+    version_source: str | None = None
+    users: tuple[MailUser, ...] = ()
+    user_findings: tuple[Finding, ...] = ()
+    #: True when the users were enumerated rather than named with --user.
+    enumerated: bool = False
+    #: Every passwd login name by uid, for the virtual-users check.
+    uid_names: Mapping[int, tuple[str, ...]] = attrs.Factory(dict)
+    fs: Fs = DEFAULT_FS
+    executable: Callable[[str], bool] = lambda p: os.access(p, os.X_OK)
+    budget: Callable[[Config, MailUser], ReplyBudget] | None = None
+    #: With --clean-stale: removes directories as a user (:func:`clean_stale_as`).
+    clean: Callable[[MailUser, Sequence[str]], list[tuple[str, str | None]]] | None = None
+    uid_name: Callable[[int], str] = str
+    gid_name: Callable[[int], str] = str
+
+
+_RANK = {"error": 0, "warning": 1, "info": 2}
+
+
+@attrs.frozen(kw_only=True)
+class Report:
+    """The outcome of ``nsprov check``."""
+
+    config_path: str
+    dialect: str | None = None
+    dovecot_version: str | None = None
+    version_source: str | None = None
+    doveconf: bool = False
+    findings: tuple[Finding, ...] = ()
+    users: tuple[UserReport, ...] = ()
+
+    @property
+    def status(self) -> int:
+        """The exit status: 1 when any finding is an error, else 0."""
+        return 1 if any(f.severity == "error" for f in self.findings) else 0
+
+    def counts(self) -> dict[str, int]:
+        """How many findings of each severity."""
+        return {s: sum(f.severity == s for f in self.findings) for s in SEVERITIES}
+
+    def codes(self) -> set[tuple[str, str]]:
+        """``(code, severity)`` of every finding."""
+        return {(f.code, f.severity) for f in self.findings}
+
+
+def run_checks(world: World) -> Report:
+    """Run every check on *world*."""
+    findings: list[Finding] = []
+    base = {
+        "config_path": world.config_path,
+        "dovecot_version": world.dovecot_version,
+        "version_source": world.version_source,
+        "doveconf": world.doveconf is not None,
+    }
+    if world.doveconf_finding is not None:
+        findings.append(world.doveconf_finding)
+    config = world.config
+    if config is None:
+        findings = config_findings(world.config_path, world.config_problems) + findings
+        return _report(base, findings, [])
+    try:
+        config.check_does_something()
+    except ConfigError as e:
+        findings.append(
+            _f(
+                "error",
+                "config-does-nothing",
+                world.config_path,
+                str(e),
+                "Add a [[spool]] table (or an action such as [deny]).",
+            )
+        )
+    template_findings = check_templates(config)
+    findings += template_findings
+    bad_templates = {f.subject for f in template_findings if f.code == "template-invalid"}
+    fs = world.fs
+    scans = scan_structure(config, fs=fs)
+    templates_ok = {s.number for s in scans if f"spool[{s.number}]" not in bad_templates}
+    findings += structure_findings(scans, templates_ok=templates_ok)
+    conf = world.doveconf
+    findings += check_version(config, world.dovecot_version, world.version_source)
+    if conf is not None:
+        findings += check_separator(config, conf)
+        findings += check_conf_namespaces(config, conf, scans)
+        findings += check_wiring(
+            config, conf, config_path=world.config_path, executable=world.executable
+        )
+        findings += check_acl_plugin(config, conf, acl_plugin=world.acl_plugin)
+    usable = attrs.evolve(config, spools=tuple(s.spool for s in scans if s.error is None))
+    findings += list(world.user_findings)
+    reports, user_findings, access, shown = _check_users(world, usable, conf)
+    findings += check_traversal(scans, fs=fs, users=world.users)
+    findings += check_mailboxes(
+        scans,
+        fs=fs,
+        access=access if world.users else None,
+        stat_dirs=conf.maildir_stat_dirs if conf is not None else None,
+        acl_required=acl_required(conf),
+        uid_name=world.uid_name,
+        gid_name=world.gid_name,
+    )
+    if world.users:
+        findings += no_access_findings(scans, access, len(world.users))
+    findings += user_findings
+    findings += check_virtual(config, world.users, world.uid_names)
+    listings = {s.spool.path: (s.names if s.error is None else None) for s in scans}
+    for user in shown:
+        stale, stale_findings = find_stale(config, user, fs=fs, listings=listings)
+        if world.clean is not None:
+            removable = [d.path for d in stale if d.scheme == "current"]
+            results = dict(world.clean(user, removable)) if removable else {}
+            stale_findings = [f for f in stale_findings if f.code != "stale-dir"] + [
+                _removed(user, path, error) for path, error in results.items()
+            ]
+        findings += stale_findings
+    return _report({**base, "dialect": config.dialect}, findings, reports)
+
+
+def _removed(user: MailUser, path: str, error: str | None) -> Finding:
+    shown = _show(path)
+    if error is None:
+        return _f(
+            "info",
+            "stale-removed",
+            shown,
+            f"removed {shown} as user {user.user}",
+            "Nothing to do.",
+        )
+    return _f(
+        "warning",
+        "stale-remove-failed",
+        shown,
+        f"could not remove {shown} as user {user.user}: {error}",
+        "Look at what the user cannot delete there (files another user or root created), and "
+        "remove it by hand.",
+    )
+
+
+def _check_users(
+    world: World, config: Config, conf: DovecotConf | None
+) -> tuple[
+    list[UserReport], list[Finding], dict[tuple[str, bytes], list[MailUser]], list[MailUser]
+]:
+    serve_mode = None if conf is None else "dict" in conf.userdb_drivers
+    reports: list[UserReport] = []
+    findings: list[Finding] = []
+    access: dict[tuple[str, bytes], list[MailUser]] = {}
+    shown: list[MailUser] = []
+    failures: list[Finding] = []
+    for user in world.users:
+        report, found, keys = check_user(
+            config, user, fs=world.fs, budget=world.budget, serve_mode=serve_mode
+        )
+        for key in keys:
+            access.setdefault(key, []).append(user)
+        if report is None:
+            failures += found
+            continue
+        if world.enumerated and not (report.served or report.over):
+            continue
+        reports.append(report)
+        findings += found
+        shown.append(user)
+    if world.enumerated and failures:
+        first = failures[0]
+        findings.append(
+            _f(
+                "warning" if reports else "error",
+                "user-error",
+                first.subject,
+                f"{len(failures)} of {len(world.users)} users could not be checked; the first: "
+                f"{first.message}",
+                first.fix,
+            )
+        )
+    else:
+        findings += failures
+        shown += [u for u in world.users if u not in shown and not world.enumerated]
+    return reports, findings, access, shown
+
+
+def _report(
+    base: Mapping[str, Any], findings: Sequence[Finding], users: Sequence[UserReport]
+) -> Report:
+    ordered = sorted(findings, key=lambda f: _RANK[f.severity])
+    return Report(findings=tuple(ordered), users=tuple(users), **base)
+
+
+# --- output -------------------------------------------------------------------------------
+
+
+def render_json(report: Report) -> str:
+    """The report as a JSON document (``--format=json``)."""
+    import json  # noqa: PLC0415
+    from importlib.metadata import version  # noqa: PLC0415
+
+    doc = {
+        "nsprov": version("nsprov"),
+        "config": report.config_path,
+        "dialect": report.dialect,
+        "naming_scheme": NAMING_SCHEME,
+        "dovecot": {
+            "version": report.dovecot_version,
+            "source": report.version_source,
+            "doveconf": report.doveconf,
+        },
+        "status": report.status,
+        "summary": report.counts(),
+        "findings": [f.as_dict() for f in report.findings],
+        "users": [u.as_dict() for u in report.users],
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+_COLOURS = {"error": "\033[1;31m", "warning": "\033[1;33m", "info": "\033[36m"}
+_BOLD = "\033[1m"
+_RESET = "\033[0m"
+
+
+def use_colour(stream: TextIO, environ: Mapping[str, str]) -> bool:
+    """Colour only on a terminal, and never when ``NO_COLOR`` is set (no-color.org)."""
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return tty and not environ.get("NO_COLOR")
+
+
+def render_table(report: Report, *, colour: bool = False, width: int = 100) -> str:
+    """The report for humans: findings by severity, each with its fix, then the users."""
+    import textwrap  # noqa: PLC0415
+
+    def paint(text: str, code: str) -> str:
+        return f"{code}{text}{_RESET}" if colour else text
+
+    version = (
+        f"Dovecot {report.dovecot_version} ({report.version_source})"
+        if report.dovecot_version
+        else "Dovecot version unknown"
+    )
+    meta = [f"dialect {report.dialect}" if report.dialect else "", version]
+    meta.append(f"naming scheme {NAMING_SCHEME}")
+    lines = [f"nsprov check: {report.config_path}", "  " + "; ".join(m for m in meta if m), ""]
+
+    def wrap(text: str, first: str) -> list[str]:
+        return textwrap.wrap(
+            text,
+            width,
+            initial_indent=first,
+            subsequent_indent="    ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        ) or [first]
+
+    for f in report.findings:
+        tag = paint(f"{f.severity.upper():<7}", _COLOURS[f.severity])
+        head = f"{tag} {paint(f.code, _BOLD)}"
+        lines.append(head + (f"  {f.subject}" if f.subject else ""))
+        lines += wrap(f.message, "    ")
+        lines += wrap(f.fix, "    fix: ")
+        lines.append("")
+    if not report.findings:
+        lines += ["No problems found.", ""]
+    if report.users:
+        lines.append(f"Users ({len(report.users)}):")
+        name_w = max(4, *(len(u.user) for u in report.users))
+        lines.append(
+            f"  {'USER':<{name_w}}  {'UID':>7}  {'NAMESPACES':>10}  {'ENV BYTES':>9}  "
+            f"{'USERDB_KEYS':>11}  SERVE REPLY"
+        )
+        for u in report.users:
+            counts = f"{u.served}/{u.found}"
+            serve = (
+                "-"
+                if u.serve is None
+                else f"{u.serve.fits}/{u.serve.total} ({u.serve.full_size} B)"
+            )
+            lines.append(
+                f"  {u.user:<{name_w}}  {u.uid:>7}  {counts:>10}  {u.env_bytes:>9}  "
+                f"{u.userdb_keys_bytes:>11}  {serve}"
+            )
+        lines.append("")
+    totals = report.counts()
+    summary = ", ".join(
+        paint(_plural(totals[s], s), _COLOURS[s]) if totals[s] else _plural(0, s)
+        for s in SEVERITIES
+    )
+    lines.append(summary)
+    return "\n".join(lines) + "\n"
+
+
+def _plural(count: int, severity: str) -> str:
+    return f"{count} {severity}" + ("s" if count != 1 and severity != "info" else "")
+
+
+# --- the command --------------------------------------------------------------------------
+
+
+def _version_arg(text: str) -> str:
+    import argparse  # noqa: PLC0415
+
+    if not re.fullmatch(r"\d+\.\d+", text):
+        raise argparse.ArgumentTypeError(f"expected X.Y, e.g. 2.3, got {text!r}")
+    return text
+
+
+def _positive(text: str) -> int:
+    import argparse  # noqa: PLC0415
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def check_parser() -> Any:
+    """The argument parser of ``nsprov check``."""
+    import argparse  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(
+        prog="nsprov check",
+        description="Check the configuration, the spools and Dovecot's wiring; exit 1 on errors.",
+    )
+    parser.add_argument("--config", default=DEFAULT_CONFIG_PATH, help="nsprov's TOML config")
+    parser.add_argument(
+        "--user",
+        action="append",
+        default=[],
+        metavar="USER",
+        help="check this user (repeatable); default: every user Dovecot accepts, capped",
+    )
+    parser.add_argument(
+        "--max-users", type=_positive, default=200, help="cap for the enumerated users"
+    )
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument("--doveconf", metavar="PATH", help="the doveconf program")
+    parser.add_argument(
+        "--dovecot-config", metavar="FILE", help="Dovecot's config file (doveconf -c FILE)"
+    )
+    parser.add_argument("--dovecot", metavar="PATH", help="the dovecot program (for --version)")
+    parser.add_argument(
+        "--dovecot-version", type=_version_arg, metavar="X.Y", help="skip version detection"
+    )
+    parser.add_argument(
+        "--clean-stale",
+        action="store_true",
+        help="remove stale per-user directories of the checked users, as each user",
+    )
+    return parser
+
+
+def _find_program(name: str, given: str | None) -> str | None:
+    import shutil  # noqa: PLC0415
+
+    if given:
+        return given
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
+    return shutil.which(name, path=search)
+
+
+def _run_doveconf(args: Any) -> tuple[DovecotConf | None, Finding | None]:
+    import subprocess  # noqa: PLC0415
+
+    program = _find_program("doveconf", args.doveconf)
+    if program is None or not os.access(program, os.X_OK):
+        where = f" at {program}" if program else ""
+        return None, _f(
+            "info",
+            "doveconf-unavailable",
+            program,
+            f"doveconf was not found{where}: the Dovecot checks (separator, namespaces, "
+            "wiring, ACL plugin) were skipped",
+            "Run the check where Dovecot is installed, or pass --doveconf=PATH.",
+        )
+    argv = [program, "-n"]
+    if args.dovecot_config:
+        argv += ["-c", args.dovecot_config]
+    try:
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, errors="replace", timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, _doveconf_failed(argv, str(e))
+    if proc.returncode != 0:
+        return None, _doveconf_failed(argv, proc.stderr.strip() or f"exit status {proc.returncode}")
+    return DovecotConf.parse(proc.stdout), None
+
+
+def _doveconf_failed(argv: Sequence[str], why: str) -> Finding:
+    return _f(
+        "error",
+        "doveconf-failed",
+        " ".join(argv),
+        f"{' '.join(argv)} failed: {why}; Dovecot itself will not start with this configuration",
+        "Fix Dovecot's configuration (the message names the file and line), then run the "
+        "check again.",
+    )
+
+
+def _dovecot_version(args: Any, conf: DovecotConf | None) -> tuple[str | None, str | None]:
+    import subprocess  # noqa: PLC0415
+
+    from ._worker import installed_version  # noqa: PLC0415
+
+    if args.dovecot_version:
+        return args.dovecot_version, "--dovecot-version"
+    header = major_minor(conf.version) if conf is not None and conf.version else None
+    if header and args.doveconf:
+        return header, "doveconf"
+    program = _find_program("dovecot", args.dovecot)
+    if program is not None:
+        try:
+            proc = subprocess.run(
+                [program, "--version"], capture_output=True, text=True, timeout=30, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            proc = None
+        if proc is not None and proc.returncode == 0 and (v := major_minor(proc.stdout)):
+            return v, f"{program} --version"
+    if header:
+        return header, "doveconf"
+    if detected := installed_version(["/usr/lib/dovecot/script-login"]):
+        return detected, "/usr/lib/dovecot"
+    return None, None
+
+
+def _load(path: str) -> tuple[Config | None, tuple[str, ...], bool]:
+    import tomllib  # noqa: PLC0415
+
+    from ._config import load_config  # noqa: PLC0415
+
+    try:
+        config = load_config(path)
+    except ConfigError as e:
+        return None, e.problems, False
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError):
+        raw = {}
+    dovecot = raw.get("dovecot", {})
+    return config, (), isinstance(dovecot, dict) and dovecot.get("acl_plugin") is True
+
+
+def _resolve_users(
+    args: Any, config: Config, conf: DovecotConf | None
+) -> tuple[list[MailUser], list[Finding], dict[int, tuple[str, ...]]]:
+    import pwd  # noqa: PLC0415
+
+    from ._identity import mail_user_from_nss  # noqa: PLC0415
+    from .exceptions import IdentityError  # noqa: PLC0415
+
+    entries = [(p.pw_name, p.pw_uid) for p in pwd.getpwall()]
+    uid_names: dict[int, list[str]] = {}
+    for name, uid in entries:
+        uid_names.setdefault(uid, []).append(name)
+    findings: list[Finding] = []
+    if args.user:
+        names = list(dict.fromkeys(args.user))
+    else:
+        first = conf.first_valid_uid if conf is not None else 500
+        last = conf.last_valid_uid if conf is not None else 0
+        names, total = select_users(
+            entries, first_valid_uid=first, last_valid_uid=last, cap=args.max_users
+        )
+        if not total:
+            findings.append(
+                _f(
+                    "info",
+                    "no-users",
+                    None,
+                    f"no passwd user has a uid Dovecot accepts ({first}"
+                    + (f"..{last}" if last else " or more")
+                    + "): no user was checked",
+                    "Name users with --user USER.",
+                )
+            )
+        elif total > len(names):
+            findings.append(
+                _f(
+                    "info",
+                    "users-capped",
+                    None,
+                    f"{total} users have a uid Dovecot accepts; the first {len(names)} by uid "
+                    "were checked",
+                    "Raise --max-users, or name users with --user USER.",
+                )
+            )
+    users = []
+    for name in names:
+        try:
+            users.append(mail_user_from_nss(name, config.identity))
+        except IdentityError as e:
+            if args.user:
+                findings.append(
+                    _f(
+                        "error",
+                        "user-unknown",
+                        f"user {name}",
+                        str(e),
+                        "Check the spelling, or that NSS (getent passwd USER) knows the user.",
+                    )
+                )
+    return users, findings, {uid: tuple(n) for uid, n in uid_names.items()}
+
+
+def _uid_name(uid: int) -> str:
+    import pwd  # noqa: PLC0415
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _gid_name(gid: int) -> str:
+    import grp  # noqa: PLC0415
+
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def gather(args: Any) -> World:
+    """Look at the system: config, doveconf, Dovecot's version, NSS."""
+    from ._serve import reply_budget  # noqa: PLC0415
+
+    config, problems, acl_plugin = _load(args.config)
+    conf, conf_finding = _run_doveconf(args)
+    version, source = _dovecot_version(args, conf)
+    users: list[MailUser] = []
+    user_findings: list[Finding] = []
+    uid_names: dict[int, tuple[str, ...]] = {}
+    if config is not None:
+        users, user_findings, uid_names = _resolve_users(args, config, conf)
+
+    def budget(cfg: Config, user: MailUser) -> ReplyBudget:
+        return reply_budget(cfg, user)
+
+    return World(
+        config_path=args.config,
+        config=config,
+        config_problems=problems,
+        acl_plugin=acl_plugin,
+        doveconf=conf,
+        doveconf_finding=conf_finding,
+        dovecot_version=version,
+        version_source=source,
+        users=tuple(users),
+        user_findings=tuple(user_findings),
+        enumerated=not args.user,
+        uid_names=uid_names,
+        budget=budget,
+        clean=clean_stale_as if args.clean_stale else None,
+        uid_name=_uid_name,
+        gid_name=_gid_name,
+    )
+
+
+def main(argv: Sequence[str]) -> int:
+    """``nsprov check``: print the report; 0 without errors, 1 with errors, 2 on usage errors."""
+    args = check_parser().parse_args(list(argv))
+    report = run_checks(gather(args))
+    if args.format == "json":
+        out = render_json(report)
+    else:
+        out = render_table(report, colour=use_colour(sys.stdout, os.environ))
+    sys.stdout.write(out)
+    sys.stdout.flush()
+    return report.status

@@ -19,6 +19,8 @@ from .exceptions import ConfigError, InvalidTemplateError
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from ._env import Dialect
+
 DEFAULT_CONFIG_PATH = "/etc/nsprov/nsprov.toml"
 ACTION_TABLES = ("deny", "alert", "acl_groups", "last_login", "mail", "field")
 
@@ -92,6 +94,7 @@ class Config:
     reserved_names: tuple[str, ...] = DEFAULT_RESERVED_NAMES
     config_prefixes: tuple[str, ...] = ()
     private_namespace: str = "inbox"
+    global_mail_driver: str | None = None
     max_namespaces: int = 1000
     create_dirs: bool = True
     identity: IdentityConfig = IdentityConfig()
@@ -108,6 +111,13 @@ class Config:
             raise ConfigError(
                 f"{self.source}: the configuration does nothing: no [[spool]] and no action"
             )
+
+    @property
+    def output_dialect(self) -> Dialect:
+        """The output dialect, with what dovecot.conf lets namespaces inherit."""
+        from ._env import dialect_for  # noqa: PLC0415
+
+        return dialect_for(self.dialect, inherited_driver=self.global_mail_driver)
 
     @property
     def separator(self) -> str:
@@ -433,7 +443,14 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") ->
     dovecot = r.table(data, "dovecot", "dovecot")
     r.unknown(
         dovecot,
-        {"version", "reserved_names", "config_prefixes", "private_namespace", "acl_plugin"},
+        {
+            "version",
+            "reserved_names",
+            "config_prefixes",
+            "private_namespace",
+            "acl_plugin",
+            "global_mail_driver",
+        },
         "dovecot",
     )
     dialect = r.take(
@@ -455,6 +472,14 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") ->
         lambda v: None if NAME_RE.fullmatch(v.lower()) else "must be a namespace name",
     )
     acl_plugin = r.take(dovecot, "acl_plugin", "dovecot", bool, False)
+    global_mail_driver = r.take(
+        dovecot,
+        "global_mail_driver",
+        "dovecot",
+        str,
+        None,
+        lambda v: None if v.isidentifier() else "must be a mail driver name such as maildir",
+    )
     if dialect == "2.4" and acl_plugin:
         # Dovecot 2.4's maildir defaults mail_inbox_path to the namespace root, where the
         # ACL plugin then refuses the mailbox's dovecot-acl ("can't have default ACLs with
@@ -529,6 +554,7 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") ->
         reserved_names=reserved if reserved is not None else DEFAULT_RESERVED_NAMES,
         config_prefixes=prefixes or (),
         private_namespace=private_namespace,
+        global_mail_driver=global_mail_driver or None,
         max_namespaces=max_namespaces,
         create_dirs=r.take(defaults, "create_dirs", "namespace", bool, True),
         identity=identity,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from ._env import EnvLimits, dialect_for, fit_environ
+from ._env import EnvLimits, fit_environ
 from ._model import check_namespaces
 from ._scan import DEFAULT_FS, Discovery, Fs, discover, limit, skipped_counts
 
@@ -63,7 +63,7 @@ def plan(
     env, kept = fit_environ(
         namespaces,
         environ=environ,
-        dialect=dialect_for(config.dialect),
+        dialect=config.output_dialect,
         limits=limits,
         subscribe={s.namespace.name for s in discovery.served if s.spool in subscribing},
         private_namespace=config.private_namespace,

@@ -128,13 +128,19 @@ class Dialect:
     version: str
     #: The variable that lists namespace names (``NAMESPACE`` adds in 2.3, ``NAMESPACE+`` in 2.4).
     list_key: str
+    #: 2.4: the global ``mail_driver`` of dovecot.conf, which a namespace inherits; a
+    #: namespace with this driver leaves ``MAIL_DRIVER`` out (seven keys become six).
+    inherited_driver: str | None = None
 
     def settings(self, ns: Namespace) -> list[tuple[str, str]]:
         """``(KEY, value)`` pairs for *ns*, Dovecot defaults left out."""
         head, tail = _common_settings(ns)
         if self.version == "2.3":
             return [*head, ("MAIL", ns.location.render()), *tail]
-        return [*head, *location_settings_24(ns.location), *tail]
+        settings = location_settings_24(ns.location)
+        if self.inherited_driver == ns.location.driver:
+            settings = [kv for kv in settings if kv[0] != "MAIL_DRIVER"]
+        return [*head, *settings, *tail]
 
     def parse(self, name: str, settings: Mapping[str, str]) -> Namespace:
         """Build a namespace from its ``KEY -> value`` settings (keys uppercase)."""
@@ -164,12 +170,15 @@ V24 = Dialect(version="2.4", list_key="NAMESPACE+")
 DIALECTS = {"2.3": V23, "2.4": V24}
 
 
-def dialect_for(version: str) -> Dialect:
+def dialect_for(version: str, *, inherited_driver: str | None = None) -> Dialect:
     """The dialect for a Dovecot version string (``"2.3"`` or ``"2.4"``)."""
     try:
-        return DIALECTS[version]
+        dialect = DIALECTS[version]
     except KeyError:
         raise ValueError(f"unsupported Dovecot version {version!r}") from None
+    if inherited_driver and version == "2.4":
+        return attrs.evolve(dialect, inherited_driver=inherited_driver)
+    return dialect
 
 
 def _listed(environ: Mapping[str, str]) -> tuple[str, set[str]]:

@@ -688,7 +688,7 @@ class Resolver:
 
     def _compute(self, config: Config, generation: int, key: UserdbKey, now: float) -> Outcome:
         from ._engine import plan  # noqa: PLC0415
-        from ._env import dialect_for, fit_environ  # noqa: PLC0415
+        from ._env import fit_environ  # noqa: PLC0415
         from ._scan import limit  # noqa: PLC0415
 
         try:
@@ -717,7 +717,7 @@ class Resolver:
         if key.protocol is not None:
             # The environment, not Dovecot's 8 KiB auth reply, limits post-login.
             _, fit = fit_environ(
-                namespaces, environ=POSTLOGIN_BASE_ENV, dialect=dialect_for(config.dialect)
+                namespaces, environ=POSTLOGIN_BASE_ENV, dialect=config.output_dialect
             )
             if fit < len(namespaces):
                 env_logs.append(
@@ -729,7 +729,7 @@ class Resolver:
                 )
             namespaces = namespaces[:fit]
             budget = POSTLOGIN_REPLY_BUDGET
-        reply = fit_reply(namespaces, dialect_for(config.dialect), budget)
+        reply = fit_reply(namespaces, config.output_dialect, budget)
         logs: list[tuple[Level, str, dict[str, object]]] = [
             ("warning", "scan-warning", {"user": user.user, "warning": w}) for w in p.warnings
         ]

@@ -14,20 +14,24 @@ first 517.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import attrs
 import pytest
 
 from .harness import make_maildir, namespaces, select_count
+from .chroot24 import chroot24_status
 from .test_scenarios import (
     MAX_ARG_STRLEN,
     VERSIONS,
     Site,
+    Site24,
     config_text,
     open_site,
+    unavailable,
     version_id,
     wiring,
 )
@@ -89,14 +93,17 @@ def env_string(key: str, value: str) -> int:
     return len(f"{key}={value}".encode("utf-8", "surrogateescape")) + 1
 
 
-def log_in(site: Site) -> Login:
+def log_in(site: Site, extra_config: str = "") -> Login:
     """Create the reader, the spool and the config, start Dovecot, log in once, collect."""
     reader = site.user("reader")
     spool = site.base / "spool"
     for i in range(N):
         make_maildir(site.out(spool / mailbox(i)), messages=1, owner=0, group=0, mode=0o755)
     config = site.base / "nsprov.toml"
-    site.out(config).write_text(config_text(site.version, spool), encoding="utf-8")
+    text = config_text(site.version, spool)
+    if extra_config:
+        text = text.replace("[dovecot]\n", "[dovecot]\n" + extra_config, 1)
+    site.out(config).write_text(text, encoding="utf-8")
     dumps = site.base / "dumps"
     site.out(dumps).mkdir(mode=0o700)
     dump = site.base / "dump.py"
@@ -173,3 +180,26 @@ class TestCapacity:
         if login.served < N:
             one_more = sum(len(k) + 1 for k in last_keys)
             assert sizes["USERDB_KEYS"] + one_more > MAX_ARG_STRLEN, login.summary()
+
+
+class InheritingSite24(Site24):
+    """The 2.4 site with dovecot.conf's global ``mail_driver = maildir`` left to namespaces."""
+
+    extra_conf: ClassVar[str] = ""
+
+
+def test_inherited_driver_fits_600() -> None:
+    """On 2.4, with ``global_mail_driver = "maildir"`` (six keys per namespace), at least 600 fit."""
+    if reason := unavailable("2.4"):
+        pytest.skip(reason)
+    root, _ = chroot24_status()
+    assert root is not None
+    with contextlib.ExitStack() as stack:
+        login = log_in(InheritingSite24(stack, root), 'global_mail_driver = "maildir"\n')
+        print(login.summary())
+
+    keys = login.environ["USERDB_KEYS"].split()
+    assert 600 <= login.served < N, login.summary()
+    assert [f"Shared/{mailbox(i)}/" for i in range(login.served)] == login.shared
+    assert (0, 1, 1) == (login.inbox, login.first, login.last)
+    assert not any(k.endswith("/MAIL_DRIVER") for k in keys)
