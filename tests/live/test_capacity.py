@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, ClassVar
 import attrs
 import pytest
 
-from .harness import make_maildir, namespaces, select_count
 from .chroot24 import chroot24_status
+from .harness import make_maildir, namespaces, select_count
 from .test_scenarios import (
     MAX_ARG_STRLEN,
     VERSIONS,
