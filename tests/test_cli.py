@@ -76,7 +76,7 @@ class TestShow:
             "spool",
             "entry",
         } <= set(sales)
-        assert sales["name"].startswith("s-sales-")
+        assert sales["name"].startswith("s-sal-")
         assert "Shared/sales/" == sales["prefix"]
         assert sales["location"].startswith(
             f"maildir:{setup}/spool/sales:INDEX=/home/alice/.nsprov/"
@@ -104,7 +104,7 @@ class TestShow:
         assert 0 == main([*show(setup), "--format=env"])
 
         lines = capsys.readouterr().out.splitlines()
-        assert any(line.startswith("NAMESPACE=s-pct-u-") for line in lines)
+        assert any(line.startswith("NAMESPACE=s-pct-") for line in lines)
         assert any(
             line.startswith("USERDB_KEYS=UID GID HOME SYSTEM_GROUPS_USER NAMESPACE ")
             for line in lines

@@ -387,7 +387,7 @@ class TestWorker:
         assert [T_DEADLINE, T_POLICY] == tags[:2]
         assert T_OK == tags[-1]
         shutil.rmtree(base)
-        assert any(p.startswith(b"NAMESPACE\0s-sales-") for t, p in frames if t == T_ENV)
+        assert any(p.startswith(b"NAMESPACE\0s-sal-") for t, p in frames if t == T_ENV)
 
     def test_failed_action_is_skipped(
         self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capfd: pytest.CaptureFixture[str]

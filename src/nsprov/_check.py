@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 
 from ._config import DEFAULT_CONFIG_PATH
-from ._env import EnvLimits, dialect_for
+from ._env import EnvLimits
 from ._identity import MailUser
 from ._model import check_namespaces
-from ._names import entry_id
+from ._names import HASH_LENGTH, SLUG_LENGTH, entry_id
 from ._perms import FileFacts, Identity
 from ._scan import DEFAULT_FS, Fs, Served, Skipped, _Builder, _components, scan_spool
 from .exceptions import ConfigError, NsprovError
@@ -84,6 +84,7 @@ CODES: dict[str, str] = {
     "namespace-collision": "a Dovecot namespace has a name or prefix nsprov emits",
     "namespace-nested": "a Dovecot namespace overlaps nsprov's prefixes or spools",
     "private-namespace-missing": "[dovecot] private_namespace names no Dovecot namespace",
+    "mail-driver-mismatch": "[dovecot] global_mail_driver differs from dovecot.conf's mail_driver",
     "wiring-missing": "a protocol does not run nsprov post-login",
     "wiring-no-protocol": "the post-login line has no --protocol",
     "wiring-protocol-mismatch": "--protocol names another protocol than the service's",
@@ -363,7 +364,7 @@ def _inside(path: str, root: str) -> bool:
 def check_templates(config: Config) -> list[Finding]:
     """Templates that render output Dovecot refuses, shared paths, paths inside a spool."""
     out: list[Finding] = []
-    dialect = dialect_for(config.dialect)
+    dialect = config.output_dialect
     for i, spool in enumerate(config.spools, 1):
         where = f"spool[{i}]"
         try:
@@ -1404,7 +1405,9 @@ def _check_chain(
                 )
             )
     wired = opts.get("protocol")
-    if wired is None:
+    if refusal is not None:
+        pass  # nsprov refuses the line: the login fails whatever the protocol
+    elif wired is None:
         out.append(
             _f(
                 "warning",
@@ -1441,6 +1444,27 @@ def _check_chain(
             )
         )
     return out
+
+
+def check_mail_driver(config: Config, conf: DovecotConf) -> list[Finding]:
+    """``[dovecot] global_mail_driver`` must be dovecot.conf's ``mail_driver`` (2.4)."""
+    wanted = config.global_mail_driver
+    actual = conf.setting("mail_driver")
+    if config.dialect != "2.4" or not wanted or actual == wanted:
+        return []
+    return [
+        _f(
+            "error",
+            "mail-driver-mismatch",
+            "[dovecot] global_mail_driver",
+            f'[dovecot] global_mail_driver = "{wanted}" leaves mail_driver out of every '
+            f"{wanted} namespace, but dovecot.conf's mail_driver is "
+            + (repr(actual) if actual else "not set")
+            + f": the shared namespaces would not open as {wanted}",
+            "Set global_mail_driver to dovecot.conf's mail_driver, or remove it (each "
+            "namespace then names its driver).",
+        )
+    ]
 
 
 def check_acl_plugin(config: Config, conf: DovecotConf, *, acl_plugin: bool) -> list[Finding]:
@@ -1708,8 +1732,10 @@ def select_users(
 # --- stale per-user directories -----------------------------------------------------------
 
 _SENTINELS = {"ns": "\0N\0", "id": "\0I\0", "slug": "\0S\0", "hash": "\0H\0"}
-_HASH_RE = "[a-z2-7]{6}"
-_SLUG_RE = "[a-z0-9](?:[a-z0-9-]{0,3}[a-z0-9])?"
+_HASH_RE = f"[a-z2-7]{{{HASH_LENGTH}}}"
+_SLUG_RE = (
+    f"[a-z0-9](?:[a-z0-9-]{{0,{SLUG_LENGTH - 2}}}[a-z0-9])?" if SLUG_LENGTH > 1 else "[a-z0-9]"
+)
 _STRICT = {"\0I\0": f"(?:{_SLUG_RE}-)?{_HASH_RE}", "\0S\0": f"(?:{_SLUG_RE})?", "\0H\0": _HASH_RE}
 _LOOSE = {"\0I\0": "[a-z0-9_-]+", "\0S\0": "[a-z0-9-]*", "\0H\0": "[a-z0-9]+"}
 
@@ -2048,6 +2074,7 @@ def run_checks(world: World) -> Report:
         findings += check_wiring(
             config, conf, config_path=world.config_path, executable=world.executable
         )
+        findings += check_mail_driver(config, conf)
         findings += check_acl_plugin(config, conf, acl_plugin=world.acl_plugin)
     usable = attrs.evolve(config, spools=tuple(s.spool for s in scans if s.error is None))
     findings += list(world.user_findings)
@@ -2162,6 +2189,7 @@ def render_json(report: Report) -> str:
         "config": report.config_path,
         "dialect": report.dialect,
         "naming_scheme": NAMING_SCHEME,
+        "naming": {"slug_length": SLUG_LENGTH, "hash_length": HASH_LENGTH},
         "dovecot": {
             "version": report.dovecot_version,
             "source": report.version_source,
@@ -2202,7 +2230,7 @@ def render_table(report: Report, *, colour: bool = False, width: int = 100) -> s
         else "Dovecot version unknown"
     )
     meta = [f"dialect {report.dialect}" if report.dialect else "", version]
-    meta.append(f"naming scheme {NAMING_SCHEME}")
+    meta.append(f"naming scheme {NAMING_SCHEME} (slug {SLUG_LENGTH}, hash {HASH_LENGTH})")
     lines = [f"nsprov check: {report.config_path}", "  " + "; ".join(m for m in meta if m), ""]
 
     def wrap(text: str, first: str) -> list[str]:

@@ -71,7 +71,7 @@ def plan(
     warnings: list[str] = []
     if kept < len(namespaces):
         warnings.append(
-            f"user {user.user}: {len(namespaces)} namespaces found, {kept} fit the kernel's "
+            f"{len(namespaces)} namespaces found, {kept} fit the kernel's "
             f"environment limits; the first {kept} in discovery order are served"
         )
         discovery = limit(discovery, kept, "the kernel's environment limits")
@@ -83,7 +83,7 @@ def plan(
             else str(len(discovery.served) + over)
         )
         warnings.append(
-            f"user {user.user}: {found} namespaces found, namespace.max="
+            f"{found} namespaces found, namespace.max="
             f"{config.max_namespaces}; the first {len(discovery.served)} in discovery order are served"
         )
     return Plan(user=user, discovery=discovery, environ=env, warnings=tuple(warnings))

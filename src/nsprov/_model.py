@@ -27,9 +27,12 @@ _LIST_MODES = ("yes", "no", "children")
 DEFAULT_RESERVED_NAMES: tuple[str, ...] = ("inbox",)
 
 
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def has_control(text: str) -> bool:
     """True if *text* contains an ASCII or C1 control character."""
-    return any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text)
+    return _CONTROL_RE.search(text) is not None
 
 
 def is_utf8(text: str) -> bool:

@@ -1,5 +1,12 @@
 """Deterministic namespace names for spool entries.
 
+A name is ``s-`` + a 3-character slug + ``-`` + 8 base32 characters (40 bits) of a
+hash: at most 14 characters, which is what lets 1,000 namespaces fit the kernel's
+128 KiB limit for ``USERDB_KEYS`` on Dovecot 2.3.  Entries whose slugs agree (a
+spool of ``box000001`` … ``box100000``) are told apart by the hash alone; 40 bits
+keep a collision among 100,000 such names below one in 200 (and a collision is
+detected and reported as ``name-collision``, never served twice).
+
 A name depends only on the spool and the entry's raw name bytes, never on the
 other entries, so a new mailbox never renames an existing one (whose per-user
 index directory is named after it).  ``Case`` and ``case`` are two mailboxes:
@@ -13,9 +20,9 @@ try:  # _blake2 alone costs a tenth of hashlib's import (which loads OpenSSL)
 except ImportError:  # pragma: no cover - CPython always has it
     from hashlib import blake2b
 
-SLUG_LENGTH = 5
+SLUG_LENGTH = 3
 _B32 = "abcdefghijklmnopqrstuvwxyz234567"  # RFC 4648 alphabet, lowercase
-HASH_LENGTH = 6
+HASH_LENGTH = 8
 _SLUG_TABLE = bytes(
     c if (0x61 <= c <= 0x7A or 0x30 <= c <= 0x39) else (c + 32 if 0x41 <= c <= 0x5A else 0x2D)
     for c in range(256)
@@ -26,7 +33,7 @@ def slug(raw: bytes, length: int = SLUG_LENGTH) -> str:
     """A short lowercase ``[a-z0-9-]`` rendering of *raw*, for readability only.
 
     >>> slug(b"Sales Team")
-    'sales'
+    'sal'
     >>> slug(b"--")
     ''
     """
@@ -40,7 +47,7 @@ def entry_hash(spool: bytes, raw: bytes, length: int = HASH_LENGTH) -> str:
     """A base32 (``[a-z2-7]``) digest of the spool path and the entry's raw name.
 
     >>> entry_hash(b"/var/spool/mail/Shared", b"sales")
-    'eczem7'
+    'eczem7fr'
     """
     digest = blake2b(spool + b"\0" + raw, digest_size=10, person=b"nsprov-name-v1").digest()
     number = int.from_bytes(digest, "big")
@@ -52,7 +59,7 @@ def entry_id(spool: bytes, raw: bytes) -> tuple[str, str, str]:
     """``(id, slug, hash)`` of an entry; *id* is ``slug-hash``, or ``hash`` when the slug is empty.
 
     >>> entry_id(b"/var/spool/mail/Shared", b"sales")
-    ('sales-eczem7', 'sales', 'eczem7')
+    ('sal-eczem7fr', 'sal', 'eczem7fr')
     """
     s = slug(raw)
     h = entry_hash(spool, raw)
