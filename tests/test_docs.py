@@ -31,7 +31,9 @@ def test_toml_examples_parse(where: str, text: str) -> None:
     assert isinstance(tomllib.loads(text), dict), where
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if "```toml" in p.read_text()], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "page", [p for p in PAGES if "```toml" in p.read_text()], ids=lambda p: p.name
+)
 def test_toml_examples_together_are_a_valid_config(page: Path) -> None:
     """The TOML blocks of a page, together, form a valid nsprov configuration."""
     text = "\n".join(t for w, t in blocks("toml") if w.startswith(page.name + ":"))
