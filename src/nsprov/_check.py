@@ -404,25 +404,29 @@ def check_templates(config: Config) -> list[Finding]:
                         f'Use {{home}} or {{user}}, e.g. {key} = "{{home}}/.nsprov/{{ns}}".',
                     )
                 )
-        for ns in namespaces:
-            for key, path in ns.location.paths().items():
-                inside = [s.path for s in config.spools if _inside(path, s.path)]
-                if inside:
-                    out.append(
-                        _f(
-                            "error",
-                            "template-invalid",
-                            where,
-                            f"{key}={path} is inside the spool {inside[0]}: per-user "
-                            "directories would appear there as entries (and be served)",
-                            "Keep index, control, index_private and inbox outside every "
-                            'spool, e.g. "{home}/.nsprov/{ns}".',
-                        )
-                    )
-                    break
-            else:
-                continue
-            break
+        inside = next(
+            (
+                (key, path, other.path)
+                for ns in namespaces
+                for key, path in ns.location.paths().items()
+                for other in config.spools
+                if _inside(path, other.path)
+            ),
+            None,
+        )
+        if inside is not None:
+            key, path, other_path = inside
+            out.append(
+                _f(
+                    "error",
+                    "template-invalid",
+                    where,
+                    f"{key}={path} is inside the spool {other_path}: per-user directories "
+                    "would appear there as entries (and be served)",
+                    "Keep index, control, index_private and inbox outside every spool, e.g. "
+                    '"{home}/.nsprov/{ns}".',
+                )
+            )
     return out
 
 
@@ -578,7 +582,7 @@ def structure_findings(scans: Sequence[SpoolScan], *, templates_ok: set[int]) ->
             continue
         grouped: dict[str, list[str]] = {}
         for k in scan.skipped:
-            path = _show(spool.path.encode() + b"/" + k.raw)
+            path = _show(spool.path_bytes + b"/" + k.raw)
             if (
                 k.reason == "dot-entry"
                 and spool.ignore_file
@@ -841,7 +845,8 @@ def _chgrp_trap(
     users = access.get((s.spool, s.raw), ()) if access is not None else ()
     trapped = _user_names(u for u in users if not u.identity.in_group(facts.gid))
     readers = [f"{'user' if len(trapped) == 1 else 'users'} {_some(trapped)}"] if trapped else []
-    readers += _named_readers(facts, gid_name, uid_name)
+    named = _named_readers(facts, gid_name, uid_name)
+    readers += named
     if other_bits & 5 == 5 and not trapped:
         readers.append("everybody outside the group (other bits)")
     if not readers:
@@ -858,9 +863,16 @@ def _chgrp_trap(
             "and logs 'fchown(…) failed: Operation not permitted … see wiki ChgrpNoPerm'; "
             "nsprov pre-creates each user's index directory, so SELECT works, but the errors "
             "stay",
-            f"Make the group bits equal the other bits (chmod g={_rwx(other_bits).replace('-', '')}"
-            f" {path}), or make every reader a member of the directory's group (chgrp it to a "
-            "group they all share, instead of granting them through ACL entries or other bits).",
+            (
+                "Give the readers a group they all share and make it the directory's group "
+                f"(chgrp GROUP {path}), instead of the ACL entries: with ACL entries the group "
+                "bits are the ACL mask, and lowering them to the other bits would revoke the "
+                "entries."
+                if named and other_bits & 5 != 5
+                else "Make the group bits equal the other bits (chmod "
+                f"g={_rwx(other_bits).replace('-', '')} {path}), or make every reader a member "
+                "of the directory's group."
+            ),
         )
     ]
 
@@ -948,11 +960,18 @@ def check_traversal(
 
 
 def no_access_findings(
-    scans: Sequence[SpoolScan], access: Mapping[tuple[str, bytes], Sequence[MailUser]], checked: int
+    scans: Sequence[SpoolScan],
+    access: Mapping[tuple[str, bytes], Sequence[MailUser]],
+    checked: int,
+    *,
+    unreachable: Iterable[str] = (),
 ) -> list[Finding]:
-    """Servable entries none of the *checked* users gets."""
+    """Servable entries none of the *checked* users gets (spools in *unreachable* aside)."""
     out = []
+    skip = set(unreachable)
     for scan in scans:
+        if scan.spool.path in skip:
+            continue
         nobody = [s.entry for s in scan.served if not access.get((s.spool, s.raw))]
         if nobody:
             out.append(
@@ -1237,7 +1256,7 @@ def check_wiring(
         actions: tuple[str, ...] = getattr(config.actions, protocol)
         service = conf.services.get(protocol)
         socket = _socket_of(service.get("executable")) if service is not None else None
-        example = "examples/dovecot-2.3/10-master.conf (docs: Dovecot wiring)"
+        example = f"examples/dovecot-{config.dialect}/10-master.conf (docs: Dovecot wiring)"
         if socket is None:
             if actions and not (serve_wired and set(actions) <= {"namespaces"}):
                 deny = " (its deny rules do not apply)" if "deny" in actions else ""
@@ -2079,7 +2098,8 @@ def run_checks(world: World) -> Report:
     usable = attrs.evolve(config, spools=tuple(s.spool for s in scans if s.error is None))
     findings += list(world.user_findings)
     reports, user_findings, access, shown = _check_users(world, usable, conf)
-    findings += check_traversal(scans, fs=fs, users=world.users)
+    traversal = check_traversal(scans, fs=fs, users=world.users)
+    findings += traversal
     findings += check_mailboxes(
         scans,
         fs=fs,
@@ -2090,7 +2110,8 @@ def run_checks(world: World) -> Report:
         gid_name=world.gid_name,
     )
     if world.users:
-        findings += no_access_findings(scans, access, len(world.users))
+        unreachable = [f.subject or "" for f in traversal if f.severity == "error"]
+        findings += no_access_findings(scans, access, len(world.users), unreachable=unreachable)
     findings += user_findings
     findings += check_virtual(config, world.users, world.uid_names)
     listings = {s.spool.path: (s.names if s.error is None else None) for s in scans}
