@@ -16,7 +16,7 @@ class TestNames:
 
     def test_stable(self) -> None:
         """The id of an entry is fixed (per-user index directories are named after it)."""
-        assert ("sal-eczem7fr", "sal", "eczem7fr") == entry_id(SPOOL, b"sales")
+        assert ("sal-wkzjidrw", "sal", "wkzjidrw") == entry_id(SPOOL, b"sales")
 
     def test_case_twins_differ(self) -> None:
         """``Case`` and ``case`` are two mailboxes with two ids."""

@@ -29,7 +29,7 @@ from ._config import DEFAULT_CONFIG_PATH
 from ._env import EnvLimits
 from ._identity import MailUser
 from ._model import check_namespaces
-from ._names import HASH_LENGTH, SLUG_LENGTH, entry_id
+from ._names import HASH_LENGTH, NAMING_SCHEME, SLUG_LENGTH, entry_id
 from ._perms import FileFacts, Identity
 from ._scan import DEFAULT_FS, Fs, Served, Skipped, _Builder, _components, scan_spool
 from .exceptions import ConfigError, NsprovError
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
 #: The namespace naming scheme of this nsprov: the BLAKE2b personalisation in
 #: :func:`nsprov._names.entry_hash`.  A different scheme names every directory differently.
-NAMING_SCHEME = "nsprov-name-v1"
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")

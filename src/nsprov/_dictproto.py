@@ -382,7 +382,7 @@ def parse_userdb_key(key: str) -> UserdbKey | None:
     The ``shared/`` prefix of the dict-proxy protocol is optional.
 
     >>> parse_userdb_key("shared/userdb/alice//home/alice")
-    UserdbKey(user='alice', home='/home/alice')
+    UserdbKey(user='alice', home='/home/alice', protocol=None)
     >>> parse_userdb_key("userdb/bob") is not None
     True
     """

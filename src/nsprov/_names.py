@@ -20,6 +20,10 @@ try:  # _blake2 alone costs a tenth of hashlib's import (which loads OpenSSL)
 except ImportError:  # pragma: no cover - CPython always has it
     from hashlib import blake2b
 
+#: The naming scheme's id, also the BLAKE2b personalisation: a new scheme gets a new id, so
+#: ``nsprov check`` can tell per-user directories of another scheme from stale ones.
+NAMING_SCHEME = "nsprov-name-v2"
+_PERSON = NAMING_SCHEME.encode()
 SLUG_LENGTH = 3
 _B32 = "abcdefghijklmnopqrstuvwxyz234567"  # RFC 4648 alphabet, lowercase
 HASH_LENGTH = 8
@@ -47,9 +51,9 @@ def entry_hash(spool: bytes, raw: bytes, length: int = HASH_LENGTH) -> str:
     """A base32 (``[a-z2-7]``) digest of the spool path and the entry's raw name.
 
     >>> entry_hash(b"/var/spool/mail/Shared", b"sales")
-    'eczem7fr'
+    'wkzjidrw'
     """
-    digest = blake2b(spool + b"\0" + raw, digest_size=10, person=b"nsprov-name-v1").digest()
+    digest = blake2b(spool + b"\0" + raw, digest_size=10, person=_PERSON).digest()
     number = int.from_bytes(digest, "big")
     bits = len(digest) * 8
     return "".join(_B32[(number >> (bits - 5 * (i + 1))) & 31] for i in range(length))
@@ -59,7 +63,7 @@ def entry_id(spool: bytes, raw: bytes) -> tuple[str, str, str]:
     """``(id, slug, hash)`` of an entry; *id* is ``slug-hash``, or ``hash`` when the slug is empty.
 
     >>> entry_id(b"/var/spool/mail/Shared", b"sales")
-    ('sal-eczem7fr', 'sal', 'eczem7fr')
+    ('sal-wkzjidrw', 'sal', 'wkzjidrw')
     """
     s = slug(raw)
     h = entry_hash(spool, raw)
