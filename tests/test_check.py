@@ -23,7 +23,6 @@ import pytest
 
 from nsprov._check import (
     CODES,
-    NAMING_SCHEME,
     DovecotConf,
     Finding,
     Report,
@@ -63,7 +62,7 @@ from nsprov._cli import main as cli_main
 from nsprov._config import config_from_mapping, load_config
 from nsprov._env import EnvLimits
 from nsprov._identity import MailUser
-from nsprov._names import HASH_LENGTH, SLUG_LENGTH, entry_hash, entry_id
+from nsprov._names import HASH_LENGTH, NAMING_SCHEME, SLUG_LENGTH, entry_hash, entry_id
 from nsprov._perms import Identity, PosixAcl
 from nsprov._scan import Fs
 from nsprov._serve import ReplyBudget
