@@ -55,3 +55,15 @@ def test_there_are_examples() -> None:
     """The docs have TOML and Python examples to check."""
     assert len(blocks("toml")) >= 5
     assert len(blocks("python")) >= 2
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "examples").rglob("*.toml")), ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_example_configs_are_valid(path: Path) -> None:
+    """Every shipped example configuration loads without a problem."""
+    data = tomllib.loads(path.read_text())
+
+    config = config_from_mapping(data, source=path.name)
+
+    config.check_does_something()
