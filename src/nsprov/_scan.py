@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from ._config import Config, SpoolConfig
     from ._identity import MailUser
     from ._perms import Identity
+    from ._template import Template
 
 Reason = Literal[
     "dot-entry",
@@ -266,9 +267,23 @@ class _Builder:
         ns_name = self.spool.name.render(values)
         values["ns"] = ns_name
         sp = self.spool
+        rendered: dict[str, str] = {}
 
-        def render(t: object) -> str | None:
-            return None if t is None else os.path.normpath(t.render(values))  # type: ignore[attr-defined]
+        def render(t: Template | None) -> str | None:
+            if t is None:
+                return None
+            text = rendered.get(t.text)
+            if text is None:  # index and control usually share one template: render once
+                text = t.render(values)
+                if (
+                    "//" in text
+                    or "/./" in text
+                    or "/../" in text
+                    or text.endswith(("/", "/.", "/.."))
+                ):
+                    text = os.path.normpath(text)
+                rendered[t.text] = text
+            return text
 
         location = MailLocation(
             root=path,
