@@ -141,15 +141,7 @@ def parse_actions(r: _Reader, data: Mapping[str, Any], *, has_spools: bool) -> A
         )
         configured.append("deny")
     alerts = []
-    raw_alerts = data.get("alert", [])
-    if not isinstance(raw_alerts, list):
-        r.problem("alert", "expected an array of tables ([[alert]])")
-        raw_alerts = []
-    for i, raw in enumerate(raw_alerts, 1):
-        path = f"alert[{i}]"
-        if not isinstance(raw, dict):
-            r.problem(path, "expected a table")
-            continue
+    for path, raw in r.array(data, "alert"):
         r.unknown(raw, {"text", "if_exists"}, path)
         text = _template(r, raw, "text", path, required=True)
         if_exists = _template(r, raw, "if_exists", path, required=False)
@@ -235,15 +227,7 @@ def parse_actions(r: _Reader, data: Mapping[str, Any], *, has_spools: bool) -> A
             mail = MailConfig(location=location)
             configured.append("mail")
     fields = []
-    raw_fields = data.get("field", [])
-    if not isinstance(raw_fields, list):
-        r.problem("field", "expected an array of tables ([[field]])")
-        raw_fields = []
-    for i, raw in enumerate(raw_fields, 1):
-        path = f"field[{i}]"
-        if not isinstance(raw, dict):
-            r.problem(path, "expected a table")
-            continue
+    for path, raw in r.array(data, "field"):
         r.unknown(raw, {"name", "value", "mode", "separator", "literal_percent"}, path)
         name = r.take(
             raw,

@@ -197,6 +197,20 @@ class _Reader:
             return default
         return template
 
+    def array(self, data: Mapping[str, Any], key: str) -> list[tuple[str, dict[str, Any]]]:
+        """The tables of ``[[key]]`` with their key paths (``key[1]`` …); other items are problems."""
+        items = data.get(key, [])
+        if not isinstance(items, list):
+            self.problem(key, f"expected an array of tables ([[{key}]])")
+            return []
+        out = []
+        for i, item in enumerate(items, 1):
+            if isinstance(item, dict):
+                out.append((f"{key}[{i}]", item))
+            else:
+                self.problem(f"{key}[{i}]", f"expected a table, got {_kind(item)}")
+        return out
+
     def unknown(self, data: Mapping[str, Any], known: set[str], path: str) -> None:
         for key in data:
             if key not in known:
@@ -268,10 +282,9 @@ def _check_path_template(template: Template) -> str | None:
     return None
 
 
-def _spool(r: _Reader, raw: Any, path: str, defaults: Mapping[str, Any]) -> SpoolConfig | None:
-    if not isinstance(raw, dict):
-        r.problem(path, f"expected a table, got {_kind(raw)}")
-        return None
+def _spool(
+    r: _Reader, raw: Mapping[str, Any], path: str, defaults: Mapping[str, Any]
+) -> SpoolConfig | None:
     data = {**defaults, **raw}
     r.unknown(raw, _SPOOL_KEYS | {"path"}, path)
     spool_path = r.take(raw, "path", path, str, None)
@@ -420,14 +433,10 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") ->
     defaults = r.table(data, "namespace", "namespace")
     r.unknown(defaults, _SPOOL_KEYS | {"max", "create_dirs"}, "namespace")
     spool_defaults = {k: v for k, v in defaults.items() if k in _SPOOL_KEYS}
-    raw_spools = data.get("spool", [])
-    if not isinstance(raw_spools, list):
-        r.problem("spool", "expected an array of tables ([[spool]])")
-        raw_spools = []
     spools = [
         s
-        for i, raw in enumerate(raw_spools, 1)
-        if (s := _spool(r, raw, f"spool[{i}]", spool_defaults)) is not None
+        for path, raw in r.array(data, "spool")
+        if (s := _spool(r, raw, path, spool_defaults)) is not None
     ]
     separators = sorted({s.separator for s in spools})
     if len(separators) > 1:
