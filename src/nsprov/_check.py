@@ -1187,7 +1187,6 @@ def check_conf_namespaces(
 
 
 _SERVICE_OPTIONS_WITH_VALUE = frozenset({"-t", "-c", "-i", "-o"})
-_CHAIN_OPTIONS = frozenset({"config", "protocol", "on-error", "deadline", "help"})
 
 
 def _socket_of(executable: str) -> str | None:
@@ -1213,30 +1212,6 @@ def _post_login_service(conf: DovecotConf, socket: str) -> ConfSection | None:
         if any(listener.name == socket for listener in service.children("unix_listener")):
             return service
     return None
-
-
-def _chain_options(args: Sequence[str]) -> tuple[dict[str, str], list[str], list[str]]:
-    """nsprov's options on a post-login line: (options, unknown ones, the rest of the chain)."""
-    opts: dict[str, str] = {}
-    unknown: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "--":
-            i += 1
-            break
-        if not arg.startswith("--"):
-            break
-        name, eq, value = arg[2:].partition("=")
-        if name in _CHAIN_OPTIONS - {"help"} and not eq and i + 1 < len(args):
-            value = args[i + 1]
-            i += 1
-        if name in _CHAIN_OPTIONS:
-            opts[name] = value
-        else:
-            unknown.append(arg)
-        i += 1
-    return opts, unknown, list(args[i:])
 
 
 def check_wiring(
@@ -1382,7 +1357,15 @@ def _check_chain(
             )
         )
         return out
-    opts, unknown, rest = _chain_options(args)
+    unknown: list[str] = []
+    script_login = "/usr/lib/dovecot/script-login"
+    try:
+        parsed = parse_args([*args, script_login], unknown=unknown)
+    except UsageError as e:
+        refusal: str | None = str(e)
+        parsed = None
+    else:
+        refusal = None if parsed is not None else "--help prints the usage and denies the login"
     if unknown:
         out.append(
             _f(
@@ -1394,13 +1377,7 @@ def _check_chain(
                 "Remove them; nsprov post-login --help lists the options.",
             )
         )
-    known = [a for a in args if a not in unknown]
-    try:
-        parsed = parse_args([*known, "/usr/lib/dovecot/script-login"])
-    except UsageError as e:
-        refusal: str | None = str(e)
-    else:
-        refusal = None if parsed is not None else "--help prints the usage and denies the login"
+    rest = parsed.next[:-1] if parsed is not None else []
     if refusal is not None:
         out.append(
             _f(
@@ -1422,7 +1399,7 @@ def _check_chain(
                     "Give every program of the chain as an absolute path.",
                 )
             )
-    wired = opts.get("protocol")
+    wired = parsed.protocol if parsed is not None else None
     if refusal is not None:
         pass  # nsprov refuses the line: the login fails whatever the protocol
     elif wired is None:
@@ -1448,7 +1425,7 @@ def _check_chain(
                 f"Give {protocol} a post-login service of its own with --protocol={protocol}.",
             )
         )
-    wired_config = opts.get("config", DEFAULT_CONFIG_PATH)
+    wired_config = parsed.config if parsed is not None else DEFAULT_CONFIG_PATH
     if os.path.realpath(wired_config) != os.path.realpath(config_path):
         out.append(
             _f(

@@ -79,12 +79,13 @@ def log(message: str) -> None:
         pass
 
 
-def parse_args(argv: Sequence[str]) -> Options | None:
+def parse_args(argv: Sequence[str], *, unknown: list[str] | None = None) -> Options | None:
     """Parse ``[OPTIONS] NEXT [ARGS...]``; None means ``--help``.
 
     Leading ``--`` tokens belong to nsprov; ``--`` ends them; the first other
     token is NEXT.  An unknown option is logged once and ignored, so a newer
-    script-login line never locks users out of an older nsprov.
+    script-login line never locks users out of an older nsprov.  With
+    *unknown*, unknown options are collected there instead of logged.
     """
     opts = Options()
     i = 0
@@ -134,6 +135,8 @@ def parse_args(argv: Sequence[str]) -> Options | None:
                 raise UsageError(f"--serve-timeout must be a number, got {value!r}") from None
             if not 0 < opts.serve_timeout <= 5:
                 raise UsageError("--serve-timeout must be > 0 and <= 5 seconds")
+        elif unknown is not None:
+            unknown.append(arg)
         else:
             log(f"ignoring unknown option {arg!r}")
         i += 1
