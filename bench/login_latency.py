@@ -3,6 +3,8 @@
 Run as root from the repository root (one command; ``--quick`` takes about a minute)::
 
     sudo .venv/bin/python bench/login_latency.py [--quick] [--rounds N] [--commit REV]
+                                                 [--sizes 10,1000,100000] [--skip abcde]
+                                                 [--serve-arg=--cache-ttl=0 ...]
     sudo .venv/bin/python bench/login_latency.py --clean     # remove the kept 100,000-entry spool
 
 What is measured is one commit of nsprov (``--commit``, default ``HEAD``): ``src/nsprov`` exported
@@ -40,34 +42,60 @@ README, one ``imap-postlogin`` service):
     every action: ``[deny]`` with a rule that never matches, an ``[[alert]]``, ``[acl_groups]``,
     ``[last_login]`` (file backend, in the home), one ``[[field]]`` and the namespaces.
 ``nsprov-serve``
-    the resident dict-proxy userdb service (``nsprov serve``), wired as the contract (section 12,
-    "Namespaces from a dict userdb") describes: ``userdb passwd`` with ``result_success =
-    continue-ok``, then ``userdb dict`` with ``uri = proxy:<socket>:nsprov``; no post-login
-    process.  Run only when ``nsprov serve --help`` succeeds; the command line it is started with
-    is :data:`SERVE_ARGV` (an assumption until the service lands).  Otherwise a note is printed.
+    the resident userdb service, ``nsprov serve --config=<ns config> --socket=<path>``
+    (:data:`SERVE_ARGV`, default options: cache TTL 5 s, socket mode 0600, which Dovecot 2.3's
+    root auth-worker can use), wired as docs/serve.md ships it: ``userdb passwd`` with
+    ``result_success = continue-ok``, then ``userdb dict`` with ``result_failure = continue``,
+    ``result_internalfail = continue`` and a dict file with ``uri =
+    redis:path=<socket>:timeout_msecs=2500`` and ``key = userdb/%u/%{userdb:home}``; no post-login
+    process.  The wiring is compared with what ``nsprov serve --print-dovecot-config`` prints.
+    Its replies are capped at 7,000 bytes of JSON (about 24 namespaces; Dovecot refuses userdb
+    replies over 8 KiB), so on the 1,000-entry spool it delivers fewer namespaces than the others.
+``nsprov-fast``
+    ``nsprov post-login --config=<fast config> --protocol=imap --serve=<socket>`` through
+    script-login, with an ``nsprov serve`` of its own on that config (same content as the ns
+    config, own path): the post-login step takes the namespaces from the server with only the
+    standard library loaded and never forks the worker.  A fallback to the worker is silent in
+    every log, so it is witnessed another way: the root worker caches each config it parses
+    under ``/run/nsprov``; an entry for the fast config means the worker ran (the ns config's
+    entry, written by ``nsprov-ns``, is the positive control).
+
+Both serve subjects run only when ``nsprov serve --help`` succeeds, otherwise a note is printed.
+After the warm-up, one extra login per serve subject (imaplib) lists the shared namespaces of its
+NAMESPACE reply; when the instances stop, each server's ``event=stop`` counters (lookups, cache
+hits, misses, failures, deadlines) are printed next to the number of logins sent.
 
 Measurements:
 
 live latency
     For each spool size (10, 1,000 and 100,000 maildirs ``box000001``..., root-owned, mode 0755;
-    ``--quick``: 10 only; 100 more for (a)), the IMAP ``LOGIN`` round trip: from sending the command, after the
-    greeting was read, to the tagged reply (connect + greeting reported separately).  Each login
-    also sends ``NAMESPACE`` (not timed) to count the shared namespaces that arrived, and notes
-    whether an ``[ALERT]`` came.  One untimed warm-up login per subject and user comes first (it
-    creates nsprov's per-user index directories).  On the 100,000-entry spool ``perl-naive`` gets
-    one login of its own after the rounds (client timeout 75 s): setting 400,000 variables one
-    ``%ENV`` store at a time is quadratic and takes minutes, past Dovecot's 60 s post-login timeout,
-    and it would steal a CPU from every other subject; ``--big-rounds`` can shorten that size.
+    ``--quick``: 10 only; ``--sizes`` picks; 100 more for (a)), the IMAP ``LOGIN`` round trip:
+    from sending the command, after the greeting was read, to the tagged reply (connect + greeting
+    reported separately).  Each login also sends ``NAMESPACE`` (not timed) to count the shared
+    namespaces that arrived, and notes whether an ``[ALERT]`` came.  One untimed warm-up login per
+    subject and user comes first (it creates nsprov's per-user index directories).  Ratios compare
+    added latencies, at the median (subject's median minus ``none``'s) and at p90 (subject's p90
+    minus ``none``'s p90).  On the 100,000-entry spool ``perl-naive`` gets one login of its own
+    after the rounds (client timeout 75 s): setting 400,000 variables one ``%ENV`` store at a time
+    is quadratic and takes minutes, past Dovecot's 60 s post-login timeout, and it would steal a
+    CPU from every other subject; ``--big-rounds`` can shorten that size.
 (a) the post-login step alone
     ``nsprov post-login --config=... --protocol=imap|pop3 /bin/true`` with a Dovecot-like
     environment, run directly (no Dovecot), interleaved, wall time and CPU time (user + system, from
     ``getrusage(RUSAGE_CHILDREN)`` around each run: the step, its worker and ``/bin/true``).  One
-    untimed run per case with ``/usr/bin/env`` as NEXT counts the namespaces exported.
+    untimed run per case with ``/usr/bin/env`` as NEXT counts the namespaces exported.  A bare
+    ``python -c pass`` with the console script's interpreter shows the start-up floor.  The fast
+    path (``--serve``) runs against servers started for this part, warm (their cache filled by the
+    warm-up runs); one more case has the server decline (``[[alert]]`` etc. configured), which
+    shows the cost of the fallback.
 (b) import time
     ``python -X importtime``: the post-login parent's imports (``nsprov._main``,
     ``nsprov._postlogin``) and, in the same process after them, the worker's (``nsprov._worker``,
     ``_login``, ``_config``, ``_engine``); each total is the sum of the cumulative column over the
-    section's top-level lines; medians of several runs, plus the costliest modules.
+    section's top-level lines; medians of several runs, plus the costliest modules (self time)
+    and the worker's self time by package.  Then, without ``-X importtime``, the time the
+    worker's imports spend creating attrs classes (from ``attr._make._ClassBuilder.__init__`` to
+    the end of its ``build_class``) and in ``re.compile``.
 (c) scan throughput
     nsprov's discovery (``nsprov._scan.discover``, and ``nsprov._engine.plan``, which adds the
     rendering) against a bare Python loop making the same system calls (listdir, lstat of the
@@ -77,7 +105,8 @@ live latency
     1,001 entries with 100,000 (the login path's own time is printed too).
 (d) throughput
     logins per second with 32 concurrent IMAP clients (threads; connect, LOGIN, LOGOUT) for
-    ``none``, ``python-attrs``, ``nsprov-ns`` (and ``nsprov-serve``), about 10 s each, 10 entries.
+    ``none``, ``python-attrs``, ``nsprov-ns`` (and ``nsprov-serve``, ``nsprov-fast``), about
+    10 s each, 10 entries.
 (e) peak RSS
     of ``nsprov show --user U --config ... --format=json``, next to a bare interpreter's, from
     ``/usr/bin/time -f %M``.  Not ``RUSAGE_CHILDREN`` (the maximum over every child so far), nor
@@ -123,6 +152,7 @@ from tests.live.harness import (  # noqa: E402 - needs the repository root on sy
     User,
     live_available,
     make_maildir,
+    namespaces,
     parse_namespaces,
     quote,
     write_script,
@@ -144,8 +174,18 @@ BIG = 100_000
 USERS = 4
 CLIENT_TIMEOUT = 90.0  # Dovecot gives a post-login script 60 s
 SOLO_TIMEOUT = 75.0  # for perl-naive on the 100,000-entry spool, which never answers
-#: ``nsprov serve`` as this benchmark starts it (an assumption until the service lands).
+#: ``nsprov serve`` as this benchmark starts it (``nsprov serve --help``); default options.
 SERVE_ARGV = ("serve", "--config={config}", "--socket={socket}")
+#: The dict file of the ``nsprov-serve`` subject, as docs/serve.md ships it.
+DICT_CONF = """\
+uri = redis:path={socket}:timeout_msecs=2500
+iterate_disable = yes
+key userdb {{
+  key = userdb/%u/%{{userdb:home}}
+  format = json
+}}
+userdb_objects = userdb
+"""
 #: The spool's ``namespace.max`` for the scan-throughput config: every entry is examined.
 SCAN_MAX = 100_000
 #: Appended to every instance's dovecot.conf: 32 clients share a few users from one address.
@@ -380,6 +420,9 @@ class Configs:
     all: Path
     #: Namespaces only, with ``namespace.max`` high enough that discovery examines every entry.
     scan: Path
+    #: The ns config under another path, for ``--serve``: a config-cache entry for it means
+    #: that the in-process worker ran, i.e. the fast path fell back.
+    fast: Path
 
 
 def write_configs(directory: Path, spool: Path, written: list[Path]) -> Configs:
@@ -388,6 +431,7 @@ def write_configs(directory: Path, spool: Path, written: list[Path]) -> Configs:
         "ns": NS_CONF.format(spool=spool),
         "all": ALL_CONF.format(spool=spool),
         "scan": f"[namespace]\nmax = {SCAN_MAX}\n\n" + NS_CONF.format(spool=spool),
+        "fast": NS_CONF.format(spool=spool),
     }
     paths = {}
     for name, text in texts.items():
@@ -407,20 +451,35 @@ class Subject:
     """One way of logging in: a post-login program line, the serve wiring, or nothing."""
 
     name: str
-    #: The script-login program line; None: no post-login step.
+    #: The script-login program line (``{socket}``: the subject's server); None: no post-login.
     program: str | None = None
-    #: nsprov-serve: the command line of the dict-proxy service (``{socket}`` filled in later).
+    #: The command line of the subject's ``nsprov serve`` (``{socket}`` filled in later).
     serve_argv: tuple[str, ...] | None = None
+    #: Wire the server as Dovecot's second userdb (dict, redis client).
+    dict_userdb: bool = False
     #: Whether shared namespaces must arrive (checked, at least once per subject).
     nsprov: bool = False
+    #: A config whose config-cache entry would show that the post-login worker ran.
+    witness: Path | None = None
 
 
 def nsprov_line(target: Target, config: Path) -> str:
     return f"{target.script} post-login --config={config} --protocol=imap"
 
 
+def serve_command(target: Target, config: Path, extra: Sequence[str] = ()) -> tuple[str, ...]:
+    args = (a.format(config=config, socket="{socket}") for a in SERVE_ARGV)
+    return (str(target.script), *args, *extra)
+
+
 def make_subjects(
-    scripts: Path, spool: Path, configs: Configs, *, serve: bool, target: Target
+    scripts: Path,
+    spool: Path,
+    configs: Configs,
+    *,
+    serve: bool,
+    target: Target,
+    serve_extra: Sequence[str] = (),
 ) -> list[Subject]:
     scripts.mkdir(parents=True, exist_ok=True)
     sh = write_script(scripts / "sh", SH_BODY)
@@ -437,15 +496,26 @@ def make_subjects(
         Subject(name="nsprov-all", program=nsprov_line(target, configs.all), nsprov=True),
     ]
     if serve:
-        argv = [str(target.script)] + [
-            a.format(config=configs.ns, socket="{socket}") for a in SERVE_ARGV
+        subjects += [
+            Subject(
+                name="nsprov-serve",
+                serve_argv=serve_command(target, configs.ns, serve_extra),
+                dict_userdb=True,
+                nsprov=True,
+            ),
+            Subject(
+                name="nsprov-fast",
+                program=nsprov_line(target, configs.fast) + " --serve={socket}",
+                serve_argv=serve_command(target, configs.fast, serve_extra),
+                nsprov=True,
+                witness=configs.fast,
+            ),
         ]
-        subjects.append(Subject(name="nsprov-serve", serve_argv=tuple(argv), nsprov=True))
     return subjects
 
 
 class DictUserdbDovecot(Dovecot):
-    """The harness's Dovecot with a second userdb: the dict proxy of ``nsprov serve``."""
+    """The harness's Dovecot with a second userdb, the dict userdb of ``nsprov serve``."""
 
     USERDB_BLOCK = "userdb {\n  driver = passwd\n}\n"
 
@@ -457,11 +527,40 @@ class DictUserdbDovecot(Dovecot):
         text = super().config_text()
         if self.USERDB_BLOCK not in text:
             raise RuntimeError("the harness's userdb block changed; cannot add the dict userdb")
-        return text.replace(
-            self.USERDB_BLOCK,
-            "userdb {\n  driver = passwd\n  result_success = continue-ok\n}\n"
-            f"userdb {{\n  driver = dict\n  args = {self.dict_conf}\n}}\n",
-        )
+        return text.replace(self.USERDB_BLOCK, userdb_blocks(self.dict_conf))
+
+
+def userdb_blocks(dict_conf: Path) -> str:
+    """The two userdb blocks of docs/serve.md, the second one reading ``dict_conf``."""
+    return (
+        "userdb {\n  driver = passwd\n  result_success = continue-ok\n}\n"
+        f"userdb {{\n  driver = dict\n  args = {dict_conf}\n"
+        "  result_failure = continue\n  result_internalfail = continue\n}\n"
+    )
+
+
+def wiring_differences(target: Target, socket_path: Path, dict_conf: Path) -> list[str]:
+    """The benchmark's wiring lines that ``nsprov serve --print-dovecot-config`` does not print."""
+    printed = subprocess.run(
+        [
+            str(target.script),
+            "serve",
+            "--print-dovecot-config",
+            f"--socket={socket_path}",
+            f"--dict-file={dict_conf}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    ).stdout
+    theirs = {line.strip() for line in printed.splitlines()}
+    ours = userdb_blocks(dict_conf) + DICT_CONF.format(socket=socket_path)
+    return [line.strip() for line in ours.splitlines() if line.strip() not in theirs]
+
+
+_STOP = re.compile(r"event=stop ((?:\w+=\d+ ?)+)")
+_MISS = re.compile(r"event=lookup .*cache=miss .*ms=([\d.]+)")
 
 
 class ServeProcess:
@@ -480,20 +579,42 @@ class ServeProcess:
                 start_new_session=True,
             )
         deadline = time.monotonic() + 15
-        while not self.socket.exists():
+        while "event=start" not in self.log():  # logged once the socket accepts
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(
-                    f"{' '.join(argv)} did not create {self.socket}: "
-                    + self.log_path.read_text(errors="replace").strip()[-300:]
-                )
-            time.sleep(0.05)
-        self.socket.chmod(0o666)  # Dovecot's auth process runs as the dovecot user
+                raise RuntimeError(f"{' '.join(argv)} did not start: " + self.log().strip()[-300:])
+            time.sleep(0.02)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stats(self) -> dict[str, int] | None:
+        """The counters of the ``event=stop`` line (after :meth:`stop`), None when missing."""
+        m = _STOP.search(self.log())
+        if m is None:
+            return None
+        return {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+
+    def miss_times(self) -> list[float]:
+        """Seconds the server spent on each cache miss (``event=lookup … cache=miss … ms=``)."""
+        return [float(m) / 1000 for m in _MISS.findall(self.log())]
+
+    def problems(self) -> list[str]:
+        """The server's warning and error lines."""
+        return [
+            line
+            for line in self.log().splitlines()
+            if "level=warning" in line or "level=error" in line
+        ]
 
     def stop(self) -> None:
+        """SIGTERM to the server (it logs its counters and stops its directory helper)."""
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
+                os.kill(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -520,29 +641,44 @@ def serve_status(target: Target) -> str | None:
     return None
 
 
+def config_cached(config: Path) -> bool:
+    """Whether the root post-login worker has cached ``config`` (so the worker ran for it)."""
+    from nsprov._config import DEFAULT_CACHE_DIR, _cache_file  # noqa: PLC0415 - the snapshot
+
+    return Path(_cache_file(DEFAULT_CACHE_DIR, str(config))).exists()
+
+
 def start_instance(
-    stack: contextlib.ExitStack, workdir: Path, subject: Subject, users: Sequence[User]
-) -> Dovecot:
-    """Start (and register the stop of) the Dovecot for one subject."""
+    stack: contextlib.ExitStack,
+    workdir: Path,
+    subject: Subject,
+    users: Sequence[User],
+    target: Target,
+) -> tuple[Dovecot, ServeProcess | None]:
+    """Start (and register the stop of) the Dovecot, and the server, of one subject."""
     workdir.mkdir(parents=True, exist_ok=True)
-    dovecot: Dovecot
+    serve = None
     if subject.serve_argv is not None:
         serve = ServeProcess(workdir, subject.serve_argv)
         stack.callback(serve.stop)
-        dict_conf = workdir / "dict-userdb.conf"
-        dict_conf.write_text(
-            f"uri = proxy:{serve.socket}:nsprov\n"
-            "iterate_disable = yes\n"
-            "key userdb {\n  key = userdb/%u\n  format = json\n}\n"
-            "userdb_objects = userdb\n"
-        )
+    dovecot: Dovecot
+    if subject.dict_userdb:
+        if serve is None:
+            raise RuntimeError(f"{subject.name}: a dict userdb needs a server")
+        dict_conf = workdir / "nsprov-userdb.conf.ext"
+        dict_conf.write_text(DICT_CONF.format(socket=serve.socket))
         dict_conf.chmod(0o644)
+        for line in wiring_differences(target, serve.socket, dict_conf):
+            say(f"  note: {subject.name}: not in `nsprov serve --print-dovecot-config`: {line!r}")
         dovecot = DictUserdbDovecot(workdir, users, dict_conf=dict_conf)
     else:
-        postlogin = {"imap": subject.program} if subject.program else None
+        program = subject.program
+        if program is not None and serve is not None:
+            program = program.replace("{socket}", str(serve.socket))
+        postlogin = {"imap": program} if program else None
         dovecot = Dovecot(workdir, users, postlogin=postlogin, extra_conf=EXTRA_CONF)
     stack.enter_context(dovecot)
-    return dovecot
+    return dovecot, serve
 
 
 # --------------------------------------------------------------------------------------------
@@ -624,7 +760,10 @@ class Live:
 
     subject: Subject
     dovecot: Dovecot
+    serve: ServeProcess | None = None
     samples: list[Sample] = attrs.Factory(list)
+    #: Every login sent to this instance (warm-up, check, rounds, throughput).
+    logins: int = 0
 
     @property
     def ok(self) -> list[Sample]:
@@ -633,6 +772,14 @@ class Live:
     def median(self) -> float | None:
         ok = self.ok
         return statistics.median(s.login for s in ok) if ok else None
+
+    def p90(self) -> float | None:
+        ok = self.ok
+        return p90([s.login for s in ok]) if ok else None
+
+    def login(self, user: User, *, timeout: float = CLIENT_TIMEOUT) -> Sample:
+        self.logins += 1
+        return imap_login(self.dovecot.imap_port, user, timeout=timeout)
 
 
 _USER = re.compile(r"nspb[0-9a-f]+-u\d+")
@@ -660,27 +807,33 @@ def live_latency(
     rounds: int,
     rng: random.Random,
     solo: frozenset[str],
+    target: Target,
+    control: Path | None = None,
     while_up: Callable[[dict[str, Live]], None] | None = None,
 ) -> dict[str, Live]:
     """Warm up, run the interleaved rounds (solo subjects once each, afterwards), report.
 
-    ``while_up`` runs after the report, while the instances are still up.
+    ``while_up`` runs after the report, while the instances are still up.  ``control``: a
+    config the in-process post-login caches, to show that the fallback witness works.
     """
     lives: dict[str, Live] = {}
     with contextlib.ExitStack() as stack:
         for subject in subjects:
             try:
-                dovecot = start_instance(stack, workdir / subject.name, subject, users)
+                dovecot, serve = start_instance(
+                    stack, workdir / subject.name, subject, users, target
+                )
             except Exception as e:
                 say(f"  note: {subject.name} skipped: {e}")
                 continue
-            lives[subject.name] = Live(subject, dovecot)
+            lives[subject.name] = Live(subject, dovecot, serve)
         say(f"  {len(lives)} Dovecot instances up; warm-up (one login per subject and user)")
         for name, live in lives.items():
             if name in solo:
                 continue
             for user in users:
-                imap_login(live.dovecot.imap_port, user)
+                live.login(user)
+        check_serve_subjects(lives, users[0], size, control)
         interleaved = [live for name, live in lives.items() if name not in solo]
         started = time.monotonic()
         for r in range(rounds):
@@ -688,12 +841,11 @@ def live_latency(
             order = list(interleaved)
             rng.shuffle(order)
             for live in order:
-                live.samples.append(imap_login(live.dovecot.imap_port, user))
+                live.samples.append(live.login(user))
         say(f"  {rounds} interleaved rounds in {time.monotonic() - started:.0f} s")
         for name in sorted(solo & set(lives)):
             say(f"  {name}: one login on its own (it would hold a CPU for minutes)")
-            sample = imap_login(lives[name].dovecot.imap_port, users[0], timeout=SOLO_TIMEOUT)
-            lives[name].samples.append(sample)
+            lives[name].samples.append(lives[name].login(users[0], timeout=SOLO_TIMEOUT))
         report_latency(size, lives)
         report_ratios(size, lives)
         say()
@@ -703,18 +855,98 @@ def live_latency(
             say(f"    {name}: {'none' if not summary else summary[0]}")
             for line in summary[1:]:
                 say(f"    {' ' * len(name)}  {line}")
+        report_fallbacks(lives, "after the rounds")
         if while_up is not None:
             while_up(lives)
+            report_fallbacks(lives, "after (d)")
+    report_servers(lives)
     return lives
+
+
+def check_serve_subjects(
+    lives: Mapping[str, Live], user: User, size: int, control: Path | None
+) -> None:
+    """Once per spool: the NAMESPACE reply of one login per serve subject, and the witnesses."""
+    for name, live in lives.items():
+        if live.serve is None:
+            continue
+        live.logins += 1
+        try:
+            client = live.dovecot.imap(user)
+        except Exception as e:
+            say(f"  check: {name}: LOGIN failed: {str(e).splitlines()[0]}")
+            continue
+        try:
+            shared = namespaces(client)["shared"]
+        finally:
+            with contextlib.suppress(Exception):
+                client.logout()
+        prefixes = ", ".join(prefix for prefix, _ in shared[:2]) + (", ..." if shared[2:] else "")
+        verdict_ = "ok" if shared else "NO SHARED NAMESPACES"
+        say(
+            f"  check: {name}: NAMESPACE after LOGIN as {user.name} lists {len(shared)} shared "
+            f"namespaces of {size:,} entries ({prefixes}): {verdict_}"
+        )
+    if control is not None and any(live.subject.witness for live in lives.values()):
+        ran = config_cached(control)
+        say(
+            f"  check: fallback witness: the root worker cached the ns config: {ran} (control: "
+            + ("the witness works)" if ran else "NO: a fallback would go unnoticed)")
+        )
+        report_fallbacks(lives, "after the warm-up and the check")
+
+
+def report_fallbacks(lives: Mapping[str, Live], when: str) -> None:
+    """Whether a fast-path subject's worker has run (its config was cached) so far."""
+    for name, live in lives.items():
+        if live.subject.witness is None:
+            continue
+        fell_back = config_cached(live.subject.witness)
+        say(
+            f"  check: {name}: {live.logins} logins {when}; the worker "
+            + (
+                "RAN (a fallback: its config was cached)"
+                if fell_back
+                else "never ran (no config-cache entry): no fallback"
+            )
+        )
+
+
+def report_servers(lives: Mapping[str, Live]) -> None:
+    """After the stop: each server's counters next to the logins sent to its instance."""
+    for name, live in lives.items():
+        if live.serve is None:
+            continue
+        stats = live.serve.stats()
+        counters = (
+            ", ".join(f"{k} {v}" for k, v in stats.items()) if stats else "no event=stop line"
+        )
+        problems = live.serve.problems()
+        misses = live.serve.miss_times()
+        say(f"  {name} server: {counters}; {live.logins} logins sent")
+        if misses:
+            say(
+                f"    a miss (scan) took {ms(statistics.median(misses))} ms median, "
+                f"{ms(max(misses))} ms max, in the server ({len(misses)} misses); "
+                "hits are not logged"
+            )
+        say(
+            f"    {len(problems)} warning/error lines"
+            + (f", first: {problems[0][:160]}" if problems else "")
+        )
 
 
 def report_latency(size: int, lives: Mapping[str, Live]) -> None:
     base = lives["none"].median() if "none" in lives else None
+    base90 = lives["none"].p90() if "none" in lives else None
     say()
-    say(f"  LOGIN round trip, {size:,}-entry spool (ms; added = median - none's median)")
+    say(
+        f"  LOGIN round trip, {size:,}-entry spool (ms; added = median - none's median, "
+        "+p90 = p90 - none's p90)"
+    )
     header = (
         f"  {'subject':<13} {'ok':>7} {'connect':>8} {'median':>8} {'p90':>8} {'added':>8}"
-        "  shared namespaces / notes"
+        f" {'+p90':>7}  shared namespaces / notes"
     )
     say(header)
     for name, live in lives.items():
@@ -724,10 +956,12 @@ def report_latency(size: int, lives: Mapping[str, Live]) -> None:
         if ok:
             logins = [s.login for s in ok]
             med = statistics.median(logins)
+            tail = p90(logins)
             cells = (
                 f"{ms(statistics.median(s.connect for s in ok)):>8} {ms(med):>8} "
-                f"{ms(p90(logins)):>8} "
+                f"{ms(tail):>8} "
                 + (f"{ms(med - base):>8}" if base is not None else f"{'-':>8}")
+                + (f" {ms(tail - base90):>7}" if base90 is not None else f" {'-':>7}")
             )
             shared = sorted({s.shared for s in ok})
             notes.append(
@@ -740,7 +974,7 @@ def report_latency(size: int, lives: Mapping[str, Live]) -> None:
             if alerts := sum(s.alert for s in ok):
                 notes.append(f"ALERT in {alerts}")
         else:
-            cells = f"{'-':>8} {'-':>8} {'-':>8} {'-':>8}"
+            cells = f"{'-':>8} {'-':>8} {'-':>8} {'-':>8} {'-':>7}"
         failed = [s for s in live.samples if not s.ok]
         if failed:
             errors = sorted({s.error for s in failed})
@@ -751,23 +985,31 @@ def report_latency(size: int, lives: Mapping[str, Live]) -> None:
         say(f"  {name:<13} {n:>7} {cells}  {', '.join(notes)}")
 
 
-def added(lives: Mapping[str, Live], name: str) -> float | None:
+def added(lives: Mapping[str, Live], name: str, *, tail: bool = False) -> float | None:
+    """The subject's median (``tail``: p90) LOGIN time minus that of ``none``."""
     if name not in lives or "none" not in lives:
         return None
-    subject, base = lives[name].median(), lives["none"].median()
+    if tail:
+        subject, base = lives[name].p90(), lives["none"].p90()
+    else:
+        subject, base = lives[name].median(), lives["none"].median()
     if subject is None or base is None:
         return None
     return subject - base
 
 
-def ratio_line(label: str, num: float | None, den: float | None, target: str = "") -> str:
+def ratio(num: float | None, den: float | None) -> float | None:
+    if num is None or den is None or den <= 0.0005:
+        return None
+    return num / den
+
+
+def ratio_cell(num: float | None, den: float | None) -> str:
     if num is None or den is None:
-        value = "n/a (a subject is missing or every login failed)"
-    elif den <= 0.0005:
-        value = f"n/a (denominator {ms(den)} ms)"
-    else:
-        value = f"{num / den:.2f}  ({ms(num)} / {ms(den)} ms)"
-    return f"    {label:<40} {value:<34} {target}"
+        return "n/a"
+    if den <= 0.0005:
+        return f"n/a (den. {ms(den)} ms)"
+    return f"{num / den:.2f} ({ms(num)}/{ms(den)})"
 
 
 def verdict(value: float | None, limit: float) -> str:
@@ -776,27 +1018,45 @@ def verdict(value: float | None, limit: float) -> str:
     return "met" if value <= limit else f"NOT met ({value:.2f} > {limit:g})"
 
 
+#: (numerator, denominator, limit or None, label of the limit): the issue's ratios.
+RATIOS: tuple[tuple[str, str, float | None, str], ...] = (
+    ("nsprov-ns", "python-attrs", 1.3, "target <= 1.3"),
+    ("nsprov-fast", "perl-naive", 2.0, "stretch <= 2"),
+    ("nsprov-fast", "python-attrs", None, ""),
+    ("nsprov-fast", "nsprov-ns", None, ""),
+    ("nsprov-serve", "perl-naive", None, ""),
+    ("nsprov-ns", "perl-naive", None, ""),
+)
+
+
 def report_ratios(size: int, lives: Mapping[str, Live]) -> None:
-    ns, attrs_, perl, serve = (
-        added(lives, n) for n in ("nsprov-ns", "python-attrs", "perl-naive", "nsprov-serve")
-    )
     say()
-    say(f"  ratios, {size:,}-entry spool (added latency, medians, this run):")
-    r = ns / attrs_ if ns is not None and attrs_ and attrs_ > 0.0005 else None
-    target = f"target <= 1.3 (10 entries): {verdict(r, 1.3)}" if size == 10 else ""
-    say(ratio_line("nsprov-ns / python-attrs", ns, attrs_, target))
+    say(
+        f"  ratios, {size:,}-entry spool (added latency in ms, this run; at the median and at p90;"
+        " verdicts on the median; cells: ratio (numerator/denominator ms))"
+    )
+    say(f"    {'':<30} {'median':<24} {'p90':<24}")
+    for num, den, limit, label in RATIOS:
+        if num not in lives or den not in lives:
+            continue
+        cells = [
+            ratio_cell(added(lives, num, tail=t), added(lives, den, tail=t)) for t in (False, True)
+        ]
+        target = ""
+        if limit is not None and size == 10:
+            value = ratio(added(lives, num), added(lives, den))
+            target = f"{label} (10 entries): {verdict(value, limit)}"
+        say(f"    {num + ' / ' + den:<30} {cells[0]:<24} {cells[1]:<24} {target}")
     if "nsprov-serve" in lives:
+        med, tail = added(lives, "nsprov-serve"), added(lives, "nsprov-serve", tail=True)
         say(
-            f"    {'nsprov-serve added over none':<40} "
-            + (f"{ms(serve)} ms" if serve is not None else "n/a").ljust(34)
-            + " target <= 2 ms: "
-            + (verdict(serve * 1000, 2.0) if serve is not None else "")
+            f"    {'nsprov-serve added over none':<30} "
+            f"{(ms(med) + ' ms') if med is not None else 'n/a':<24} "
+            f"{(ms(tail) + ' ms') if tail is not None else 'n/a':<24} target <= 2 ms: "
+            + (verdict(med * 1000, 2.0) if med is not None else "")
         )
-        s = serve / perl if serve is not None and perl and perl > 0.0005 else None
-        say(ratio_line("nsprov-serve / perl-naive", serve, perl, f"stretch <= 2: {verdict(s, 2)}"))
     else:
-        say(f"    {'nsprov-serve':<40} not run (see the note above)")
-    say(ratio_line("nsprov-ns / perl-naive", ns, perl))
+        say(f"    {'nsprov-serve, nsprov-fast':<30} not run (see the note above)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -838,12 +1098,13 @@ def report_throughput(
         f"~{args.seconds:.0f} s each, 10-entry spool"
     )
     say(f"  {'subject':<13} {'logins/s':>9} {'ok':>6} {'failed':>6} {'LOGIN med':>10} {'p90':>8}")
-    for name in ("none", "python-attrs", "nsprov-ns", "nsprov-serve"):
+    for name in ("none", "python-attrs", "nsprov-ns", "nsprov-serve", "nsprov-fast"):
         if name not in lives:
             continue
         ok, failed, elapsed, times = throughput(
             lives[name].dovecot.imap_port, users, clients=args.clients, seconds=args.seconds
         )
+        lives[name].logins += ok + failed
         med = ms(statistics.median(times)) if times else "-"
         tail = ms(p90(times)) if times else "-"
         say(f"  {name:<13} {ok / elapsed:>9.1f} {ok:>6} {failed:>6} {med:>10} {tail:>8}")
@@ -925,10 +1186,19 @@ def exported_namespaces(argv: Sequence[str], env: Mapping[str, str]) -> int:
 
 
 def post_login_step(
-    target: Target, configs: Mapping[int, Configs], py_attrs: Path, user: User, runs: int
+    target: Target,
+    configs: Mapping[int, Configs],
+    py_attrs: Path,
+    user: User,
+    runs: int,
+    *,
+    workdir: Path | None,
+    serve_extra: Sequence[str] = (),
 ) -> None:
+    """(a): interleaved runs of each case; ``workdir`` (None: no serve) holds the servers."""
     cases: list[tuple[str, list[str]]] = [
         ("/bin/true alone", ["/bin/true"]),
+        ("python -c pass (the script's interpreter)", [target.python, "-c", "pass"]),
         ("python-attrs pass-through", [str(py_attrs), "/bin/true"]),
     ]
     for size, conf in configs.items():
@@ -936,34 +1206,96 @@ def post_login_step(
             for proto in ("imap", "pop3"):
                 argv = [str(target.script), "post-login", f"--config={path}", f"--protocol={proto}"]
                 cases.append((f"nsprov {label:<3} {size:>3} entries {proto}", [*argv, "/bin/true"]))
-    env = dovecot_env(user)
-    exported = {
-        label: exported_namespaces(argv, env) for label, argv in cases if label.startswith("nsprov")
-    }
-    results: dict[str, list[ChildRun]] = {label: [] for label, _ in cases}
-    for _ in range(2):  # warm-up: page cache, nsprov's config cache, per-user index directories
-        for _, argv in cases:
-            run_child(argv, env=env)
-    for _ in range(runs):
-        for label, argv in cases:
-            results[label].append(run_child(argv, env=env))
+    with contextlib.ExitStack() as stack:
+        servers: dict[str, ServeProcess] = {}
+        witnesses: list[Path] = []
+        if workdir is not None:
+            smallest = min(configs)
+            serving = [(f"fast {size:>3}", conf.fast) for size, conf in configs.items()]
+            serving.append((f"all  {smallest:>3}", configs[smallest].all))
+            for label, config in serving:
+                directory = workdir / label.replace(" ", "")
+                directory.mkdir(parents=True, exist_ok=True)
+                command = serve_command(target, config, serve_extra)
+                servers[label] = serve = ServeProcess(directory, command)
+                stack.callback(serve.stop)
+                argv = [
+                    str(target.script),
+                    "post-login",
+                    f"--config={config}",
+                    "--protocol=imap",
+                    f"--serve={serve.socket}",
+                    "/bin/true",
+                ]
+                what = "(served)" if label.startswith("fast") else "(declined)"
+                cases.append((f"nsprov {label} entries imap {what}", argv))
+                if label.startswith("fast"):
+                    witnesses.append(config)
+        before = {w: config_cached(w) for w in witnesses}
+        results = _step_runs(cases, dovecot_env(user), runs)
+        after = {w: config_cached(w) for w in witnesses}
     say()
     say(
         f"(a) the post-login step alone (no Dovecot): {runs} runs each, interleaved, "
         "with a Dovecot-like environment; ms"
     )
-    say(f"  {'step':<34} {'wall med':>9} {'p90':>7} {'cpu med':>8} {'cpu p90':>8}  notes")
-    for label, runs_ in results.items():
+    say(f"  {'step':<42} {'wall med':>9} {'p90':>7} {'cpu med':>8} {'cpu p90':>8}  notes")
+    for label, (runs_, exported) in results.items():
         walls = [r.wall for r in runs_]
         cpus = [r.cpu for r in runs_]
         bad = [r for r in runs_ if r.status != 0 or r.stderr]
-        note = f"exports {exported[label]} namespaces" if label in exported else ""
+        note = f"exports {exported} namespaces" if exported is not None else ""
         if bad:
             note += f"; {len(bad)} with exit != 0 or stderr: {bad[0].stderr.strip()[:100]!r}"
         say(
-            f"  {label:<34} {ms(statistics.median(walls)):>9} {ms(p90(walls)):>7} "
+            f"  {label:<42} {ms(statistics.median(walls)):>9} {ms(p90(walls)):>7} "
             f"{ms(statistics.median(cpus)):>8} {ms(p90(cpus)):>8}  {note}"
         )
+    if not servers:
+        say("  (no --serve cases: nsprov serve is not available)")
+        return
+    say("  CPU above counts this process's children only: not the server's share of a served login")
+    for w in witnesses:
+        say(
+            f"  fallback witness for {w.parent.name} entries: the worker "
+            + ("RAN (config cached)" if after[w] else "never ran (no config-cache entry)")
+            + (" (already before (a))" if before[w] else "")
+        )
+    for label, serve in servers.items():
+        stats = serve.stats()
+        say(
+            f"  server {label}: "
+            + (", ".join(f"{k} {v}" for k, v in stats.items()) if stats else "no event=stop line")
+        )
+    wall = {
+        label: statistics.median(r.wall for r in runs_) for label, (runs_, _) in results.items()
+    }
+    for size in configs:
+        fast = wall.get(f"nsprov fast {size:>3} entries imap (served)")
+        inproc = wall.get(f"nsprov ns  {size:>3} entries imap")
+        if fast is not None and inproc is not None:
+            say(
+                f"  {size:>3} entries, imap: fast path {ms(fast)} ms, in-process {ms(inproc)} ms: "
+                f"{fast / inproc:.2f}x; fast path minus /bin/true alone "
+                f"{ms(fast - wall['/bin/true alone'])} ms"
+            )
+
+
+def _step_runs(
+    cases: Sequence[tuple[str, list[str]]], env: Mapping[str, str], runs: int
+) -> dict[str, tuple[list[ChildRun], int | None]]:
+    """Warm up, count the namespaces each nsprov case exports, then ``runs`` interleaved rounds."""
+    results: dict[str, list[ChildRun]] = {label: [] for label, _ in cases}
+    for _ in range(2):  # warm-up: page cache, nsprov's config cache, servers' caches, index dirs
+        for _, argv in cases:
+            run_child(argv, env=env)
+    exported = {
+        label: exported_namespaces(argv, env) for label, argv in cases if label.startswith("nsprov")
+    }
+    for _ in range(runs):
+        for label, argv in cases:
+            results[label].append(run_child(argv, env=env))
+    return {label: (r, exported.get(label)) for label, r in results.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -1010,14 +1342,91 @@ def import_times(target: Target, runs: int = 7) -> None:
                 selfs[key].setdefault(module, []).append(us)
     say()
     say(f"(b) import time, python -I -X importtime, median of {runs} runs (first run discarded)")
-    for key, what in (
-        ("parent", "import nsprov._main, nsprov._postlogin"),
-        ("worker", "then nsprov._worker, _login, _config, _engine"),
+    for key, what, count in (
+        ("parent", "import nsprov._main, nsprov._postlogin", 6),
+        ("worker", "then nsprov._worker, _login, _config, _engine", 14),
     ):
-        median_us = statistics.median(totals[key])
-        top = sorted(((statistics.median(v), k) for k, v in selfs[key].items()), reverse=True)[:6]
+        median_us: float = statistics.median(totals[key])
+        med_self = {k: statistics.median(v) for k, v in selfs[key].items()}
+        top = sorted(((us, k) for k, us in med_self.items()), reverse=True)[:count]
         say(f"  {what:<48} {median_us / 1000:6.1f} ms")
-        say("    costliest (self): " + ", ".join(f"{k} {us / 1000:.1f}" for us, k in top))
+        say("    costliest (self, ms): " + ", ".join(f"{k} {us / 1000:.1f}" for us, k in top))
+        groups: dict[str, list[float]] = {}
+        for module, self_us in med_self.items():
+            top_level = module.split(".")[0]
+            group = top_level if top_level in {"nsprov", "attr", "attrs", "pathspec"} else "other"
+            groups.setdefault(group, []).append(self_us)
+        say(
+            "    self time by package (ms): "
+            + ", ".join(
+                f"{g} {sum(v) / 1000:.1f} ({len(v)} modules)"
+                for g, v in sorted(groups.items(), key=lambda kv: -sum(kv[1]))
+            )
+        )
+    class_building(target, runs)
+
+
+#: Times attrs class creation and ``re.compile`` during the worker's imports (no importtime).
+_CLASS_CODE = """\
+import re, sys, time
+import nsprov._main, nsprov._postlogin
+started = time.perf_counter()
+import attrs, attr._make as m
+attrs_import = time.perf_counter() - started
+B = m._ClassBuilder
+t0 = {}
+built = [0, 0.0]
+compiled = [0, 0.0]
+init, build, compile_ = B.__init__, B.build_class, re.compile
+def timed_init(self, *a, **k):
+    t0[id(self)] = time.perf_counter()
+    init(self, *a, **k)
+def timed_build(self):
+    cls = build(self)
+    built[1] += time.perf_counter() - t0.pop(id(self))
+    built[0] += 1
+    return cls
+def timed_compile(*a, **k):
+    started = time.perf_counter()
+    try:
+        return compile_(*a, **k)
+    finally:
+        compiled[0] += 1
+        compiled[1] += time.perf_counter() - started
+B.__init__, B.build_class, re.compile = timed_init, timed_build, timed_compile
+started = time.perf_counter()
+import nsprov._worker, nsprov._login, nsprov._config, nsprov._engine
+total = time.perf_counter() - started
+print(attrs_import, total, built[0], built[1], compiled[0], compiled[1])
+"""
+
+
+def class_building(target: Target, runs: int) -> None:
+    """How much of the worker's import time is attrs class creation and regex compilation."""
+    rows = []
+    for i in range(runs + 1):
+        proc = subprocess.run(
+            [target.python, "-I", "-c", _CLASS_CODE],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={},
+            timeout=60,
+        )
+        if i:
+            rows.append([float(x) for x in proc.stdout.split()])
+    attrs_s, total, classes, build_s, regexes, regex_s = (
+        statistics.median(c) for c in zip(*rows, strict=True)
+    )
+    say(
+        f"  without -X importtime (median of {runs}): import attrs {ms(attrs_s)} ms; then the "
+        f"worker's modules {ms(total)} ms, of which"
+    )
+    say(
+        f"    attrs class creation {ms(build_s)} ms ({classes:.0f} classes, "
+        f"{build_s / max(classes, 1) * 1e6:.0f} us each), re.compile {ms(regex_s)} ms "
+        f"({regexes:.0f} calls)"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1191,17 +1600,48 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--commit", default="HEAD", help="the nsprov commit to measure (default HEAD)"
     )
+    parser.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=None,
+        help="spool sizes for the live logins, comma-separated, of 10,1000,100000 "
+        "(default: all; --quick: 10)",
+    )
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="measurements to leave out, letters of 'abcde' ((d) runs with the 10-entry spool)",
+    )
+    parser.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument for every nsprov serve, e.g. --serve-arg=--cache-ttl=0 "
+        "(repeatable; default: none, the shipped defaults)",
+    )
     parser.add_argument("--clean", action="store_true", help=f"remove {KEEP} and exit")
     args = parser.parse_args(argv)
+    if unknown := set(args.skip) - set("abcde"):
+        parser.error(f"--skip takes letters of 'abcde', not {''.join(sorted(unknown))!r}")
     if args.big_rounds is None:
         args.big_rounds = args.rounds
     if args.quick:
         args.rounds = min(args.rounds, 20)
         args.seconds = min(args.seconds, 3.0)
         args.step_runs = min(args.step_runs, 30)
+    if args.sizes is None:
+        args.sizes = (10,) if args.quick else SIZES
     if args.seed is None:
         args.seed = random.randrange(1 << 32)
     return args
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    sizes = tuple(sorted({int(part.replace("_", "")) for part in text.split(",") if part}))
+    if not sizes or not set(sizes) <= set(SIZES):
+        raise argparse.ArgumentTypeError(f"sizes must be among {', '.join(map(str, SIZES))}")
+    return sizes
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
@@ -1255,7 +1695,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     users = [accounts.user(f"u{i}") for i in range(1, USERS + 1)]
     say(f"work directory {workdir}; users {', '.join(u.name for u in users)}")
 
-    sizes = (10,) if args.quick else SIZES
+    sizes: tuple[int, ...] = args.sizes
     spools: dict[int, Path] = {}
     for size in sorted({*sizes, 100, 1_000}):
         base = KEEP if size >= BIG else workdir / "spools"
@@ -1282,6 +1722,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
             configs[size],
             serve=serve_problem is None,
             target=target,
+            serve_extra=args.serve_arg,
         )
         solo = frozenset({"perl-naive"}) if size >= BIG else frozenset()
         lives = live_latency(
@@ -1292,22 +1733,36 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
             rounds=rounds,
             rng=rng,
             solo=solo,
-            while_up=(lambda ls: report_throughput(ls, users, args)) if size == 10 else None,
+            target=target,
+            control=configs[size].ns,
+            while_up=(
+                (lambda ls: report_throughput(ls, users, args))
+                if size == 10 and "d" not in args.skip
+                else None
+            ),
         )
         if size >= BIG and "perl-naive" in lives:
             perl_env_scaling()
 
-    post_login_step(
-        target,
-        {10: configs[10], 100: configs[100]},
-        workdir / "scripts" / "10" / "python-attrs",
-        users[0],
-        args.step_runs,
-    )
-    import_times(target)
+    if "a" not in args.skip:
+        step = workdir / "scripts" / "step"
+        step.mkdir(parents=True)
+        post_login_step(
+            target,
+            {10: configs[10], 100: configs[100]},
+            write_script(step / "python-attrs", PY_ATTRS_BODY, f"{target.python} -I"),
+            users[0],
+            args.step_runs,
+            workdir=workdir / "step-serve" if serve_problem is None else None,
+            serve_extra=args.serve_arg,
+        )
+    if "b" not in args.skip:
+        import_times(target)
     trees = {size: configs[size] for size in (1_000, BIG) if size in configs}
-    peak_rss(target, trees, users[0])
-    scan_throughput(trees, users[0])
+    if "e" not in args.skip:
+        peak_rss(target, trees, users[0])
+    if "c" not in args.skip:
+        scan_throughput(trees, users[0])
     say()
     say(f"load average at the end: {load_average()} (1, 5, 15 min)")
     say("done; removing users, groups, instances and the work directory")
