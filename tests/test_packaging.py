@@ -12,6 +12,9 @@ ROOT = Path(__file__).parent.parent
 
 #: Modules that must never load on the post-login path (imported lazily where needed).
 LAZY = {
+    "typing",
+    "re",
+    "enum",
     "argparse",
     "logging",
     "json",

@@ -8,7 +8,10 @@ only for the other subcommands.
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+
+TYPE_CHECKING = False  # not typing's: see nsprov/__init__.py
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 
 def entrypoint() -> NoReturn:
