@@ -70,6 +70,25 @@ def worker_sending(
     return make
 
 
+def collect_frames(work: Callable[[int], None]) -> list[tuple[bytes, bytes]]:
+    """Run *work* on a pipe in-process and decode the frames it wrote."""
+    r, w = os.pipe()
+    try:
+        work(w)
+    finally:
+        os.close(w)
+    data = b""
+    while chunk := os.read(r, 65536):
+        data += chunk
+    os.close(r)
+    out = []
+    while data:
+        size = int.from_bytes(data[1:5], "big")
+        out.append((data[:1], data[5 : 5 + size]))
+        data = data[5 + size :]
+    return out
+
+
 class TestParseArgs:
     """The script-login line grammar."""
 
@@ -339,21 +358,7 @@ class TestWorker:
     """The worker, run in-process on a pipe."""
 
     def frames(self, opts: Options, env: dict[str, str]) -> list[tuple[bytes, bytes]]:
-        r, w = os.pipe()
-        try:
-            run(w, opts, env)
-        finally:
-            os.close(w)
-        data = b""
-        while chunk := os.read(r, 65536):
-            data += chunk
-        os.close(r)
-        out = []
-        while data:
-            size = int.from_bytes(data[1:5], "big")
-            out.append((data[:1], data[5 : 5 + size]))
-            data = data[5 + size :]
-        return out
+        return collect_frames(lambda fd: run(fd, opts, env))
 
     def test_missing_config(self) -> None:
         """An unreadable config is one failure frame."""
@@ -446,21 +451,7 @@ class TestWorkerFrames:
     """The worker's frames for denials, hooks and version warnings, in-process."""
 
     def frames(self, work: Callable[[int], None]) -> list[tuple[bytes, bytes]]:
-        r, w = os.pipe()
-        try:
-            work(w)
-        finally:
-            os.close(w)
-        data = b""
-        while chunk := os.read(r, 65536):
-            data += chunk
-        os.close(r)
-        out = []
-        while data:
-            size = int.from_bytes(data[1:5], "big")
-            out.append((data[:1], data[5 : 5 + size]))
-            data = data[5 + size :]
-        return out
+        return collect_frames(work)
 
     def test_denied_login(self, tmp_path: Path) -> None:
         """A denial sends the protocol's line and the deny frame, and no variables."""
