@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Self
 
+from .harness import postlogin_services
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping, Sequence
     from types import TracebackType
@@ -583,17 +585,7 @@ class Dovecot24:
             "  }",
             "}",
         ]
-        for protocol, program in self.postlogin.items():
-            lines += [
-                f"service {protocol} {{",
-                f"  executable = {protocol} {protocol}-postlogin",
-                "}",
-                f"service {protocol}-postlogin {{",
-                f"  executable = script-login {program}",
-                f"  unix_listener {protocol}-postlogin {{",
-                "  }",
-                "}",
-            ]
+        lines += postlogin_services(self.postlogin)
         return "\n".join(lines) + "\n" + self.extra_conf + "\n"
 
     def _write_files(self) -> None:

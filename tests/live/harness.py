@@ -325,6 +325,23 @@ def _traversable(path: Path) -> bool:
 _ERROR_RE = re.compile(r"\b(Error|Fatal|Panic):")
 
 
+def postlogin_services(postlogin: Mapping[str, str]) -> list[str]:
+    """dovecot.conf lines wiring one post-login service per protocol (contract section 1)."""
+    lines: list[str] = []
+    for protocol, program in postlogin.items():
+        lines += [
+            f"service {protocol} {{",
+            f"  executable = {protocol} {protocol}-postlogin",
+            "}",
+            f"service {protocol}-postlogin {{",
+            f"  executable = script-login {program}",
+            f"  unix_listener {protocol}-postlogin {{",
+            "  }",
+            "}",
+        ]
+    return lines
+
+
 class DovecotStartError(RuntimeError):
     """Dovecot did not start listening in time."""
 
@@ -416,17 +433,7 @@ class Dovecot:
             "  }",
             "}",
         ]
-        for protocol, program in self.postlogin.items():
-            lines += [
-                f"service {protocol} {{",
-                f"  executable = {protocol} {protocol}-postlogin",
-                "}",
-                f"service {protocol}-postlogin {{",
-                f"  executable = script-login {program}",
-                f"  unix_listener {protocol}-postlogin {{",
-                "  }",
-                "}",
-            ]
+        lines += postlogin_services(self.postlogin)
         return "\n".join(lines) + "\n" + self.extra_conf + "\n"
 
     def passwd_text(self) -> str:
