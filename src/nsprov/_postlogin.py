@@ -215,13 +215,16 @@ def run_worker(
     os.close(w)
     result = Result()
     buf = b""
+    poller = select.poll()
+    poller.register(r, select.POLLIN)
     try:
         while True:
             remaining = deadline[0] - clock()
             if remaining <= 0:
                 result.error = f"deadline of {deadline[0] - started:.1f}s passed"
                 break
-            ready, _, _ = select.select([r], [], [], remaining)
+            # poll, not select: select refuses descriptors above FD_SETSIZE (1024)
+            ready = poller.poll(remaining * 1000)
             if not ready:
                 continue
             chunk = os.read(r, 65536)
@@ -291,7 +294,9 @@ def write_client(data: bytes, *, fd: int = 1, budget: float = 1.0) -> bool:
             remaining = end - time.monotonic()
             if remaining <= 0:
                 return False
-            select.select([], [fd], [], min(remaining, 0.05))
+            writable = select.poll()
+            writable.register(fd, select.POLLOUT)
+            writable.poll(min(remaining, 0.05) * 1000)
             continue
         except InterruptedError:
             continue
