@@ -37,7 +37,6 @@ Reason codes, in the order they are tested for each entry:
 
 from __future__ import annotations
 
-import errno
 import os
 import stat as st
 from typing import TYPE_CHECKING, Literal
@@ -47,7 +46,7 @@ import attrs
 from ._location import MailLocation
 from ._model import Namespace, has_control
 from ._names import entry_id
-from ._perms import R_OK, X_OK, FileFacts, PosixAcl, decide
+from ._perms import R_OK, X_OK, FileFacts, decide, read_acl
 from .exceptions import InvalidLocationError, InvalidNamespaceError, NsprovError
 
 if TYPE_CHECKING:
@@ -72,7 +71,6 @@ Reason = Literal[
     "over-limit",
 ]
 REASONS: tuple[str, ...] = Reason.__args__  # type: ignore[attr-defined]
-_ACL_XATTR = "system.posix_acl_access"
 _RX = R_OK | X_OK
 
 
@@ -134,16 +132,6 @@ class Discovery:
         return tuple(s.namespace for s in self.served)
 
 
-def _read_acl(getxattr: Callable[..., bytes], path: bytes) -> PosixAcl | None:
-    try:
-        data = getxattr(path, _ACL_XATTR, follow_symlinks=False)
-    except OSError as e:
-        if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
-            return None
-        raise
-    return PosixAcl.from_xattr(data)
-
-
 def _read_regular_file(path: bytes, limit: int = 65536) -> str | None:
     """A small regular file's text, or None when absent; never blocks on a FIFO."""
     try:
@@ -171,7 +159,9 @@ class Fs:
     def facts(self, path: bytes) -> tuple[os.stat_result, FileFacts]:
         """lstat *path* and read its ACL."""
         s = self.lstat(path)
-        return s, FileFacts.from_stat(s, _read_acl(self.getxattr, path))
+        return s, FileFacts.from_stat(
+            s, read_acl(path, getxattr=self.getxattr, follow_symlinks=False)
+        )
 
 
 DEFAULT_FS = Fs()
