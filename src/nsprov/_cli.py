@@ -57,6 +57,11 @@ def main_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     sub.add_parser(
+        "cache",
+        help="build or inspect the persistent scan cache (see 'nsprov cache --help')",
+        add_help=False,
+    )
+    sub.add_parser(
         "post-login",
         help="the Dovecot script-login step (see 'nsprov post-login --help')",
         add_help=False,
@@ -111,6 +116,60 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cache_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``nsprov cache``."""
+    parser = argparse.ArgumentParser(
+        prog="nsprov cache",
+        description="Build or inspect the persistent scan cache of [scan_cache] (large spools).",
+    )
+    parser.add_argument(
+        "action",
+        choices=("update", "status"),
+        help="update: rebuild every spool's cache (run it from a timer, as the user "
+        "post-login runs as); status: exit 1 unless every spool's cache is fresh",
+    )
+    parser.add_argument("--config", default="/etc/nsprov/nsprov.toml", help="TOML config path")
+    return parser
+
+
+def _cache(argv: Sequence[str]) -> int:
+    from ._config import load_config  # noqa: PLC0415
+    from ._scan import DEFAULT_FS  # noqa: PLC0415
+    from ._scancache import status, update  # noqa: PLC0415
+
+    args = cache_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except NsprovError as e:
+        for line in getattr(e, "problems", (str(e),)):
+            print(f"nsprov: error: {line}", file=sys.stderr)
+        return 1
+    cfg = config.scan_cache
+    if cfg is None:
+        print(f"nsprov: error: {args.config} has no [scan_cache] table", file=sys.stderr)
+        return 1
+    rc = 0
+    for spool in config.spools:
+        if args.action == "update":
+            try:
+                u = update(cfg, spool, DEFAULT_FS)
+            except OSError as e:
+                print(f"nsprov: error: spool {spool.path}: {e}", file=sys.stderr)
+                rc = 1
+                continue
+            print(
+                f"{spool.path}: {u.entries} entries, {u.reused} unchanged since the last update, "
+                f"{u.seconds:.3f}s" + (" (spool changing: logins will list it)" if u.racy else "")
+            )
+        else:
+            s = status(cfg, spool)
+            age = "-" if s.age is None else f"{s.age:.0f}s"
+            state = "fresh" if s.fresh else f"NOT USED: {s.problem}"
+            print(f"{spool.path}: age {age}, {s.entries} readable by someone, {state} ({s.file})")
+            rc |= not s.fresh
+    return rc
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -127,6 +186,8 @@ def main(
         from ._check import main as check  # noqa: PLC0415
 
         return check(argv[1:])
+    if argv and argv[0] == "cache":
+        return _cache(argv[1:])
     if argv and argv[0] == "post-login":
         from ._postlogin import main as post_login  # noqa: PLC0415
 

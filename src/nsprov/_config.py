@@ -84,6 +84,21 @@ class ServeConfig:
     max_connections: int | None = None
 
 
+#: Where ``[scan_cache]`` keeps its files unless ``dir`` says otherwise.
+DEFAULT_SCAN_CACHE_DIR = "/var/cache/nsprov"
+
+
+@attrs.frozen(kw_only=True)
+class ScanCacheConfig:
+    """``[scan_cache]``: the persistent scan cache for large spools (see :mod:`nsprov._scancache`)."""
+
+    dir: str = DEFAULT_SCAN_CACHE_DIR
+    #: A cache older than this many seconds is not used: the bound on how late a new grant shows.
+    max_age: float = 300.0
+    #: How often ``nsprov serve`` rebuilds the cache (seconds); 0 leaves it to ``nsprov cache update``.
+    refresh: float = 60.0
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     """A validated nsprov configuration."""
@@ -103,6 +118,7 @@ class Config:
     debug_users: tuple[str, ...] = ()
     actions: ActionsConfig = ActionsConfig()
     serve: ServeConfig = ServeConfig()
+    scan_cache: ScanCacheConfig | None = None
 
     def check_does_something(self) -> None:
         """Raise :class:`ConfigError` when no protocol runs any action (an empty config)."""
@@ -412,6 +428,46 @@ def _serve_table(r: _Reader, t: Mapping[str, Any]) -> ServeConfig:
     )
 
 
+def _scan_cache_table(r: _Reader, data: Mapping[str, Any]) -> ScanCacheConfig | None:
+    if "scan_cache" not in data:
+        return None
+    t = r.table(data, "scan_cache", "scan_cache")
+    r.unknown(t, {"dir", "max_age", "refresh"}, "scan_cache")
+    directory = r.take(
+        t,
+        "dir",
+        "scan_cache",
+        str,
+        DEFAULT_SCAN_CACHE_DIR,
+        lambda v: None if v.startswith("/") and "\0" not in v else "must be an absolute path",
+    )
+    max_age = r.take(
+        t,
+        "max_age",
+        "scan_cache",
+        (int, float),
+        300,
+        lambda v: None if 0 < v <= 86400 else "must be > 0 and <= 86400 seconds",
+    )
+    refresh = r.take(
+        t,
+        "refresh",
+        "scan_cache",
+        (int, float),
+        60,
+        lambda v: None if v >= 0 else "must be >= 0 (0: nsprov serve does not refresh)",
+    )
+    if 0 < refresh and max_age is not None and refresh >= max_age:
+        r.problem(
+            "scan_cache.refresh",
+            f"{refresh:g}s must be shorter than max_age ({max_age:g}s), or the cache expires "
+            "between refreshes and logins scan the whole spool",
+        )
+    return ScanCacheConfig(
+        dir=directory.rstrip("/") or "/", max_age=float(max_age), refresh=float(refresh)
+    )
+
+
 def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") -> Config:
     """Validate parsed TOML *data* into a :class:`Config`; raise :class:`ConfigError` listing every problem."""
     problems: list[str] = []
@@ -425,6 +481,7 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") ->
             "identity",
             "postlogin",
             "serve",
+            "scan_cache",
             "actions",
             *ACTION_TABLES,
         },
@@ -546,6 +603,7 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") ->
     )
     actions = parse_actions(r, data, has_spools=bool(spools))
     serve = _serve_table(r, r.table(data, "serve", "serve"))
+    scan_cache = _scan_cache_table(r, data)
     if actions.last_login is not None and actions.last_login.timeout * 2 > deadline:
         r.problem(
             "last_login.timeout",
@@ -557,6 +615,7 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") ->
     return Config(
         actions=actions,
         serve=serve,
+        scan_cache=scan_cache,
         source=source,
         spools=tuple(spools),
         dialect=dialect,

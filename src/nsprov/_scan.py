@@ -52,7 +52,7 @@ from .exceptions import InvalidLocationError, InvalidNamespaceError, NsprovError
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
-    from ._config import Config, SpoolConfig
+    from ._config import Config, ScanCacheConfig, SpoolConfig
     from ._identity import MailUser
     from ._perms import Identity
     from ._template import Template
@@ -146,6 +146,18 @@ def _read_regular_file(path: bytes, limit: int = 65536) -> str | None:
         os.close(fd)
 
 
+def _listing(path: bytes) -> list[tuple[bytes, int]]:
+    """A directory's names with their inode numbers, from ``readdir`` alone (no ``stat``)."""
+    with os.scandir(path) as it:
+        return [(e.name, e.inode()) for e in it]
+
+
+def _dir_sig(path: bytes) -> tuple[int, int, int]:
+    """``(dev, ino, mtime)`` of a directory: what moves when an entry is added or removed."""
+    s = os.lstat(path)
+    return (s.st_dev, s.st_ino, s.st_mtime_ns)
+
+
 @attrs.frozen
 class Fs:
     """The filesystem calls the scanner makes; tests may inject their own."""
@@ -155,6 +167,10 @@ class Fs:
     getxattr: Callable[..., bytes] = os.getxattr
     realpath: Callable[[bytes], bytes] = os.path.realpath
     read_text: Callable[[bytes], str | None] = attrs.field(factory=lambda: _read_regular_file)
+    #: Names and inode numbers of a directory (the scan cache's view of a changed spool).
+    listing: Callable[[bytes], list[tuple[bytes, int]]] = attrs.field(factory=lambda: _listing)
+    #: ``(dev, ino, mtime_ns)`` of a directory (the scan cache's freshness check).
+    dir_sig: Callable[[bytes], tuple[int, int, int]] = attrs.field(factory=lambda: _dir_sig)
 
     def facts(self, path: bytes) -> tuple[os.stat_result, FileFacts]:
         """lstat *path* and read its ACL."""
@@ -343,18 +359,27 @@ def scan_spool(
     skipped: list[Skipped],
     keep_skipped: bool = True,
     stop_after: int | None = None,
+    scan_cache: ScanCacheConfig | None = None,
 ) -> bool:
     """Scan one spool, appending to *served* and *skipped* (pure but for *fs*).
 
     With *stop_after*, stop as soon as more than that many entries are served
     and return True (the rest of the spool is not read: on a large spool a
-    login pays only for the entries it can use).
+    login pays only for the entries it can use).  With *scan_cache*, a fresh
+    cache narrows the scan to the entries the user could read (see
+    :mod:`nsprov._scancache`); entries left out are not reported as skipped.
     """
     ident = user.identity
     spool_b = spool.path_bytes
     try:
         real = fs.realpath(spool_b)
-        names = sorted(fs.listdir(real))
+        names: Iterable[bytes] | None = None
+        if scan_cache is not None:
+            from ._scancache import candidates  # noqa: PLC0415 - only when configured
+
+            names = candidates(scan_cache, spool, real, ident, fs)
+        if names is None:
+            names = sorted(fs.listdir(real))
     except OSError as e:
         raise SpoolError(f"spool {spool.path}: {e.strerror or e}") from None
     why = _searchable(fs, _components(real), ident)
@@ -462,7 +487,8 @@ def discover(
     """Scan every spool in config order for *user*; cap at ``namespace.max``.
 
     Without *keep_skipped* (post-login), scanning stops once more than
-    ``namespace.max`` entries are served; the result is then ``truncated``.
+    ``namespace.max`` entries are served; the result is then ``truncated``;
+    and a configured, fresh ``[scan_cache]`` narrows the scan.
     """
     served: list[Served] = []
     skipped: list[Skipped] = []
@@ -481,6 +507,7 @@ def discover(
             skipped=skipped,
             keep_skipped=keep_skipped,
             stop_after=stop_after,
+            scan_cache=None if keep_skipped else config.scan_cache,
         )
         if truncated:
             break

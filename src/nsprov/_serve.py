@@ -477,7 +477,22 @@ class Recorder:
             getxattr=self._getxattr,
             realpath=self._realpath,
             read_text=self._read_text,
+            listing=self._listing,
+            dir_sig=self._dir_sig,
         )
+
+    def note_file(self, path: str) -> None:
+        """Record a file the answer depends on as a whole (the scan cache's index)."""
+        self.read[os.fsencode(path)] = _content_sig(self.base, os.fsencode(path))
+
+    def _listing(self, path: bytes) -> list[tuple[bytes, int]]:
+        self.listed[path] = _list_sig(self.base, path)
+        return self.base.listing(path)
+
+    def _dir_sig(self, path: bytes) -> tuple[int, int, int]:
+        sig = self.base.dir_sig(path)
+        self.listed[path] = sig
+        return sig
 
     def _lstat(self, path: bytes) -> os.stat_result:
         try:
@@ -710,6 +725,12 @@ class Resolver:
                 return Outcome(answer, "miss", entry=self._entry(answer, Deps(), now, generation))
         recorder = Recorder(self.fs)
         debug = user.user in config.debug_users
+        if config.scan_cache is not None and not debug:
+            from ._scancache import cache_files  # noqa: PLC0415
+
+            # Before the scan reads it: a refresh racing this lookup invalidates the answer.
+            for spool in config.spools:
+                recorder.note_file(cache_files(config.scan_cache.dir, spool.path_bytes)[0])
         p = plan(config, user, {}, fs=recorder.fs(), keep_skipped=debug)
         namespaces = p.discovery.namespaces
         budget = self.budget
@@ -1058,6 +1079,7 @@ class Server:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ids = 0
         self._refused_at = 0.0
+        self._refresher: asyncio.Task[None] | None = None
 
     # -- life cycle
 
@@ -1070,6 +1092,7 @@ class Server:
         s = os.stat(o.socket_path)
         self._sock_ino = (s.st_dev, s.st_ino)
         self._server = await asyncio.start_unix_server(self._connection, sock=self._sock)
+        self._refresher = asyncio.create_task(self._refresh_scan_cache())
         self.log(
             "info",
             "start",
@@ -1120,6 +1143,10 @@ class Server:
                 task.cancel()
         if self.connections:
             await asyncio.wait(list(self.connections.values()), timeout=1)
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
         await self.dirs.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.log("info", "stop", **self.stats)
@@ -1130,6 +1157,36 @@ class Server:
             s = os.lstat(path)
             if (s.st_dev, s.st_ino) == self._sock_ino:
                 os.unlink(path)
+
+    async def _refresh_scan_cache(self) -> None:
+        """Rebuild the ``[scan_cache]`` files every ``refresh`` seconds, in a thread of its own."""
+        from ._scancache import update  # noqa: PLC0415
+
+        loop = asyncio.get_running_loop()
+        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nsprov-cache")
+        try:
+            while True:
+                cfg = self.config.scan_cache
+                if cfg is None or cfg.refresh <= 0:
+                    await asyncio.sleep(5)  # until a reload configures it
+                    continue
+                for spool in self.config.spools:
+                    try:
+                        u = await loop.run_in_executor(worker, update, cfg, spool, self.resolver.fs)
+                    except Exception as e:  # logged; the next round retries
+                        self.log("error", "scan-cache-failed", spool=spool.path, error=str(e))
+                    else:
+                        self.log(
+                            "debug",
+                            "scan-cache-updated",
+                            spool=u.spool,
+                            entries=u.entries,
+                            reused=u.reused,
+                            seconds=round(u.seconds, 3),
+                        )
+                await asyncio.sleep(cfg.refresh)
+        finally:
+            worker.shutdown(wait=False, cancel_futures=True)
 
     async def reload(self) -> bool:
         """Re-read the config; keep the old one if the new one is bad (logged either way)."""
