@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nsprov._check import check_scan_cache
 from nsprov._cli import main as cli_main
 from nsprov._config import ScanCacheConfig, config_from_mapping
 from nsprov._dictproto import UserdbKey
@@ -564,3 +565,18 @@ def test_member_group_candidate(spool: Path, base: Path) -> None:
 
     assert ["team"] == served(config, MEMBER)
     assert [] == served(config, OTHER_USER)
+
+
+def test_check_finding(spool: Path, base: Path) -> None:
+    """nsprov check warns about a configured cache that logins would not use, not a fresh one."""
+    config = make_config(spool, base / "cache")
+    assert [] == check_scan_cache(make_config(spool, None))
+    [finding] = check_scan_cache(config)
+    assert ("warning", "scan-cache-stale", str(spool)) == (
+        finding.severity,
+        finding.code,
+        finding.subject,
+    )
+    assert "is missing: every login scans the whole spool" in finding.message
+    build(config)
+    assert [] == check_scan_cache(config)

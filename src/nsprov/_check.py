@@ -73,6 +73,7 @@ CODES: dict[str, str] = {
     "chgrp-trap": "group bits differ from other bits while non-members read the mailbox",
     "mailbox-writable": "mailboxes that users other than the owner may write",
     "control-in-spool": 'control = "": Dovecot keeps its uidlist files in the shared tree',
+    "scan-cache-stale": "[scan_cache] is set, but a spool's cache is missing, expired or unusable",
     # Dovecot
     "doveconf-unavailable": "doveconf is not installed: the Dovecot checks were skipped",
     "doveconf-failed": "doveconf failed: Dovecot's configuration is broken",
@@ -953,6 +954,31 @@ def check_traversal(
                     scan.spool.path,
                     f"spool {scan.spool.path}: {e.strerror or e}",
                     "Make the spool and the directories above it exist and be readable.",
+                )
+            )
+    return out
+
+
+def check_scan_cache(config: Config, *, now_ns: int | None = None) -> list[Finding]:
+    """``scan-cache-stale``: a configured scan cache that logins would not use."""
+    cfg = config.scan_cache
+    if cfg is None:
+        return []
+    from ._scancache import status  # noqa: PLC0415
+
+    out = []
+    for spool in config.spools:
+        s = status(cfg, spool, now_ns=now_ns)
+        if not s.fresh:
+            out.append(
+                _f(
+                    "warning",
+                    "scan-cache-stale",
+                    spool.path,
+                    f"the scan cache {s.file} is {s.problem}: every login scans the whole spool",
+                    "Run 'nsprov cache update' from a timer more often than max_age "
+                    f"({cfg.max_age:g}s), as the user post-login runs as, or run 'nsprov serve' "
+                    "with [scan_cache] refresh > 0.",
                 )
             )
     return out
@@ -2061,6 +2087,7 @@ def run_checks(world: World) -> Report:
     scans = scan_structure(config, fs=fs)
     templates_ok = {s.number for s in scans if f"spool[{s.number}]" not in bad_templates}
     findings += structure_findings(scans, templates_ok=templates_ok)
+    findings += check_scan_cache(config)
     conf = world.doveconf
     findings += check_version(config, world.dovecot_version, world.version_source)
     if conf is not None:
