@@ -165,7 +165,7 @@ def _cache(argv: Sequence[str]) -> int:
             s = status(cfg, spool)
             age = "-" if s.age is None else f"{s.age:.0f}s"
             state = "fresh" if s.fresh else f"NOT USED: {s.problem}"
-            print(f"{spool.path}: age {age}, {s.entries} readable by someone, {state} ({s.file})")
+            print(f"{spool.path}: age {age}, {s.entries} entries indexed, {state} ({s.file})")
             rc |= not s.fresh
     return rc
 

@@ -16,10 +16,12 @@ What the cache decides, and what it never decides:
   ``cur``/``new``, symlink target, excludes).  A stale or forged cache can hide
   an entry from a user, never show one the user cannot read now.
 - Revocations take effect at once: a user's candidates are re-checked live.
-- Added, removed or replaced entries take effect at once: when the spool
+- Added, removed and renamed entries take effect at once: when the spool
   directory's mtime differs from the cached one, the login lists the spool
   (names and inode numbers only, no ``stat``) and scans what the cache does
-  not know.
+  not know, or knows under another inode number.  (A directory removed and
+  made again under its old name may get its old inode number back: that is
+  a permission change on an existing entry, below.)
 - A new *grant* on an existing entry (``chmod``, ``chown``, ``setfacl`` on an
   entry the user could not read when the cache was built) shows up after the
   next update.  That is the cache's freshness bound: a cache older than

@@ -225,7 +225,7 @@ class Spool:
 
     def status_line(self, state: str) -> str:
         """A regex matching the status line of this spool in *state*."""
-        return rf"{re.escape(str(self.path))}: age \d+s, \d+ readable by someone, {state} \({re.escape(str(self.idx))}\)\n"
+        return rf"{re.escape(str(self.path))}: age \d+s, \d+ entries indexed, {state} \({re.escape(str(self.idx))}\)\n"
 
     def built(self) -> int:
         """When the cache files were built (ns), 0 without a usable index."""
@@ -290,7 +290,7 @@ def test_same_namespaces_with_and_without_cache(spool: Spool) -> None:
     assert without == cached
     assert (
         1,
-        f"{spool.path}: age -, 0 readable by someone, NOT USED: missing ({spool.idx})\n",
+        f"{spool.path}: age -, 0 entries indexed, NOT USED: missing ({spool.idx})\n",
     ) == missing
     assert 0 == fresh[0]
     assert re.fullmatch(spool.status_line("fresh"), fresh[1]), fresh[1]
@@ -436,7 +436,7 @@ def test_untrusted_cache_is_ignored(spool: Spool, tamper: str) -> None:
     assert stale == again
     assert (
         1,
-        f"{spool.path}: age -, 0 readable by someone, {UNUSABLE} ({spool.idx})\n",
+        f"{spool.path}: age -, 0 entries indexed, {UNUSABLE} ({spool.idx})\n",
     ) == untrusted
     assert [] == spool.nsprov_lines()
 
