@@ -1773,13 +1773,13 @@ def cache_updates(target: Target, layouts: Sequence[CacheLayout]) -> None:
     )
     say(
         f"  {'spool':<16} {'cold wall':>9} {'nsprov':>9}  {'reused':>7}   {'warm wall':>9} "
-        f"{'nsprov':>9}  {'reused':>7}   {'.idx':>9} {'.names':>9}"
+        f"{'nsprov':>9}  {'reused':>7}   {'.idx':>9} {'.names':>9} {'.inos':>9}"
     )
     for layout in layouts:
         sizes = {p.suffix: p.stat().st_size for p in layout.before.iterdir()}
         size_cells = " ".join(
             f"{sizes[suffix] / 1024:>5.0f} KiB" if suffix in sizes else f"{'-':>9}"
-            for suffix in (".idx", ".names")
+            for suffix in (".idx", ".names", ".inos")
         )
         say(
             f"  {layout.label:<16} {_update_cells(cold[layout.label])}   "

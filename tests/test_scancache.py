@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import marshal
 import os
 import shutil
 import time
@@ -314,7 +315,7 @@ class TestFreshness:
         self, config: Config, spool: Path, base: Path, damage: str
     ) -> None:
         """A cache writable by others, corrupt, a symlink or for another spool: full scan."""
-        idx, _ = cache_files(str(base / "cache"), os.fsencode(spool))
+        idx = cache_files(str(base / "cache"), os.fsencode(spool))[0]
         if damage == "group-writable":
             Path(idx).chmod(0o620)
         elif damage == "corrupt":
@@ -332,12 +333,12 @@ class TestFreshness:
 
         assert ["closed", "open"] == served(config, OTHER_USER)
 
-    def test_names_file_of_another_build(self, config: Config, spool: Path, base: Path) -> None:
-        """An index paired with a names file of another build is not used once the spool changed."""
-        _, names = cache_files(str(base / "cache"), os.fsencode(spool))
-        saved = Path(names).read_bytes()
+    def test_inode_file_of_another_build(self, config: Config, spool: Path, base: Path) -> None:
+        """An index paired with an inode file of another build is not used once the spool changed."""
+        inos = cache_files(str(base / "cache"), os.fsencode(spool))[2]
+        saved = Path(inos).read_bytes()
         build(config)
-        Path(names).write_bytes(saved)
+        Path(inos).write_bytes(saved)
         time.sleep(0.01)
         maildir(spool / "added", 0o700)
         (spool / "closed").chmod(0o755)
@@ -372,6 +373,24 @@ class TestUpdate:
         assert (5, 4) == (second.entries, second.reused)
         assert [os.fsencode(spool / "m2")] == xattrs
         assert ["m0", "m1", "m3", "m4"] == served(config, OTHER_USER)
+
+    def test_malformed_previous_build(self, spool: Path, base: Path) -> None:
+        """A names file of the right version but the wrong shape is read as no previous build."""
+        maildir(spool / "m", 0o755)
+        config = make_config(spool, base / "cache")
+        cfg = config.scan_cache
+        assert cfg is not None
+        build(config)
+        names = Path(cache_files(cfg.dir, os.fsencode(spool))[1])
+        for junk in (
+            {"v": 1, "built": 0},
+            {"v": 1, "built": 0, "entries": {b"m": "junk"}},
+            {"v": 1, "built": 0, "entries": {b"m": (1, 2, "who")}},
+        ):
+            names.write_bytes(marshal.dumps(junk))
+            u = update(cfg, config.spools[0], DEFAULT_FS, clock=ahead)
+            assert (1, 0) == (u.entries, u.reused)
+        assert ["m"] == served(config, OTHER_USER)
 
     def test_racy_spool(self, spool: Path, base: Path) -> None:
         """A spool modified within the clock's resolution: retried, then indexed without a signature."""

@@ -42,9 +42,12 @@ nobody else):
     changing during the build), and the index ``{principal: sorted names}``,
     each list stored as one ``/``-joined bytes string (no name holds a ``/``),
     so a login splits only the lists of its own principals.
+``scan-<hash>.inos``
+    ``marshal``: the build time and ``{name: ino}``, read by logins that found
+    the spool directory changed since the build.
 ``scan-<hash>.names``
-    ``marshal``: the build time and ``{name: (ino, ctime_ns, principals)}``;
-    read only by updates and by logins that found the spool directory changed.
+    ``marshal``: the build time and ``{name: (ino, ctime_ns, principals)}``,
+    read only by updates.
 
 Principals are ints: a uid as itself, a gid ``g`` as ``~g`` (negative), and
 "other" as :data:`OTHER`.
@@ -121,12 +124,12 @@ def keys_of(ident: Identity) -> tuple[int, ...]:
     return (ident.uid, ~ident.gid, *(~g for g in ident.groups if g != ident.gid), OTHER)
 
 
-def cache_files(directory: str, spool: bytes) -> tuple[str, str]:
-    """The index and names files of *spool* in *directory*."""
+def cache_files(directory: str, spool: bytes) -> tuple[str, str, str]:
+    """The index, names and inode files of *spool* in *directory*."""
     from ._names import entry_hash  # noqa: PLC0415
 
     base = f"{directory}/scan-{entry_hash(b'scan-cache', spool, 12)}"
-    return base + ".idx", base + ".names"
+    return base + ".idx", base + ".names", base + ".inos"
 
 
 def _load(path: str) -> Any:
@@ -216,7 +219,7 @@ def candidates(
 
     None sends the caller back to listing the whole spool.
     """
-    idx_path, names_path = cache_files(cfg.dir, spool.path_bytes)
+    idx_path, _, inos_path = cache_files(cfg.dir, spool.path_bytes)
     idx = Index.load(idx_path)
     if idx is None or idx.spool != spool.path_bytes or idx.real != real:
         return None
@@ -228,18 +231,15 @@ def candidates(
         return base
     # The spool changed since the build: names the cache does not know, or knows
     # under another inode, are scanned too; names gone from the spool are dropped.
-    names = _load(names_path)
-    if not isinstance(names, dict) or names.get("built") != idx.built:
+    inos = _load(inos_path)
+    if not isinstance(inos, dict) or inos.get("built") != idx.built:
         return None
-    known = names.get("entries")
+    known = inos.get("inos")
     if not isinstance(known, dict):
         return None
-    live = fs.listing(real)
-    present = {name for name, _ in live}
-    unknown = sorted(
-        name for name, ino in live if (rec := known.get(name)) is None or (ino and rec[0] != ino)
-    )
-    return _unique(heapq.merge((n for n in base if n in present), unknown))
+    live = dict(fs.listing(real))
+    unknown = sorted(name for name, ino in live.items() if known.get(name) != ino)
+    return _unique(heapq.merge((n for n in base if n in live), unknown))
 
 
 @attrs.frozen
@@ -285,7 +285,7 @@ def update(
     started = time.monotonic()
     spool_b = spool.path_bytes
     real = fs.realpath(spool_b)
-    idx_path, names_path = cache_files(cfg.dir, spool_b)
+    idx_path, names_path, inos_path = cache_files(cfg.dir, spool_b)
     try:
         os.mkdir(cfg.dir, 0o700)
     except FileExistsError:
@@ -293,7 +293,12 @@ def update(
     previous = _load(names_path)
     prev: dict[bytes, tuple[int, int, tuple[int, ...]]] = {}
     prev_built = 0
-    if isinstance(previous, dict) and previous.get("v") == VERSION:
+    if (
+        isinstance(previous, dict)
+        and previous.get("v") == VERSION
+        and isinstance(previous.get("entries"), dict)
+        and isinstance(previous.get("built"), int)
+    ):
         prev, prev_built = previous["entries"], previous["built"]
     for attempt in range(3):
         built = clock()
@@ -306,7 +311,9 @@ def update(
                 s = fs.lstat(path)
                 old = prev.get(name)
                 if (
-                    old is not None
+                    type(old) is tuple
+                    and len(old) == 3  # (ino, ctime, principals)
+                    and type(old[2]) is tuple
                     and old[0] == s.st_ino
                     and old[1] == s.st_ctime_ns
                     and s.st_ctime_ns < prev_built - RACY_NS
@@ -336,6 +343,7 @@ def update(
         for principal in entries[name][2]:
             index.setdefault(principal, []).append(name)
     _write(names_path, {"v": VERSION, "built": built, "entries": entries})
+    _write(inos_path, {"v": VERSION, "built": built, "inos": {n: e[0] for n, e in entries.items()}})
     _write(
         idx_path,
         {
@@ -370,7 +378,7 @@ class Status:
 
 def status(cfg: ScanCacheConfig, spool: SpoolConfig, *, now_ns: int | None = None) -> Status:
     """Describe *spool*'s cache: its age, whether a login would use it, and why not."""
-    idx_path, _ = cache_files(cfg.dir, spool.path_bytes)
+    idx_path = cache_files(cfg.dir, spool.path_bytes)[0]
     idx = Index.load(idx_path)
     if idx is None:
         unusable = (

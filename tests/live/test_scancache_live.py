@@ -294,7 +294,7 @@ def test_same_namespaces_with_and_without_cache(spool: Spool) -> None:
     ) == missing
     assert 0 == fresh[0]
     assert re.fullmatch(spool.status_line("fresh"), fresh[1]), fresh[1]
-    assert [(0o700, 0), (0o600, 0), (0o600, 0)] == [
+    assert [(0o700, 0), (0o600, 0), (0o600, 0), (0o600, 0)] == [
         (stat.S_IMODE(s.st_mode), s.st_uid) for s in map(os.lstat, files)
     ]
     assert [] == spool.nsprov_lines()
