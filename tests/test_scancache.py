@@ -263,6 +263,25 @@ class TestFreshness:
         assert ["added", "open"] == served(config, OTHER_USER, counting.fs())
         assert not [p for p in counting.lstats if p.endswith(b"/closed")]
 
+    def test_changed_spool_mostly_readable(self, spool: Path, base: Path) -> None:
+        """A changed spool the user may mostly read is listed as without a cache (it is cheaper)."""
+        for name in ("a", "b", "c"):
+            maildir(spool / name, 0o755)
+        maildir(spool / "closed", 0o750, 0o755)
+        config = make_config(spool, base / "cache")
+        build(config)
+        assert config.scan_cache is not None
+        real = os.fsencode(spool)
+        ident = OTHER_USER.identity
+        assert [b"a", b"b", b"c"] == list(
+            candidates(config.scan_cache, config.spools[0], real, ident, Fs()) or []
+        )
+        time.sleep(0.01)
+        maildir(spool / "d", 0o755)
+
+        assert None is candidates(config.scan_cache, config.spools[0], real, ident, Fs())
+        assert ["a", "b", "c", "d"] == served(config, OTHER_USER)
+
     def test_removed_entry(self, config: Config, spool: Path) -> None:
         """A removed entry is simply gone."""
         shutil.rmtree(spool / "open")

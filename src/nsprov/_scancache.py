@@ -21,7 +21,9 @@ What the cache decides, and what it never decides:
   (names and inode numbers only, no ``stat``) and scans what the cache does
   not know, or knows under another inode number.  (A directory removed and
   made again under its old name may get its old inode number back: that is
-  a permission change on an existing entry, below.)
+  a permission change on an existing entry, below.)  When the user's
+  candidates are over half the spool, a changed spool is simply listed and
+  scanned as without a cache, which is cheaper then.
 - A new *grant* on an existing entry (``chmod``, ``chown``, ``setfacl`` on an
   entry the user could not read when the cache was built) shows up after the
   next update.  That is the cache's freshness bound: a cache older than
@@ -168,6 +170,8 @@ class Index:
     dir_sig: tuple[int, int, int] | None
     index: dict[int, bytes]
     path: str
+    #: How many entries the spool had at the build.
+    count: int = 0
 
     @classmethod
     def load(cls, path: str) -> Index | None:
@@ -186,9 +190,14 @@ class Index:
                 dir_sig=sig,
                 index=index,
                 path=path,
+                count=int(data.get("count", 0)),
             )
         except (TypeError, KeyError, ValueError):
             return None
+
+    def count_for(self, keys: Iterable[int]) -> int:
+        """How many names are listed under *keys* (a name under two keys counts twice)."""
+        return sum(v.count(b"/") + 1 for k in keys if (v := self.index.get(k)))
 
     def names_for(self, keys: Iterable[int]) -> Iterator[bytes]:
         """The sorted names listed under any of *keys*, each once."""
@@ -226,9 +235,14 @@ def candidates(
     now = time.time_ns() if now_ns is None else now_ns
     if now - idx.built > cfg.max_age * 1e9 or idx.built - now > FUTURE_SLACK_NS:
         return None
-    base = idx.names_for(keys_of(ident))
+    keys = keys_of(ident)
     if idx.dir_sig is not None and fs.dir_sig(real) == idx.dir_sig:
-        return base
+        return idx.names_for(keys)
+    if idx.count_for(keys) * 2 > idx.count:
+        # The user may read most of the spool: comparing the listing with the
+        # cache would cost more than scanning the listing.
+        return None
+    base = idx.names_for(keys)
     # The spool changed since the build: names the cache does not know, or knows
     # under another inode, are scanned too; names gone from the spool are dropped.
     inos = _load(inos_path)
@@ -352,6 +366,7 @@ def update(
             "real": real,
             "built": built,
             "dir": None if racy else after,
+            "count": len(entries),
             "index": {k: b"/".join(v) for k, v in index.items()},
         },
     )
