@@ -105,7 +105,10 @@ live latency
     entry, ``cur`` and ``new``, ``getxattr(system.posix_acl_access)`` on each), over the 1,000- and
     100,000-entry trees, in this process, warm cache.  The config sets ``[namespace] max`` to
     100,000: on the login path nsprov stops once ``max`` entries are served, which would compare
-    1,001 entries with 100,000 (the login path's own time is printed too).
+    1,001 entries with 100,000 (the login path's own time is printed too).  Then the large-spool
+    case: the kept 100,000-entry spool of (f) where the user may read one entry, against a bare
+    loop making the calls nsprov makes there (lstat and ACL of each entry; ``cur`` and ``new``
+    only of entries the user may read), and against the loop above.
 (d) throughput
     logins per second with 32 concurrent IMAP clients (threads; connect, LOGIN, LOGOUT) for
     ``none``, ``python-attrs``, ``nsprov-ns`` (and ``nsprov-serve``, ``nsprov-fast``), about
@@ -1504,6 +1507,19 @@ def bare_scan(root: bytes) -> int:
     return n
 
 
+def bare_entry_scan(root: bytes) -> int:
+    """The system calls nsprov makes for an entry the user may not read: its lstat and ACL."""
+    n = 0
+    for name in sorted(os.listdir(root)):
+        if name.startswith(b"."):
+            continue
+        path = root + b"/" + name
+        os.lstat(path)
+        _acl(path)
+        n += 1
+    return n
+
+
 def _timed(fn: Callable[[], object]) -> float:
     started = time.perf_counter()
     fn()
@@ -1562,6 +1578,42 @@ def scan_throughput(trees: Mapping[int, Configs], user: User) -> None:
             f"  {'':>8} (the login path, default namespace.max = {default.max_namespaces:,}: "
             f"plan takes {ms(login_path)} ms)"
         )
+    restricted_scan(user)
+
+
+def restricted_scan(user: User) -> None:
+    """The large-spool case: the kept 100,000-entry spool where the user may read one entry."""
+    from nsprov._config import config_from_mapping  # noqa: PLC0415 - the snapshot's
+    from nsprov._identity import mail_user_from_nss  # noqa: PLC0415
+    from nsprov._scan import discover  # noqa: PLC0415
+
+    KEEP.mkdir(mode=0o755, exist_ok=True)
+    KEEP.chmod(0o755)
+    spool = ensure_spool(PRIVATE, BIG, mode=0o750, readable=PRIVATE_READABLE)
+    shutil.rmtree(spool / NEW_ENTRY, ignore_errors=True)  # left by an interrupted (f)
+    config = config_from_mapping(
+        {
+            "namespace": {"max": SCAN_MAX},
+            "spool": [{"path": str(spool), "prefix": "Shared/{name}/"}],
+        }
+    )
+    mail_user = mail_user_from_nss(user.name, config.identity)
+    root = os.fsencode(spool)
+    served = len(discover(config, mail_user, keep_skipped=False).served)
+    times: dict[str, list[float]] = {"entry": [], "full": [], "discover": []}
+    for _ in range(3):
+        times["entry"].append(_timed(partial(bare_entry_scan, root)))
+        times["full"].append(_timed(partial(bare_scan, root)))
+        times["discover"].append(_timed(partial(discover, config, mail_user, keep_skipped=False)))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    say(
+        f"  {PRIVATE.name}: {BIG:,} entries, {served} readable by {user.name}; median of 3: "
+        f"discover {ms(med['discover'])} ms; bare loop with nsprov's system calls (lstat and ACL "
+        f"of each entry; cur and new only where it may read) {ms(med['entry'])} ms, ratio "
+        f"{med['discover'] / med['entry']:.2f} (target <= 1.5: "
+        f"{verdict(med['discover'] / med['entry'], 1.5)}); the bare loop above (cur and new "
+        f"of every entry too) {ms(med['full'])} ms, ratio {med['discover'] / med['full']:.2f}"
+    )
 
 
 # --------------------------------------------------------------------------------------------

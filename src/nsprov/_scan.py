@@ -394,6 +394,9 @@ def scan_spool(
         if keep_skipped:
             skipped.append(Skipped(spool.path, raw, reason, detail))
 
+    # The loop below runs once per spool entry: on a large spool, most entries are ones
+    # the user may not read, so that case is kept to the system calls and one decide().
+    lstat, getxattr, prefix = fs.lstat, fs.getxattr, real + b"/"
     for raw in names:
         if raw.startswith(b"."):
             skip(raw, "dot-entry", "names starting with '.' are never served")
@@ -413,9 +416,15 @@ def scan_spool(
         if has_control(name):
             skip(raw, "unservable-name", "contains a control character")
             continue
-        path = real + b"/" + raw
+        path = prefix + raw
         try:
-            s, facts = fs.facts(path)
+            s = lstat(path)
+            facts = FileFacts(
+                s.st_mode,
+                s.st_uid,
+                s.st_gid,
+                read_acl(path, getxattr=getxattr, follow_symlinks=False),
+            )
         except FileNotFoundError:
             continue  # removed while we looked
         is_dir = st.S_ISDIR(s.st_mode)
@@ -450,6 +459,8 @@ def scan_spool(
             else:
                 skip(raw, "not-a-directory", "not a directory")
             continue
+        if not keep_skipped and not decide(facts, ident, _RX).allowed:
+            continue  # the common case on a large spool, without building its reason
         verdict = _classify_dir(fs, path, facts, ident)
         if verdict is not None:
             skip(raw, *verdict)
