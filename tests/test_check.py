@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pytest
 
+from nsprov import _fast as nsprov_fast
 from nsprov._check import (
     CODES,
     DovecotConf,
@@ -807,6 +808,28 @@ class TestWiring:
         assert ["service imap"] == [
             f.subject for f in wiring(make_config(spool), wired(example=""))
         ]
+
+    def test_fast_script(self, config: Config) -> None:
+        """``python -I -S .../nsprov/_fast.py --serve=...`` is nsprov's wiring too."""
+        fast = str(Path(nsprov_fast.__file__))
+        python = "/opt/nsprov/bin/python"
+
+        def conf(args: str, script: str = fast) -> DovecotConf:
+            return wired(
+                example=line("imap", f"{python} -I -S {script} {args} --protocol=imap")
+                + line("pop3", f"{python} -I -S {script} {args} --protocol=pop3")
+            )
+
+        def found(c: DovecotConf) -> list[tuple[str, str]]:
+            return [
+                (f.code, f.severity) for f in wiring(config, c, executable=lambda p: p == python)
+            ]
+
+        assert [] == found(conf(f"--serve=/run/nsprov/userdb.sock --config={CONFIG}"))
+        assert [("wiring-bad-arguments", "warning")] * 2 == found(conf(f"--config={CONFIG}"))
+        assert [("wiring-program-missing", "error")] * 2 == found(
+            conf(f"--serve=/s --config={CONFIG}", "/nowhere/nsprov/_fast.py")
+        )
 
     def test_protocols(self, config: Config) -> None:
         """Protocols Dovecot does not serve are not checked."""

@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from nsprov import _postlogin as nsprov_postlogin
 from nsprov._config import config_from_mapping
 from nsprov._env import from_environ
-from nsprov._postlogin import ask_serve, main, merge_fields, parse_json_object, serve_key
+from nsprov._postlogin import (
+    ask_serve,
+    fallback_argv,
+    main,
+    merge_fields,
+    parse_json_object,
+    serve_key,
+)
 
 from .test_serve import Identities, _base, make_config, running  # noqa: F401 - _base is the "base" fixture
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
-    from pathlib import Path
 
     from nsprov._postlogin import Options
 
@@ -183,3 +193,169 @@ class TestFastPath:
 def test_identities_exported() -> None:
     """The serve test helpers are shared."""
     assert "other" in Identities().users
+
+
+# --- python -I -S .../nsprov/_fast.py: the fast path without site -----------------------------
+
+FAST = str(Path(nsprov_postlogin.__file__).with_name("_fast.py"))
+
+
+class TestStandalone:
+    """The fast path run as a script: the server's answer, or the full step re-exec'd."""
+
+    def test_fallback_argv(self) -> None:
+        """--serve and --serve-timeout go (either spelling); every other option and the chain stay."""
+        argv = [
+            "--serve=/s",
+            "--config",
+            "/c.toml",
+            "--serve",
+            "/t",
+            "--serve-timeout=0.2",
+            "--protocol=imap",
+            "--deadline",
+            "3",
+            "--",
+            "/next",
+            "--serve=/x",
+        ]
+        assert [
+            "/py",
+            "-I",
+            "-m",
+            "nsprov",
+            "post-login",
+            "--config",
+            "/c.toml",
+            "--protocol=imap",
+            "--deadline",
+            "3",
+            "--",
+            "/next",
+            "--serve=/x",
+        ] == fallback_argv("/py", argv)
+
+    def test_answer_from_server(self, box: Path, base: Path) -> None:
+        """Standalone, a served login execs the chain with the namespaces, as the console script does."""
+        ex = Exec()
+        with running(make_config(box), base) as (server, _):
+            main(
+                [f"--serve={server.options.socket_path}", "--protocol=imap", "/next"],
+                environ=dict(ENV),
+                execve=ex,
+                worker=no_worker,
+                standalone=True,
+            )
+
+        [(path, _, env)] = ex.calls
+        assert "/next" == path
+        assert 2 == len(from_environ(env))
+
+    def test_no_answer_reexecs_full_step(self, base: Path) -> None:
+        """No server: the full step with the same interpreter, --serve dropped, env untouched."""
+        ex = Exec()
+
+        main(
+            [f"--serve={base}/none.sock", "--protocol=pop3", "/next"],
+            environ=dict(ENV),
+            execve=ex,
+            worker=no_worker,
+            standalone=True,
+        )
+
+        (path, argv, env), _ = ex.calls  # a real exec does not return: no second call then
+        assert sys.executable == path
+        assert [
+            sys.executable,
+            "-I",
+            "-m",
+            "nsprov",
+            "post-login",
+            "--protocol=pop3",
+            "/next",
+        ] == argv
+        assert ENV == env
+
+    def test_reexec_fails(self, base: Path, capfd: pytest.CaptureFixture[str]) -> None:
+        """If even that exec fails, the chain goes on with the environment untouched."""
+        calls: list[str] = []
+
+        def execve(path: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
+            calls.append(path)
+            if path != "/next":
+                raise OSError(2, "No such file or directory")
+            assert ENV == dict(env)
+
+        main(
+            [f"--serve={base}/none.sock", "/next"],
+            environ=dict(ENV),
+            execve=execve,
+            standalone=True,
+        )
+
+        assert [sys.executable, "/next"] == calls
+        err = capfd.readouterr().err
+        assert "failed: No such file or directory" in err
+        assert "continuing with the environment untouched" in err
+
+    def test_script(self, box: Path, base: Path) -> None:
+        """``python -I -S _fast.py`` for real: only the standard library and _postlogin load."""
+        probe = base / "probe.py"
+        probe.write_text(
+            "import os, sys\n"
+            "print(os.environ.get('NAMESPACE', ''))\n"
+            "print(' '.join(sorted(sys.modules)))\n"
+        )
+        with running(make_config(box), base) as (server, _):
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-I",
+                    "-S",
+                    "-X",
+                    "importtime",
+                    FAST,
+                    f"--serve={server.options.socket_path}",
+                    "--protocol=imap",
+                    sys.executable,
+                    "-I",
+                    "-S",
+                    str(probe),
+                ],
+                env=dict(ENV),
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+        namespaces = out.stdout.splitlines()[0].split()
+        imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines()}
+        assert 2 == len(namespaces)
+        assert {"nsprov", "nsprov._postlogin", "site"} - imported == {"site"}
+        assert set() == {"attrs", "attr", "typing", "re", "nsprov._worker"} & imported
+
+    def test_script_fallback(self, box: Path, base: Path) -> None:
+        """``_fast.py`` with no server: the full step runs (with site) and exports the namespaces."""
+        config = base / "fast.toml"
+        config.write_text(f'[[spool]]\npath = "{box}"\n[namespace]\ncreate_dirs = false\n')
+        probe = base / "probe.py"
+        probe.write_text("import os\nprint(os.environ.get('NAMESPACE', ''))\n")
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-I",
+                "-S",
+                FAST,
+                f"--serve={base}/none.sock",
+                f"--config={config}",
+                "--protocol=imap",
+                sys.executable,
+                "-I",
+                "-S",
+                str(probe),
+            ],
+            env={**ENV, "GID": "70002"},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert 2 == len(out.stdout.split()), out.stderr

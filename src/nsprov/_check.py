@@ -1303,7 +1303,16 @@ def check_wiring(
         while programs and programs[0].startswith("-"):
             programs = programs[1:]  # script-login's own -d
         at = next((i for i in range(len(programs) - 1) if programs[i + 1] == "post-login"), None)
-        if at is None:
+        fast = next(
+            (i for i, t in enumerate(programs) if i and t.endswith("/nsprov/_fast.py")), None
+        )
+        if at is None and fast is not None:
+            # python -I -S /path/to/nsprov/_fast.py --serve=... : the interpreter is the program.
+            out += _check_chain(
+                protocol, post, programs[0], programs[fast + 1 :], config_path, executable
+            )
+            out += _check_fast_script(post, programs[fast], programs[fast + 1 :])
+        elif at is None:
             out.append(
                 _f(
                     "warning",
@@ -1317,9 +1326,10 @@ def check_wiring(
                 )
             )
             continue
-        out += _check_chain(
-            protocol, post, programs[at], programs[at + 2 :], config_path, executable
-        )
+        else:
+            out += _check_chain(
+                protocol, post, programs[at], programs[at + 2 :], config_path, executable
+            )
         user = post.get("user")
         if user not in {"", "root", "0"}:
             out.append(
@@ -1335,6 +1345,34 @@ def check_wiring(
                 )
             )
     return out
+
+
+def _check_fast_script(post: ConfSection, script: str, args: Sequence[str]) -> list[Finding]:
+    """The ``_fast.py`` form of the wiring: the script must exist and --serve be given."""
+    subject = f"service {post.name}"
+    if not os.path.isfile(script):
+        return [
+            _f(
+                "error",
+                "wiring-program-missing",
+                subject,
+                f"{script} does not exist: every login on service {post.name} fails",
+                "Give the path that python -c 'import nsprov._fast as m; print(m.__file__)' "
+                "prints with the interpreter on the line.",
+            )
+        ]
+    if not any(a == "--serve" or a.startswith("--serve=") for a in args):
+        return [
+            _f(
+                "warning",
+                "wiring-bad-arguments",
+                subject,
+                f"{script} without --serve always re-runs as the full nsprov post-login: "
+                "one more interpreter start per login",
+                "Add --serve=SOCKET, or call nsprov post-login directly.",
+            )
+        ]
+    return []
 
 
 def _check_chain(

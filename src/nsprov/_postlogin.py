@@ -346,11 +346,15 @@ def main(
     environ: MutableMapping[str, str] | None = None,
     execve: Callable[[str, Sequence[str], Mapping[str, str]], object] = os_execve,
     worker: Callable[[Options, Mapping[str, str]], Callable[[int], None]] = _worker,
+    standalone: bool = False,
 ) -> int:
     """Run the post-login step; returns only when exec failed or the login is denied.
 
     The status is 0 for a deliberate denial (an action refused the login) and
     non-zero for usage errors, failed execs and errors under ``on_error=deny``.
+    *standalone* is ``python -I -S .../nsprov/_fast.py`` (see :func:`fallback_argv`):
+    without ``site`` the worker's dependencies may not be importable, so when
+    the server gives no answer, the full ``nsprov post-login`` is exec'd.
     """
     env = original_environ(os.environ if environ is None else environ)
     try:
@@ -367,6 +371,11 @@ def main(
         if fields is not None:
             _exec(execve, opts.next, merge_fields(env, fields), fallback=env)
             return 1
+    if standalone:
+        _exec(execve, fallback_argv(sys.executable, argv), env, fallback=None)
+        log(f"user {env.get('USER', '?')}: continuing with the environment untouched")
+        _exec(execve, opts.next, env, fallback=None)
+        return 1
     timeout = opts.deadline if opts.deadline is not None else DEFAULT_DEADLINE
     try:
         result = run_worker(worker(opts, env), timeout)
@@ -395,6 +404,32 @@ def main(
         return 1
     _exec(execve, opts.next, env, fallback=None)
     return 1
+
+
+def fallback_argv(python: str, argv: Sequence[str]) -> list[str]:
+    """The full ``nsprov post-login`` for *argv*, minus ``--serve``: ``python -I -m nsprov ...``.
+
+    The fast path can run as a script with ``python -I -S`` (no ``site``: about
+    2 ms less per login than the console script, which cannot pass interpreter
+    flags).  Such a process cannot import the package, so a login the server does
+    not answer re-runs as the full step with the same interpreter, with ``site``.
+    """
+    out = [python, "-I", "-m", "nsprov", "post-login"]
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--" or not arg.startswith("--"):
+            break
+        name, eq, _ = arg[2:].partition("=")
+        if name in {"serve", "serve-timeout"}:
+            i += 1 if eq else 2
+            continue
+        out.append(arg)
+        if not eq and name in {"config", "protocol", "on-error", "deadline"} and i + 1 < len(argv):
+            out.append(argv[i + 1])
+            i += 1
+        i += 1
+    return [*out, *argv[i:]]
 
 
 def _exec(

@@ -8,11 +8,14 @@ same post-login step computes in-process. Either way the user gets the same name
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+from nsprov import _fast as nsprov_fast
 
 from .harness import Dovecot, SystemAccounts, live_available, make_maildir, namespaces, select_count
 from .test_serve_live import NSPROV, Serve
@@ -49,8 +52,17 @@ def forget(config: Path) -> None:
     Path(_cache_file(DEFAULT_CACHE_DIR, str(config))).unlink(missing_ok=True)
 
 
-def test_served_and_fallback(base: Path) -> None:
-    """Namespaces come from the server while it runs, from the worker once it is stopped."""
+#: ``python -I -S /path/to/nsprov/_fast.py``: the fast path without ``site`` (docs/serve.md).
+FAST = f"{sys.executable} -I -S {Path(nsprov_fast.__file__)}"
+
+
+@pytest.mark.parametrize("form", ["console-script", "fast-script"])
+def test_served_and_fallback(base: Path, form: str) -> None:
+    """Namespaces come from the server while it runs, from the worker once it is stopped.
+
+    Both wirings: ``nsprov post-login --serve=...`` and ``python -I -S .../_fast.py --serve=...``,
+    which re-runs as ``python -I -m nsprov post-login`` when the server does not answer.
+    """
     spool = base / "spool"
     spool.mkdir(mode=0o755)
     make_maildir(spool / "sales", messages=2, owner=0, group=0, mode=0o755)
@@ -58,7 +70,8 @@ def test_served_and_fallback(base: Path) -> None:
     config = base / "nsprov.toml"
     config.write_text(f'[[spool]]\npath = "{spool}"\nprefix = "Shared/{{name}}/"\n')
     serve = Serve(base, config)
-    line = f"{NSPROV} post-login --config={config} --protocol=imap --serve={serve.socket}"
+    program = FAST if form == "fast-script" else f"{NSPROV} post-login"
+    line = f"{program} --config={config} --protocol=imap --serve={serve.socket}"
     forget(config)
     with SystemAccounts(base) as accounts:
         user = accounts.user("reader")

@@ -1,0 +1,21 @@
+"""``python -I -S /path/to/nsprov/_fast.py ARGS``: ``nsprov post-login --serve`` without ``site``.
+
+The console script ``nsprov`` starts Python with ``site``, which costs about 2 ms
+per login (``.pth`` files and all); a console script cannot pass ``-S``.  This file
+can be run by the interpreter directly, with ``-I -S``: it puts the directory
+holding the ``nsprov`` package at the *end* of ``sys.path`` (the standard library
+keeps precedence), imports only :mod:`nsprov._postlogin`, and asks ``nsprov serve``.
+When the server gives no answer it execs ``python -I -m nsprov post-login`` with
+the same options minus ``--serve``, which runs the full step (see
+:func:`nsprov._postlogin.fallback_argv`).  Keep this file small: a script is
+compiled on every run, unlike an imported module.
+"""
+
+import os
+import sys
+
+if __name__ == "__main__":  # pragma: no cover - run as a script; tests run it as one
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from nsprov._postlogin import main
+
+    raise SystemExit(main(sys.argv[1:], standalone=True))
