@@ -62,6 +62,10 @@ README, one ``imap-postlogin`` service):
     every log, so it is witnessed another way: the root worker caches each config it parses
     under ``/run/nsprov``; an entry for the fast config means the worker ran (the ns config's
     entry, written by ``nsprov-ns``, is the positive control).
+``nsprov-fast-s``
+    the same fast path without ``site``: ``<python> -I -S <nsprov>/_fast.py --config=<fast-s
+    config> --protocol=imap --serve=<socket>``, with a server and a witness config of its own.
+    A pip console script cannot pass ``-S`` to Python; this form saves the ``site`` start-up.
 
 Both serve subjects run only when ``nsprov serve --help`` succeeds, otherwise a note is printed.
 After the warm-up, one extra login per serve subject (imaplib) lists the shared namespaces of its
@@ -453,6 +457,8 @@ class Configs:
     #: The ns config under another path, for ``--serve``: a config-cache entry for it means
     #: that the in-process worker ran, i.e. the fast path fell back.
     fast: Path
+    #: The same again, for ``nsprov-fast-s``.
+    fast_s: Path
 
 
 def write_configs(directory: Path, spool: Path, written: list[Path]) -> Configs:
@@ -462,6 +468,7 @@ def write_configs(directory: Path, spool: Path, written: list[Path]) -> Configs:
         "all": ALL_CONF.format(spool=spool),
         "scan": f"[namespace]\nmax = {SCAN_MAX}\n\n" + NS_CONF.format(spool=spool),
         "fast": NS_CONF.format(spool=spool),
+        "fast_s": NS_CONF.format(spool=spool),
     }
     paths = {}
     for name, text in texts.items():
@@ -539,6 +546,16 @@ def make_subjects(
                 serve_argv=serve_command(target, configs.fast, serve_extra),
                 nsprov=True,
                 witness=configs.fast,
+            ),
+            Subject(
+                name="nsprov-fast-s",
+                program=(
+                    f"{target.python} -I -S {target.src / 'nsprov' / '_fast.py'} "
+                    f"--config={configs.fast_s} --protocol=imap --serve={{socket}}"
+                ),
+                serve_argv=serve_command(target, configs.fast_s, serve_extra),
+                nsprov=True,
+                witness=configs.fast_s,
             ),
         ]
     return subjects
@@ -1070,6 +1087,7 @@ def verdict(value: float | None, limit: float) -> str:
 RATIOS: tuple[tuple[str, str, float | None, str], ...] = (
     ("nsprov-ns", "python-attrs", 1.3, "target <= 1.3"),
     ("nsprov-fast", "perl-naive", 2.0, "stretch <= 2"),
+    ("nsprov-fast-s", "perl-naive", 2.0, "stretch <= 2"),
     ("nsprov-fast", "python-attrs", None, ""),
     ("nsprov-fast", "nsprov-ns", None, ""),
     ("nsprov-serve", "perl-naive", None, ""),
@@ -1104,7 +1122,7 @@ def report_ratios(size: int, lives: Mapping[str, Live]) -> None:
             + (verdict(med * 1000, 2.0) if med is not None else "")
         )
     else:
-        say(f"    {'nsprov-serve, nsprov-fast':<30} not run (see the note above)")
+        say(f"    {'nsprov-serve, nsprov-fast(-s)':<30} not run (see the note above)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1146,7 +1164,14 @@ def report_throughput(
         f"~{args.seconds:.0f} s each, 10-entry spool"
     )
     say(f"  {'subject':<13} {'logins/s':>9} {'ok':>6} {'failed':>6} {'LOGIN med':>10} {'p90':>8}")
-    for name in ("none", "python-attrs", "nsprov-ns", "nsprov-serve", "nsprov-fast"):
+    for name in (
+        "none",
+        "python-attrs",
+        "nsprov-ns",
+        "nsprov-serve",
+        "nsprov-fast",
+        "nsprov-fast-s",
+    ):
         if name not in lives:
             continue
         ok, failed, elapsed, times = throughput(
