@@ -1,7 +1,8 @@
 """``nsprov post-login``: the script-login step, fail-open, with a hard deadline.
 
-This module is on every login's path, so it imports only ``os``, ``sys``,
-``select``, ``errno`` and (in the worker) ``gc``, all built in.  The work (config, NSS, spool scan, directory
+This module is on every login's path, so it imports only ``os`` and ``sys``,
+and ``select``, ``errno`` and ``gc`` where they are needed (all built in): a
+login the server answers needs none of them.  The work (config, NSS, spool scan, directory
 creation) happens in a forked worker that first closes the client's file
 descriptors; this process waits for the worker's answer until the deadline and
 then execs the rest of the chain, with the worker's variables on success and
@@ -13,9 +14,7 @@ Worker -> parent frames: one tag byte, a 4-byte big-endian length, payload.
 
 from __future__ import annotations
 
-import errno
 import os
-import select
 import sys
 
 TYPE_CHECKING = False  # not typing's: importing typing costs every login ~7 ms
@@ -220,6 +219,8 @@ def run_worker(
     os.close(w)
     result = Result()
     buf = b""
+    import select  # noqa: PLC0415 - not needed when nsprov serve answers
+
     poller = select.poll()
     poller.register(r, select.POLLIN)
     try:
@@ -299,6 +300,8 @@ def write_client(data: bytes, *, fd: int = 1, budget: float = 1.0) -> bool:
             remaining = end - time.monotonic()
             if remaining <= 0:
                 return False
+            import select  # noqa: PLC0415
+
             writable = select.poll()
             writable.register(fd, select.POLLOUT)
             writable.poll(min(remaining, 0.05) * 1000)
@@ -442,6 +445,8 @@ def _exec(
     try:
         execve(argv[0], argv, env)
     except OSError as e:
+        import errno  # noqa: PLC0415 - only when an exec failed
+
         if fallback is not None and e.errno == errno.E2BIG:
             log(f"exec {argv[0]} with namespaces failed: {e.strerror}; continuing without them")
             _exec(execve, argv, fallback, fallback=None)
