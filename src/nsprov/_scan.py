@@ -175,9 +175,9 @@ class Fs:
     def facts(self, path: bytes) -> tuple[os.stat_result, FileFacts]:
         """lstat *path* and read its ACL."""
         s = self.lstat(path)
-        return s, FileFacts.from_stat(
-            s, read_acl(path, getxattr=self.getxattr, follow_symlinks=False)
-        )
+        # Positional, not FileFacts.from_stat: this runs once per spool entry.
+        acl = read_acl(path, getxattr=self.getxattr, follow_symlinks=False)
+        return s, FileFacts(s.st_mode, s.st_uid, s.st_gid, acl)
 
 
 DEFAULT_FS = Fs()
@@ -396,7 +396,7 @@ def scan_spool(
 
     # The loop below runs once per spool entry: on a large spool, most entries are ones
     # the user may not read, so that case is kept to the system calls and one decide().
-    lstat, getxattr, prefix = fs.lstat, fs.getxattr, real + b"/"
+    facts_of, prefix = fs.facts, real + b"/"
     for raw in names:
         if raw.startswith(b"."):
             skip(raw, "dot-entry", "names starting with '.' are never served")
@@ -418,13 +418,7 @@ def scan_spool(
             continue
         path = prefix + raw
         try:
-            s = lstat(path)
-            facts = FileFacts(
-                s.st_mode,
-                s.st_uid,
-                s.st_gid,
-                read_acl(path, getxattr=getxattr, follow_symlinks=False),
-            )
+            s, facts = facts_of(path)
         except FileNotFoundError:
             continue  # removed while we looked
         is_dir = st.S_ISDIR(s.st_mode)
