@@ -706,6 +706,30 @@ def _load_raw(path: str, cache_dir: str | None) -> dict[str, Any]:
     return data
 
 
+def write_private(path: str, blob: bytes) -> None:
+    """Replace *path* atomically with *blob*, mode 0600: a temporary file, then a rename.
+
+    Raises:
+        OSError: The file could not be written (the temporary file is removed).
+    """
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            view = memoryview(blob)
+            while view:  # a write may be short
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def _store(cache: str, key: tuple[int, ...], data: dict[str, Any]) -> None:
     import marshal  # noqa: PLC0415
 
@@ -713,28 +737,16 @@ def _store(cache: str, key: tuple[int, ...], data: dict[str, Any]) -> None:
         blob = marshal.dumps((key, data))
     except ValueError:
         return  # TOML dates and times are not marshallable; no cache then
-    directory = os.path.dirname(cache)
     try:
-        os.mkdir(directory, 0o700)
+        os.mkdir(os.path.dirname(cache), 0o700)
     except FileExistsError:
         pass
     except OSError:
         return
-    tmp = f"{cache}.{os.getpid()}"
     try:
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-        )
-        try:
-            os.write(fd, blob)
-        finally:
-            os.close(fd)
-        os.replace(tmp, cache)
+        write_private(cache, blob)
     except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        pass
 
 
 def load_config(path: str = DEFAULT_CONFIG_PATH, *, cache_dir: str | None = None) -> Config:

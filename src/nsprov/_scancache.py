@@ -156,10 +156,6 @@ def _load(path: str) -> Any:
         os.close(fd)
 
 
-def _dir_sig(s: os.stat_result) -> tuple[int, int, int]:
-    return (s.st_dev, s.st_ino, s.st_mtime_ns)
-
-
 @attrs.frozen
 class Index:
     """A loaded ``.idx`` file."""
@@ -270,17 +266,9 @@ class UpdateStats:
 def _write(path: str, data: dict[str, Any]) -> None:
     import marshal  # noqa: PLC0415
 
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, marshal.dumps(data))
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
+    from ._config import write_private  # noqa: PLC0415
+
+    write_private(path, marshal.dumps(data))
 
 
 def update(
