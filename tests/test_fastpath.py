@@ -359,3 +359,24 @@ class TestStandalone:
             check=True,
         )
         assert 2 == len(out.stdout.split()), out.stderr
+
+    def test_reexec_fails_on_error_deny(
+        self, base: Path, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """With --on-error=deny, a failed re-exec refuses the login instead of going on."""
+        calls: list[str] = []
+
+        def execve(path: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
+            calls.append(path)
+            raise OSError(2, "No such file or directory")
+
+        status = main(
+            [f"--serve={base}/none.sock", "--on-error=deny", "/next"],
+            environ=dict(ENV),
+            execve=execve,
+            standalone=True,
+        )
+
+        assert 1 == status
+        assert [sys.executable] == calls
+        assert "denying the login (on_error=deny)" in capfd.readouterr().err

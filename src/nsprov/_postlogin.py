@@ -79,6 +79,10 @@ def log(message: str) -> None:
         pass
 
 
+#: The options that take a value (``--name=value``, or ``--name value``).
+_VALUED = frozenset({"config", "protocol", "on-error", "deadline", "serve", "serve-timeout"})
+
+
 def parse_args(argv: Sequence[str], *, unknown: list[str] | None = None) -> Options | None:
     """Parse ``[OPTIONS] NEXT [ARGS...]``; None means ``--help``.
 
@@ -99,10 +103,7 @@ def parse_args(argv: Sequence[str], *, unknown: list[str] | None = None) -> Opti
         name, eq, value = arg[2:].partition("=")
         if name == "help":
             return None
-        if (
-            name in {"config", "protocol", "on-error", "deadline", "serve", "serve-timeout"}
-            and not eq
-        ):
+        if name in _VALUED and not eq:
             if i + 1 >= len(argv):
                 raise UsageError(f"--{name} needs a value")
             value = argv[i + 1]
@@ -376,6 +377,9 @@ def main(
             return 1
     if standalone:
         _exec(execve, fallback_argv(sys.executable, argv), env, fallback=None)
+        if opts.on_error == "deny":
+            log(f"user {env.get('USER', '?')}: denying the login (on_error=deny)")
+            return 1
         log(f"user {env.get('USER', '?')}: continuing with the environment untouched")
         _exec(execve, opts.next, env, fallback=None)
         return 1
@@ -412,10 +416,10 @@ def main(
 def fallback_argv(python: str, argv: Sequence[str]) -> list[str]:
     """The full ``nsprov post-login`` for *argv*, minus ``--serve``: ``python -I -m nsprov ...``.
 
-    The fast path can run as a script with ``python -I -S`` (no ``site``: about
-    2 ms less per login than the console script, which cannot pass interpreter
-    flags).  Such a process cannot import the package, so a login the server does
-    not answer re-runs as the full step with the same interpreter, with ``site``.
+    ``python -I -S .../nsprov/_fast.py`` loads this module alone (no ``site``,
+    which a console script cannot skip); the worker's dependencies may be out of
+    its reach, so a login the server does not answer re-runs as the full step
+    with the same interpreter, with ``site``.  Options are kept as given.
     """
     out = [python, "-I", "-m", "nsprov", "post-login"]
     i = 0
@@ -428,7 +432,7 @@ def fallback_argv(python: str, argv: Sequence[str]) -> list[str]:
             i += 1 if eq else 2
             continue
         out.append(arg)
-        if not eq and name in {"config", "protocol", "on-error", "deadline"} and i + 1 < len(argv):
+        if not eq and name in _VALUED and i + 1 < len(argv):
             out.append(argv[i + 1])
             i += 1
         i += 1
