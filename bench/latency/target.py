@@ -1,0 +1,130 @@
+"""The nsprov under test: one commit's ``src/nsprov`` in a venv of its own, and what it offers."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
+from tests.live.harness import write_script
+
+from . import REPO
+from .settings import DEV_NSPROV
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+
+@attrs.frozen(kw_only=True)
+class Target:
+    """The nsprov under test: one commit's ``src/nsprov`` in a throwaway venv of its own.
+
+    Other engineers commit to the work tree while the benchmark runs, and the dev venv's
+    editable install would make every login run whatever ``src/`` holds at that moment.  The
+    snapshot venv borrows attrs and pathspec from the dev venv's site-packages through a
+    ``.pth`` file (a plain path entry, so the editable install's own ``.pth`` is not read).
+    """
+
+    commit: str
+    src: Path  # the directory holding the snapshot's ``nsprov`` package
+    script: Path  # its console script, like the dev venv's
+    python: str  # the snapshot venv's interpreter, on the script's ``#!`` line
+
+
+def snapshot(rev: str, directory: Path) -> Target:
+    """Export ``src/nsprov`` at ``rev`` and give it a venv and a console script."""
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.strip()
+    directory.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", commit, "src/nsprov"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(directory, filter="data")
+    venv = directory / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python3"
+    deps = Path(attrs.__file__).resolve().parent.parent  # the dev venv's site-packages
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    pth = venv / "lib" / version / "site-packages" / "nsprov_bench.pth"
+    pth.write_text(f"{directory / 'src'}\n{deps}\n")
+    body = DEV_NSPROV.read_text().split("\n", 1)[1]
+    script = write_script(venv / "bin" / "nsprov", body, str(python))
+    subprocess.run(
+        [str(python), "-I", "-m", "compileall", "-q", str(directory / "src")], check=True
+    )
+    where = subprocess.run(
+        [str(python), "-I", "-c", "import nsprov, attrs, pathspec; print(nsprov.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.strip()
+    if not where.startswith(str(directory)):
+        raise RuntimeError(f"the snapshot venv imports nsprov from {where}, not {directory}")
+    return Target(commit=commit, src=directory / "src", script=script, python=str(python))
+
+
+def serve_status(target: Target) -> str | None:
+    """None when ``nsprov serve --help`` works, else why not."""
+    try:
+        proc = subprocess.run(
+            [str(target.script), "serve", "--help"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"nsprov serve --help failed: {e}"
+    if proc.returncode != 0:
+        reason = (proc.stderr or proc.stdout).strip().splitlines()
+        return f"`nsprov serve --help` exits {proc.returncode}: {reason[0] if reason else '?'}"
+    return None
+
+
+def scan_cache_problem(target: Target) -> str | None:
+    """None when ``nsprov cache --help`` works (the commit has the scan cache), else why not."""
+    try:
+        proc = subprocess.run(
+            [str(target.script), "cache", "--help"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"nsprov cache --help failed: {e}"
+    if proc.returncode != 0:
+        reason = (proc.stderr or proc.stdout).strip().splitlines()
+        return f"`nsprov cache --help` exits {proc.returncode}: {reason[0] if reason else '?'}"
+    return None
+
+
+def config_cached(config: Path) -> bool:
+    """Whether the root post-login worker has cached ``config`` (so the worker ran for it)."""
+    from nsprov._config import DEFAULT_CACHE_DIR, _cache_file  # noqa: PLC0415 - the snapshot
+
+    return Path(_cache_file(DEFAULT_CACHE_DIR, str(config))).exists()
+
+
+def remove_cache_entries(configs: Iterable[Path]) -> None:
+    """Drop the entries nsprov's root post-login cached for this run's config files."""
+    from nsprov._config import DEFAULT_CACHE_DIR, _cache_file  # noqa: PLC0415
+
+    for config in configs:
+        with contextlib.suppress(FileNotFoundError):
+            Path(_cache_file(DEFAULT_CACHE_DIR, str(config))).unlink()
