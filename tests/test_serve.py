@@ -495,7 +495,7 @@ def running(
 
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
-    assert started.wait(5)
+    assert started.wait(30)
     try:
         yield server, out
     finally:
@@ -1475,3 +1475,47 @@ class TestDirHelper:
                 await maker.close()
 
         assert "refusing to create directories as root" == asyncio.run(ask())
+
+
+class TestFreshStart:
+    """Issue 15 part 1: the first lookup after start waits on nothing but its own scan."""
+
+    def test_dir_helper_started_before_the_socket(self, spool: Path, base: Path) -> None:
+        """The directory helper (a new process) runs before the socket accepts anything."""
+        with running(make_config(spool), base) as (server, _):
+            proc = server.dirs._proc
+
+            assert proc is not None
+            assert proc.returncode is None
+
+    def test_logged_ms_is_the_whole_time(self, spool: Path, base: Path) -> None:
+        """The lookup line's ``ms`` counts from the request read to the reply written, dirs included."""
+
+        class SlowDirs:
+            async def start(self) -> None:
+                pass
+
+            async def ensure(self, *_: object) -> str | None:
+                await asyncio.sleep(0.3)
+                return None
+
+            async def close(self) -> None:
+                pass
+
+        class NeedsDirs(Resolver):
+            def resolve(self, *_: Any) -> Any:
+                from nsprov._serve import Outcome
+
+                return Outcome(
+                    Answer("found", value=b"{}"), "miss", make_dirs=((1, 1, ()), ("/x",))
+                )
+
+        with running(make_config(spool), base, resolver=NeedsDirs()) as (server, log):
+            server.dirs = SlowDirs()  # type: ignore[assignment]
+            with connect(server) as sock:
+                sock.sendall(b"*2\r\n$3\r\nGET\r\n$12\r\nuserdb/alice\r\n")
+                read_lines(sock, 2, b"\r\n")
+            wait_for(lambda: "event=lookup" in log.getvalue())
+            ms = float(re.findall(r"event=lookup .*ms=([0-9.]+)", log.getvalue())[0])
+
+        assert ms >= 300

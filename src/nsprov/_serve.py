@@ -148,7 +148,10 @@ Server behaviour
   is sent, by a helper process (``python -m nsprov._serve --dir-helper``)
   that forks a child per user which drops to the user's identity first
   (:func:`nsprov._engine.drop_privileges`, :func:`nsprov._engine.ensure_dirs`):
-  nothing follows a user-controlled path as root.
+  nothing follows a user-controlled path as root.  The helper is started
+  before the socket is bound, so no lookup waits for a new process; each
+  lookup line's ``ms`` is the whole time from the request read to the reply
+  written, directory creation included.
 * SIGHUP re-reads the config (a bad one is logged and the old one kept);
   SIGTERM/SIGINT stop accepting, let running requests finish briefly, remove
   the socket and exit 0.
@@ -161,6 +164,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import functools
 import json
 import os
 import re
@@ -243,6 +247,8 @@ _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 _BARE = re.compile(r"[A-Za-z0-9_.:/@+,%-]+")
 
 Level = Literal["debug", "info", "warning", "error"]
+#: A reply to write, and what to do once it is written (the lookup's log line).
+_Out = tuple[bytes, "Callable[[], None] | None"]
 
 
 # --- logging ------------------------------------------------------------------------
@@ -618,6 +624,8 @@ class Answer:
     error: str = ""
     fits: int = 0
     total: int = 0
+    #: How it was resolved (``hit``/``miss``, empty when not resolved): for the log line.
+    how: str = attrs.field(default="", eq=False)
 
     @classmethod
     def fail(cls, error: str) -> Answer:
@@ -882,13 +890,22 @@ def dir_helper(stdin: Any = None, stdout: Any = None, timeout: float = DIR_HELPE
 
 
 class DirMaker:
-    """The server's side of the directory helper: started on first use, restarted if it died."""
+    """The server's side of the directory helper: started with the server, restarted if it died.
+
+    Starting it is a new Python process (over 100 ms on a small machine), so
+    :meth:`Server.start` starts it before the socket exists: no lookup waits on it.
+    """
 
     def __init__(self, log: Log, timeout: float = DIR_HELPER_TIMEOUT) -> None:
         self.log = log
         self.timeout = timeout
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Start the helper now, if it is not running (:meth:`ensure` restarts it if it died)."""
+        async with self._lock:
+            await self._start()
 
     async def _start(self) -> asyncio.subprocess.Process:
         if self._proc is not None and self._proc.returncode is None:
@@ -1088,6 +1105,10 @@ class Server:
         o = self.options
         self._stopping = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        # Before the socket exists, so that no lookup pays for them: the
+        # directory helper (a new process) and the modules a lookup imports.
+        await self.dirs.start()
+        _warm_imports()
         self._sock = bind_socket(o.socket_path, mode=o.socket_mode, group=o.socket_group)
         s = os.stat(o.socket_path)
         self._sock_ino = (s.st_dev, s.st_ino)
@@ -1275,18 +1296,21 @@ class Server:
             problem = await self.dirs.ensure(uid, gid, groups, paths)
             if problem is not None:
                 self.log("warning", "index-dirs", user=key.user, error=problem)
+        return attrs.evolve(answer, how=outcome.how)
+
+    def _log_lookup(self, key: UserdbKey, answer: Answer, received: float) -> None:
+        """The lookup line, once the reply is written: ``ms`` is the whole time since the request was read."""
         self.log(
-            "info" if outcome.how == "miss" else "debug",
+            "info" if answer.how == "miss" else "debug",
             "lookup",
             user=key.user,
             home=key.home,
             result=answer.kind,
-            cache=outcome.how,
+            cache=answer.how or None,
             namespaces=answer.fits,
             size=len(answer.value) if answer.kind == "found" else None,
-            ms=f"{outcome.seconds * 1000:.2f}",
+            ms=f"{(self.clock() - received) * 1000:.2f}",
         )
-        return answer
 
     def _store(self, k: tuple[str, str | None, str | None], entry: Entry) -> None:
         self.cache.pop(k, None)
@@ -1352,7 +1376,7 @@ class Server:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         data: bytes,
-        parse: Callable[[bytes, list[Awaitable[bytes]]], None],
+        parse: Callable[[bytes, list[Awaitable[_Out]]], None],
     ) -> None:
         """Read, parse into reply awaitables, write the replies in order; repeat until EOF.
 
@@ -1361,7 +1385,7 @@ class Server:
         """
         while data:
             self.busy.add(cid)
-            replies: list[Awaitable[bytes]] = []
+            replies: list[Awaitable[_Out]] = []
             error: ProtocolError | None = None
             try:
                 parse(data, replies)
@@ -1371,9 +1395,15 @@ class Server:
                 batch = [
                     asyncio.ensure_future(r) for r in replies[i : i + self.options.max_pipeline]
                 ]
+                written = []
                 for fut in batch:
-                    writer.write(await fut)
+                    data, after = await fut
+                    writer.write(data)
+                    if after is not None:
+                        written.append(after)
                 await writer.drain()
+                for after in written:
+                    after()
             if error is not None:
                 raise error
             self.busy.discard(cid)
@@ -1387,7 +1417,7 @@ class Server:
         lines = LineBuffer(self.options.max_line)
         state = {"hello": False, "ignored": False}
 
-        def parse(data: bytes, out: list[Awaitable[bytes]]) -> None:
+        def parse(data: bytes, out: list[Awaitable[_Out]]) -> None:
             for line in lines.feed(data):
                 req = parse_dict_line(line, hello_seen=state["hello"])
                 if isinstance(req, Hello):
@@ -1400,7 +1430,7 @@ class Server:
                         dict=req.dict_name.decode("utf-8", "replace"),
                     )
                 elif isinstance(req, Lookup):
-                    out.append(self._dict_lookup(req))
+                    out.append(self._dict_lookup(req, self.clock()))
                 elif isinstance(req, Iterate):
                     out.append(_ready(dict_fail("nsprov: iteration is not supported")))
                 elif isinstance(req, Commit):
@@ -1417,11 +1447,11 @@ class Server:
 
         await self._batches(cid, reader, writer, first, parse)
 
-    async def _dict_lookup(self, req: Lookup) -> bytes:
+    async def _dict_lookup(self, req: Lookup, received: float) -> _Out:
         key = _userdb_key(req.key)
         if key is None:
             self.log("debug", "unknown-key", key=req.key.decode("utf-8", "backslashreplace"))
-            return dict_not_found()
+            return dict_not_found(), None
         if req.user and req.user.decode("utf-8", "replace") != key.user:
             self.log(
                 "warning",
@@ -1429,24 +1459,25 @@ class Server:
                 key_user=key.user,
                 user=req.user.decode("utf-8", "replace"),
             )
-            return dict_not_found()
+            return dict_not_found(), None
         answer = await self.lookup(key)
+        after = functools.partial(self._log_lookup, key, answer, received)
         if answer.kind == "found":
-            return dict_ok(answer.value)
+            return dict_ok(answer.value), after
         if answer.kind == "not-found":
-            return dict_not_found()
-        return dict_fail(answer.error)
+            return dict_not_found(), after
+        return dict_fail(answer.error), after
 
     async def _redis_session(
         self, cid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes
     ) -> None:
         parser = RespParser(max_bulk=self.options.max_line)
 
-        def parse(data: bytes, out: list[Awaitable[bytes]]) -> None:
+        def parse(data: bytes, out: list[Awaitable[_Out]]) -> None:
             for args in parser.feed(data):
                 name = args[0].upper()
                 if name == b"GET" and len(args) == 2:
-                    out.append(self._redis_get(args[1]))
+                    out.append(self._redis_get(args[1], self.clock()))
                 elif name in {b"AUTH", b"SELECT"}:
                     out.append(_ready(resp_simple("OK")))
                 elif name == b"PING":
@@ -1456,21 +1487,27 @@ class Server:
 
         await self._batches(cid, reader, writer, first, parse)
 
-    async def _redis_get(self, raw: bytes) -> bytes:
+    async def _redis_get(self, raw: bytes, received: float) -> _Out:
         key = _userdb_key(raw)
         if key is None:
             self.log("debug", "unknown-key", key=raw.decode("utf-8", "backslashreplace"))
-            return resp_nil()
+            return resp_nil(), None
         answer = await self.lookup(key)
+        after = functools.partial(self._log_lookup, key, answer, received)
         if answer.kind == "found":
-            return resp_bulk(answer.value)
+            return resp_bulk(answer.value), after
         if answer.kind == "not-found":
-            return resp_nil()
-        return resp_error(answer.error)
+            return resp_nil(), after
+        return resp_error(answer.error), after
 
 
-async def _ready(data: bytes) -> bytes:
-    return data
+async def _ready(data: bytes) -> _Out:
+    return data, None
+
+
+def _warm_imports() -> None:
+    """Import what the first lookup would, so that its time is the scan's alone."""
+    from . import _engine, _env, _identity, _scan  # noqa: F401, PLC0415
 
 
 def _userdb_key(raw: bytes) -> UserdbKey | None:
