@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from nsprov._config import config_from_mapping, load_config
-from nsprov.exceptions import ConfigError
+from nsprov.exceptions import ConfigError, UntrustedFileError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -135,6 +136,51 @@ class TestConfig:
 
         with pytest.raises(ConfigError, match="invalid TOML"):
             load_config(str(path))
+
+
+class TestTrust:
+    """The config file must pass the trust rule (issue 16, findings 2 and 14)."""
+
+    def test_world_writable_config_refused(self, tmp_path: Path) -> None:
+        """A 0666 config is refused, naming the file and the rule (before: it was read)."""
+        path = tmp_path / "nsprov.toml"
+        path.write_text('[[spool]]\npath = "/a"\n')
+        path.chmod(0o666)
+
+        with pytest.raises(UntrustedFileError, match=r"nsprov\.toml is writable by group or other"):
+            load_config(str(path))
+
+    def test_fifo_config_refused(self, tmp_path: Path) -> None:
+        """A FIFO config is refused at once (before: the read blocked for ever)."""
+        path = tmp_path / "nsprov.toml"
+        os.mkfifo(path, 0o600)
+
+        with pytest.raises(UntrustedFileError, match=r"not a regular file \(a FIFO\)"):
+            load_config(str(path))
+
+    def test_device_config_refused(self) -> None:
+        """/dev/zero as the config is refused (before: read until memory ran out)."""
+        with pytest.raises(UntrustedFileError, match="a character device"):
+            load_config("/dev/zero")
+
+    def test_oversized_config_refused(self, tmp_path: Path) -> None:
+        """A config over 1 MiB is refused."""
+        path = tmp_path / "nsprov.toml"
+        path.write_text("#" * ((1 << 20) + 1))
+
+        with pytest.raises(UntrustedFileError, match="larger than 1 MiB"):
+            load_config(str(path))
+
+    def test_untrusted_cache_directory_unused(self, tmp_path: Path) -> None:
+        """A cache directory others may write is neither read nor written."""
+        path = tmp_path / "n.toml"
+        path.write_text('[[spool]]\npath = "/a"\n')
+        cache = tmp_path / "cache"
+        cache.mkdir()
+        cache.chmod(0o777)
+
+        assert "/a" == load_config(str(path), cache_dir=str(cache)).spools[0].path
+        assert [] == list(cache.iterdir())
 
 
 class TestConfigCache:

@@ -14,6 +14,7 @@ __all__ = [
     "InvalidNamespaceError",
     "InvalidTemplateError",
     "NsprovError",
+    "UntrustedFileError",
 ]
 
 
@@ -51,3 +52,14 @@ class IdentityError(NsprovError, LookupError):
 
 class InvalidAclError(NsprovError, ValueError):
     """A POSIX ACL extended attribute is malformed."""
+
+
+class UntrustedFileError(NsprovError, PermissionError):
+    """A file nsprov would use on behalf of others fails the trust rule (see :mod:`nsprov._trust`)."""
+
+    def __init__(self, message: str, *, path: str = "", component: str = "") -> None:
+        super().__init__(message)
+        #: The file that was to be used, as given.
+        self.path = path
+        #: The file or directory on the way that broke the rule.
+        self.component = component
