@@ -370,6 +370,19 @@ class TestWorker:
         assert T_FAIL == tag
         assert b"cannot read" in payload
 
+    def test_untrusted_config(self, tmp_path: Path) -> None:
+        """A config others may write is one failure frame naming it and the rule, sent before the policy."""
+        cfg = tmp_path / "n.toml"
+        cfg.write_text('[[spool]]\npath = "/x"\n[postlogin]\non_error = "deny"\n')
+        cfg.chmod(0o666)
+        opts = Options()
+        opts.config = str(cfg)
+
+        [(tag, payload)] = self.frames(opts, {"USER": "a"})
+
+        assert T_FAIL == tag
+        assert payload.startswith(f"{cfg}: config file not trusted: {cfg} is writable".encode())
+
     def test_namespaces(self, tmp_path: Path) -> None:
         """A working config yields deadline, policy, variables and OK."""
         base = Path(tempfile.mkdtemp(dir="/var/tmp"))

@@ -403,6 +403,24 @@ def open_site(version: str) -> Iterator[Site]:
             yield Site24(stack, root)
 
 
+def append_as(uid: int, gid: int, path: Path, text: str) -> None:
+    """Append *text* to *path* from a child process running as *uid*/*gid* (the kernel decides)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        status = 1
+        try:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            with path.open("a", encoding="utf-8") as f:
+                f.write(text)
+            status = 0
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert 0 == os.waitstatus_to_exitcode(status), f"uid {uid} could not append to {path}"
+
+
 # --- the scenario world ---------------------------------------------------------------
 
 
@@ -706,8 +724,8 @@ class TestFaults:
         assert 1 == len(lines)
         assert f'Dovecot {fresh.version} is installed but [dovecot] version = "{other}"' in lines[0]
 
-    def test_hung_filesystem_call(self, fresh: World) -> None:
-        """A config read that blocks forever (a FIFO with a silent writer) hits the deadline; the login goes on."""
+    def test_fifo_config(self, fresh: World) -> None:
+        """A FIFO config with a silent writer (every read would block) is refused at once; the login goes on."""
         config = fresh.site.out(fresh.config)
         config.unlink()
         os.mkfifo(config)
@@ -721,7 +739,43 @@ class TestFaults:
 
         assert time.monotonic() - started < LOG_TIMEOUT
         assert 1 == len(lines)
-        assert "deadline" in lines[0]
+        assert "is not a regular file (a FIFO)" in lines[0]
+
+    def test_world_writable_config(self, fresh: World) -> None:
+        """A 0666 config another user appends [[field]] uid/gid/home to is refused (issue 16, finding 2).
+
+        Before, root read it and the attacker's session ran as the victim, with the
+        victim's mail.  Now the login goes on as the attacker, without namespaces,
+        and Dovecot logs one line naming the file and the rule.
+        """
+        victim, attacker = fresh.alice, fresh.bob
+        config = fresh.site.out(fresh.config)
+        config.chmod(0o666)
+        folder = f"planted-{os.getpid()}"
+        marker = fresh.site.out(victim.home) / "Maildir" / f".{folder}"
+        make_maildir(marker, messages=1, owner=victim.uid, group=victim.gid, mode=0o700)
+        fields = "".join(
+            f'[[field]]\nname = "{key}"\nvalue = "{value}"\n'
+            for key, value in (("uid", victim.uid), ("gid", victim.gid), ("home", victim.home))
+        )
+        try:
+            append_as(attacker.uid, attacker.gid, config, fields)
+            lines = len(fresh.site.nsprov_lines())
+            logouts = fresh.site.logouts(attacker)
+            with fresh.site.imap(attacker) as imap:
+                names = set(list_mailboxes(imap))
+            fresh.site.wait_logouts(attacker, logouts + 1)
+            new = fresh.site.nsprov_lines()[lines:]
+        finally:
+            shutil.rmtree(marker)
+
+        assert fields in config.read_text(encoding="utf-8")
+        assert folder not in names
+        assert "INBOX" in names
+        assert [] == [n for n in names if n.startswith("Shared")]
+        assert 1 == len(new)
+        assert f"{fresh.config}: config file not trusted: {fresh.config} is writable" in new[0]
+        assert "continuing with the environment untouched" in new[0]
 
 
 class TestSymlinkAttack:
