@@ -57,7 +57,7 @@ from nsprov._serve import (
     reply_fields,
     serve_parser,
 )
-from nsprov.exceptions import IdentityError, NsprovError
+from nsprov.exceptions import IdentityError, NsprovError, UntrustedFileError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -836,6 +836,33 @@ class TestReload:
         )
         assert "reload-failed" in server.log.stream.getvalue()  # type: ignore[union-attr]
 
+    def test_fifo_config_leaks_no_thread(
+        self, spool: Path, base: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Each SIGHUP with a FIFO config is refused at once and leaves no reader thread behind."""
+        import nsprov._serve as serve_mod
+
+        monkeypatch.setattr(serve_mod, "RELOAD_TIMEOUT", 0.2)
+        fifo = base / "nsprov.toml"
+        os.mkfifo(fifo, 0o600)
+        out = io.StringIO()
+        server = Server(
+            make_config(spool),
+            ServeOptions(config_path=str(fifo), socket_path=str(base / "s")),
+            log=Log(stream=out),
+        )
+        try:
+            results = [asyncio.run(server.reload()) for _ in range(3)]
+            time.sleep(0.1)
+            readers = [t for t in threading.enumerate() if t.name.startswith("nsprov-reload")]
+        finally:
+            with contextlib.suppress(OSError):  # before the fix: release blocked readers
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            server.executor.shutdown()
+
+        assert ([False] * 3, []) == (results, readers)
+        assert 3 == out.getvalue().count("not a regular file (a FIFO)")
+
 
 class TestSocket:
     """The listening socket: mode, group, stale and live sockets."""
@@ -877,6 +904,34 @@ class TestSocket:
         with pytest.raises(NsprovError, match="not a socket"):
             bind_socket(str(base / "f"), mode=0o600, group=None)
         assert "keep" == (base / "f").read_text()
+
+    def test_untrusted_directory(self, base: Path) -> None:
+        """A socket directory others may write is refused (they could swap the socket)."""
+        (base / "w").mkdir()
+        (base / "w").chmod(0o777)
+
+        with pytest.raises(UntrustedFileError, match="socket directory not trusted"):
+            bind_socket(str(base / "w" / "s.sock"), mode=0o600, group=None)
+        assert [] == list((base / "w").iterdir())
+
+    def test_no_link_followed(self, base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A link swapped in for the temporary socket is not followed: its target keeps mode and group."""
+        victim = base / "victim"
+        victim.write_text("x")
+        victim.chmod(0o600)
+        before = victim.stat()
+
+        class Swapped(socket.socket):
+            def bind(self, address: Any, /) -> None:
+                super().bind(address)
+                os.rename(address, f"{address}.moved")
+                os.symlink(victim, address)
+
+        monkeypatch.setattr(socket, "socket", Swapped)
+        bind_socket(str(base / "s.sock"), mode=0o666, group=str(MY_GID or 1)).close()
+
+        after = victim.stat()
+        assert (0o600, before.st_gid) == (stat.S_IMODE(after.st_mode), after.st_gid)
 
     def test_unknown_group(self, base: Path) -> None:
         """An unknown --socket-group is an error."""

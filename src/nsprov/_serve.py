@@ -1007,9 +1007,14 @@ class SocketInUseError(NsprovError, OSError):
 def bind_socket(path: str, *, mode: int, group: str | None) -> socket.socket:
     """A listening UNIX socket at *path* with *mode* and *group*, never visible with other ones.
 
-    The socket is bound under a temporary name, given its mode and group, then
-    renamed into place.  A stale socket is replaced; a live one is an error.
+    The socket's directory must pass the trust rule (:mod:`nsprov._trust`):
+    whoever may write it could swap the socket for their own.  The socket is
+    bound under a temporary name with its mode from the umask, given its
+    group without following a link, then renamed into place.  A stale socket
+    is replaced; a live one is an error.
     """
+    from ._trust import check_trusted  # noqa: PLC0415
+
     gid = -1
     if group is not None:
         import grp  # noqa: PLC0415
@@ -1021,6 +1026,7 @@ def bind_socket(path: str, *, mode: int, group: str | None) -> socket.socket:
     parent = os.path.dirname(path) or "."
     if not os.path.isdir(parent):
         os.makedirs(parent, mode=0o755, exist_ok=True)
+    check_trusted(parent, what="socket directory", directory=True)
     with contextlib.suppress(FileNotFoundError):
         s = os.lstat(path)
         if not st.S_ISSOCK(s.st_mode):
@@ -1038,14 +1044,15 @@ def bind_socket(path: str, *, mode: int, group: str | None) -> socket.socket:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)
+    # bind() creates the file with 0777 & ~umask: the mode is right from the start, and
+    # nothing is chmod'ed by name (Linux cannot chmod a link itself; chmod would follow one).
+    old = os.umask(~mode & 0o777)
     try:
         sock.bind(tmp)
     finally:
         os.umask(old)
     try:
-        os.chown(tmp, -1, gid)
-        os.chmod(tmp, mode)
+        os.chown(tmp, -1, gid, follow_symlinks=False)
         sock.listen(512)
         os.rename(tmp, path)
     except BaseException:
