@@ -33,7 +33,7 @@ from nsprov._scancache import (
     update,
 )
 from nsprov._serve import Resolver
-from nsprov.exceptions import ConfigError
+from nsprov.exceptions import ConfigError, UntrustedFileError
 
 from .strategies import file_facts, identities
 from .test_scan import MEMBER, MY_GID, OWNER, maildir, traversable_dir
@@ -457,6 +457,47 @@ class TestUpdate:
 
         assert 0o700 == (base / "cache").stat().st_mode & 0o777
         assert {0o600} == {p.stat().st_mode & 0o777 for p in (base / "cache").iterdir()}
+
+
+class TestTrust:
+    """The cache directory follows the trust rule (issue 16, finding 14)."""
+
+    @pytest.mark.skipif(os.geteuid() != 0, reason="plants a link owned by another user")
+    def test_planted_link_not_followed(self, spool: Path, base: Path) -> None:
+        """A ``dir`` that another user made a link in a sticky world-writable parent is refused.
+
+        Before, root followed the link and wrote its cache files wherever it pointed.
+        """
+        sticky = base / "tmp"
+        sticky.mkdir()
+        sticky.chmod(0o1777)
+        victim = base / "victim"
+        victim.mkdir()
+        link = sticky / "nsprov-cache"
+        link.symlink_to(victim)
+        os.chown(link, 65534, 65534, follow_symlinks=False)
+        config = make_config(spool, link)
+        assert config.scan_cache is not None
+
+        with pytest.raises(UntrustedFileError, match=f"{link} is owned by uid 65534"):
+            update(config.scan_cache, config.spools[0], DEFAULT_FS)
+        assert [] == list(victim.iterdir())
+
+    def test_untrusted_directory_not_used(self, spool: Path, base: Path) -> None:
+        """A cache in a directory others may write is not used by logins, and status says why."""
+        maildir(spool / "m", 0o755)
+        config = make_config(spool, base / "cache")
+        build(config)
+        assert config.scan_cache is not None
+        (base / "cache").chmod(0o777)
+        sp = config.spools[0]
+
+        assert None is candidates(config.scan_cache, sp, os.fsencode(spool), OWNER.identity, Fs())
+        assert "writable by group or other (mode 0777)" in str(
+            status(config.scan_cache, sp).problem
+        )
+        with pytest.raises(UntrustedFileError):
+            update(config.scan_cache, sp, DEFAULT_FS)
 
 
 def test_candidates_none_without_cache(spool: Path, base: Path) -> None:

@@ -35,8 +35,9 @@ ctime); entries whose ctime is within a second of the previous update are read
 again anyway, as the kernel's timestamps are coarser than a nanosecond.
 
 Files, per spool, in the cache directory (mode 0700, owned by whoever runs the
-update; a login trusts only files owned by root or by itself and writable by
-nobody else):
+update; the directory must pass the trust rule of :mod:`nsprov._trust`, and is
+opened through it, never by a path that a link could redirect; a login trusts
+only files owned by root or by itself and writable by nobody else):
 
 ``scan-<hash>.idx``
     ``marshal``: the version, the spool path and its real path, the build
@@ -134,12 +135,36 @@ def cache_files(directory: str, spool: bytes) -> tuple[str, str, str]:
     return base + ".idx", base + ".names", base + ".inos"
 
 
-def _load(path: str) -> Any:
-    """A marshalled cache file, or None when absent, untrusted or corrupt."""
+def cache_dir_fd(directory: str, *, create: bool = False) -> int:
+    """A descriptor of the cache *directory*, opened under the trust rule (made first with *create*).
+
+    Raises:
+        UntrustedFileError: The directory, or one above it, fails the trust rule.
+        OSError: It cannot be made or opened.
+    """
+    from ._trust import open_trusted  # noqa: PLC0415
+
+    if create:
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            pass
+    fd, _ = open_trusted(directory, what="scan cache directory", directory=True)
+    return fd
+
+
+def _load(path: str, dir_fd: int | None = None) -> Any:
+    """A marshalled cache file, or None when absent, untrusted or corrupt.
+
+    With *dir_fd*, *path* is resolved in that directory (its base name is used).
+    """
     import marshal  # noqa: PLC0415 - builtin
 
+    name = path if dir_fd is None else os.path.basename(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = os.open(
+            name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd
+        )
     except OSError:
         return None
     try:
@@ -170,9 +195,9 @@ class Index:
     count: int = 0
 
     @classmethod
-    def load(cls, path: str) -> Index | None:
-        """Read and validate the index at *path*; None when it is unusable."""
-        data = _load(path)
+    def load(cls, path: str, dir_fd: int | None = None) -> Index | None:
+        """Read and validate the index at *path* (in *dir_fd*); None when it is unusable."""
+        data = _load(path, dir_fd)
         if not isinstance(data, dict) or data.get("v") != VERSION:
             return None
         index, sig = data.get("index"), data.get("dir")
@@ -225,7 +250,28 @@ def candidates(
     None sends the caller back to listing the whole spool.
     """
     idx_path, _, inos_path = cache_files(cfg.dir, spool.path_bytes)
-    idx = Index.load(idx_path)
+    try:
+        dir_fd = cache_dir_fd(cfg.dir)
+    except OSError:  # missing, or not trusted: scan the spool as without a cache
+        return None
+    try:
+        return _candidates(cfg, spool, real, ident, fs, dir_fd, idx_path, inos_path, now_ns)
+    finally:
+        os.close(dir_fd)
+
+
+def _candidates(
+    cfg: ScanCacheConfig,
+    spool: SpoolConfig,
+    real: bytes,
+    ident: Identity,
+    fs: Fs,
+    dir_fd: int,
+    idx_path: str,
+    inos_path: str,
+    now_ns: int | None,
+) -> Iterator[bytes] | None:
+    idx = Index.load(idx_path, dir_fd)
     if idx is None or idx.spool != spool.path_bytes or idx.real != real:
         return None
     now = time.time_ns() if now_ns is None else now_ns
@@ -241,7 +287,7 @@ def candidates(
     base = idx.names_for(keys)
     # The spool changed since the build: names the cache does not know, or knows
     # under another inode, are scanned too; names gone from the spool are dropped.
-    inos = _load(inos_path)
+    inos = _load(inos_path, dir_fd)
     if not isinstance(inos, dict) or inos.get("built") != idx.built:
         return None
     known = inos.get("inos")
@@ -263,12 +309,12 @@ class UpdateStats:
     racy: bool
 
 
-def _write(path: str, data: dict[str, Any]) -> None:
+def _write(path: str, data: dict[str, Any], dir_fd: int) -> None:
     import marshal  # noqa: PLC0415
 
     from ._config import write_private  # noqa: PLC0415
 
-    write_private(path, marshal.dumps(data))
+    write_private(os.path.basename(path), marshal.dumps(data), dir_fd=dir_fd)
 
 
 def update(
@@ -282,17 +328,24 @@ def update(
     """Rebuild *spool*'s cache files, reusing entries whose inode and ctime did not change.
 
     Raises:
+        UntrustedFileError: The cache directory fails the trust rule (nothing is written).
         OSError: The spool cannot be listed, or the cache directory cannot be written.
     """
+    dir_fd = cache_dir_fd(cfg.dir, create=True)
+    try:
+        return _update(cfg, spool, fs, dir_fd, clock=clock, sleep=sleep)
+    finally:
+        os.close(dir_fd)
+
+
+def _update(
+    cfg: ScanCacheConfig, spool: SpoolConfig, fs: Fs, dir_fd: int, *, clock: Any, sleep: Any
+) -> UpdateStats:
     started = time.monotonic()
     spool_b = spool.path_bytes
     real = fs.realpath(spool_b)
     idx_path, names_path, inos_path = cache_files(cfg.dir, spool_b)
-    try:
-        os.mkdir(cfg.dir, 0o700)
-    except FileExistsError:
-        pass
-    previous = _load(names_path)
+    previous = _load(names_path, dir_fd)
     prev: dict[bytes, tuple[int, int, tuple[int, ...]]] = {}
     prev_built = 0
     if (
@@ -344,8 +397,12 @@ def update(
     for name in sorted(entries):
         for principal in entries[name][2]:
             index.setdefault(principal, []).append(name)
-    _write(names_path, {"v": VERSION, "built": built, "entries": entries})
-    _write(inos_path, {"v": VERSION, "built": built, "inos": {n: e[0] for n, e in entries.items()}})
+    _write(names_path, {"v": VERSION, "built": built, "entries": entries}, dir_fd)
+    _write(
+        inos_path,
+        {"v": VERSION, "built": built, "inos": {n: e[0] for n, e in entries.items()}},
+        dir_fd,
+    )
     _write(
         idx_path,
         {
@@ -357,6 +414,7 @@ def update(
             "count": len(entries),
             "index": {k: b"/".join(v) for k, v in index.items()},
         },
+        dir_fd,
     )
     return UpdateStats(
         spool=spool.path,
@@ -382,11 +440,21 @@ class Status:
 def status(cfg: ScanCacheConfig, spool: SpoolConfig, *, now_ns: int | None = None) -> Status:
     """Describe *spool*'s cache: its age, whether a login would use it, and why not."""
     idx_path = cache_files(cfg.dir, spool.path_bytes)[0]
-    idx = Index.load(idx_path)
+    try:
+        dir_fd = cache_dir_fd(cfg.dir)
+    except FileNotFoundError:
+        return Status(spool.path, idx_path, None, fresh=False, entries=0, problem="missing")
+    except OSError as e:  # UntrustedFileError names the directory and the rule
+        return Status(spool.path, idx_path, None, fresh=False, entries=0, problem=str(e))
+    try:
+        idx = Index.load(idx_path, dir_fd)
+        present = idx is not None or _lexists(os.path.basename(idx_path), dir_fd)
+    finally:
+        os.close(dir_fd)
     if idx is None:
         unusable = (
             "missing"
-            if not os.path.lexists(idx_path)
+            if not present
             else "unusable (corrupt, another version, or owned by another user or writable by others)"
         )
         return Status(spool.path, idx_path, None, fresh=False, entries=0, problem=unusable)
@@ -403,3 +471,11 @@ def status(cfg: ScanCacheConfig, spool: SpoolConfig, *, now_ns: int | None = Non
     return Status(
         spool.path, idx_path, age, fresh=problem is None, entries=entries, problem=problem
     )
+
+
+def _lexists(name: str, dir_fd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
