@@ -16,7 +16,7 @@ from nsprov._env import from_environ
 from nsprov._identity import MailUser
 from nsprov._model import namespace_problems
 from nsprov._perms import Identity, PosixAcl
-from nsprov._scan import REASONS, Fs, SpoolError, discover, display
+from nsprov._scan import REASONS, Discovery, Fs, SpoolError, _Matcher, discover, display
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -312,6 +312,113 @@ class TestSelection:
 names = st.binary(min_size=1, max_size=40).filter(
     lambda b: b"/" not in b and b"\0" not in b and b not in {b".", b".."}
 )
+
+
+class TestIgnoreFile:
+    """The ignore file follows the trust rule and its caps (issue 16, finding 11)."""
+
+    @staticmethod
+    def discovery(spool: Path, user: MailUser = OTHER) -> Discovery:
+        return plan(config(spool), user, {}, keep_skipped=False).discovery
+
+    @pytest.mark.skipif(ME != 0, reason="plants a file owned by another user")
+    def test_planted_in_writable_spool(self, spool: Path) -> None:
+        """A ``*`` ignore file a user planted in a sticky world-writable spool hides nothing.
+
+        Before, it hid every mailbox from everyone.  Now it is not used, with one
+        warning naming the file and the rule, which the login logs.
+        """
+        spool.chmod(0o1777)
+        maildir(spool / "sales")
+        maildir(spool / "support")
+        planted = spool / ".nsprovignore"
+        planted.write_text("*\n")
+        os.chown(planted, 70002, 70002)
+
+        p = plan(config(spool), OTHER, {}, keep_skipped=False)
+
+        assert ["sales", "support"] == [s.entry for s in p.discovery.served]
+        [warning] = p.warnings
+        assert warning.startswith(f"spool {spool}: ignore file not used: {planted}: ignore file")
+        assert f"{planted} is owned by uid 70002" in warning
+
+    def test_root_file_in_writable_spool(self, spool: Path) -> None:
+        """In a 0777 spool even our own ignore file is not used: anybody could replace it."""
+        spool.chmod(0o777)
+        maildir(spool / "sales")
+        (spool / ".nsprovignore").write_text("*\n")
+
+        d = self.discovery(spool)
+
+        assert (["sales"], 1) == ([s.entry for s in d.served], len(d.warnings))
+        assert f"{spool} is writable by group or other (mode 0777)" in d.warnings[0]
+
+    def test_writable_file(self, spool: Path) -> None:
+        """A 0666 ignore file is not used."""
+        maildir(spool / "sales")
+        (spool / ".nsprovignore").write_text("*\n")
+        (spool / ".nsprovignore").chmod(0o666)
+
+        d = self.discovery(spool)
+
+        assert ["sales"] == [s.entry for s in d.served]
+        assert "(mode 0666)" in d.warnings[0]
+
+    def test_too_large(self, spool: Path) -> None:
+        """An ignore file over 64 KiB is not used."""
+        maildir(spool / "sales")
+        (spool / ".nsprovignore").write_text("sales\n" + "#" * (64 << 10))
+
+        d = self.discovery(spool)
+
+        assert ["sales"] == [s.entry for s in d.served]
+        assert "larger than 64 KiB" in d.warnings[0]
+
+    def test_too_many_patterns(self, spool: Path) -> None:
+        """More than 1,000 patterns: not used; exactly 1,000 (comments and blanks aside) are."""
+        maildir(spool / "sales")
+        ignore = spool / ".nsprovignore"
+        ignore.write_text("# c\n\nsales\n" + "".join(f"x{i}\n" for i in range(1000)))
+
+        over = self.discovery(spool)
+        ignore.write_text("# c\n\nsales\n" + "".join(f"x{i}\n" for i in range(999)))
+        at_cap = self.discovery(spool)
+
+        assert ["sales"] == [s.entry for s in over.served]
+        assert "has 1001 patterns, more than 1000" in over.warnings[0]
+        assert ([], ()) == (list(at_cap.served), at_cap.warnings)
+
+    def test_unreadable(self, spool: Path) -> None:
+        """An ignore file that cannot be resolved is a warning too, not a failed scan."""
+        maildir(spool / "sales")
+        (spool / "f").write_text("x")
+
+        d = discover(config(spool, ignore_file="f/.nsprovignore"), OTHER)
+
+        assert "served" == {s.entry: "served" for s in d.served}["sales"]
+        assert "Not a directory" in d.warnings[0]
+
+    def test_patterns_after_permission(self, spool: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """In post-login, entries the user may not read are never matched against patterns.
+
+        Before, every entry was matched first, so a long ignore file made every scan slow.
+        """
+        for i in range(20):
+            maildir(spool / f"secret{i}", 0o700)
+        maildir(spool / "sales")
+        (spool / ".nsprovignore").write_text("old-*\n")
+        matched: list[str] = []
+        original = _Matcher.excluded
+
+        def counting(self: _Matcher, name: str) -> str | None:
+            matched.append(name)
+            return original(self, name)
+
+        monkeypatch.setattr(_Matcher, "excluded", counting)
+
+        d = self.discovery(spool)
+
+        assert (["sales"], ["sales/"]) == ([s.entry for s in d.served], matched)
 
 
 class TestProperties:

@@ -86,7 +86,9 @@ def plan(
             f"{found} namespaces found, namespace.max="
             f"{config.max_namespaces}; the first {len(discovery.served)} in discovery order are served"
         )
-    return Plan(user=user, discovery=discovery, environ=env, warnings=tuple(warnings))
+    return Plan(
+        user=user, discovery=discovery, environ=env, warnings=(*discovery.warnings, *warnings)
+    )
 
 
 def drop_privileges(user: MailUser) -> None:

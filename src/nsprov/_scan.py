@@ -12,14 +12,17 @@ Reason codes, in the order they are tested for each entry:
 ``unservable-name``
     not valid UTF-8, contains the separator or a control character, or the
     prefix template renders an invalid prefix
-``excluded``
-    matched by an ``exclude`` pattern or the spool's ignore file, or not
-    matched by a non-empty ``include`` list (gitignore semantics)
 ``symlink``
     a symbolic link (with ``symlinks = "inside"``: one whose target is
     outside the spool, or dangling)
 ``not-a-directory``
     not a directory (and not an mbox file)
+``excluded``
+    matched by an ``exclude`` pattern or the spool's ignore file, or not
+    matched by a non-empty ``include`` list (gitignore semantics).  Patterns
+    are matched only after the cheap tests above (and, in post-login, after
+    the test that the user may read the entry at all): a pattern list costs
+    far more per entry than a ``stat``
 ``no-access``
     the user may not read and search the directory, its ``cur`` or ``new``,
     or search every directory above it
@@ -125,6 +128,8 @@ class Discovery:
     skipped: tuple[Skipped, ...]
     #: True when the scan stopped early, past ``namespace.max`` (post-login, without --explain).
     truncated: bool = False
+    #: Problems that did not stop the scan (an ignore file that was not used).
+    warnings: tuple[str, ...] = ()
 
     @property
     def namespaces(self) -> tuple[Namespace, ...]:
@@ -144,6 +149,28 @@ def _read_regular_file(path: bytes, limit: int = 65536) -> str | None:
         return os.read(fd, limit).decode("utf-8", "replace")
     finally:
         os.close(fd)
+
+
+#: Caps on a spool's ignore file; beyond either, the file is not used (one warning).
+IGNORE_MAX_BYTES = 64 << 10
+IGNORE_MAX_PATTERNS = 1000
+
+
+def _read_ignore_file(path: bytes) -> str | None:
+    """A spool's ignore file, or None when absent: it must pass the trust rule and the size cap.
+
+    Raises:
+        UntrustedFileError: Someone other than root (or us) could write or replace
+            it, it is no regular file, or it is larger than :data:`IGNORE_MAX_BYTES`.
+        OSError: It cannot be read.
+    """
+    from ._trust import read_trusted  # noqa: PLC0415
+
+    try:
+        data = read_trusted(path, what="ignore file", limit=IGNORE_MAX_BYTES)
+    except FileNotFoundError:
+        return None
+    return data.decode("utf-8", "replace")
 
 
 def _listing(path: bytes) -> list[tuple[bytes, int]]:
@@ -167,6 +194,8 @@ class Fs:
     getxattr: Callable[..., bytes] = os.getxattr
     realpath: Callable[[bytes], bytes] = os.path.realpath
     read_text: Callable[[bytes], str | None] = attrs.field(factory=lambda: _read_regular_file)
+    #: A spool's ignore file under the trust rule (:func:`_read_ignore_file`).
+    read_ignore: Callable[[bytes], str | None] = attrs.field(factory=lambda: _read_ignore_file)
     #: Names and inode numbers of a directory (the scan cache's view of a changed spool).
     listing: Callable[[bytes], list[tuple[bytes, int]]] = attrs.field(factory=lambda: _listing)
     #: ``(dev, ino, mtime_ns)`` of a directory (the scan cache's freshness check).
@@ -218,12 +247,34 @@ class _Matcher:
         return None
 
 
-def _matcher(fs: Fs, spool: SpoolConfig, real: bytes) -> _Matcher:
+def _ignore_patterns(fs: Fs, spool: SpoolConfig, real: bytes) -> tuple[list[str], str | None]:
+    """The patterns of *spool*'s ignore file, and a warning when the file is not used."""
+    if not spool.ignore_file:
+        return [], None
+    path = os.path.join(real, os.fsencode(spool.ignore_file))
+    try:
+        text = fs.read_ignore(path)
+    except OSError as e:  # UntrustedFileError names the file and the rule
+        reason = str(e) if isinstance(e, NsprovError) else f"{os.fsdecode(path)}: {e.strerror}"
+        return [], f"spool {spool.path}: ignore file not used: {reason}"
+    lines = text.splitlines() if text else []
+    count = sum(1 for line in lines if line.strip() and not line.startswith("#"))
+    if count > IGNORE_MAX_PATTERNS:
+        return [], (
+            f"spool {spool.path}: ignore file not used: {os.fsdecode(path)} has {count} "
+            f"patterns, more than {IGNORE_MAX_PATTERNS}"
+        )
+    return lines, None
+
+
+def _matcher(
+    fs: Fs, spool: SpoolConfig, real: bytes, warnings: list[str] | None = None
+) -> _Matcher:
     patterns = list(spool.exclude)
-    if spool.ignore_file:
-        text = fs.read_text(os.path.join(real, os.fsencode(spool.ignore_file)))
-        if text:
-            patterns += text.splitlines()
+    ignored, warning = _ignore_patterns(fs, spool, real)
+    patterns += ignored
+    if warning is not None and warnings is not None:
+        warnings.append(warning)
     if not patterns and not spool.include:
         return _Matcher(None, None)
     import pathspec  # noqa: PLC0415 - only when patterns are configured
@@ -360,6 +411,7 @@ def scan_spool(
     keep_skipped: bool = True,
     stop_after: int | None = None,
     scan_cache: ScanCacheConfig | None = None,
+    warnings: list[str] | None = None,
 ) -> bool:
     """Scan one spool, appending to *served* and *skipped* (pure but for *fs*).
 
@@ -368,6 +420,8 @@ def scan_spool(
     login pays only for the entries it can use).  With *scan_cache*, a fresh
     cache narrows the scan to the entries the user could read (see
     :mod:`nsprov._scancache`); entries left out are not reported as skipped.
+    An ignore file that is not used (untrusted, too large) adds one line to
+    *warnings*: the spool is scanned without it.
     """
     ident = user.identity
     spool_b = spool.path_bytes
@@ -386,7 +440,7 @@ def scan_spool(
     if why is not None:
         skipped.append(Skipped(spool.path, b"", "no-access", f"spool not reachable: {why}"))
         return False
-    matcher = _matcher(fs, spool, real)
+    matcher = _matcher(fs, spool, real, warnings)
     builder = _Builder(spool, user)
     sep = spool.separator.encode("utf-8")
 
@@ -421,14 +475,6 @@ def scan_spool(
             s, facts = facts_of(path)
         except FileNotFoundError:
             continue  # removed while we looked
-        is_dir = st.S_ISDIR(s.st_mode)
-        if st.S_ISLNK(s.st_mode):
-            is_dir = True
-        if matcher.spec is not None or matcher.include is not None:
-            excluded = matcher.excluded(name + "/" if is_dir else name)
-            if excluded is not None:
-                skip(raw, "excluded", excluded)
-                continue
         if st.S_ISLNK(s.st_mode):
             if spool.symlinks == "skip":
                 skip(raw, "symlink", 'symbolic links are not followed (symlinks = "skip")')
@@ -455,6 +501,12 @@ def scan_spool(
             continue
         if not keep_skipped and not decide(facts, ident, _RX).allowed:
             continue  # the common case on a large spool, without building its reason
+        # Patterns last: matching a name against a long list costs more than any test above.
+        if matcher.spec is not None or matcher.include is not None:
+            excluded = matcher.excluded(name + "/")
+            if excluded is not None:
+                skip(raw, "excluded", excluded)
+                continue
         verdict = _classify_dir(fs, path, facts, ident)
         if verdict is not None:
             skip(raw, *verdict)
@@ -501,6 +553,7 @@ def discover(
     taken_names = {n.lower() for n in config.reserved_names}
     stop_after = None if keep_skipped else config.max_namespaces
     truncated = False
+    warnings: list[str] = []
     for spool in config.spools:
         truncated = scan_spool(
             spool,
@@ -513,10 +566,11 @@ def discover(
             keep_skipped=keep_skipped,
             stop_after=stop_after,
             scan_cache=None if keep_skipped else config.scan_cache,
+            warnings=warnings,
         )
         if truncated:
             break
-    found = Discovery(tuple(served), tuple(skipped), truncated=truncated)
+    found = Discovery(tuple(served), tuple(skipped), truncated=truncated, warnings=tuple(warnings))
     return limit(found, config.max_namespaces, "namespace.max")
 
 
@@ -529,7 +583,10 @@ def limit(discovery: Discovery, keep: int, why: str) -> Discovery:
         for s in discovery.served[keep:]
     ]
     return Discovery(
-        discovery.served[:keep], (*discovery.skipped, *over), truncated=discovery.truncated
+        discovery.served[:keep],
+        (*discovery.skipped, *over),
+        truncated=discovery.truncated,
+        warnings=discovery.warnings,
     )
 
 

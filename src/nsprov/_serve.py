@@ -483,6 +483,7 @@ class Recorder:
             getxattr=self._getxattr,
             realpath=self._realpath,
             read_text=self._read_text,
+            read_ignore=self._read_ignore,
             listing=self._listing,
             dir_sig=self._dir_sig,
         )
@@ -538,6 +539,10 @@ class Recorder:
     def _read_text(self, path: bytes) -> str | None:
         self.read[path] = _content_sig(self.base, path)
         return self.base.read_text(path)
+
+    def _read_ignore(self, path: bytes) -> str | None:
+        self.read[path] = _content_sig(self.base, path)
+        return self.base.read_ignore(path)
 
     def deps(self) -> Deps:
         """Everything recorded, frozen."""
