@@ -40,6 +40,7 @@ from nsprov._check import (
     check_separator,
     check_templates,
     check_traversal,
+    check_trusted_files,
     check_user,
     check_version,
     check_virtual,
@@ -1476,6 +1477,35 @@ def script(path: Path, body: str) -> str:
     return str(path)
 
 
+class TestTrustedFiles:
+    """check_trusted_files: every file root uses for others, by the trust rule."""
+
+    def test_directories(self, base: Path, spool: Path) -> None:
+        """Cache and socket directories others may write are reported; absent ones are not."""
+        for name in ("cache", "run"):
+            (base / name).mkdir()
+            (base / name).chmod(0o777)
+        cfg = base / "nsprov.toml"
+        cfg.write_text(f'[[spool]]\npath = "{spool}"\n')
+        config = config_from_mapping(
+            {
+                "spool": [{"path": str(spool)}],
+                "scan_cache": {"dir": str(base / "cache")},
+                "serve": {"socket": str(base / "run" / "s.sock")},
+            }
+        )
+
+        found = check_trusted_files(str(cfg), config)
+        absent = check_trusted_files(str(base / "none.toml"), None)
+
+        assert [str(base / "cache"), str(base / "run")] == [f.subject for f in found]
+        assert {"untrusted-file"} == {f.code for f in found}
+        assert "scan cache directory not trusted" in found[0].message
+        assert "socket directory not trusted" in found[1].message
+        assert "chmod go-w" in found[0].fix
+        assert [] == absent
+
+
 class TestMain:
     """The command: arguments, doveconf and dovecot programs, exit status."""
 
@@ -1620,6 +1650,53 @@ class TestMain:
         out = capsys.readouterr().out
         assert 1 == status
         assert "config-error  spool[1].bogus" in out
+
+    def codes_of(self, setup: dict[str, str], capsys: pytest.CaptureFixture[str]) -> list[Any]:
+        status = main([*self.args(setup), "--user=nobody", "--format=json"])
+        doc = json.loads(capsys.readouterr().out)
+        return [status, *((f["code"], f["subject"], f["message"]) for f in doc["findings"])]
+
+    def test_untrusted_config(
+        self, setup: dict[str, str], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A 0666 config is one untrusted-file error naming it and the rule (before: not reported)."""
+        cfg = setup["config"]
+        Path(cfg).chmod(0o666)
+
+        status, *found = self.codes_of(setup, capsys)
+
+        assert 1 == status
+        [(code, subject, message)] = [f for f in found if f[0] != "acl-plugin-setting"]
+        assert ("untrusted-file", cfg) == (code, subject)
+        assert message.startswith(f"{cfg}: config file not trusted: {cfg} is writable by group")
+        assert "nsprov uses a file only if" in message
+
+    def test_fifo_config(self, setup: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+        """A FIFO config is reported at once (before: check blocked for ever reading it)."""
+        cfg = Path(setup["config"])
+        cfg.unlink()
+        os.mkfifo(cfg, 0o600)
+
+        status, *found = self.codes_of(setup, capsys)
+
+        assert 1 == status
+        assert [("untrusted-file", str(cfg))] == [(c, s) for c, s, _ in found]
+        assert "is not a regular file (a FIFO)" in found[0][2]
+
+    def test_untrusted_ignore_file(
+        self, setup: dict[str, str], spool: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A spool's ignore file others may write is an untrusted-file error (it is not used)."""
+        ignore = spool / ".nsprovignore"
+        ignore.write_text("*\n")
+        ignore.chmod(0o666)
+
+        status, *found = self.codes_of(setup, capsys)
+
+        assert 1 == status
+        [(code, subject, message)] = found
+        assert ("untrusted-file", str(ignore)) == (code, subject)
+        assert message.startswith(f"spool {spool}: ignore file not used: {ignore}: ignore file")
 
     def test_acl_plugin_flag(
         self, setup: dict[str, str], capsys: pytest.CaptureFixture[str]

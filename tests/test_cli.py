@@ -134,6 +134,22 @@ class TestShow:
         assert "spool[1].bogus: unknown key" in err
         assert "spool[1].path: required key missing" in err
 
+    def test_untrusted_config(self, setup: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A config others may write, or a FIFO, is refused with one line naming it and the rule."""
+        cfg = setup / "nsprov.toml"
+        cfg.chmod(0o666)
+        assert 1 == main(show(setup))
+        writable = capsys.readouterr().err
+        cfg.unlink()
+        os.mkfifo(cfg)
+        assert 1 == main(show(setup))
+        fifo = capsys.readouterr().err
+
+        assert writable.startswith(f"nsprov: error: {cfg}: config file not trusted: {cfg} is")
+        assert "nsprov uses a file only if" in writable
+        assert 1 == writable.count("\n")
+        assert "is not a regular file (a FIFO)" in fifo
+
     def test_unknown_user(self, setup: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """An unknown user without --uid/--gid is exit 1."""
         assert 1 == main(

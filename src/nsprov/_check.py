@@ -32,7 +32,7 @@ from ._model import check_namespaces
 from ._names import HASH_LENGTH, NAMING_SCHEME, SLUG_LENGTH, entry_id
 from ._perms import FileFacts, Identity
 from ._scan import DEFAULT_FS, Fs, Served, Skipped, _Builder, _components, scan_spool
-from .exceptions import ConfigError, NsprovError
+from .exceptions import ConfigError, NsprovError, UntrustedFileError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -52,6 +52,7 @@ CODES: dict[str, str] = {
     # the configuration
     "config-error": "the configuration cannot be read, or has unknown keys, wrong types or bad values",
     "config-does-nothing": "the configuration has no [[spool]] and no action",
+    "untrusted-file": "a file root uses for others fails the trust rule (config, ignore file, cache or socket directory)",
     "template-invalid": "a template renders output Dovecot refuses, or a path inside a spool",
     "template-not-per-user": "a per-user path template uses neither {home} nor {user}",
     # the spools
@@ -981,6 +982,61 @@ def check_scan_cache(config: Config, *, now_ns: int | None = None) -> list[Findi
                     "with [scan_cache] refresh > 0.",
                 )
             )
+    return out
+
+
+def check_trusted_files(config_path: str, config: Config | None) -> list[Finding]:
+    """``untrusted-file``: each file root uses on behalf of others must pass the trust rule.
+
+    The config file; with a config, each spool's ignore file (and its caps),
+    the ``[scan_cache]`` directory, the ``[serve]`` socket's directory and the
+    post-login config cache directory.  An absent one is not reported here.
+    """
+    from ._config import DEFAULT_CACHE_DIR  # noqa: PLC0415
+    from ._scan import DEFAULT_FS, _ignore_patterns  # noqa: PLC0415
+    from ._trust import MAX_FILE_SIZE, check_trusted, read_trusted  # noqa: PLC0415
+
+    out: list[Finding] = []
+
+    def found(subject: str, message: str) -> None:
+        out.append(
+            _f(
+                "error",
+                "untrusted-file",
+                subject,
+                message,
+                f"Make {subject} and every directory above it owned by root and not writable by "
+                "group or other (chown root:, chmod go-w), or use a path that is.",
+            )
+        )
+
+    try:
+        read_trusted(config_path, what="config file", limit=MAX_FILE_SIZE)
+    except UntrustedFileError as e:
+        found(config_path, str(e))
+    except OSError:
+        pass  # unreadable: a config-error
+    if config is None:
+        return out
+    for spool in config.spools:
+        if not spool.ignore_file:
+            continue
+        real = os.path.realpath(spool.path_bytes)
+        _, warning = _ignore_patterns(DEFAULT_FS, spool, real)
+        if warning is not None:
+            found(_show(os.path.join(real, os.fsencode(spool.ignore_file))), warning)
+    dirs = [(DEFAULT_CACHE_DIR, "cache directory")]
+    if config.scan_cache is not None:
+        dirs.append((config.scan_cache.dir, "scan cache directory"))
+    if config.serve.socket is not None:
+        dirs.append((os.path.dirname(config.serve.socket), "socket directory"))
+    for directory, what in dirs:
+        try:
+            check_trusted(directory, what=what, directory=True)
+        except UntrustedFileError as e:
+            found(directory, str(e))
+        except OSError:
+            pass  # absent: made when first needed
     return out
 
 
@@ -2040,6 +2096,8 @@ class World:
     config_path: str
     config: Config | None = None
     config_problems: tuple[str, ...] = ()
+    #: ``untrusted-file`` findings (:func:`check_trusted_files`).
+    trust_findings: tuple[Finding, ...] = ()
     #: ``[dovecot] acl_plugin`` as written (the parsed config applies it and forgets it).
     acl_plugin: bool = False
     doveconf: DovecotConf | None = None
@@ -2104,8 +2162,13 @@ def run_checks(world: World) -> Report:
         findings.append(world.doveconf_finding)
     config = world.config
     if config is None:
-        findings = config_findings(world.config_path, world.config_problems) + findings
+        findings = (
+            list(world.trust_findings)
+            + config_findings(world.config_path, world.config_problems)
+            + findings
+        )
         return _report(base, findings, [])
+    findings += world.trust_findings
     try:
         config.check_does_something()
     except ConfigError as e:
@@ -2481,18 +2544,17 @@ def _dovecot_version(args: Any, conf: DovecotConf | None) -> tuple[str | None, s
 
 
 def _load(path: str) -> tuple[Config | None, tuple[str, ...], bool]:
-    import tomllib  # noqa: PLC0415
-
-    from ._config import load_config  # noqa: PLC0415
+    from ._config import _load_raw, load_config  # noqa: PLC0415
 
     try:
         config = load_config(path)
     except ConfigError as e:
         return None, e.problems, False
+    except UntrustedFileError:
+        return None, (), False  # an untrusted-file finding (check_trusted_files)
     try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError):
+        raw = _load_raw(path, None)
+    except NsprovError:  # pragma: no cover - it was just read
         raw = {}
     dovecot = raw.get("dovecot", {})
     return config, (), isinstance(dovecot, dict) and dovecot.get("acl_plugin") is True
@@ -2583,6 +2645,7 @@ def gather(args: Any) -> World:
     from ._serve import reply_budget  # noqa: PLC0415
 
     config, problems, acl_plugin = _load(args.config)
+    trust = check_trusted_files(args.config, config)
     conf, conf_finding = _run_doveconf(args)
     version, source = _dovecot_version(args, conf)
     users: list[MailUser] = []
@@ -2598,6 +2661,7 @@ def gather(args: Any) -> World:
         config_path=args.config,
         config=config,
         config_problems=problems,
+        trust_findings=tuple(trust),
         acl_plugin=acl_plugin,
         doveconf=conf,
         doveconf_finding=conf_finding,
