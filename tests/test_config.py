@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -109,6 +110,16 @@ class TestConfig:
     def test_spool_twice(self) -> None:
         """A spool listed twice is refused."""
         assert any("twice" in p for p in problems({"spool": [{"path": "/a"}, {"path": "/a/"}]}))
+
+    def test_many_spools_linear(self) -> None:
+        """20,000 [[spool]] tables validate in well under 3 s (before: 5.7 s, a list.count per spool)."""
+        data = {"spool": [{"path": f"/s/{i}"} for i in range(20_000)] + [{"path": "/s/7"}]}
+        started = time.perf_counter()
+
+        found = problems(data)
+
+        assert time.perf_counter() - started < 3.0
+        assert ["t.toml: spool: spool /s/7 is listed twice"] == found
 
     def test_wrong_table_types(self) -> None:
         """Tables that are not tables are reported."""

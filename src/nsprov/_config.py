@@ -502,8 +502,11 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") ->
             f"all spools must use one separator (Dovecot: 'All list=yes namespaces must use "
             f"the same separator'), got {separators}",
         )
-    paths = [s.path for s in spools]
-    for p in sorted({p for p in paths if paths.count(p) > 1}):
+    seen: set[str] = set()
+    twice: set[str] = set()
+    for s in spools:  # a set, not list.count per spool: 20,000 spools took 8.8 s
+        (twice if s.path in seen else seen).add(s.path)
+    for p in sorted(twice):
         r.problem("spool", f"spool {p} is listed twice")
 
     dovecot = r.table(data, "dovecot", "dovecot")
