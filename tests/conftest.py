@@ -31,6 +31,11 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 REQUIRE_LIVE = os.environ.get("NSPROV_REQUIRE_LIVE") == "1"
 
+# nsprov refuses a config or ignore file that group or other may write (the trust rule,
+# nsprov._trust): files the tests write must not depend on the caller's umask (002 on some
+# desktops), or every config a test writes would be refused.
+os.umask(0o022)
+
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
