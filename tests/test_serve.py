@@ -1476,6 +1476,18 @@ class TestRun:
         assert 1 == main([f"--config={base}/missing.toml", f"--socket={base}/s.sock"])
         assert "event=config-error" in capsys.readouterr().err
 
+    def test_main_untrusted_config(self, base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """main() refuses a config others may write, with the loader's message, and binds nothing."""
+        conf = base / "nsprov.toml"
+        conf.write_text(f'[[spool]]\npath = "{base}"\n')
+        conf.chmod(0o666)
+
+        assert 1 == main([f"--config={conf}", f"--socket={base}/s.sock"])
+        err = capsys.readouterr().err
+        assert "event=config-error" in err
+        assert f"config file not trusted: {conf} is writable by group or other" in err
+        assert not (base / "s.sock").exists()
+
     @pytest.mark.parametrize(
         "arg",
         [
