@@ -316,7 +316,7 @@ class TestMain:
 
 
 class TestOriginalEnviron:
-    """Python's locale coercion must not leak down the chain."""
+    """What nsprov's own start-up adds (locale coercion, the launcher's SHLVL) must not leak down the chain."""
 
     def test_coerced_removed(self) -> None:
         """An unlisted LC_CTYPE=C.UTF-8 is the interpreter's and is dropped."""
@@ -325,6 +325,16 @@ class TestOriginalEnviron:
     def test_userdb_lc_ctype_kept(self) -> None:
         """An LC_CTYPE that userdb sent stays."""
         env = {"LC_CTYPE": "C.UTF-8", "USERDB_KEYS": "LC_CTYPE "}
+
+        assert env == original_environ(env)
+
+    def test_launcher_shlvl_removed(self) -> None:
+        """An unlisted SHLVL is the launcher's bash's (its exec exports one) and is dropped."""
+        assert {"USER": "a"} == original_environ({"USER": "a", "SHLVL": "0"})
+
+    def test_userdb_shlvl_kept(self) -> None:
+        """A SHLVL that userdb sent stays."""
+        env = {"SHLVL": "0", "USERDB_KEYS": "SHLVL "}
 
         assert env == original_environ(env)
 

@@ -328,19 +328,22 @@ _COERCED = frozenset({"C.UTF-8", "C.utf8", "UTF-8"})
 
 
 def original_environ(environ: Mapping[str, str]) -> dict[str, str]:
-    """*environ* without the ``LC_CTYPE`` that Python's PEP 538 locale coercion added.
+    """*environ* without what nsprov's own start-up added to it.
 
     script-login wipes the environment and exports only userdb fields, all
-    listed in ``USERDB_KEYS``; an unlisted ``LC_CTYPE`` holding a coercion
-    target was put there by the interpreter, not by Dovecot, and must not
-    travel down the chain.
+    listed in ``USERDB_KEYS``.  An unlisted ``LC_CTYPE`` holding a coercion
+    target was put there by Python's PEP 538 locale coercion, and an unlisted
+    ``SHLVL`` by the bash of the ``nsprov`` launcher (its ``exec`` exports one);
+    neither must travel down the chain.
     """
     env = dict(environ)
-    value = env.get("LC_CTYPE")
-    if value in _COERCED:
+    coerced = env.get("LC_CTYPE") in _COERCED
+    if coerced or "SHLVL" in env:
         listed = {k.upper() for k in env.get("USERDB_KEYS", "").split(" ")}
-        if "LC_CTYPE" not in listed:
+        if coerced and "LC_CTYPE" not in listed:
             del env["LC_CTYPE"]
+        if "SHLVL" in env and "SHLVL" not in listed:
+            del env["SHLVL"]
     return env
 
 
