@@ -866,6 +866,8 @@ class TestWiring:
             (IMAP_OK.removeprefix("/usr/local/bin/"), ("wiring-relative-path", "error")),
             (IMAP_OK.replace(NSPROV, "/opt/nsprov"), ("wiring-program-missing", "error")),
             (IMAP_OK.replace("=imap", "=smtp"), ("wiring-bad-arguments", "error")),
+            (f"{IMAP_OK} --deadline=60", ("wiring-bad-arguments", "error")),
+            (f"{IMAP_OK} --serve=relative.sock", ("wiring-bad-arguments", "error")),
             (f"{IMAP_OK} --help", ("wiring-bad-arguments", "error")),
             (IMAP_OK.replace(" --protocol", "  --protocol"), ("wiring-bad-arguments", "error")),
             (f"{IMAP_OK} --fast", ("wiring-bad-arguments", "warning")),
@@ -879,6 +881,19 @@ class TestWiring:
         conf = wired(example=line("imap", program), protocols="imap")
 
         assert [expected] == [(f.code, f.severity) for f in wiring(config, conf)]
+
+    @pytest.mark.parametrize(
+        ("extra", "consequence"),
+        [("", "uses the default instead"), (" --on-error=deny", "denies every login")],
+    )
+    def test_bad_value_message(self, config: Config, extra: str, consequence: str) -> None:
+        """A bad value names the option, and says what post-login does about it."""
+        conf = wired(example=line("imap", f"{IMAP_OK} --deadline=abc{extra}"), protocols="imap")
+
+        [finding] = wiring(config, conf)
+
+        assert "--deadline must be a number, got 'abc'" in finding.message
+        assert consequence in finding.message
 
     def test_not_script_login(self, config: Config) -> None:
         """A post-login service that is not script-login is a warning."""

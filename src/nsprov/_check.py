@@ -1441,6 +1441,25 @@ def _check_chain(
                 "Remove them; nsprov post-login --help lists the options.",
             )
         )
+    bad = parsed.bad if parsed is not None else []
+    if bad:
+        denied = parsed is not None and parsed.on_error == "deny"
+        out.append(
+            _f(
+                "error",
+                "wiring-bad-arguments",
+                subject,
+                f"nsprov post-login ignores a bad value on service {post.name}: "
+                + "; ".join(problem for _, problem in bad)
+                + (
+                    " (with --on-error=deny it denies every login)"
+                    if denied
+                    else " (it uses the default instead and logs an error on every login)"
+                ),
+                "Correct the option (one token each, --name=value); nsprov post-login --help "
+                "lists the values.",
+            )
+        )
     rest = parsed.next[:-1] if parsed is not None else []
     if refusal is not None:
         out.append(
@@ -1464,8 +1483,8 @@ def _check_chain(
                 )
             )
     wired = parsed.protocol if parsed is not None else None
-    if refusal is not None:
-        pass  # nsprov refuses the line: the login fails whatever the protocol
+    if refusal is not None or any(name == "protocol" for name, _ in bad):
+        pass  # refused, or a bad --protocol reported above
     elif wired is None:
         out.append(
             _f(

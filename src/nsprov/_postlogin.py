@@ -19,7 +19,7 @@ import sys
 
 TYPE_CHECKING = False  # not typing's: importing typing costs every login ~7 ms
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, MutableMapping, Sequence
+    from collections.abc import Callable, Collection, Mapping, MutableMapping, Sequence
     from typing import NoReturn
 
 DEFAULT_CONFIG = "/etc/nsprov/nsprov.toml"
@@ -53,7 +53,16 @@ def os_execve(path: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
 class Options:
     """Parsed post-login options (a plain class: attrs stays off this path)."""
 
-    __slots__ = ("config", "deadline", "next", "on_error", "protocol", "serve", "serve_timeout")
+    __slots__ = (
+        "bad",
+        "config",
+        "deadline",
+        "next",
+        "on_error",
+        "protocol",
+        "serve",
+        "serve_timeout",
+    )
 
     def __init__(self) -> None:
         self.config = DEFAULT_CONFIG
@@ -63,6 +72,8 @@ class Options:
         self.serve: str | None = None
         self.serve_timeout = DEFAULT_SERVE_TIMEOUT
         self.next: list[str] = []
+        #: (option name, problem) for each bad value, which was ignored (its default kept).
+        self.bad: list[tuple[str, str]] = []
 
 
 class UsageError(Exception):
@@ -89,7 +100,11 @@ def parse_args(argv: Sequence[str], *, unknown: list[str] | None = None) -> Opti
     Leading ``--`` tokens belong to nsprov; ``--`` ends them; the first other
     token is NEXT.  An unknown option is logged once and ignored, so a newer
     script-login line never locks users out of an older nsprov.  With
-    *unknown*, unknown options are collected there instead of logged.
+    *unknown*, unknown options are collected there instead of logged.  A bad
+    value is not an error either: the option keeps its default and the
+    problem goes to :attr:`Options.bad`, for :func:`main` to log (or to deny
+    the login under ``--on-error=deny``).  Only a line without NEXT raises
+    :class:`UsageError`: there is nothing to exec.
     """
     opts = Options()
     i = 0
@@ -108,34 +123,10 @@ def parse_args(argv: Sequence[str], *, unknown: list[str] | None = None) -> Opti
                 raise UsageError(f"--{name} needs a value")
             value = argv[i + 1]
             i += 1
-        if name == "config":
-            opts.config = value
-        elif name == "protocol":
-            if value not in {"imap", "pop3"}:
-                raise UsageError(f"--protocol must be imap or pop3, got {value!r}")
-            opts.protocol = value
-        elif name == "on-error":
-            if value not in {"continue", "deny"}:
-                raise UsageError(f"--on-error must be continue or deny, got {value!r}")
-            opts.on_error = value
-        elif name == "deadline":
-            try:
-                opts.deadline = float(value)
-            except ValueError:
-                raise UsageError(f"--deadline must be a number, got {value!r}") from None
-            if not 0 < opts.deadline <= 50:
-                raise UsageError("--deadline must be > 0 and <= 50 seconds")
-        elif name == "serve":
-            if not value.startswith("/"):
-                raise UsageError(f"--serve must be an absolute socket path, got {value!r}")
-            opts.serve = value
-        elif name == "serve-timeout":
-            try:
-                opts.serve_timeout = float(value)
-            except ValueError:
-                raise UsageError(f"--serve-timeout must be a number, got {value!r}") from None
-            if not 0 < opts.serve_timeout <= 5:
-                raise UsageError("--serve-timeout must be > 0 and <= 5 seconds")
+        if name in _VALUED:
+            problem = _set_option(opts, name, value)
+            if problem is not None:
+                opts.bad.append((name, f"--{name} {problem}, got {value!r}"))
         elif unknown is not None:
             unknown.append(arg)
         else:
@@ -145,6 +136,37 @@ def parse_args(argv: Sequence[str], *, unknown: list[str] | None = None) -> Opti
     if not opts.next:
         raise UsageError("no next program: Dovecot's script-login appends the rest of the chain")
     return opts
+
+
+def _set_option(opts: Options, name: str, value: str) -> str | None:
+    """Set option *name* from *value*; what is wrong with the value, or None."""
+    if name == "config":
+        opts.config = value
+    elif name == "protocol":
+        if value not in {"imap", "pop3"}:
+            return "must be imap or pop3"
+        opts.protocol = value
+    elif name == "on-error":
+        if value not in {"continue", "deny"}:
+            return "must be continue or deny"
+        opts.on_error = value
+    elif name == "serve":
+        if not value.startswith("/"):
+            return "must be an absolute socket path"
+        opts.serve = value
+    else:  # deadline, serve-timeout: seconds
+        limit = 50.0 if name == "deadline" else 5.0
+        try:
+            seconds = float(value)
+        except ValueError:
+            return "must be a number"
+        if not 0 < seconds <= limit:
+            return f"must be > 0 and <= {limit:g} seconds"
+        if name == "deadline":
+            opts.deadline = seconds
+        else:
+            opts.serve_timeout = seconds
+    return None
 
 
 def frame(tag: bytes, payload: bytes) -> bytes:
@@ -373,13 +395,21 @@ def main(
     if opts is None:
         sys.stderr.write(USAGE)
         return 0
+    if opts.bad:
+        if opts.on_error == "deny":
+            problems = "; ".join(problem for _, problem in opts.bad)
+            log(f"user {env.get('USER', '?')}: {problems}; denying the login (on_error=deny)")
+            return 1
+        for _, problem in opts.bad:
+            log(f"ignoring a bad option value: {problem}")
     if opts.serve is not None:
         fields = ask_serve(opts.serve, serve_key(opts.protocol, env), opts.serve_timeout)
         if fields is not None:
             _exec(execve, opts.next, merge_fields(env, fields), fallback=env)
             return 1
     if standalone:
-        _exec(execve, fallback_argv(sys.executable, argv), env, fallback=None)
+        bad = {name for name, _ in opts.bad}  # logged above: not again by the full step
+        _exec(execve, fallback_argv(sys.executable, argv, drop=bad), env, fallback=None)
         if opts.on_error == "deny":
             log(f"user {env.get('USER', '?')}: denying the login (on_error=deny)")
             return 1
@@ -416,13 +446,14 @@ def main(
     return 1
 
 
-def fallback_argv(python: str, argv: Sequence[str]) -> list[str]:
+def fallback_argv(python: str, argv: Sequence[str], *, drop: Collection[str] = ()) -> list[str]:
     """The full ``nsprov post-login`` for *argv*, minus ``--serve``: ``python -I -m nsprov ...``.
 
     ``python -I -S .../nsprov/_fast.py`` loads this module alone (no ``site``,
     which a console script cannot skip); the worker's dependencies may be out of
     its reach, so a login the server does not answer re-runs as the full step
-    with the same interpreter, with ``site``.  Options are kept as given.
+    with the same interpreter, with ``site``.  Options are kept as given, but
+    for those named in *drop* (the bad values, already logged).
     """
     out = [python, "-I", "-m", "nsprov", "post-login"]
     i = 0
@@ -431,7 +462,7 @@ def fallback_argv(python: str, argv: Sequence[str]) -> list[str]:
         if arg == "--" or not arg.startswith("--"):
             break
         name, eq, _ = arg[2:].partition("=")
-        if name in {"serve", "serve-timeout"}:
+        if name in {"serve", "serve-timeout", *drop}:
             i += 1 if eq else 2
             continue
         out.append(arg)

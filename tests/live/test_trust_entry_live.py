@@ -15,6 +15,7 @@ through a symbolic link to it, as an installation into ``/usr/local/bin`` has it
 
 from __future__ import annotations
 
+import imaplib
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -143,3 +144,66 @@ def test_userdb_python_variables_run_nothing(accounts: SystemAccounts, live_base
     assert {by_path.name: ["Shared/sales/"], by_home.name: ["Shared/sales/"]} == shared
     assert {by_path.name: 0, by_home.name: 0} == messages
     assert [] == errors
+
+
+def _spool_config(base: Path) -> Path:
+    spool = base / "spool"
+    spool.mkdir(mode=0o755)
+    make_maildir(spool / "sales", messages=2, owner=0, group=0, mode=0o755)
+    config = base / "nsprov.toml"
+    config.write_text(f'[[spool]]\npath = "{spool}"\nprefix = "Shared/{{name}}/"\n')
+    return config
+
+
+#: A bad value on the script-login line, per protocol (IMAP, POP3), and the option it names.
+BAD_VALUES = [
+    ("--deadline=60", "--deadline=60", "--deadline"),
+    ("--deadline=abc", "--deadline=abc", "--deadline"),
+    ("--protocol=IMAP", "--protocol=POP3", "--protocol"),
+    ("--on-error=maybe", "--on-error=maybe", "--on-error"),
+    ("--serve=relative.sock", "--serve=relative.sock", "--serve"),
+    ("--serve-timeout=9", "--serve-timeout=9", "--serve-timeout"),
+]
+
+
+@pytest.mark.parametrize(
+    ("imap_bad", "pop3_bad", "option"), BAD_VALUES, ids=[b[0] for b in BAD_VALUES]
+)
+def test_bad_option_value_fails_open(
+    accounts: SystemAccounts, live_base: Path, imap_bad: str, pop3_bad: str, option: str
+) -> None:
+    """A bad value on the post-login line: logins work, with the namespaces, one error line each."""
+    config = _spool_config(live_base)
+    user = accounts.user("reader")
+    postlogin = {
+        p: f"{NSPROV} post-login --config={config} --protocol={p} {bad}"
+        for p, bad in (("imap", imap_bad), ("pop3", pop3_bad))
+    }
+    with Dovecot(live_base / "dovecot", [user], postlogin=postlogin) as dovecot:
+        with dovecot.imap(user) as imap:
+            shared = [p for p, _ in namespaces(imap)["shared"]]
+        pop3 = dovecot.pop3(user)
+        try:
+            messages = pop3.stat()[0]
+        finally:
+            pop3.quit()
+        errors = [e for e in dovecot.errors() if "nsprov: " in e]
+
+    assert (["Shared/sales/"], 0) == (shared, messages)
+    assert 2 == len(errors), errors
+    assert all(option in e for e in errors), errors
+
+
+def test_bad_option_value_with_on_error_deny(accounts: SystemAccounts, live_base: Path) -> None:
+    """With a valid --on-error=deny beside it, a bad value denies the login, with one error line."""
+    config = _spool_config(live_base)
+    user = accounts.user("reader")
+    line = f"{NSPROV} post-login --config={config} --deadline=abc --protocol=imap --on-error=deny"
+    with Dovecot(live_base / "dovecot", [user], postlogin={"imap": line}) as dovecot:
+        with pytest.raises(imaplib.IMAP4.abort):
+            dovecot.imap(user)
+        errors = [e for e in dovecot.errors() if "nsprov: " in e]
+
+    assert 1 == len(errors), errors
+    assert "--deadline" in errors[0]
+    assert "denying the login" in errors[0]
