@@ -65,9 +65,12 @@ from nsprov._env import EnvLimits
 from nsprov._identity import MailUser
 from nsprov._names import HASH_LENGTH, NAMING_SCHEME, SLUG_LENGTH, entry_hash, entry_id
 from nsprov._perms import Identity, PosixAcl
+from nsprov._postlogin import escape
 from nsprov._scan import Fs
 from nsprov._serve import ReplyBudget
 from nsprov.exceptions import ConfigError
+
+from .strategies import HOSTILE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -1445,6 +1448,22 @@ class TestOutput:
         assert "ERROR   wiring-missing  service pop3\n    m1\n    fix: f1\n" in text
         assert "  alice        1         2/2" in text
         assert text.endswith("1 error, 0 warnings, 1 info\n")
+
+    def test_hostile_text_escaped(self) -> None:
+        """Names in a finding's subject, message and fix, and user names, are shown escaped."""
+        hostile = "".join(HOSTILE)
+        finding = Finding(
+            severity="error", code="dot-entry", subject=hostile, message=hostile, fix=hostile
+        )
+        report = attrs.evolve(
+            Report(config_path=f"/etc/{hostile}.toml", findings=(finding,)),
+        )
+
+        text = render_table(report, colour=True)
+
+        visible = re.sub(r"\033\[[0-9;]*m", "", text)  # the table's own colours
+        assert all(line.isprintable() for line in visible.rstrip("\n").split("\n"))
+        assert 4 == visible.count(escape(hostile))
 
     def test_colour(self, report: Report) -> None:
         """With colour, severities are painted."""

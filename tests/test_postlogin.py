@@ -25,7 +25,9 @@ from nsprov._postlogin import (
     T_POLICY,
     Options,
     UsageError,
+    escape,
     frame,
+    log,
     main,
     original_environ,
     parse_args,
@@ -33,6 +35,8 @@ from nsprov._postlogin import (
     write_client,
 )
 from nsprov._worker import installed_version, run, run_hook, version_signs
+
+from .strategies import HOSTILE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -720,3 +724,56 @@ class TestInstalledVersion:
         err = capfd.readouterr().err
         assert 'Dovecot 2.3 is installed but [dovecot] version = "2.4"' in err
         assert "/nonexistent" not in err
+
+
+def printable(text: str) -> bool:
+    """Whether *text* is one line of printable characters (what a terminal shows as is)."""
+    return text.isprintable()
+
+
+class TestEscape:
+    """One escaping for every human output and log line."""
+
+    @pytest.mark.parametrize(
+        ("raw", "shown"),
+        [
+            ("plain name é", "plain name é"),
+            ("\x1b]0;owned\x07", "\\x1b]0;owned\\x07"),
+            ("line\rover\n", "line\\x0dover\\x0a"),
+            ("a\x7fb\x85", "a\\x7fb\\x85"),
+            ("bidi\u202e", "bidi\\u202e"),
+            ("\U000e0001tag", "\\U000e0001tag"),
+            (os.fsdecode(b"x\xff"), "x\\xff"),
+            ("back\\slash", "back\\\\slash"),
+        ],
+    )
+    def test_examples(self, raw: str, shown: str) -> None:
+        """Controls (C0, DEL, C1) and other non-printables become \\xNN/\\uNNNN, a backslash doubles."""
+        assert shown == escape(raw)
+
+    @given(st.text())
+    def test_always_printable(self, text: str) -> None:
+        """Whatever the input, the output is printable and unchanged where it was already."""
+        shown = escape(text)
+
+        assert printable(shown)
+        if text.isprintable() and "\\" not in text:
+            assert text == shown
+
+    @given(st.lists(st.sampled_from(HOSTILE), min_size=1).map("".join))
+    def test_log_one_printable_line(self, message: str) -> None:
+        """log() writes one printable line, whatever names the message carries."""
+        r, w = os.pipe()
+        saved = os.dup(2)
+        try:
+            os.dup2(w, 2)
+            log(message)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(w)
+        with os.fdopen(r, "rb") as pipe:
+            line = pipe.read().decode()
+
+        assert line.endswith("\n")
+        assert printable(line[:-1])

@@ -2312,7 +2312,10 @@ def render_table(report: Report, *, colour: bool = False, width: int = 100) -> s
     )
     meta = [f"dialect {report.dialect}" if report.dialect else "", version]
     meta.append(f"naming scheme {NAMING_SCHEME} (slug {SLUG_LENGTH}, hash {HASH_LENGTH})")
-    lines = [f"nsprov check: {report.config_path}", "  " + "; ".join(m for m in meta if m), ""]
+    from ._postlogin import escape  # noqa: PLC0415 - the one escaping of human output
+
+    lines = [f"nsprov check: {escape(report.config_path)}"]
+    lines += ["  " + "; ".join(m for m in meta if m), ""]
 
     def wrap(text: str, first: str) -> list[str]:
         return textwrap.wrap(
@@ -2327,15 +2330,15 @@ def render_table(report: Report, *, colour: bool = False, width: int = 100) -> s
     for f in report.findings:
         tag = paint(f"{f.severity.upper():<7}", _COLOURS[f.severity])
         head = f"{tag} {paint(f.code, _BOLD)}"
-        lines.append(head + (f"  {f.subject}" if f.subject else ""))
-        lines += wrap(f.message, "    ")
-        lines += wrap(f.fix, "    fix: ")
+        lines.append(head + (f"  {escape(f.subject)}" if f.subject else ""))
+        lines += wrap(escape(f.message), "    ")
+        lines += wrap(escape(f.fix), "    fix: ")
         lines.append("")
     if not report.findings:
         lines += ["No problems found.", ""]
     if report.users:
         lines.append(f"Users ({len(report.users)}):")
-        name_w = max(4, *(len(u.user) for u in report.users))
+        name_w = max(4, *(len(escape(u.user)) for u in report.users))
         lines.append(
             f"  {'USER':<{name_w}}  {'UID':>7}  {'NAMESPACES':>10}  {'ENV BYTES':>9}  "
             f"{'USERDB_KEYS':>11}  SERVE REPLY"
@@ -2348,7 +2351,7 @@ def render_table(report: Report, *, colour: bool = False, width: int = 100) -> s
                 else f"{u.serve.fits}/{u.serve.total} ({u.serve.full_size} B)"
             )
             lines.append(
-                f"  {u.user:<{name_w}}  {u.uid:>7}  {counts:>10}  {u.env_bytes:>9}  "
+                f"  {escape(u.user):<{name_w}}  {u.uid:>7}  {counts:>10}  {u.env_bytes:>9}  "
                 f"{u.userdb_keys_bytes:>11}  {serve}"
             )
         lines.append("")

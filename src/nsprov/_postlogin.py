@@ -80,10 +80,40 @@ class UsageError(Exception):
     """The script-login line is malformed."""
 
 
+def escape(text: str) -> str:
+    r"""*text* as one printable line, for a terminal or a log: every human output uses this.
+
+    Names come from spool entries, userdb fields and config files that others
+    may write: an ESC sequence would set the terminal's title, a CR overwrite
+    the line.  Control characters (C0, DEL, C1) and every other character
+    :meth:`str.isprintable` refuses become ``\xNN``, ``\uNNNN`` or
+    ``\UNNNNNNNN``; a byte that was not UTF-8 (a surrogate escape) shows as
+    ``\xNN``; a backslash is doubled, so that what is shown is unambiguous.
+
+    >>> print(escape("a\x1b]0;title\x07\r\\b é"))
+    a\x1b]0;title\x07\x0d\\b é
+    """
+    if text.isprintable() and "\\" not in text:
+        return text
+    out = []
+    for c in text:
+        if c == "\\":
+            out.append("\\\\")
+        elif c.isprintable():
+            out.append(c)
+        else:
+            n = ord(c)
+            if 0xDC80 <= n <= 0xDCFF:  # os.fsdecode's stand-in for the byte n - 0xDC00
+                n -= 0xDC00
+            out.append(
+                f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+            )
+    return "".join(out)
+
+
 def log(message: str) -> None:
-    """One line to Dovecot's error log (fd 2), never starting with ``\\x01``."""
-    line = "nsprov: " + message.replace("\n", " ").replace("\r", " ").lstrip("\x01") + "\n"
-    data = line.encode("utf-8", "backslashreplace")
+    """One printable line to Dovecot's error log (fd 2): escaped, so never ``\\x01`` first."""
+    data = ("nsprov: " + escape(message) + "\n").encode("utf-8", "backslashreplace")
     try:
         os.write(2, data)
     except OSError:
