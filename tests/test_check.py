@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from hashlib import blake2b
 from pathlib import Path
@@ -833,6 +834,52 @@ class TestWiring:
         assert [("wiring-program-missing", "error")] * 2 == found(
             conf(f"--serve=/s --config={CONFIG}", "/nowhere/nsprov/_fast.py")
         )
+
+    @pytest.mark.parametrize("flags", ["-S", "", "-S -E"])
+    def test_fast_script_not_isolated(self, config: Config, flags: str) -> None:
+        """The fast path's interpreter without -I is an error; -I, alone or combined, is not."""
+        fast = str(Path(nsprov_fast.__file__))
+        python = "/opt/nsprov/bin/python"
+
+        def found(interpreter: str) -> list[tuple[str, str]]:
+            program = f"{interpreter} {fast} --serve=/s --config={CONFIG} --protocol=imap"
+            conf = wired(example=line("imap", program), protocols="imap")
+            return [
+                (f.code, f.severity) for f in wiring(config, conf, executable=lambda p: p == python)
+            ]
+
+        assert [("wiring-not-isolated", "error")] == found(f"{python} {flags}".strip())
+        assert [] == found(f"{python} -IS")
+
+    @pytest.mark.parametrize(
+        ("first_line", "isolated"),
+        [
+            ("#!/opt/nsprov/bin/python3", False),
+            ("#!/usr/bin/env python3", False),
+            ("#!/opt/nsprov/bin/python3 -I", True),
+            ("#!/opt/nsprov/bin/python3 -IS", True),
+            ("#!/bin/bash -p", True),
+        ],
+    )
+    def test_script_not_isolated(
+        self, config: Config, tmp_path: Path, first_line: str, isolated: bool
+    ) -> None:
+        """A hook (or an old console script) whose #! line starts Python without -I is an error."""
+        hook = tmp_path / "hook"
+        hook.write_text(f"{first_line}\nimport nsprov\n")
+        conf = wired(example=line("imap", f"{hook} --config={CONFIG}"), protocols="imap")
+
+        codes = [f.code for f in wiring(config, conf, executable=lambda p: True)]
+
+        assert isolated == ("wiring-not-isolated" not in codes)
+
+    def test_installed_command_isolated(self, config: Config) -> None:
+        """The installed nsprov command (the launcher) passes."""
+        installed = str(Path(sys.executable).with_name("nsprov"))
+        program = f"{installed} post-login --config={CONFIG} --protocol=imap"
+        conf = wired(example=line("imap", program), protocols="imap")
+
+        assert [] == wiring(config, conf, executable=lambda p: p == installed)
 
     def test_protocols(self, config: Config) -> None:
         """Protocols Dovecot does not serve are not checked."""

@@ -93,6 +93,7 @@ CODES: dict[str, str] = {
     "wiring-bad-arguments": "nsprov's arguments on the post-login line are malformed",
     "wiring-config-path": "the post-login line reads another configuration file",
     "wiring-service-user": "the post-login service does not run as root",
+    "wiring-not-isolated": "a post-login program starts Python without -I",
     "acl-no-grants": "the ACL plugin is on, but no ACL grants lookup on public mailboxes",
     "acl-plugin-setting": "[dovecot] acl_plugin does not match Dovecot's mail_plugins",
     # users
@@ -1306,6 +1307,7 @@ def check_wiring(
         fast = next(
             (i for i, t in enumerate(programs) if i and t.endswith("/nsprov/_fast.py")), None
         )
+        out += _not_isolated(post, programs, fast)
         if at is None and fast is not None:
             # python -I -S /path/to/nsprov/_fast.py --serve=... : the interpreter is the program.
             out += _check_chain(
@@ -1345,6 +1347,50 @@ def check_wiring(
                 )
             )
     return out
+
+
+def _isolated(flags: Sequence[str]) -> bool:
+    """Whether Python's command-line *flags* include ``-I`` (alone or combined, ``-IS``)."""
+    return any(f.startswith("-") and not f.startswith("--") and "I" in f for f in flags)
+
+
+def _not_isolated(post: ConfSection, programs: Sequence[str], fast: int | None) -> list[Finding]:
+    """The chain's first program runs Python as root without ``-I``: userdb fields can run code.
+
+    Either an interpreter on the line (``python -S .../_fast.py``) or a script whose
+    ``#!`` line names Python without ``-I`` (a hook, or the console script of an nsprov
+    from before the launcher).  Unreadable programs are left to the other checks.
+    """
+    if not programs:
+        return []
+    program = programs[0]
+    if fast is not None:
+        flags: Sequence[str] | None = programs[1:fast]
+    else:
+        try:
+            with open(program, "rb") as f:
+                first = f.readline(256)
+        except OSError:
+            return []
+        words = first[2:].decode("utf-8", "replace").split() if first.startswith(b"#!") else []
+        named = words and "python" in os.path.basename(words[0])
+        env_python = len(words) > 1 and words[0].endswith("/env") and "python" in words[-1]
+        flags = words[1:] if named else None
+        if env_python:
+            flags = []
+    if flags is None or _isolated(flags):
+        return []
+    return [
+        _f(
+            "error",
+            "wiring-not-isolated",
+            f"service {post.name}",
+            f"{program} starts Python without -I, as root with every userdb field in its "
+            "environment: a field pythonpath=... (PYTHONPATH) makes it import code from there",
+            "Reinstall nsprov (its nsprov command starts python -I), add -I to the "
+            "interpreter on the executable line, or to the #! line of the hook script.",
+        )
+    ]
 
 
 def _check_fast_script(post: ConfSection, script: str, args: Sequence[str]) -> list[Finding]:
