@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from hypothesis import strategies as st
 
 from nsprov._perms import FileFacts, Identity, PosixAcl
@@ -54,3 +56,18 @@ def file_facts(draw: st.DrawFn, acl: st.SearchStrategy[PosixAcl | None] | None =
     if the_acl is not None:
         mode = mode_for(the_acl, mode)
     return FileFacts(mode=mode, uid=draw(small_ids), gid=draw(small_ids), acl=the_acl)
+
+
+#: Entry names an attacker with a writable spool can create: a terminal title sequence, a
+#: carriage return that overwrites the line, DEL, a C1 control, a bidi override, bytes that
+#: are not UTF-8 (surrogateescape), a backslash.
+HOSTILE = [
+    "\x1b]0;owned\x07",
+    "line\rover",
+    "a\x7fb",
+    "c1\x85\x9b[2J",
+    "bidi\u202egnp",
+    "tab\there",
+    os.fsdecode(b"bytes\xff\xfe"),
+    "back\\slash",
+]

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from hashlib import blake2b
 from pathlib import Path
@@ -66,9 +67,12 @@ from nsprov._env import EnvLimits
 from nsprov._identity import MailUser
 from nsprov._names import HASH_LENGTH, NAMING_SCHEME, SLUG_LENGTH, entry_hash, entry_id
 from nsprov._perms import Identity, PosixAcl
+from nsprov._postlogin import escape
 from nsprov._scan import Fs
 from nsprov._serve import ReplyBudget
 from nsprov.exceptions import ConfigError
+
+from .strategies import HOSTILE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -832,6 +836,52 @@ class TestWiring:
             conf(f"--serve=/s --config={CONFIG}", "/nowhere/nsprov/_fast.py")
         )
 
+    @pytest.mark.parametrize("flags", ["-S", "", "-S -E"])
+    def test_fast_script_not_isolated(self, config: Config, flags: str) -> None:
+        """The fast path's interpreter without -I is an error; -I, alone or combined, is not."""
+        fast = str(Path(nsprov_fast.__file__))
+        python = "/opt/nsprov/bin/python"
+
+        def found(interpreter: str) -> list[tuple[str, str]]:
+            program = f"{interpreter} {fast} --serve=/s --config={CONFIG} --protocol=imap"
+            conf = wired(example=line("imap", program), protocols="imap")
+            return [
+                (f.code, f.severity) for f in wiring(config, conf, executable=lambda p: p == python)
+            ]
+
+        assert [("wiring-not-isolated", "error")] == found(f"{python} {flags}".strip())
+        assert [] == found(f"{python} -IS")
+
+    @pytest.mark.parametrize(
+        ("first_line", "isolated"),
+        [
+            ("#!/opt/nsprov/bin/python3", False),
+            ("#!/usr/bin/env python3", False),
+            ("#!/opt/nsprov/bin/python3 -I", True),
+            ("#!/opt/nsprov/bin/python3 -IS", True),
+            ("#!/bin/bash -p", True),
+        ],
+    )
+    def test_script_not_isolated(
+        self, config: Config, tmp_path: Path, first_line: str, isolated: bool
+    ) -> None:
+        """A hook (or an old console script) whose #! line starts Python without -I is an error."""
+        hook = tmp_path / "hook"
+        hook.write_text(f"{first_line}\nimport nsprov\n")
+        conf = wired(example=line("imap", f"{hook} --config={CONFIG}"), protocols="imap")
+
+        codes = [f.code for f in wiring(config, conf, executable=lambda p: True)]
+
+        assert isolated == ("wiring-not-isolated" not in codes)
+
+    def test_installed_command_isolated(self, config: Config) -> None:
+        """The installed nsprov command (the launcher) passes."""
+        installed = str(Path(sys.executable).with_name("nsprov"))
+        program = f"{installed} post-login --config={CONFIG} --protocol=imap"
+        conf = wired(example=line("imap", program), protocols="imap")
+
+        assert [] == wiring(config, conf, executable=lambda p: p == installed)
+
     def test_protocols(self, config: Config) -> None:
         """Protocols Dovecot does not serve are not checked."""
         assert [] == wiring(config, wired(example="", protocols="lmtp"))
@@ -867,6 +917,8 @@ class TestWiring:
             (IMAP_OK.removeprefix("/usr/local/bin/"), ("wiring-relative-path", "error")),
             (IMAP_OK.replace(NSPROV, "/opt/nsprov"), ("wiring-program-missing", "error")),
             (IMAP_OK.replace("=imap", "=smtp"), ("wiring-bad-arguments", "error")),
+            (f"{IMAP_OK} --deadline=60", ("wiring-bad-arguments", "error")),
+            (f"{IMAP_OK} --serve=relative.sock", ("wiring-bad-arguments", "error")),
             (f"{IMAP_OK} --help", ("wiring-bad-arguments", "error")),
             (IMAP_OK.replace(" --protocol", "  --protocol"), ("wiring-bad-arguments", "error")),
             (f"{IMAP_OK} --fast", ("wiring-bad-arguments", "warning")),
@@ -880,6 +932,19 @@ class TestWiring:
         conf = wired(example=line("imap", program), protocols="imap")
 
         assert [expected] == [(f.code, f.severity) for f in wiring(config, conf)]
+
+    @pytest.mark.parametrize(
+        ("extra", "consequence"),
+        [("", "uses the default instead"), (" --on-error=deny", "denies every login")],
+    )
+    def test_bad_value_message(self, config: Config, extra: str, consequence: str) -> None:
+        """A bad value names the option, and says what post-login does about it."""
+        conf = wired(example=line("imap", f"{IMAP_OK} --deadline=abc{extra}"), protocols="imap")
+
+        [finding] = wiring(config, conf)
+
+        assert "--deadline must be a number, got 'abc'" in finding.message
+        assert consequence in finding.message
 
     def test_not_script_login(self, config: Config) -> None:
         """A post-login service that is not script-login is a warning."""
@@ -1431,6 +1496,22 @@ class TestOutput:
         assert "ERROR   wiring-missing  service pop3\n    m1\n    fix: f1\n" in text
         assert "  alice        1         2/2" in text
         assert text.endswith("1 error, 0 warnings, 1 info\n")
+
+    def test_hostile_text_escaped(self) -> None:
+        """Names in a finding's subject, message and fix, and user names, are shown escaped."""
+        hostile = "".join(HOSTILE)
+        finding = Finding(
+            severity="error", code="dot-entry", subject=hostile, message=hostile, fix=hostile
+        )
+        report = attrs.evolve(
+            Report(config_path=f"/etc/{hostile}.toml", findings=(finding,)),
+        )
+
+        text = render_table(report, colour=True)
+
+        visible = re.sub(r"\033\[[0-9;]*m", "", text)  # the table's own colours
+        assert all(line.isprintable() for line in visible.rstrip("\n").split("\n"))
+        assert 4 == visible.count(escape(hostile))
 
     def test_colour(self, report: Report) -> None:
         """With colour, severities are painted."""

@@ -11,6 +11,8 @@ import pytest
 
 from nsprov._cli import main
 
+from .strategies import HOSTILE
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -92,6 +94,23 @@ class TestShow:
         out = capsys.readouterr().out
         assert "Shared/sales/" in out
         assert "secret: no-access" in out
+
+    def test_explain_escapes_hostile_names(
+        self, setup: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Entry names with terminal controls are shown escaped: no ESC, CR or C1 reaches the terminal."""
+        spool = setup / "spool"
+        for name in HOSTILE:
+            (spool / name).mkdir(mode=0o700)
+
+        assert 0 == main([*show(setup), "--explain"])
+
+        lines = capsys.readouterr().out.rstrip("\n").split("\n")  # not splitlines: CR, C1 split too
+        assert all(line.isprintable() for line in lines), [
+            line for line in lines if not line.isprintable()
+        ]
+        assert any("/\\x1b]0;owned\\x07: unservable-name" in line for line in lines)
+        assert any("/line\\x0dover: " in line for line in lines)
 
     def test_table_summary(self, setup: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """Without --explain the table counts skipped entries."""

@@ -276,6 +276,25 @@ class TestStandalone:
         ] == argv
         assert ENV == env
 
+    def test_bad_values_logged_once(self, base: Path, capfd: pytest.CaptureFixture[str]) -> None:
+        """Bad values are logged by the fast path and left out of the full step, which would log them again."""
+        ex = Exec()
+
+        main(
+            [f"--serve={base}/none.sock", "--deadline=abc", "--serve-timeout=9", "/next"],
+            environ=dict(ENV),
+            execve=ex,
+            worker=no_worker,
+            standalone=True,
+        )
+
+        (_, argv, _), _ = ex.calls
+        assert [sys.executable, "-I", "-m", "nsprov", "post-login", "/next"] == argv
+        assert [
+            "nsprov: ignoring a bad option value: --deadline must be a number, got 'abc'",
+            "nsprov: ignoring a bad option value: --serve-timeout must be > 0 and <= 5 seconds, got '9'",
+        ] == capfd.readouterr().err.splitlines()[:2]
+
     def test_reexec_fails(self, base: Path, capfd: pytest.CaptureFixture[str]) -> None:
         """If even that exec fails, the chain goes on with the environment untouched."""
         calls: list[str] = []

@@ -68,3 +68,114 @@ def test_worker_imports_no_cli_modules() -> None:
     assert set() == {"argparse", "json", "pathspec", "sqlite3", "subprocess", "logging"} & set(
         out.split()
     )
+
+
+#: The installed ``nsprov`` command, beside this interpreter.
+NSPROV = Path(sys.executable).with_name("nsprov")
+
+
+def _plant(where: Path, marker: Path) -> dict[str, str]:
+    """Code that appends to *marker* when run, reachable through every variable a login could set.
+
+    The keys are environment variables (userdb fields, uppercased by Dovecot): Python's,
+    bash's start-up files and functions, and a ``PATH`` whose ``readlink`` and ``python``
+    are planted too.  A planted ``nsprov`` package sits in the current directory.
+    """
+    code = f"open({str(marker)!r}, 'a').write(__name__ + '\\n')\n"
+    for name in ("sitecustomize", "usercustomize"):
+        (where / f"{name}.py").write_text(code)
+    (where / "startup.py").write_text(code)
+    (where / "nsprov").mkdir()
+    (where / "nsprov" / "__init__.py").write_text(code)
+    shell = where / "bash_env.sh"
+    shell.write_text(f"echo bash_env >> {marker}\n")
+    evil = where / "evil-bin"
+    evil.mkdir()
+    for program in ("readlink", "python", "python3", "bash", "sh"):
+        (evil / program).write_text(f"#!/bin/sh\necho {program} >> {marker}\n")
+        (evil / program).chmod(0o755)
+    return {
+        "PYTHONPATH": str(where),
+        "PYTHONSTARTUP": str(where / "startup.py"),
+        "PYTHONINSPECT": "1",
+        "PYTHONHOME": str(where),
+        "PYTHONUSERBASE": str(where),
+        "BASH_ENV": str(shell),
+        "ENV": str(shell),
+        "SHELLOPTS": "xtrace",
+        "BASH_FUNC_readlink%%": f"() {{ echo function >> {marker}; }}",
+        "PATH": str(evil),
+    }
+
+
+class TestLauncher:
+    """The nsprov command starts Python isolated and leaves the login's environment as it found it."""
+
+    def test_is_a_launcher(self) -> None:
+        """The installed command is the bash launcher, not a console script (which cannot pass -I)."""
+        assert "#!/bin/bash -p" == NSPROV.read_text().splitlines()[0]
+
+    def test_planted_code_never_runs(self, tmp_path: Path) -> None:
+        """Run through a symlink, as root would from a login: nothing planted runs, the environment passes unchanged."""
+        marker = tmp_path / "ran"
+        plant = tmp_path / "plant"
+        plant.mkdir()
+        link = tmp_path / "bin" / "nsprov"
+        link.parent.mkdir()
+        link.symlink_to(NSPROV)
+        env = {
+            "USER": "alice",
+            "NAMESPACE+": "s-a",
+            "NAMESPACE/S-A/PREFIX": "Shared/a/",
+            "USERDB_KEYS": "NAMESPACE+ NAMESPACE/S-A/PREFIX ",
+            **_plant(plant, marker),
+        }
+        argv = [
+            str(link),
+            "post-login",
+            f"--config={tmp_path}/absent.toml",
+            "--",
+            "/usr/bin/env",
+            "-0",
+        ]
+
+        proc = subprocess.run(argv, cwd=plant, env=env, capture_output=True, check=False)
+
+        passed = dict(item.partition("=")[::2] for item in proc.stdout.decode().split("\0") if item)
+        # bash exports its own SHELLOPTS once the variable exists (no userdb has such a field).
+        shellopts = passed.pop("SHELLOPTS")
+        assert (0, {k: v for k, v in env.items() if k != "SHELLOPTS"}) == (proc.returncode, passed)
+        assert "xtrace" not in shellopts
+        assert not marker.exists(), marker.read_text()
+        assert 1 == proc.stderr.count(b"\n"), proc.stderr  # the one line: no config
+
+    def test_python_m_nsprov_isolated(self, tmp_path: Path) -> None:
+        """``python -I -m nsprov`` (the fast path's fallback) ignores the same planted code."""
+        marker = tmp_path / "ran"
+        env = _plant(tmp_path, marker)
+
+        proc = subprocess.run(
+            [sys.executable, "-I", "-m", "nsprov", "--version"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+        assert (0, f"nsprov {nsprov.__version__}\n") == (proc.returncode, proc.stdout), proc.stderr
+        assert not marker.exists()
+
+
+def test_example_hooks_start_isolated() -> None:
+    """Every shipped hook script, and the one in the docs, starts its Python with -I."""
+    hooks = sorted((ROOT / "examples" / "hooks").glob("*.py"))
+    firsts = [p.read_text().splitlines()[0] for p in hooks]
+    firsts += [
+        line
+        for line in (ROOT / "docs" / "hooks.md").read_text().splitlines()
+        if line.startswith("#!")
+    ]
+
+    assert hooks
+    assert all(line.startswith("#!/") and line.endswith(" -I") for line in firsts), firsts

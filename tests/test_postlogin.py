@@ -25,7 +25,9 @@ from nsprov._postlogin import (
     T_POLICY,
     Options,
     UsageError,
+    escape,
     frame,
+    log,
     main,
     original_environ,
     parse_args,
@@ -33,6 +35,8 @@ from nsprov._postlogin import (
     write_client,
 )
 from nsprov._worker import installed_version, run, run_hook, version_signs
+
+from .strategies import HOSTILE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -68,6 +72,11 @@ def worker_sending(
         return work
 
     return make
+
+
+def no_worker(_opts: Options, _env: Mapping[str, str]) -> Callable[[int], None]:
+    """The worker factory of a login that must not start one."""
+    raise AssertionError("worker started")
 
 
 def collect_frames(work: Callable[[int], None]) -> list[tuple[bytes, bytes]]:
@@ -132,22 +141,65 @@ class TestParseArgs:
         """--help returns None."""
         assert parse_args(["--help", "/next"]) is None
 
-    @pytest.mark.parametrize(
-        "argv",
-        [
-            [],
-            ["--config=/x"],
-            ["--config"],
-            ["--protocol=smtp", "/n"],
-            ["--on-error=maybe", "/n"],
-            ["--deadline=x", "/n"],
-            ["--deadline=0", "/n"],
-        ],
-    )
+    @pytest.mark.parametrize("argv", [[], ["--config=/x"], ["--config"], ["--deadline", "3"]])
     def test_usage_errors(self, argv: list[str]) -> None:
-        """Missing NEXT or bad values are usage errors."""
+        """A line without NEXT is a usage error: there is nothing to exec."""
         with pytest.raises(UsageError):
             parse_args(argv)
+
+    @pytest.mark.parametrize(
+        ("arg", "problem"),
+        [
+            ("--protocol=smtp", "--protocol must be imap or pop3, got 'smtp'"),
+            ("--protocol=IMAP", "--protocol must be imap or pop3, got 'IMAP'"),
+            ("--on-error=maybe", "--on-error must be continue or deny, got 'maybe'"),
+            ("--deadline=x", "--deadline must be a number, got 'x'"),
+            ("--deadline=0", "--deadline must be > 0 and <= 50 seconds, got '0'"),
+            ("--deadline=60", "--deadline must be > 0 and <= 50 seconds, got '60'"),
+            (
+                "--serve=relative.sock",
+                "--serve must be an absolute socket path, got 'relative.sock'",
+            ),
+            ("--serve-timeout=9", "--serve-timeout must be > 0 and <= 5 seconds, got '9'"),
+            ("--serve-timeout=abc", "--serve-timeout must be a number, got 'abc'"),
+        ],
+    )
+    def test_bad_values_keep_defaults(self, arg: str, problem: str) -> None:
+        """A bad value is recorded with its option and the default kept, like an unknown option."""
+        opts = parse_args([arg, "/n"])
+
+        assert opts is not None
+        defaults = Options()
+        assert ([(arg[2:].partition("=")[0], problem)], ["/n"]) == (opts.bad, opts.next)
+        assert (defaults.protocol, defaults.on_error, defaults.deadline) == (
+            opts.protocol,
+            opts.on_error,
+            opts.deadline,
+        )
+        assert (defaults.serve, defaults.serve_timeout) == (opts.serve, opts.serve_timeout)
+
+    def test_valid_values_set(self) -> None:
+        """Valid values of every option are taken."""
+        opts = parse_args(
+            [
+                "--protocol=pop3",
+                "--on-error=deny",
+                "--deadline=3",
+                "--serve=/s",
+                "--serve-timeout=1",
+                "/n",
+            ]
+        )
+
+        assert opts is not None
+        assert ([], "pop3", "deny", 3.0, "/s", 1.0) == (
+            opts.bad,
+            opts.protocol,
+            opts.on_error,
+            opts.deadline,
+            opts.serve,
+            opts.serve_timeout,
+        )
 
     @given(
         st.lists(
@@ -191,6 +243,50 @@ class TestMain:
             "nsprov: user alice: boom; continuing with the environment untouched\n"
             == capfd.readouterr().err
         )
+
+    @pytest.mark.parametrize(
+        "bad",
+        [
+            "--deadline=60",
+            "--deadline=abc",
+            "--protocol=IMAP",
+            "--on-error=maybe",
+            "--serve=relative.sock",
+            "--serve-timeout=9",
+        ],
+    )
+    def test_bad_value_fails_open(self, bad: str, capfd: pytest.CaptureFixture[str]) -> None:
+        """A bad option value: one error line naming it, then the step runs with the default."""
+        ex = Exec()
+        worker = worker_sending(frame(T_ENV, b"NAMESPACE\0s-a"), frame(T_OK, b""))
+
+        main([bad, *NEXT], environ=dict(self.env), execve=ex, worker=worker)
+
+        assert [(NEXT[0], NEXT, {**self.env, "NAMESPACE": "s-a"})] == ex.calls
+        err = capfd.readouterr().err
+        assert 1 == err.count("\n")
+        assert err.startswith(f"nsprov: ignoring a bad option value: {bad.partition('=')[0]} ")
+
+    @pytest.mark.parametrize("order", ["before", "after"])
+    def test_bad_value_with_on_error_deny(
+        self, order: str, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """Beside a valid --on-error=deny, wherever it stands, a bad value denies: no worker, no exec."""
+        ex = Exec()
+        opts = ["--deadline=abc", "--on-error=deny"]
+
+        status = main(
+            [*(opts if order == "before" else opts[::-1]), *NEXT],
+            environ=dict(self.env),
+            execve=ex,
+            worker=no_worker,
+        )
+
+        assert (1, []) == (status, ex.calls)
+        assert (
+            "nsprov: user alice: --deadline must be a number, got 'abc'; "
+            "denying the login (on_error=deny)\n"
+        ) == capfd.readouterr().err
 
     def test_crash_is_fail_open(self) -> None:
         """A worker that dies without a word still lets the login through."""
@@ -316,7 +412,7 @@ class TestMain:
 
 
 class TestOriginalEnviron:
-    """Python's locale coercion must not leak down the chain."""
+    """What nsprov's own start-up adds (locale coercion, the launcher's SHLVL) must not leak down the chain."""
 
     def test_coerced_removed(self) -> None:
         """An unlisted LC_CTYPE=C.UTF-8 is the interpreter's and is dropped."""
@@ -325,6 +421,16 @@ class TestOriginalEnviron:
     def test_userdb_lc_ctype_kept(self) -> None:
         """An LC_CTYPE that userdb sent stays."""
         env = {"LC_CTYPE": "C.UTF-8", "USERDB_KEYS": "LC_CTYPE "}
+
+        assert env == original_environ(env)
+
+    def test_launcher_shlvl_removed(self) -> None:
+        """An unlisted SHLVL is the launcher's bash's (its exec exports one) and is dropped."""
+        assert {"USER": "a"} == original_environ({"USER": "a", "SHLVL": "0"})
+
+    def test_userdb_shlvl_kept(self) -> None:
+        """A SHLVL that userdb sent stays."""
+        env = {"SHLVL": "0", "USERDB_KEYS": "SHLVL "}
 
         assert env == original_environ(env)
 
@@ -631,3 +737,56 @@ class TestInstalledVersion:
         err = capfd.readouterr().err
         assert 'Dovecot 2.3 is installed but [dovecot] version = "2.4"' in err
         assert "/nonexistent" not in err
+
+
+def printable(text: str) -> bool:
+    """Whether *text* is one line of printable characters (what a terminal shows as is)."""
+    return text.isprintable()
+
+
+class TestEscape:
+    """One escaping for every human output and log line."""
+
+    @pytest.mark.parametrize(
+        ("raw", "shown"),
+        [
+            ("plain name é", "plain name é"),
+            ("\x1b]0;owned\x07", "\\x1b]0;owned\\x07"),
+            ("line\rover\n", "line\\x0dover\\x0a"),
+            ("a\x7fb\x85", "a\\x7fb\\x85"),
+            ("bidi\u202e", "bidi\\u202e"),
+            ("\U000e0001tag", "\\U000e0001tag"),
+            (os.fsdecode(b"x\xff"), "x\\xff"),
+            ("back\\slash", "back\\\\slash"),
+        ],
+    )
+    def test_examples(self, raw: str, shown: str) -> None:
+        """Controls (C0, DEL, C1) and other non-printables become \\xNN/\\uNNNN, a backslash doubles."""
+        assert shown == escape(raw)
+
+    @given(st.text())
+    def test_always_printable(self, text: str) -> None:
+        """Whatever the input, the output is printable and unchanged where it was already."""
+        shown = escape(text)
+
+        assert printable(shown)
+        if text.isprintable() and "\\" not in text:
+            assert text == shown
+
+    @given(st.lists(st.sampled_from(HOSTILE), min_size=1).map("".join))
+    def test_log_one_printable_line(self, message: str) -> None:
+        """log() writes one printable line, whatever names the message carries."""
+        r, w = os.pipe()
+        saved = os.dup(2)
+        try:
+            os.dup2(w, 2)
+            log(message)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(w)
+        with os.fdopen(r, "rb") as pipe:
+            line = pipe.read().decode()
+
+        assert line.endswith("\n")
+        assert printable(line[:-1])

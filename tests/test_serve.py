@@ -59,6 +59,8 @@ from nsprov._serve import (
 )
 from nsprov.exceptions import IdentityError, NsprovError, UntrustedFileError
 
+from .strategies import HOSTILE
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
@@ -280,6 +282,16 @@ class TestLog:
             'ts=1970-01-01T00:00:00.250Z level=info event=lookup user="a b" n=3 path=/x/y\n'
             == out.getvalue()
         )
+
+    def test_hostile_values(self) -> None:
+        """A value with controls, bidi overrides or undecodable bytes is quoted printable JSON."""
+        out = io.StringIO()
+        for value in HOSTILE:
+            Log(stream=out, clock=lambda: 0.25)("info", "lookup", user=value)
+
+        lines = out.getvalue().rstrip("\n").split("\n")
+        assert all(line.isprintable() for line in lines)
+        assert HOSTILE == [json.loads(line.split("user=", 1)[1]) for line in lines]
 
     def test_threshold(self) -> None:
         """Lines below the level are dropped."""

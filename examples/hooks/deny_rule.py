@@ -1,4 +1,4 @@
-#!/opt/nsprov/bin/python3
+#!/opt/nsprov/bin/python3 -I
 """Test accounts may log in only from the monitoring network: an nsprov hook script.
 
 Accounts named like :data:`TEST_ACCOUNTS` exist for monitoring probes, never for people. A login

@@ -1,4 +1,4 @@
-#!/opt/nsprov/bin/python3
+#!/opt/nsprov/bin/python3 -I
 """A default storage quota and the shared namespaces: an nsprov hook script.
 
 Users whose userdb entry carries no ``quota_rule`` get :data:`DEFAULT_QUOTA_RULE`; then the

@@ -94,6 +94,7 @@ CODES: dict[str, str] = {
     "wiring-bad-arguments": "nsprov's arguments on the post-login line are malformed",
     "wiring-config-path": "the post-login line reads another configuration file",
     "wiring-service-user": "the post-login service does not run as root",
+    "wiring-not-isolated": "a post-login program starts Python without -I",
     "acl-no-grants": "the ACL plugin is on, but no ACL grants lookup on public mailboxes",
     "acl-plugin-setting": "[dovecot] acl_plugin does not match Dovecot's mail_plugins",
     # users
@@ -1362,6 +1363,7 @@ def check_wiring(
         fast = next(
             (i for i, t in enumerate(programs) if i and t.endswith("/nsprov/_fast.py")), None
         )
+        out += _not_isolated(post, programs, fast)
         if at is None and fast is not None:
             # python -I -S /path/to/nsprov/_fast.py --serve=... : the interpreter is the program.
             out += _check_chain(
@@ -1401,6 +1403,50 @@ def check_wiring(
                 )
             )
     return out
+
+
+def _isolated(flags: Sequence[str]) -> bool:
+    """Whether Python's command-line *flags* include ``-I`` (alone or combined, ``-IS``)."""
+    return any(f.startswith("-") and not f.startswith("--") and "I" in f for f in flags)
+
+
+def _not_isolated(post: ConfSection, programs: Sequence[str], fast: int | None) -> list[Finding]:
+    """The chain's first program runs Python as root without ``-I``: userdb fields can run code.
+
+    Either an interpreter on the line (``python -S .../_fast.py``) or a script whose
+    ``#!`` line names Python without ``-I`` (a hook, or the console script of an nsprov
+    from before the launcher).  Unreadable programs are left to the other checks.
+    """
+    if not programs:
+        return []
+    program = programs[0]
+    if fast is not None:
+        flags: Sequence[str] | None = programs[1:fast]
+    else:
+        try:
+            with open(program, "rb") as f:
+                first = f.readline(256)
+        except OSError:
+            return []
+        words = first[2:].decode("utf-8", "replace").split() if first.startswith(b"#!") else []
+        named = words and "python" in os.path.basename(words[0])
+        env_python = len(words) > 1 and words[0].endswith("/env") and "python" in words[-1]
+        flags = words[1:] if named else None
+        if env_python:
+            flags = []
+    if flags is None or _isolated(flags):
+        return []
+    return [
+        _f(
+            "error",
+            "wiring-not-isolated",
+            f"service {post.name}",
+            f"{program} starts Python without -I, as root with every userdb field in its "
+            "environment: a field pythonpath=... (PYTHONPATH) makes it import code from there",
+            "Reinstall nsprov (its nsprov command starts python -I), add -I to the "
+            "interpreter on the executable line, or to the #! line of the hook script.",
+        )
+    ]
 
 
 def _check_fast_script(post: ConfSection, script: str, args: Sequence[str]) -> list[Finding]:
@@ -1497,6 +1543,25 @@ def _check_chain(
                 "Remove them; nsprov post-login --help lists the options.",
             )
         )
+    bad = parsed.bad if parsed is not None else []
+    if bad:
+        denied = parsed is not None and parsed.on_error == "deny"
+        out.append(
+            _f(
+                "error",
+                "wiring-bad-arguments",
+                subject,
+                f"nsprov post-login ignores a bad value on service {post.name}: "
+                + "; ".join(problem for _, problem in bad)
+                + (
+                    " (with --on-error=deny it denies every login)"
+                    if denied
+                    else " (it uses the default instead and logs an error on every login)"
+                ),
+                "Correct the option (one token each, --name=value); nsprov post-login --help "
+                "lists the values.",
+            )
+        )
     rest = parsed.next[:-1] if parsed is not None else []
     if refusal is not None:
         out.append(
@@ -1520,8 +1585,8 @@ def _check_chain(
                 )
             )
     wired = parsed.protocol if parsed is not None else None
-    if refusal is not None:
-        pass  # nsprov refuses the line: the login fails whatever the protocol
+    if refusal is not None or any(name == "protocol" for name, _ in bad):
+        pass  # refused, or a bad --protocol reported above
     elif wired is None:
         out.append(
             _f(
@@ -2356,7 +2421,10 @@ def render_table(report: Report, *, colour: bool = False, width: int = 100) -> s
     )
     meta = [f"dialect {report.dialect}" if report.dialect else "", version]
     meta.append(f"naming scheme {NAMING_SCHEME} (slug {SLUG_LENGTH}, hash {HASH_LENGTH})")
-    lines = [f"nsprov check: {report.config_path}", "  " + "; ".join(m for m in meta if m), ""]
+    from ._postlogin import escape  # noqa: PLC0415 - the one escaping of human output
+
+    lines = [f"nsprov check: {escape(report.config_path)}"]
+    lines += ["  " + "; ".join(m for m in meta if m), ""]
 
     def wrap(text: str, first: str) -> list[str]:
         return textwrap.wrap(
@@ -2371,15 +2439,15 @@ def render_table(report: Report, *, colour: bool = False, width: int = 100) -> s
     for f in report.findings:
         tag = paint(f"{f.severity.upper():<7}", _COLOURS[f.severity])
         head = f"{tag} {paint(f.code, _BOLD)}"
-        lines.append(head + (f"  {f.subject}" if f.subject else ""))
-        lines += wrap(f.message, "    ")
-        lines += wrap(f.fix, "    fix: ")
+        lines.append(head + (f"  {escape(f.subject)}" if f.subject else ""))
+        lines += wrap(escape(f.message), "    ")
+        lines += wrap(escape(f.fix), "    fix: ")
         lines.append("")
     if not report.findings:
         lines += ["No problems found.", ""]
     if report.users:
         lines.append(f"Users ({len(report.users)}):")
-        name_w = max(4, *(len(u.user) for u in report.users))
+        name_w = max(4, *(len(escape(u.user)) for u in report.users))
         lines.append(
             f"  {'USER':<{name_w}}  {'UID':>7}  {'NAMESPACES':>10}  {'ENV BYTES':>9}  "
             f"{'USERDB_KEYS':>11}  SERVE REPLY"
@@ -2392,7 +2460,7 @@ def render_table(report: Report, *, colour: bool = False, width: int = 100) -> s
                 else f"{u.serve.fits}/{u.serve.total} ({u.serve.full_size} B)"
             )
             lines.append(
-                f"  {u.user:<{name_w}}  {u.uid:>7}  {counts:>10}  {u.env_bytes:>9}  "
+                f"  {escape(u.user):<{name_w}}  {u.uid:>7}  {counts:>10}  {u.env_bytes:>9}  "
                 f"{u.userdb_keys_bytes:>11}  {serve}"
             )
         lines.append("")

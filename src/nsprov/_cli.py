@@ -7,6 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from ._postlogin import escape
 from .exceptions import NsprovError
 
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ def _cache(argv: Sequence[str]) -> int:
         config = load_config(args.config)
     except NsprovError as e:
         for line in getattr(e, "problems", (str(e),)):
-            print(f"nsprov: error: {line}", file=sys.stderr)
+            print(f"nsprov: error: {escape(line)}", file=sys.stderr)
         return 1
     cfg = config.scan_cache
     if cfg is None:
@@ -154,7 +155,7 @@ def _cache(argv: Sequence[str]) -> int:
             try:
                 u = update(cfg, spool, DEFAULT_FS)
             except OSError as e:
-                print(f"nsprov: error: spool {spool.path}: {e}", file=sys.stderr)
+                print(f"nsprov: error: {escape(f'spool {spool.path}: {e}')}", file=sys.stderr)
                 rc = 1
                 continue
             print(
@@ -209,5 +210,5 @@ def main(
         return _show(args)
     except NsprovError as e:
         for line in getattr(e, "problems", (str(e),)):
-            print(f"nsprov: error: {line}", file=sys.stderr)
+            print(f"nsprov: error: {escape(line)}", file=sys.stderr)
         return 1

@@ -1,7 +1,7 @@
 """``python -I -S /path/to/nsprov/_fast.py ARGS``: ``nsprov post-login --serve`` without ``site``.
 
-The console script ``nsprov`` starts Python with ``site``, which costs about 1 ms
-per login (``.pth`` files and all); a console script cannot pass ``-S``.  This file
+The ``nsprov`` command starts Python with ``site`` (``python -I``), which costs about
+1 ms per login (``.pth`` files and all); it cannot pass ``-S``.  This file
 can be run by the interpreter directly, with ``-I -S``: it puts its own directory
 (the ``nsprov`` package) at the *end* of ``sys.path`` (the standard library keeps
 precedence), imports :mod:`nsprov._postlogin` from there as the top-level module

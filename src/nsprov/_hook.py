@@ -2,7 +2,7 @@
 
 ::
 
-    #!/opt/nsprov/bin/python3
+    #!/opt/nsprov/bin/python3 -I
     import nsprov
 
     def hook(login: nsprov.Login) -> None:

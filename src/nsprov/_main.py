@@ -1,5 +1,9 @@
-"""The ``nsprov`` console script: dispatch before importing anything heavy.
+"""The ``nsprov`` command: dispatch before importing anything heavy.
 
+The installed command is a launcher (``scripts/nsprov`` in the source tree)
+that runs ``python -I -c 'from nsprov._main import entrypoint; entrypoint()'``:
+isolated, because Dovecot runs it as root with userdb fields in the
+environment.  ``python -I -m nsprov`` reaches the same function.
 ``nsprov post-login`` runs on every login, so it goes straight to
 :mod:`nsprov._postlogin` (standard library only); argparse and the rest load
 only for the other subcommands.

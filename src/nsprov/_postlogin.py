@@ -19,7 +19,7 @@ import sys
 
 TYPE_CHECKING = False  # not typing's: importing typing costs every login ~7 ms
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, MutableMapping, Sequence
+    from collections.abc import Callable, Collection, Mapping, MutableMapping, Sequence
     from typing import NoReturn
 
 DEFAULT_CONFIG = "/etc/nsprov/nsprov.toml"
@@ -53,7 +53,16 @@ def os_execve(path: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
 class Options:
     """Parsed post-login options (a plain class: attrs stays off this path)."""
 
-    __slots__ = ("config", "deadline", "next", "on_error", "protocol", "serve", "serve_timeout")
+    __slots__ = (
+        "bad",
+        "config",
+        "deadline",
+        "next",
+        "on_error",
+        "protocol",
+        "serve",
+        "serve_timeout",
+    )
 
     def __init__(self) -> None:
         self.config = DEFAULT_CONFIG
@@ -63,16 +72,48 @@ class Options:
         self.serve: str | None = None
         self.serve_timeout = DEFAULT_SERVE_TIMEOUT
         self.next: list[str] = []
+        #: (option name, problem) for each bad value, which was ignored (its default kept).
+        self.bad: list[tuple[str, str]] = []
 
 
 class UsageError(Exception):
     """The script-login line is malformed."""
 
 
+def escape(text: str) -> str:
+    r"""*text* as one printable line, for a terminal or a log: every human output uses this.
+
+    Names come from spool entries, userdb fields and config files that others
+    may write: an ESC sequence would set the terminal's title, a CR overwrite
+    the line.  Control characters (C0, DEL, C1) and every other character
+    :meth:`str.isprintable` refuses become ``\xNN``, ``\uNNNN`` or
+    ``\UNNNNNNNN``; a byte that was not UTF-8 (a surrogate escape) shows as
+    ``\xNN``; a backslash is doubled, so that what is shown is unambiguous.
+
+    >>> print(escape("a\x1b]0;title\x07\r\\b é"))
+    a\x1b]0;title\x07\x0d\\b é
+    """
+    if text.isprintable() and "\\" not in text:
+        return text
+    out = []
+    for c in text:
+        if c == "\\":
+            out.append("\\\\")
+        elif c.isprintable():
+            out.append(c)
+        else:
+            n = ord(c)
+            if 0xDC80 <= n <= 0xDCFF:  # os.fsdecode's stand-in for the byte n - 0xDC00
+                n -= 0xDC00
+            out.append(
+                f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+            )
+    return "".join(out)
+
+
 def log(message: str) -> None:
-    """One line to Dovecot's error log (fd 2), never starting with ``\\x01``."""
-    line = "nsprov: " + message.replace("\n", " ").replace("\r", " ").lstrip("\x01") + "\n"
-    data = line.encode("utf-8", "backslashreplace")
+    """One printable line to Dovecot's error log (fd 2): escaped, so never ``\\x01`` first."""
+    data = ("nsprov: " + escape(message) + "\n").encode("utf-8", "backslashreplace")
     try:
         os.write(2, data)
     except OSError:
@@ -89,7 +130,11 @@ def parse_args(argv: Sequence[str], *, unknown: list[str] | None = None) -> Opti
     Leading ``--`` tokens belong to nsprov; ``--`` ends them; the first other
     token is NEXT.  An unknown option is logged once and ignored, so a newer
     script-login line never locks users out of an older nsprov.  With
-    *unknown*, unknown options are collected there instead of logged.
+    *unknown*, unknown options are collected there instead of logged.  A bad
+    value is not an error either: the option keeps its default and the
+    problem goes to :attr:`Options.bad`, for :func:`main` to log (or to deny
+    the login under ``--on-error=deny``).  Only a line without NEXT raises
+    :class:`UsageError`: there is nothing to exec.
     """
     opts = Options()
     i = 0
@@ -108,34 +153,10 @@ def parse_args(argv: Sequence[str], *, unknown: list[str] | None = None) -> Opti
                 raise UsageError(f"--{name} needs a value")
             value = argv[i + 1]
             i += 1
-        if name == "config":
-            opts.config = value
-        elif name == "protocol":
-            if value not in {"imap", "pop3"}:
-                raise UsageError(f"--protocol must be imap or pop3, got {value!r}")
-            opts.protocol = value
-        elif name == "on-error":
-            if value not in {"continue", "deny"}:
-                raise UsageError(f"--on-error must be continue or deny, got {value!r}")
-            opts.on_error = value
-        elif name == "deadline":
-            try:
-                opts.deadline = float(value)
-            except ValueError:
-                raise UsageError(f"--deadline must be a number, got {value!r}") from None
-            if not 0 < opts.deadline <= 50:
-                raise UsageError("--deadline must be > 0 and <= 50 seconds")
-        elif name == "serve":
-            if not value.startswith("/"):
-                raise UsageError(f"--serve must be an absolute socket path, got {value!r}")
-            opts.serve = value
-        elif name == "serve-timeout":
-            try:
-                opts.serve_timeout = float(value)
-            except ValueError:
-                raise UsageError(f"--serve-timeout must be a number, got {value!r}") from None
-            if not 0 < opts.serve_timeout <= 5:
-                raise UsageError("--serve-timeout must be > 0 and <= 5 seconds")
+        if name in _VALUED:
+            problem = _set_option(opts, name, value)
+            if problem is not None:
+                opts.bad.append((name, f"--{name} {problem}, got {value!r}"))
         elif unknown is not None:
             unknown.append(arg)
         else:
@@ -145,6 +166,37 @@ def parse_args(argv: Sequence[str], *, unknown: list[str] | None = None) -> Opti
     if not opts.next:
         raise UsageError("no next program: Dovecot's script-login appends the rest of the chain")
     return opts
+
+
+def _set_option(opts: Options, name: str, value: str) -> str | None:
+    """Set option *name* from *value*; what is wrong with the value, or None."""
+    if name == "config":
+        opts.config = value
+    elif name == "protocol":
+        if value not in {"imap", "pop3"}:
+            return "must be imap or pop3"
+        opts.protocol = value
+    elif name == "on-error":
+        if value not in {"continue", "deny"}:
+            return "must be continue or deny"
+        opts.on_error = value
+    elif name == "serve":
+        if not value.startswith("/"):
+            return "must be an absolute socket path"
+        opts.serve = value
+    else:  # deadline, serve-timeout: seconds
+        limit = 50.0 if name == "deadline" else 5.0
+        try:
+            seconds = float(value)
+        except ValueError:
+            return "must be a number"
+        if not 0 < seconds <= limit:
+            return f"must be > 0 and <= {limit:g} seconds"
+        if name == "deadline":
+            opts.deadline = seconds
+        else:
+            opts.serve_timeout = seconds
+    return None
 
 
 def frame(tag: bytes, payload: bytes) -> bytes:
@@ -328,19 +380,22 @@ _COERCED = frozenset({"C.UTF-8", "C.utf8", "UTF-8"})
 
 
 def original_environ(environ: Mapping[str, str]) -> dict[str, str]:
-    """*environ* without the ``LC_CTYPE`` that Python's PEP 538 locale coercion added.
+    """*environ* without what nsprov's own start-up added to it.
 
     script-login wipes the environment and exports only userdb fields, all
-    listed in ``USERDB_KEYS``; an unlisted ``LC_CTYPE`` holding a coercion
-    target was put there by the interpreter, not by Dovecot, and must not
-    travel down the chain.
+    listed in ``USERDB_KEYS``.  An unlisted ``LC_CTYPE`` holding a coercion
+    target was put there by Python's PEP 538 locale coercion, and an unlisted
+    ``SHLVL`` by the bash of the ``nsprov`` launcher (its ``exec`` exports one);
+    neither must travel down the chain.
     """
     env = dict(environ)
-    value = env.get("LC_CTYPE")
-    if value in _COERCED:
+    coerced = env.get("LC_CTYPE") in _COERCED
+    if coerced or "SHLVL" in env:
         listed = {k.upper() for k in env.get("USERDB_KEYS", "").split(" ")}
-        if "LC_CTYPE" not in listed:
+        if coerced and "LC_CTYPE" not in listed:
             del env["LC_CTYPE"]
+        if "SHLVL" in env and "SHLVL" not in listed:
+            del env["SHLVL"]
     return env
 
 
@@ -370,13 +425,21 @@ def main(
     if opts is None:
         sys.stderr.write(USAGE)
         return 0
+    if opts.bad:
+        if opts.on_error == "deny":
+            problems = "; ".join(problem for _, problem in opts.bad)
+            log(f"user {env.get('USER', '?')}: {problems}; denying the login (on_error=deny)")
+            return 1
+        for _, problem in opts.bad:
+            log(f"ignoring a bad option value: {problem}")
     if opts.serve is not None:
         fields = ask_serve(opts.serve, serve_key(opts.protocol, env), opts.serve_timeout)
         if fields is not None:
             _exec(execve, opts.next, merge_fields(env, fields), fallback=env)
             return 1
     if standalone:
-        _exec(execve, fallback_argv(sys.executable, argv), env, fallback=None)
+        bad = {name for name, _ in opts.bad}  # logged above: not again by the full step
+        _exec(execve, fallback_argv(sys.executable, argv, drop=bad), env, fallback=None)
         if opts.on_error == "deny":
             log(f"user {env.get('USER', '?')}: denying the login (on_error=deny)")
             return 1
@@ -413,13 +476,14 @@ def main(
     return 1
 
 
-def fallback_argv(python: str, argv: Sequence[str]) -> list[str]:
+def fallback_argv(python: str, argv: Sequence[str], *, drop: Collection[str] = ()) -> list[str]:
     """The full ``nsprov post-login`` for *argv*, minus ``--serve``: ``python -I -m nsprov ...``.
 
     ``python -I -S .../nsprov/_fast.py`` loads this module alone (no ``site``,
     which a console script cannot skip); the worker's dependencies may be out of
     its reach, so a login the server does not answer re-runs as the full step
-    with the same interpreter, with ``site``.  Options are kept as given.
+    with the same interpreter, with ``site``.  Options are kept as given, but
+    for those named in *drop* (the bad values, already logged).
     """
     out = [python, "-I", "-m", "nsprov", "post-login"]
     i = 0
@@ -428,7 +492,7 @@ def fallback_argv(python: str, argv: Sequence[str]) -> list[str]:
         if arg == "--" or not arg.startswith("--"):
             break
         name, eq, _ = arg[2:].partition("=")
-        if name in {"serve", "serve-timeout"}:
+        if name in {"serve", "serve-timeout", *drop}:
             i += 1 if eq else 2
             continue
         out.append(arg)

@@ -120,4 +120,6 @@ def render_table(p: Plan, *, explain: bool) -> str:
     elif skipped:
         lines.append(f"{len(skipped)} entries skipped (--explain lists them)")
     lines += [f"warning: {w}" for w in p.warnings]
-    return "\n".join(lines) + "\n"
+    from ._postlogin import escape  # noqa: PLC0415 - the one escaping of human output
+
+    return "\n".join(map(escape, lines)) + "\n"

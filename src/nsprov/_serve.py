@@ -255,10 +255,15 @@ _Out = tuple[bytes, "Callable[[], None] | None"]
 
 
 def _log_value(value: object) -> str:
+    """*value* bare when it is a plain token, else a JSON string that is printable as a whole.
+
+    JSON leaves DEL, C1 controls, bidi overrides and lone surrogates (bytes that
+    were not UTF-8) unescaped; with any of them the string is ASCII-escaped.
+    """
     text = str(value)
     if _BARE.fullmatch(text):
         return text
-    return json.dumps(text, ensure_ascii=False)
+    return json.dumps(text, ensure_ascii=not text.isprintable())
 
 
 class Log:
