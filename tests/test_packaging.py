@@ -68,3 +68,13 @@ def test_worker_imports_no_cli_modules() -> None:
     assert set() == {"argparse", "json", "pathspec", "sqlite3", "subprocess", "logging"} & set(
         out.split()
     )
+
+
+def test_lua_userdb_script_in_wheel() -> None:
+    """The installed package carries the Lua userdb script, byte for byte the source tree's."""
+    from importlib.resources import files  # noqa: PLC0415
+
+    installed = files("nsprov") / "lua" / "nsprov-userdb.lua"
+
+    assert (ROOT / "src/nsprov/lua/nsprov-userdb.lua").read_bytes() == installed.read_bytes()
+    assert not Path(str(installed)).is_relative_to(ROOT / "src")
