@@ -72,7 +72,7 @@ def test_worker_imports_no_cli_modules() -> None:
 
 def test_lua_userdb_script_in_wheel() -> None:
     """The installed package carries the Lua userdb script, byte for byte the source tree's."""
-    from importlib.resources import files  # noqa: PLC0415
+    from importlib.resources import files
 
     installed = files("nsprov") / "lua" / "nsprov-userdb.lua"
 
