@@ -49,6 +49,7 @@
 -- root, so that a 0600 root socket is reachable, and one login per worker, so that a hung
 -- server holds only the logins it is asked about.
 
+-- Dovecot 2.3: edit these values (checked like lua_settings; a bad one falls back to BUILTIN).
 local DEFAULTS = {
   -- nsprov serve's UNIX socket.
   socket = "/run/nsprov/userdb.sock",
@@ -58,12 +59,14 @@ local DEFAULTS = {
   max_reply = 7680,
 }
 
+local BUILTIN = { socket = "/run/nsprov/userdb.sock", timeout = 1, max_reply = 7680 }
+
 -- Longest user name asked about, in bytes.
 local MAX_USER = 255
 -- The redis reply header ("$7680\r\n") is this long at most.
 local MAX_HEADER = 32
 
-local settings = { socket = DEFAULTS.socket, timeout = DEFAULTS.timeout, max_reply = DEFAULTS.max_reply }
+local settings = { socket = BUILTIN.socket, timeout = BUILTIN.timeout, max_reply = BUILTIN.max_reply }
 
 local function log_warning(text)
   pcall(function() dovecot.i_warning("nsprov-userdb: " .. text) end)
@@ -86,17 +89,18 @@ end
 
 -- --- settings --------------------------------------------------------------------------
 
-local function number_setting(name, value, low, high)
+local function number_setting(where, name, value, low, high)
   local n = tonumber(value)
   if n == nil or n ~= n or n < low or n > high then
-    log_warning(string.format("lua_settings %s = %s is not a number in [%s, %s]; using %s",
-      name, tostring(value), tostring(low), tostring(high), tostring(DEFAULTS[name])))
-    return DEFAULTS[name]
+    log_warning(string.format("%s %s = %s is not a number in [%s, %s]; using %s", where,
+      name, tostring(value), tostring(low), tostring(high), tostring(settings[name])))
+    return settings[name]
   end
   return n
 end
 
-local function apply_settings(args)
+-- Applies one table of settings over the current ones; where names it in warnings.
+local function apply_settings(where, args)
   if type(args) ~= "table" then
     return
   end
@@ -105,26 +109,29 @@ local function apply_settings(args)
       if type(value) == "string" and value:sub(1, 1) == "/" then
         settings.socket = value
       else
-        log_warning("lua_settings socket = " .. tostring(value) .. " is not an absolute path; using "
-          .. DEFAULTS.socket)
+        log_warning(where .. " socket = " .. tostring(value) .. " is not an absolute path; using "
+          .. settings.socket)
       end
     elseif key == "timeout" then
-      settings.timeout = number_setting("timeout", value, 0.001, 60)
+      settings.timeout = number_setting(where, "timeout", value, 0.001, 60)
     elseif key == "max_reply" then
-      settings.max_reply = math.floor(number_setting("max_reply", value, 2, 8191))
+      settings.max_reply = math.floor(number_setting(where, "max_reply", value, 2, 8191))
     else
-      log_warning("unknown lua_settings key " .. tostring(key) .. " ignored")
+      log_warning("unknown " .. where .. " key " .. tostring(key) .. " ignored")
     end
   end
 end
 
 -- Dovecot calls script_init() once per process: with the lua_settings table on 2.4, with
--- no argument on 2.3 (which wants 0 back).
+-- no argument on 2.3 (which wants 0 back).  DEFAULTS first, then lua_settings.
 function script_init(args)
-  local ok, err = pcall(apply_settings, args)
+  local ok, err = pcall(function()
+    apply_settings("DEFAULTS", DEFAULTS)
+    apply_settings("lua_settings", args)
+  end)
   if not ok then
-    log_warning("bad lua_settings, using the defaults: " .. tostring(err))
-    settings = { socket = DEFAULTS.socket, timeout = DEFAULTS.timeout, max_reply = DEFAULTS.max_reply }
+    log_warning("bad settings, using the built-in ones: " .. tostring(err))
+    settings = { socket = BUILTIN.socket, timeout = BUILTIN.timeout, max_reply = BUILTIN.max_reply }
   end
   return 0
 end
@@ -336,8 +343,9 @@ local function lookup(req)
     return unknown, "lua-socket is not installed"
   end
   local user = req.user
+  -- A failure result needs a string with it: 2.3 takes nil for an invalid return value.
   if not usable_user(user) then
-    return unknown, nil
+    return unknown, "user name not asked about"
   end
   local key = "userdb/" .. user
   local home = req.userdb.home
