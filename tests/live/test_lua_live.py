@@ -31,6 +31,7 @@ import pytest
 
 from nsprov._perms import PosixAcl
 
+from .chroot24 import Dovecot24
 from .harness import (
     Dovecot,
     DovecotStartError,
