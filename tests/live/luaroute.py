@@ -97,6 +97,20 @@ def userdb_conf(
     )
 
 
+#: Where docs/serve.md installs the script and puts the socket.
+DOCUMENTED_SCRIPT = "/usr/share/nsprov/nsprov-userdb.lua"
+DOCUMENTED_SOCKET = "/run/nsprov/userdb.sock"
+
+
+def documented_userdb(version: str) -> str:
+    """The userdb blocks docs/serve.md shows for *version*, with its paths and defaults."""
+    if version == "2.3":
+        return userdb_conf("2.3", DOCUMENTED_SCRIPT)
+    return userdb_conf(
+        "2.4", DOCUMENTED_SCRIPT, socket_path=DOCUMENTED_SOCKET, timeout=1, max_reply=7680
+    )
+
+
 def install_script(target: Path, *, defaults: Mapping[str, str] | None = None) -> Path:
     """Copy the shipped script to *target* (root, 0644), optionally with DEFAULTS edited.
 
