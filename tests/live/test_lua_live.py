@@ -266,7 +266,13 @@ def no_namespaces_within_bound(world: LuaWorld, user: Person, bound: float) -> l
     elapsed, seen = world.timed_login(user)
 
     assert (NOTHING, True) == (seen, elapsed <= bound), f"login took {elapsed:.3f} s"
-    return world.warnings_since(mark)
+    lines = world.warnings_since(mark)
+    assert [] == [
+        line
+        for line in world.lines_since(mark)
+        if "Error:" in line or "Fatal:" in line or "Panic:" in line
+    ]
+    return lines
 
 
 def assert_one_warning(lines: list[str], world: LuaWorld, user: Person, text: str) -> None:
