@@ -1,4 +1,4 @@
-"""``nsprov serve``: shared namespaces as a Dovecot 2.3 ``userdb dict``, no per-login process.
+"""``nsprov serve``: shared namespaces for a Dovecot userdb (dict on 2.3, Lua on 2.3 and 2.4).
 
 The post-login mode runs nsprov once per IMAP/POP3 login and its namespaces
 never reach ``doveadm``, LMTP or the indexer.  In this mode one resident
@@ -1667,7 +1667,7 @@ def serve_parser() -> argparse.ArgumentParser:
     """The argument parser of ``nsprov serve``."""
     p = argparse.ArgumentParser(
         prog="nsprov serve",
-        description="Resident Dovecot 2.3 dict userdb service: shared namespaces without a post-login process.",
+        description="Resident Dovecot userdb service (dict on 2.3, Lua on 2.3 and 2.4): shared namespaces without a post-login process.",
     )
     p.add_argument("--config", default=DEFAULT_CONFIG, help="TOML config path")
     p.add_argument("--socket", help=f"UNIX socket path ([serve] socket, {DEFAULT_SOCKET})")
