@@ -67,3 +67,15 @@ def test_example_configs_are_valid(path: Path) -> None:
     config = config_from_mapping(data, source=path.name)
 
     config.check_does_something()
+
+
+@pytest.mark.parametrize("version", ["2.3", "2.4"])
+def test_lua_wiring_documented(version: str) -> None:
+    """docs/serve.md shows the Lua userdb blocks the live tests run (tests/live/luaroute.py)."""
+    from .live.luaroute import documented_userdb
+
+    text = (ROOT / "docs" / "serve.md").read_text()
+    fenced = re.findall(r"^```(\w*)\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+    documented = [body for language, body in fenced if not language]
+
+    assert documented_userdb(version) in documented

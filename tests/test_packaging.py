@@ -179,3 +179,13 @@ def test_example_hooks_start_isolated() -> None:
 
     assert hooks
     assert all(line.startswith("#!/") and line.endswith(" -I") for line in firsts), firsts
+
+
+def test_lua_userdb_script_in_wheel() -> None:
+    """The installed package carries the Lua userdb script, byte for byte the source tree's."""
+    from importlib.resources import files
+
+    installed = files("nsprov") / "lua" / "nsprov-userdb.lua"
+
+    assert (ROOT / "src/nsprov/lua/nsprov-userdb.lua").read_bytes() == installed.read_bytes()
+    assert not Path(str(installed)).is_relative_to(ROOT / "src")

@@ -29,6 +29,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from nsprov._cli import main as cli_main
 from nsprov._config import config_from_mapping
 from nsprov._dictproto import UserdbKey
 from nsprov._env import V23, V24
@@ -38,6 +39,7 @@ from nsprov._model import Namespace
 from nsprov._perms import Identity, PosixAcl
 from nsprov._serve import (
     DEFAULT_REPLY_BUDGET,
+    LUA_MAX_REPLY,
     Answer,
     Log,
     Recorder,
@@ -47,6 +49,7 @@ from nsprov._serve import (
     Server,
     SocketInUseError,
     bind_socket,
+    default_reply_budget,
     dovecot_config,
     dovecot_dict_file,
     dovecot_userdb_conf,
@@ -458,6 +461,60 @@ class TestResolver:
         assert {"user": "member", "served": 2, "found": 3, "budget": 700} == {
             k: warnings[0][k] for k in ("user", "served", "found", "budget")
         }
+
+    def test_budget_follows_the_dialect(self, spool: Path) -> None:
+        """Without a configured budget, a 2.4 reply may use the Lua userdb's 7680 bytes, a 2.3 one 7000."""
+        member = Identities()(make_config(spool), "member", None)
+        budgets = {
+            version: reply_budget(attrs.evolve(make_config(spool), dialect=version), member).budget
+            for version in ("2.3", "2.4")
+        }
+
+        assert {"2.3": 7000, "2.4": 7680} == budgets
+        assert (DEFAULT_REPLY_BUDGET, LUA_MAX_REPLY) == (7000, default_reply_budget("2.4"))
+
+    def test_over_budget_24(self, spool: Path) -> None:
+        """2.4 over the budget: the first namespaces and one warning naming that budget."""
+        config = attrs.evolve(make_config(spool), dialect="2.4")
+        full = Resolver(identify=Identities()).resolve(config, 0, UserdbKey("member"), None)
+        size = len(full.answer.value or b"")
+        out = Resolver(budget=size - 1, identify=Identities()).resolve(
+            config, 0, UserdbKey("member"), None
+        )
+        warnings = [fields for level, _, fields in out.logs if level == "warning"]
+
+        assert (3, 3) == (full.answer.fits, full.answer.total)
+        assert (2, 3) == (out.answer.fits, out.answer.total)
+        assert [size - 1] == [w["budget"] for w in warnings]
+
+    def test_reply_keys_24_are_shows(self, spool: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A 2.4 reply has exactly the keys ``nsprov show --dialect=2.4 --format=env`` lists, lowercased."""
+        config_path = spool.parent / "c.toml"
+        config_path.write_text(
+            f'[[spool]]\npath = "{spool}"\nprefix = "Shared/{{name}}/"\n'
+            "[namespace]\ncreate_dirs = false\n"
+        )
+        uid, gid, groups = Identities().users["member"]
+        assert 0 == cli_main(
+            [
+                "show",
+                "--user=member",
+                f"--config={config_path}",
+                "--dialect=2.4",
+                "--format=env",
+                f"--uid={uid}",
+                f"--gid={gid}",
+                "--groups=" + ",".join(map(str, groups)),
+                "--home=/home/member",
+            ]
+        )
+        env = dict(line.split("=", 1) for line in capsys.readouterr().out.splitlines())
+        config = attrs.evolve(make_config(spool), dialect="2.4")
+        out = Resolver(identify=Identities()).resolve(config, 0, UserdbKey("member"), None)
+
+        shown = {k.lower(): v for k, v in env.items() if k.startswith("NAMESPACE")}
+        assert shown == json.loads(out.answer.value or b"")
+        assert 3 == out.answer.fits
 
     def test_no_ttl_no_cache(self, spool: Path) -> None:
         """--cache-ttl=0 disables the cache."""
@@ -1296,15 +1353,17 @@ class TestMoreResolver:
 class TestServerCorners:
     """Start, stop, reload and cache corners of the server."""
 
-    def test_dialect_24_warned(self, spool: Path, base: Path) -> None:
-        """Serving the 2.4 dialect logs that Dovecot 2.4 has no userdb dict."""
+    def test_dialect_24_served_without_warning(self, spool: Path, base: Path) -> None:
+        """The 2.4 dialect is served to the Lua userdb: no warning at start."""
         config = config_from_mapping(
             {"spool": [{"path": str(spool)}], "dovecot": {"version": "2.4"}}
         )
         with running(config, base) as (_, log):
             pass
 
-        assert "event=dialect-2.4" in log.getvalue()
+        lines = log.getvalue().splitlines()
+        assert [] == [line for line in lines if "warning" in line]
+        assert 1 == sum("event=start" in line and "dialect=2.4" in line for line in lines)
 
     def test_serve_before_start(self, base: Path) -> None:
         """serve() needs start()."""

@@ -1,4 +1,4 @@
-"""``nsprov serve``: shared namespaces as a Dovecot 2.3 ``userdb dict``, no per-login process.
+"""``nsprov serve``: shared namespaces for a Dovecot userdb (dict on 2.3, Lua on 2.3 and 2.4).
 
 The post-login mode runs nsprov once per IMAP/POP3 login and its namespaces
 never reach ``doveadm``, LMTP or the indexer.  In this mode one resident
@@ -115,14 +115,19 @@ counts.  :func:`reply_budget` tells who is over.
 Dovecot 2.4
 -----------
 
-This wiring cannot work on 2.4: the ``dict`` passdb and userdb drivers were
+The dict wiring cannot work on 2.4: the ``dict`` passdb and userdb drivers were
 removed before 2.4.0 (core commit 27ca066716, "auth: Drop passdb/userdb dict
 -- Lua driver can be used instead"; ``src/auth/userdb-dict.c`` and
 ``db-dict.c`` are gone in 2.4.0 through 2.4.4).  Observed on 2.4.1 (Debian
 13): a ``userdb`` with ``driver = dict`` makes the auth process die at start
 ("auth: Fatal: Unknown userdb driver 'dict'") and every IMAP login gets
-``* BYE Auth process broken``.  On 2.4 use ``nsprov post-login``; a Lua
-userdb talking to this server would be the way to the same result.
+``* BYE Auth process broken``.  On 2.4 (and 2.3) a Lua userdb asks this
+server instead: ``nsprov/lua/nsprov-userdb.lua`` sends the same redis ``GET
+userdb/<user>/<home>`` and returns the fields.  With ``[dovecot] version =
+"2.4"`` the reply holds exactly the keys ``nsprov show --dialect=2.4
+--format=env`` lists (``namespace+``, ``namespace/<name>/mail_path`` …), and
+its default budget is the script's ``max_reply`` (:data:`LUA_MAX_REPLY`,
+7680 bytes), which it must never exceed.
 
 Server behaviour
 ----------------
@@ -219,6 +224,9 @@ DEFAULT_DICT_FILE = "/etc/dovecot/nsprov-userdb.conf.ext"
 DEFAULT_SOCKET_MODE = 0o600
 #: Bytes of JSON per reply at most: the auth worker's 8192-byte line also carries the other userdb's fields.
 DEFAULT_REPLY_BUDGET = 7000
+#: The 2.4 dialect's budget: the Lua userdb script's ``max_reply`` default (``nsprov/lua/nsprov-userdb.lua``),
+#: which drops a longer reply; Dovecot refuses a userdb reply over 8 KiB, the first userdb's fields included.
+LUA_MAX_REPLY = 7680
 #: Replies to ``nsprov post-login --serve`` are bounded by the kernel's environment limits
 #: (computed with :func:`nsprov._env.fit_environ` against a typical Dovecot environment)
 #: rather than by Dovecot's 8 KiB auth reply.
@@ -387,19 +395,27 @@ class ReplyBudget:
         return self.fits < self.total
 
 
+def default_reply_budget(dialect: str) -> int:
+    """The reply budget when none is configured: the Lua script's cap for 2.4, else the dict's."""
+    return LUA_MAX_REPLY if dialect == "2.4" else DEFAULT_REPLY_BUDGET
+
+
 def reply_budget(
     config: Config,
     user: str | MailUser,
     *,
-    budget: int = DEFAULT_REPLY_BUDGET,
+    budget: int | None = None,
     fs: Fs = DEFAULT_FS,
 ) -> ReplyBudget:
     """How *user*'s ``nsprov serve`` reply fits *budget*: ``(fits, total, size, …)``.
 
     *user* is a login name (identity from NSS and ``[identity]``, as the server
     resolves it) or a :class:`nsprov._identity.MailUser`.  For ``nsprov check``:
-    a user is over budget when ``fits < total``.
+    a user is over budget when ``fits < total``.  Without *budget*, the
+    dialect's (:func:`default_reply_budget`).
     """
+    if budget is None:
+        budget = default_reply_budget(config.dialect)
     from ._engine import plan  # noqa: PLC0415
     from ._env import dialect_for  # noqa: PLC0415
 
@@ -676,7 +692,7 @@ class Resolver:
     def __init__(
         self,
         *,
-        budget: int = DEFAULT_REPLY_BUDGET,
+        budget: int | None = None,
         ttl: float = DEFAULT_CACHE_TTL,
         fs: Fs = DEFAULT_FS,
         clock: Callable[[], float] = time.monotonic,
@@ -751,7 +767,7 @@ class Resolver:
                 recorder.note_file(cache_files(config.scan_cache.dir, spool.path_bytes)[0])
         p = plan(config, user, {}, fs=recorder.fs(), keep_skipped=debug)
         namespaces = p.discovery.namespaces
-        budget = self.budget
+        budget = self.budget if self.budget is not None else default_reply_budget(config.dialect)
         env_logs: list[tuple[Level, str, dict[str, object]]] = []
         if key.protocol is not None:
             # The environment, not Dovecot's 8 KiB auth reply, limits post-login.
@@ -790,7 +806,7 @@ class Resolver:
                         "found": reply.total,
                         "size": reply.size,
                         "needed": reply.full_size,
-                        "budget": self.budget,
+                        "budget": budget,
                     },
                 )
             )
@@ -992,7 +1008,8 @@ class ServeOptions:
     deadline: float = DEFAULT_DEADLINE
     cache_ttl: float = DEFAULT_CACHE_TTL
     cache_size: int = DEFAULT_CACHE_SIZE
-    reply_budget: int = DEFAULT_REPLY_BUDGET
+    #: None: the dialect's (:func:`default_reply_budget`).
+    reply_budget: int | None = None
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_line: int = DEFAULT_MAX_LINE
     max_pipeline: int = DEFAULT_MAX_PIPELINE
@@ -1141,12 +1158,6 @@ class Server:
             dialect=self.config.dialect,
             pid=os.getpid(),
         )
-        if self.config.dialect == "2.4":
-            self.log(
-                "warning",
-                "dialect-2.4",
-                detail="Dovecot 2.4 has no userdb dict driver; these replies suit only other clients",
-            )
 
     def request_stop(self) -> None:
         """Ask :meth:`serve` to return (from the server's loop: signal handlers)."""
@@ -1673,7 +1684,7 @@ def serve_parser() -> argparse.ArgumentParser:
     """The argument parser of ``nsprov serve``."""
     p = argparse.ArgumentParser(
         prog="nsprov serve",
-        description="Resident Dovecot 2.3 dict userdb service: shared namespaces without a post-login process.",
+        description="Resident Dovecot userdb service (dict on 2.3, Lua on 2.3 and 2.4): shared namespaces without a post-login process.",
     )
     p.add_argument("--config", default=DEFAULT_CONFIG, help="TOML config path")
     p.add_argument("--socket", help=f"UNIX socket path ([serve] socket, {DEFAULT_SOCKET})")
@@ -1720,8 +1731,8 @@ def options_from_args(
     def pick(given: Any, configured: Any, builtin: Any) -> Any:
         return given if given is not None else configured if configured is not None else builtin
 
-    budget = pick(args.reply_budget, d.reply_budget, DEFAULT_REPLY_BUDGET)
-    if budget >= AUTH_REPLY_LIMIT:
+    budget = pick(args.reply_budget, d.reply_budget, None)
+    if budget is not None and budget >= AUTH_REPLY_LIMIT:
         raise NsprovError(
             f"--reply-budget={budget}: Dovecot refuses userdb replies over {AUTH_REPLY_LIMIT} bytes"
         )
