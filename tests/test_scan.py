@@ -353,6 +353,15 @@ class TestIgnoreFile:
         assert (["sales"], 1) == ([s.entry for s in d.served], len(d.warnings))
         assert f"{spool} is writable by group or other (mode 0777)" in d.warnings[0]
 
+    def test_absent_in_writable_spool(self, spool: Path) -> None:
+        """A writable spool without an ignore file warns of nothing: nothing was planted."""
+        spool.chmod(0o775)
+        maildir(spool / "sales")
+
+        d = self.discovery(spool)
+
+        assert (["sales"], ()) == ([s.entry for s in d.served], tuple(d.warnings))
+
     def test_writable_file(self, spool: Path) -> None:
         """A 0666 ignore file is not used."""
         maildir(spool / "sales")

@@ -50,7 +50,7 @@ from ._location import MailLocation
 from ._model import Namespace, has_control
 from ._names import entry_id
 from ._perms import R_OK, X_OK, FileFacts, decide, read_acl
-from .exceptions import InvalidLocationError, InvalidNamespaceError, NsprovError
+from .exceptions import InvalidLocationError, InvalidNamespaceError, NsprovError, UntrustedFileError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -170,6 +170,14 @@ def _read_ignore_file(path: bytes) -> str | None:
         data = read_trusted(path, what="ignore file", limit=IGNORE_MAX_BYTES)
     except FileNotFoundError:
         return None
+    except UntrustedFileError:
+        # A spool others may write (a group-writable shared spool is common) without an
+        # ignore file is no finding: nothing was planted.  One that exists is refused.
+        try:
+            os.lstat(path)
+        except FileNotFoundError:
+            return None
+        raise
     return data.decode("utf-8", "replace")
 
 
