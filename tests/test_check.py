@@ -1038,6 +1038,47 @@ class TestMailDriver:
         assert expected == [(f.code, f.severity) for f in findings]
 
 
+class TestIdentity:
+    """[identity] against doveconf's group range and mail_access_groups."""
+
+    @pytest.mark.parametrize(
+        ("identity", "conf", "expected"),
+        [
+            ({}, "", []),
+            ({}, "first_valid_uid = 1000\nlast_valid_uid = 60000\n", []),
+            (
+                {"first_valid_gid": 100, "last_valid_gid": 2000, "mail_access_groups": ["mail"]},
+                "first_valid_gid = 100\nlast_valid_gid = 2000\nmail_access_groups = mail\n",
+                [],
+            ),
+            ({"mail_access_groups": ["b", "a"]}, "mail_access_groups = a, b\n", []),
+            ({}, "first_valid_gid = 1000\n", ["[identity] first_valid_gid"]),
+            ({}, "last_valid_gid = 5000\n", ["[identity] last_valid_gid"]),
+            ({"last_valid_gid": 5000}, "", ["[identity] last_valid_gid"]),
+            ({}, "mail_access_groups = mail\n", ["[identity] mail_access_groups"]),
+            (
+                {"mail_access_groups": ["mail"], "first_valid_gid": 0},
+                "",
+                ["[identity] first_valid_gid", "[identity] mail_access_groups"],
+            ),
+        ],
+    )
+    def test_drift(
+        self, spool: Path, identity: dict[str, Any], conf: str, expected: list[str]
+    ) -> None:
+        """Each setting that differs from Dovecot's (or its default) is one error."""
+        config = make_config(spool, {"identity": identity})
+        doveconf = DovecotConf.parse(HEADER_23 + conf)
+
+        report = run_checks(world(spool, config=config, dovecot_version="2.3", doveconf=doveconf))
+
+        drift = [f for f in report.findings if f.code == "identity-mismatch"]
+        assert expected == [f.subject for f in drift]
+        assert all(f.severity == "error" for f in drift)
+        if drift:
+            assert "Dovecot's" in drift[0].message
+
+
 def budget_of(fits: int) -> Callable[[Config, MailUser], ReplyBudget]:
     def budget(_config: Config, _user: MailUser) -> ReplyBudget:
         return ReplyBudget(fits=fits, total=5, size=100, full_size=9000, budget=7000)

@@ -86,6 +86,7 @@ CODES: dict[str, str] = {
     "namespace-nested": "a Dovecot namespace overlaps nsprov's prefixes or spools",
     "private-namespace-missing": "[dovecot] private_namespace names no Dovecot namespace",
     "mail-driver-mismatch": "[dovecot] global_mail_driver differs from dovecot.conf's mail_driver",
+    "identity-mismatch": "[identity] differs from Dovecot's group range or mail_access_groups",
     "wiring-missing": "a protocol does not run nsprov post-login",
     "wiring-no-protocol": "the post-login line has no --protocol",
     "wiring-protocol-mismatch": "--protocol names another protocol than the service's",
@@ -280,6 +281,21 @@ class DovecotConf:
     def last_valid_uid(self) -> int:
         """``last_valid_uid`` (default 0: no upper limit)."""
         return _int(self.setting("last_valid_uid", "0"), 0)
+
+    @property
+    def first_valid_gid(self) -> int:
+        """``first_valid_gid`` (default 1)."""
+        return _int(self.setting("first_valid_gid", "1"), 1)
+
+    @property
+    def last_valid_gid(self) -> int:
+        """``last_valid_gid`` (default 0: no upper limit)."""
+        return _int(self.setting("last_valid_gid", "0"), 0)
+
+    @property
+    def mail_access_groups(self) -> tuple[str, ...]:
+        """``mail_access_groups`` (default none), split as Dovecot does (commas, spaces)."""
+        return tuple(g for g in self.setting("mail_access_groups").replace(",", " ").split())
 
     @property
     def maildir_stat_dirs(self) -> bool:
@@ -1648,6 +1664,41 @@ def check_mail_driver(config: Config, conf: DovecotConf) -> list[Finding]:
     ]
 
 
+def check_identity(config: Config, conf: DovecotConf) -> list[Finding]:
+    """``[identity]`` must say what Dovecot does about the mail process's groups.
+
+    nsprov computes the mail process's groups from ``first_valid_gid``,
+    ``last_valid_gid`` and ``mail_access_groups`` (see :mod:`nsprov._identity`);
+    Dovecot takes them from dovecot.conf.  (nsprov has no uid range to drift:
+    check reads ``first_valid_uid``/``last_valid_uid`` from doveconf.)
+    """
+    ident = config.identity
+    pairs: list[tuple[str, str, str]] = [
+        ("first_valid_gid", str(ident.first_valid_gid), str(conf.first_valid_gid)),
+        ("last_valid_gid", str(ident.last_valid_gid), str(conf.last_valid_gid)),
+    ]
+    ours, theirs = sorted(set(ident.mail_access_groups)), sorted(set(conf.mail_access_groups))
+    if ours != theirs:
+        pairs.append(("mail_access_groups", repr(ours), repr(theirs)))
+    out = []
+    for key, mine, dovecot in pairs:
+        if mine == dovecot:
+            continue
+        out.append(
+            _f(
+                "error",
+                "identity-mismatch",
+                f"[identity] {key}",
+                f"[identity] {key} is {mine}, but Dovecot's {key} is {dovecot}: nsprov "
+                "computes other groups than the mail process gets, and offers mailboxes it "
+                "cannot open (or leaves out mailboxes it can)",
+                f"Set {key} = {dovecot} in [identity] (what doveconf -n prints, or Dovecot's "
+                "default when it prints nothing).",
+            )
+        )
+    return out
+
+
 def check_acl_plugin(config: Config, conf: DovecotConf, *, acl_plugin: bool) -> list[Finding]:
     """``[dovecot] acl_plugin`` against Dovecot's ``mail_plugins`` for IMAP."""
     enabled = "acl" in conf.plugins("imap")
@@ -2319,6 +2370,7 @@ def run_checks(world: World) -> Report:
             config, conf, config_path=world.config_path, executable=world.executable
         )
         findings += check_mail_driver(config, conf)
+        findings += check_identity(config, conf)
         findings += check_acl_plugin(config, conf, acl_plugin=world.acl_plugin)
     usable = attrs.evolve(config, spools=tuple(s.spool for s in scans if s.error is None))
     findings += list(world.user_findings)
