@@ -251,6 +251,30 @@ class TestFields:
         assert GROUP == lg.env["ACL_GROUPS"]
         assert lg.env["USERDB_KEYS"].endswith(" ACL_GROUPS ")
 
+    @pytest.mark.parametrize(
+        ("dialect", "value", "skipped"),
+        [
+            ("2.3", "staff,a b,100%%", "'c,d'"),
+            ("2.4", 'staff,"a b","c,d",100%', "'e\"f', 'g\\\\h'"),
+        ],
+    )
+    def test_acl_groups_unsafe_names(
+        self, monkeypatch: pytest.MonkeyPatch, dialect: str, value: str, skipped: str
+    ) -> None:
+        """A name the dialect would split or misparse is left out, with one warning."""
+        names = ["staff", "a b", "c,d", "100%", 'e"f', "g\\h"]
+        if dialect == "2.3":
+            names = names[:4]
+        monkeypatch.setattr(_login, "group_names", lambda _user, numeric: names)
+        lg = login()
+
+        run_actions(lg, cfg(dovecot={"version": dialect}, acl_groups={}))
+
+        assert value == lg.env["ACL_GROUPS"]
+        assert [f"acl_groups: left out group names Dovecot {dialect} cannot take: {skipped}"] == (
+            lg.warnings
+        )
+
     def test_acl_groups_filtered_out(self) -> None:
         """When the filter removes every group, no field is set."""
         lg = login()

@@ -1038,6 +1038,47 @@ class TestMailDriver:
         assert expected == [(f.code, f.severity) for f in findings]
 
 
+class TestIdentity:
+    """[identity] against doveconf's group range and mail_access_groups."""
+
+    @pytest.mark.parametrize(
+        ("identity", "conf", "expected"),
+        [
+            ({}, "", []),
+            ({}, "first_valid_uid = 1000\nlast_valid_uid = 60000\n", []),
+            (
+                {"first_valid_gid": 100, "last_valid_gid": 2000, "mail_access_groups": ["mail"]},
+                "first_valid_gid = 100\nlast_valid_gid = 2000\nmail_access_groups = mail\n",
+                [],
+            ),
+            ({"mail_access_groups": ["b", "a"]}, "mail_access_groups = a, b\n", []),
+            ({}, "first_valid_gid = 1000\n", ["[identity] first_valid_gid"]),
+            ({}, "last_valid_gid = 5000\n", ["[identity] last_valid_gid"]),
+            ({"last_valid_gid": 5000}, "", ["[identity] last_valid_gid"]),
+            ({}, "mail_access_groups = mail\n", ["[identity] mail_access_groups"]),
+            (
+                {"mail_access_groups": ["mail"], "first_valid_gid": 0},
+                "",
+                ["[identity] first_valid_gid", "[identity] mail_access_groups"],
+            ),
+        ],
+    )
+    def test_drift(
+        self, spool: Path, identity: dict[str, Any], conf: str, expected: list[str]
+    ) -> None:
+        """Each setting that differs from Dovecot's (or its default) is one error."""
+        config = make_config(spool, {"identity": identity})
+        doveconf = DovecotConf.parse(HEADER_23 + conf)
+
+        report = run_checks(world(spool, config=config, dovecot_version="2.3", doveconf=doveconf))
+
+        drift = [f for f in report.findings if f.code == "identity-mismatch"]
+        assert expected == [f.subject for f in drift]
+        assert all(f.severity == "error" for f in drift)
+        if drift:
+            assert "Dovecot's" in drift[0].message
+
+
 def budget_of(fits: int) -> Callable[[Config, MailUser], ReplyBudget]:
     def budget(_config: Config, _user: MailUser) -> ReplyBudget:
         return ReplyBudget(fits=fits, total=5, size=100, full_size=9000, budget=7000)
@@ -1418,7 +1459,9 @@ class TestRunChecks:
             calls.append((u.user, list(paths)))
             return [(p, None if p.endswith(STALE) else "Permission denied") for p in paths]
 
-        report = run_checks(world(spool, dovecot_version="2.3", users=(user,), clean=clean))
+        report = run_checks(
+            world(spool, dovecot_version="2.3", users=(user,), clean=clean, force=True)
+        )
 
         assert [("alice", [str(nsp / STALE), str(nsp / LEFT)])] == calls
         assert {
@@ -1426,6 +1469,54 @@ class TestRunChecks:
             ("stale-remove-failed", "warning"),
             ("stale-other-scheme", "warning"),
         } == report.codes()
+
+    def test_clean_empty_spool(self, spool: Path, base: Path) -> None:
+        """An empty spool (an unmounted mount point) removes nothing, unless forced."""
+        nsp = base / "home" / ".nsprov"
+        dirs = [nsp / f"s-{entry_id(os.fsencode(str(spool)), raw)[0]}" for raw in (b"a", b"b")]
+        for d in dirs:
+            d.mkdir(parents=True)
+        user = attrs.evolve(ALICE, home=str(base / "home"))
+        calls: list[list[str]] = []
+
+        def clean(_u: MailUser, paths: Sequence[str]) -> list[tuple[str, str | None]]:
+            calls.append(list(paths))
+            return [(p, None) for p in paths]
+
+        report = run_checks(world(spool, dovecot_version="2.3", users=(user,), clean=clean))
+        forced = run_checks(
+            world(spool, dovecot_version="2.3", users=(user,), clean=clean, force=True)
+        )
+
+        assert {("stale-suspect", "warning")} == report.codes()
+        assert "is empty" in report.findings[0].message
+        assert [sorted(map(str, dirs))] == calls
+        assert {("stale-removed", "info")} == forced.codes()
+
+    def test_clean_most_gone(self, spool: Path, base: Path) -> None:
+        """Removing more than --max-remove-fraction of a parent's directories needs --force."""
+        maildir(spool / "sales")
+        nsp = base / "home" / ".nsprov"
+        ids = [entry_id(os.fsencode(str(spool)), raw)[0] for raw in (b"sales", b"a", b"b")]
+        for ident in ids:
+            (nsp / f"s-{ident}").mkdir(parents=True)
+        user = attrs.evolve(ALICE, home=str(base / "home"))
+        calls: list[list[str]] = []
+
+        def clean(_u: MailUser, paths: Sequence[str]) -> list[tuple[str, str | None]]:
+            calls.append(list(paths))
+            return [(p, None) for p in paths]
+
+        report = run_checks(world(spool, dovecot_version="2.3", users=(user,), clean=clean))
+        loose = run_checks(
+            world(spool, dovecot_version="2.3", users=(user,), clean=clean, max_remove_fraction=0.7)
+        )
+
+        assert {("stale-suspect", "warning")} == report.codes()
+        assert "2 of 3" in report.findings[0].message
+        assert 1 == len(calls)
+        assert {("stale-removed", "info")} == loose.codes()
+        assert (nsp / f"s-{ids[0]}").is_dir()
 
 
 class TestOutput:
@@ -1644,7 +1735,16 @@ class TestMain:
             (f["code"], f["severity"]) for f in doc["findings"] if f["severity"] != "info"
         ]
 
-    @pytest.mark.parametrize("bad", [["--format=xml"], ["--dovecot-version=2"], ["--max-users=0"]])
+    @pytest.mark.parametrize(
+        "bad",
+        [
+            ["--format=xml"],
+            ["--dovecot-version=2"],
+            ["--max-users=0"],
+            ["--max-remove-fraction=2"],
+            ["--max-remove-fraction=x"],
+        ],
+    )
     def test_usage_exit_2(self, bad: list[str], capsys: pytest.CaptureFixture[str]) -> None:
         """Usage errors exit 2."""
         with pytest.raises(SystemExit) as info:

@@ -86,6 +86,7 @@ CODES: dict[str, str] = {
     "namespace-nested": "a Dovecot namespace overlaps nsprov's prefixes or spools",
     "private-namespace-missing": "[dovecot] private_namespace names no Dovecot namespace",
     "mail-driver-mismatch": "[dovecot] global_mail_driver differs from dovecot.conf's mail_driver",
+    "identity-mismatch": "[identity] differs from Dovecot's group range or mail_access_groups",
     "wiring-missing": "a protocol does not run nsprov post-login",
     "wiring-no-protocol": "the post-login line has no --protocol",
     "wiring-protocol-mismatch": "--protocol names another protocol than the service's",
@@ -110,6 +111,7 @@ CODES: dict[str, str] = {
     "stale-dir": "a per-user directory of a renamed or removed mailbox",
     "stale-other-scheme": "a per-user directory named by another nsprov naming scheme",
     "stale-unchecked": "a per-user directory parent that was not checked",
+    "stale-suspect": "a spool is empty or lost most of its entries: its stale directories were left",
     "stale-removed": "--clean-stale removed a stale directory",
     "stale-remove-failed": "--clean-stale could not remove a stale directory",
 }
@@ -279,6 +281,21 @@ class DovecotConf:
     def last_valid_uid(self) -> int:
         """``last_valid_uid`` (default 0: no upper limit)."""
         return _int(self.setting("last_valid_uid", "0"), 0)
+
+    @property
+    def first_valid_gid(self) -> int:
+        """``first_valid_gid`` (default 1)."""
+        return _int(self.setting("first_valid_gid", "1"), 1)
+
+    @property
+    def last_valid_gid(self) -> int:
+        """``last_valid_gid`` (default 0: no upper limit)."""
+        return _int(self.setting("last_valid_gid", "0"), 0)
+
+    @property
+    def mail_access_groups(self) -> tuple[str, ...]:
+        """``mail_access_groups`` (default none), split as Dovecot does (commas, spaces)."""
+        return tuple(g for g in self.setting("mail_access_groups").replace(",", " ").split())
 
     @property
     def maildir_stat_dirs(self) -> bool:
@@ -1647,6 +1664,41 @@ def check_mail_driver(config: Config, conf: DovecotConf) -> list[Finding]:
     ]
 
 
+def check_identity(config: Config, conf: DovecotConf) -> list[Finding]:
+    """``[identity]`` must say what Dovecot does about the mail process's groups.
+
+    nsprov computes the mail process's groups from ``first_valid_gid``,
+    ``last_valid_gid`` and ``mail_access_groups`` (see :mod:`nsprov._identity`);
+    Dovecot takes them from dovecot.conf.  (nsprov has no uid range to drift:
+    check reads ``first_valid_uid``/``last_valid_uid`` from doveconf.)
+    """
+    ident = config.identity
+    pairs: list[tuple[str, str, str]] = [
+        ("first_valid_gid", str(ident.first_valid_gid), str(conf.first_valid_gid)),
+        ("last_valid_gid", str(ident.last_valid_gid), str(conf.last_valid_gid)),
+    ]
+    ours, theirs = sorted(set(ident.mail_access_groups)), sorted(set(conf.mail_access_groups))
+    if ours != theirs:
+        pairs.append(("mail_access_groups", repr(ours), repr(theirs)))
+    out = []
+    for key, mine, dovecot in pairs:
+        if mine == dovecot:
+            continue
+        out.append(
+            _f(
+                "error",
+                "identity-mismatch",
+                f"[identity] {key}",
+                f"[identity] {key} is {mine}, but Dovecot's {key} is {dovecot}: nsprov "
+                "computes other groups than the mail process gets, and offers mailboxes it "
+                "cannot open (or leaves out mailboxes it can)",
+                f"Set {key} = {dovecot} in [identity] (what doveconf -n prints, or Dovecot's "
+                "default when it prints nothing).",
+            )
+        )
+    return out
+
+
 def check_acl_plugin(config: Config, conf: DovecotConf, *, acl_plugin: bool) -> list[Finding]:
     """``[dovecot] acl_plugin`` against Dovecot's ``mail_plugins`` for IMAP."""
     enabled = "acl" in conf.plugins("imap")
@@ -1972,6 +2024,8 @@ def find_stale(
     *,
     fs: Fs = DEFAULT_FS,
     listings: Mapping[str, Sequence[bytes] | None] | None = None,
+    max_remove_fraction: float = 0.5,
+    force: bool = False,
 ) -> tuple[list[StaleDir], list[Finding]]:
     """Directories in *user*'s index/control parents that match no spool entry any more.
 
@@ -1979,6 +2033,10 @@ def find_stale(
     user's access does not matter: it may come back).  *listings* maps a spool
     path to its entry names (None: it could not be listed); missing spools are
     listed through *fs*.  A parent shared with an unlistable spool is not checked.
+    Unless *force*, neither is a parent whose stale directories belong to an
+    empty spool (an unmounted mount point looks like that) or make up more than
+    *max_remove_fraction* of its directories of this naming scheme: a
+    ``stale-suspect`` finding instead, and nothing to remove.
     """
     stale: list[StaleDir] = []
     out: list[Finding] = []
@@ -2046,8 +2104,11 @@ def find_stale(
             strict.append(re.compile(_pattern(component.replace("\0N\0", name_template), _STRICT)))
             loose_name = _pattern(name_template, _LOOSE)
             loose.append(re.compile(_pattern(component, {**_LOOSE, "\0N\0": loose_name})))
+        found: list[StaleDir] = []
+        kept = 0
         for raw in sorted(names):
             if raw in expected:
+                kept += 1
                 continue
             text = raw.decode("utf-8", "surrogateescape")
             if any(p.fullmatch(text) for p in strict):
@@ -2062,10 +2123,53 @@ def find_stale(
                     continue
             except OSError:
                 continue
-            stale.append(StaleDir(user.user, os.fsdecode(path_b), scheme))
+            found.append(StaleDir(user.user, os.fsdecode(path_b), scheme))
+        suspect = (
+            None
+            if force
+            else _suspect(parent, user, components, listing, found, kept, max_remove_fraction)
+        )
+        if suspect is not None:
+            out.append(suspect)
+            found = [d for d in found if d.scheme != "current"]
+        stale += found
     for d in stale:
         out.append(stale_finding(d))
     return stale, out
+
+
+def _suspect(
+    parent: str,
+    user: MailUser,
+    components: Sequence[tuple[str, SpoolConfig]],
+    listing: Callable[[SpoolConfig], Sequence[bytes] | None],
+    found: Sequence[StaleDir],
+    kept: int,
+    max_fraction: float,
+) -> Finding | None:
+    """The ``stale-suspect`` finding when *parent*'s stale directories look like a lost spool."""
+    gone = sum(d.scheme == "current" for d in found)
+    if not gone:
+        return None
+    empty = next((s.path for _, s in components if not listing(s)), None)
+    if empty is not None:
+        why = f"spool {_show(empty)} is empty (an unmounted file system?)"
+    elif gone > max_fraction * (gone + kept):
+        why = (
+            f"{gone} of {gone + kept} of its directories match no spool entry, more than "
+            f"--max-remove-fraction {max_fraction:g}"
+        )
+    else:
+        return None
+    where = f"{_show(parent)} (user {user.user})"
+    return _f(
+        "warning",
+        "stale-suspect",
+        _show(parent),
+        f"{where} was not checked for stale directories: {why}; nothing is removed there",
+        "Make sure every spool is mounted and complete. If the mailboxes really are gone, "
+        "run nsprov check --clean-stale --force (or raise --max-remove-fraction).",
+    )
 
 
 def stale_finding(d: StaleDir) -> Finding:
@@ -2181,6 +2285,9 @@ class World:
     budget: Callable[[Config, MailUser], ReplyBudget] | None = None
     #: With --clean-stale: removes directories as a user (:func:`clean_stale_as`).
     clean: Callable[[MailUser, Sequence[str]], list[tuple[str, str | None]]] | None = None
+    #: --max-remove-fraction and --force (see :func:`find_stale`).
+    max_remove_fraction: float = 0.5
+    force: bool = False
     uid_name: Callable[[int], str] = str
     gid_name: Callable[[int], str] = str
 
@@ -2263,6 +2370,7 @@ def run_checks(world: World) -> Report:
             config, conf, config_path=world.config_path, executable=world.executable
         )
         findings += check_mail_driver(config, conf)
+        findings += check_identity(config, conf)
         findings += check_acl_plugin(config, conf, acl_plugin=world.acl_plugin)
     usable = attrs.evolve(config, spools=tuple(s.spool for s in scans if s.error is None))
     findings += list(world.user_findings)
@@ -2285,7 +2393,14 @@ def run_checks(world: World) -> Report:
     findings += check_virtual(config, world.users, world.uid_names)
     listings = {s.spool.path: (s.names if s.error is None else None) for s in scans}
     for user in shown:
-        stale, stale_findings = find_stale(config, user, fs=fs, listings=listings)
+        stale, stale_findings = find_stale(
+            config,
+            user,
+            fs=fs,
+            listings=listings,
+            max_remove_fraction=world.max_remove_fraction,
+            force=world.force,
+        )
         if world.clean is not None:
             removable = [d.path for d in stale if d.scheme == "current"]
             results = dict(world.clean(user, removable)) if removable else {}
@@ -2500,6 +2615,18 @@ def _positive(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    import argparse  # noqa: PLC0415
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction from 0 to 1, got {text!r}")
+    return value
+
+
 def check_parser() -> Any:
     """The argument parser of ``nsprov check``."""
     import argparse  # noqa: PLC0415
@@ -2532,6 +2659,18 @@ def check_parser() -> Any:
         "--clean-stale",
         action="store_true",
         help="remove stale per-user directories of the checked users, as each user",
+    )
+    parser.add_argument(
+        "--max-remove-fraction",
+        type=_fraction,
+        default=0.5,
+        metavar="F",
+        help="leave a per-user parent alone when more than this fraction of it is stale",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="remove stale directories even of an empty spool or beyond --max-remove-fraction",
     )
     return parser
 
@@ -2741,6 +2880,8 @@ def gather(args: Any) -> World:
         uid_names=uid_names,
         budget=budget,
         clean=clean_stale_as if args.clean_stale else None,
+        max_remove_fraction=args.max_remove_fraction,
+        force=args.force,
         uid_name=_uid_name,
         gid_name=_gid_name,
     )

@@ -355,6 +355,17 @@ def action_acl_groups(login: Login, config: Config) -> None:
             if (not a.include or any(fnmatchcase(n, p) for p in a.include))
             and not any(fnmatchcase(n, p) for p in a.exclude)
         ]
+    # 2.3 splits the value on "," with no escape; 2.4's list parser treats '"' and '\\'
+    # specially even inside quotes.  Such a name would be read as other groups' names, or break
+    # the whole value: left out, with one warning.
+    unsafe = "," if config.dialect == "2.3" else '"\\'
+    skipped = [n for n in names if any(c in n for c in unsafe)]
+    if skipped:
+        names = [n for n in names if n not in skipped]
+        login.warning(
+            f"acl_groups: left out group names Dovecot {config.dialect} cannot take: "
+            + ", ".join(map(repr, skipped))
+        )
     if names:
         login.append_field("acl_groups", acl_groups_value(names, config.dialect))
 

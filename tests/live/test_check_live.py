@@ -533,3 +533,31 @@ class TestStale:
         assert (rootdir / "f").exists()
         assert "keep me\n" == outside.read_text()
         assert all(d.is_dir() for d in (*current, nsp / OTHER))
+
+    def test_empty_spool(self, world: World, scratch: Path) -> None:
+        """An empty spool (an unmounted mount point) makes --clean-stale remove nothing."""
+        frank = world.frank
+        spool = scratch / "spool"
+        spool.mkdir(mode=0o755)
+        cfg = scratch / "nsprov.toml"
+        template = f"{scratch}/idx/{{user}}/s-{{id}}"
+        cfg.write_text(
+            f'[[spool]]\npath = "{spool}"\nindex = "{template}"\ncontrol = "{template}"\n'
+        )
+        conf = dovecot_conf(scratch / "dovecot.conf", postlogin=wiring(cfg))
+        nsp = scratch / "idx" / frank.name
+        nsp.parent.mkdir(mode=0o755)
+        dirs = [nsp / f"s-{entry_id(os.fsencode(str(spool)), raw)[0]}" for raw in (b"a", b"b")]
+        for d in (nsp, *dirs):
+            d.mkdir(mode=0o700)
+            os.chown(d, frank.uid, frank.gid)
+        args = (f"--config={cfg}", f"--dovecot-config={conf}", f"--user={frank.name}")
+
+        status, cleaned = run_cli(*args, "--clean-stale")
+
+        assert 0 == status
+        assert {("stale-suspect", "warning", str(nsp))} == triples(cleaned)
+        assert all(d.is_dir() for d in dirs)
+        status, forced = run_cli(*args, "--clean-stale", "--force")
+        assert {("stale-removed", "info", str(d)) for d in dirs} == triples(forced)
+        assert not any(d.exists() for d in dirs)
