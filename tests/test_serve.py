@@ -472,7 +472,12 @@ class TestResolver:
 
 @contextlib.contextmanager
 def running(
-    config: Config, base: Path, *, resolver: Resolver | None = None, **options: Any
+    config: Config,
+    base: Path,
+    *,
+    resolver: Resolver | None = None,
+    stamp: str | None = None,
+    **options: Any,
 ) -> Iterator[tuple[Server, io.StringIO]]:
     """A server in a thread with its own event loop; yields it and its log."""
     out = io.StringIO()
@@ -480,6 +485,7 @@ def running(
     server = Server(
         config,
         opts,
+        stamp=stamp,
         log=Log("debug", stream=out),
         resolver=resolver
         or Resolver(identify=Identities(), budget=opts.reply_budget, ttl=opts.cache_ttl),
@@ -1329,7 +1335,7 @@ class TestServerCorners:
         asyncio.run(three())
         server.executor.shutdown()
 
-        assert [("other", None, None), ("nosuch", None, None)] == list(server.cache)
+        assert [("userdb", "other", None), ("userdb", "nosuch", None)] == list(server.cache)
 
     def test_overloaded(self, spool: Path, base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """With too many users in flight, a new one fails at once instead of queueing."""

@@ -187,6 +187,7 @@ from ._dictproto import (
     LineBuffer,
     Lookup,
     NoReply,
+    PostloginKey,
     ProtocolError,
     RespParser,
     UserdbKey,
@@ -196,17 +197,19 @@ from ._dictproto import (
     dict_not_found,
     dict_ok,
     parse_dict_line,
+    parse_postlogin_key,
     parse_userdb_key,
     resp_bulk,
     resp_error,
     resp_nil,
     resp_simple,
 )
+from ._postlogin import STAMP_FIELD, config_stamp
 from ._scan import DEFAULT_FS, Fs
 from .exceptions import IdentityError, NsprovError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from ._config import Config, ServeConfig
     from ._env import Dialect
@@ -220,9 +223,8 @@ DEFAULT_SOCKET_MODE = 0o600
 #: Bytes of JSON per reply at most: the auth worker's 8192-byte line also carries the other userdb's fields.
 DEFAULT_REPLY_BUDGET = 7000
 #: Replies to ``nsprov post-login --serve`` are bounded by the kernel's environment limits
-#: (computed with :func:`nsprov._env.fit_environ` against a typical Dovecot environment)
-#: rather than by Dovecot's 8 KiB auth reply.
-POSTLOGIN_REPLY_BUDGET = 4 * 1024 * 1024
+#: (:func:`nsprov._engine.plan` against a typical Dovecot environment) rather than by
+#: Dovecot's 8 KiB auth reply.
 POSTLOGIN_BASE_ENV = {
     "USERDB_KEYS": "SYSTEM_GROUPS_USER UID GID HOME AUTH_MECH AUTH_TOKEN ",
 }
@@ -247,6 +249,8 @@ _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 _BARE = re.compile(r"[A-Za-z0-9_.:/@+,%-]+")
 
 Level = Literal["debug", "info", "warning", "error"]
+#: A lookup: Dovecot's userdb key, or the post-login fast path's.
+Key = UserdbKey | PostloginKey
 #: A reply to write, and what to do once it is written (the lookup's log line).
 _Out = tuple[bytes, "Callable[[], None] | None"]
 
@@ -428,21 +432,47 @@ def identify(config: Config, user: str, home: str | None) -> MailUser:
     import grp  # noqa: PLC0415
     import pwd  # noqa: PLC0415
 
-    from ._identity import mail_user_from_nss  # noqa: PLC0415
+    from ._identity import mail_user_from_nss, refuse_root  # noqa: PLC0415
 
     cfg = config.identity
     try:
-        return mail_user_from_nss(user, cfg, home=home or None)
+        found = mail_user_from_nss(user, cfg, home=home or None)
     except IdentityError:
         if not (cfg.mail_uid and cfg.mail_gid and home):
             raise
-    return mail_user_from_nss(
-        user,
-        cfg,
-        uid=_id_of(cfg.mail_uid, pwd.getpwnam, "pw_uid"),
-        gid=_id_of(cfg.mail_gid, grp.getgrnam, "gr_gid"),
-        home=home,
-    )
+        found = mail_user_from_nss(
+            user,
+            cfg,
+            uid=_id_of(cfg.mail_uid, pwd.getpwnam, "pw_uid"),
+            gid=_id_of(cfg.mail_gid, grp.getgrnam, "gr_gid"),
+            home=home,
+        )
+    refuse_root(user, found.uid)
+    return found
+
+
+def identify_login(config: Config, environ: Mapping[str, str]) -> MailUser:
+    """The mail user of a post-login key: the in-process path's own function, on the login's variables.
+
+    :func:`nsprov._identity.mail_user_from_environ` is what ``nsprov post-login``
+    computes the identity with (userdb ``UID``, ``GID``, ``SYSTEM_GROUPS_USER``,
+    ``MAIL_ACCESS_GROUPS``, ``HOME``); the key carries exactly the variables it reads.
+    """
+    from ._identity import mail_user_from_environ  # noqa: PLC0415
+
+    return mail_user_from_environ(environ, config.identity)
+
+
+def load_stamped(load: Callable[[str], Config], path: str) -> tuple[Config, str | None]:
+    """``load(path)`` and the :func:`nsprov._postlogin.config_stamp` of the file it read.
+
+    The stamp is taken before and after reading; when they differ the file
+    changed meanwhile and the stamp is None (no post-login key matches it).
+    """
+    before = config_stamp(path)
+    config = load(path)
+    after = config_stamp(path)
+    return config, before if before == after else None
 
 
 # --- what a scan looked at ----------------------------------------------------------
@@ -679,9 +709,17 @@ class Resolver:
         self.identify = identify
 
     def resolve(
-        self, config: Config, generation: int, key: UserdbKey, entry: Entry | None
+        self,
+        config: Config,
+        generation: int,
+        key: Key,
+        entry: Entry | None,
+        stamp: str | None = None,
     ) -> Outcome:
-        """Answer *key*: from *entry* when it is still valid, else by scanning."""
+        """Answer *key*: from *entry* when it is still valid, else by scanning.
+
+        *stamp* names *config*'s file (:func:`load_stamped`); post-login answers carry it.
+        """
         started = self.clock()
         if entry is not None and entry.generation == generation and entry.expires > started:
             changed = entry.deps.changed(self.fs)
@@ -692,12 +730,16 @@ class Resolver:
             )
         else:
             why = ()
-        outcome = self.compute(config, generation, key, started)
+        outcome = self.compute(config, generation, key, started, stamp)
         return attrs.evolve(outcome, seconds=self.clock() - started, logs=why + outcome.logs)
 
-    def compute(self, config: Config, generation: int, key: UserdbKey, now: float) -> Outcome:
+    def compute(
+        self, config: Config, generation: int, key: Key, now: float, stamp: str | None = None
+    ) -> Outcome:
         """Scan for *key*'s user and build the answer (never raises)."""
         try:
+            if isinstance(key, PostloginKey):
+                return self._compute_postlogin(config, generation, key, now, stamp)
             return self._compute(config, generation, key, now)
         except NsprovError as e:
             error = str(e)
@@ -709,60 +751,92 @@ class Resolver:
             logs=(("error", "lookup-failed", {"user": key.user, "error": error}),),
         )
 
-    def _compute(self, config: Config, generation: int, key: UserdbKey, now: float) -> Outcome:
-        from ._engine import plan  # noqa: PLC0415
-        from ._env import fit_environ  # noqa: PLC0415
-        from ._scan import limit  # noqa: PLC0415
+    def _not_found(self, error: str, now: float, generation: int) -> Outcome:
+        """A user nsprov does not serve (one debug line: the lookup line carries *error*)."""
+        answer = Answer("not-found", error=error)
+        return Outcome(answer, "miss", entry=self._entry(answer, Deps(), now, generation))
 
-        try:
-            user = self.identify(config, key.user, key.home)
-        except IdentityError as e:
-            answer = Answer("not-found", error=str(e))
-            entry = self._entry(answer, Deps(), now, generation)
-            return Outcome(
-                answer,
-                "miss",
-                entry=entry,
-                logs=(("info", "unknown-user", {"user": key.user, "error": str(e)}),),
-            )
-        if key.protocol is not None:
-            actions = config.actions.for_protocol(None if key.protocol == "-" else key.protocol)
-            if actions != ("namespaces",):
-                # Other actions need the post-login worker: the client computes in-process.
-                answer = Answer("not-found", error="other actions configured")
-                return Outcome(answer, "miss", entry=self._entry(answer, Deps(), now, generation))
+    def _recorder(self, config: Config, debug: bool) -> Recorder:
         recorder = Recorder(self.fs)
-        debug = user.user in config.debug_users
         if config.scan_cache is not None and not debug:
             from ._scancache import cache_files  # noqa: PLC0415
 
             # Before the scan reads it: a refresh racing this lookup invalidates the answer.
             for spool in config.spools:
                 recorder.note_file(cache_files(config.scan_cache.dir, spool.path_bytes)[0])
-        p = plan(config, user, {}, fs=recorder.fs(), keep_skipped=debug)
-        namespaces = p.discovery.namespaces
-        budget = self.budget
-        env_logs: list[tuple[Level, str, dict[str, object]]] = []
-        if key.protocol is not None:
-            # The environment, not Dovecot's 8 KiB auth reply, limits post-login.
-            _, fit = fit_environ(
-                namespaces, environ=POSTLOGIN_BASE_ENV, dialect=config.output_dialect
-            )
-            if fit < len(namespaces):
-                env_logs.append(
-                    (
-                        "warning",
-                        "over-env-limit",
-                        {"user": user.user, "served": fit, "found": len(namespaces)},
-                    )
-                )
-            namespaces = namespaces[:fit]
-            budget = POSTLOGIN_REPLY_BUDGET
-        reply = fit_reply(namespaces, config.output_dialect, budget)
+        return recorder
+
+    def _compute_postlogin(
+        self, config: Config, generation: int, key: PostloginKey, now: float, stamp: str | None
+    ) -> Outcome:
+        """What the in-process path would export for this login, or not found when it would do more.
+
+        The identity is the in-process path's (:func:`identify_login`); the variables are
+        :func:`nsprov._engine.plan`'s, as the namespaces action exports them.  Any other
+        action for the protocol, or a Dovecot version other than the configured one (the
+        worker then exports nothing and says why), leaves the login to compute in-process.
+        """
+        from ._engine import plan  # noqa: PLC0415
+
+        if stamp is None or stamp != key.stamp:
+            return Outcome(Answer("not-found", error="another configuration"), "miss")
+        if config.actions.for_protocol(key.protocol) != ("namespaces",):
+            return self._not_found("other actions configured", now, generation)
+        if key.dovecot is not None and key.dovecot != config.dialect:
+            return self._not_found(f"Dovecot {key.dovecot} is installed", now, generation)
+        try:
+            user = identify_login(config, key.environ)
+        except IdentityError as e:
+            return self._not_found(str(e), now, generation)
+        debug = user.user in config.debug_users
+        recorder = self._recorder(config, debug)
+        p = plan(config, user, POSTLOGIN_BASE_ENV, fs=recorder.fs(), keep_skipped=debug)
+        fields = {k: v for k, v in p.environ.items() if k != "USERDB_KEYS"}
+        fields[STAMP_FIELD] = stamp
         logs: list[tuple[Level, str, dict[str, object]]] = [
             ("warning", "scan-warning", {"user": user.user, "warning": w}) for w in p.warnings
         ]
-        logs += env_logs
+        if debug:
+            from ._engine import explain_lines  # noqa: PLC0415
+
+            logs += [
+                ("info", "explain", {"user": user.user, "line": line}) for line in explain_lines(p)
+            ]
+        served = len(p.discovery.namespaces)
+        answer = Answer("found", value=_json(fields), fits=served, total=served)
+        return Outcome(
+            answer,
+            "miss",
+            entry=self._entry(answer, recorder.deps(), now, generation),
+            make_dirs=self._missing_dirs(config, user, p.dirs),
+            logs=tuple(logs),
+        )
+
+    @staticmethod
+    def _missing_dirs(
+        config: Config, user: MailUser, dirs: Sequence[str]
+    ) -> tuple[tuple[int, int, tuple[int, ...]], tuple[str, ...]] | None:
+        missing = tuple(d for d in dirs if not os.path.isdir(d)) if config.create_dirs else ()
+        if not missing:
+            return None
+        ident = user.identity
+        return (ident.uid, ident.gid, tuple(sorted(ident.groups))), missing
+
+    def _compute(self, config: Config, generation: int, key: UserdbKey, now: float) -> Outcome:
+        from ._engine import plan  # noqa: PLC0415
+        from ._scan import limit  # noqa: PLC0415
+
+        try:
+            user = self.identify(config, key.user, key.home)
+        except IdentityError as e:
+            return self._not_found(str(e), now, generation)
+        debug = user.user in config.debug_users
+        recorder = self._recorder(config, debug)
+        p = plan(config, user, {}, fs=recorder.fs(), keep_skipped=debug)
+        reply = fit_reply(p.discovery.namespaces, config.output_dialect, self.budget)
+        logs: list[tuple[Level, str, dict[str, object]]] = [
+            ("warning", "scan-warning", {"user": user.user, "warning": w}) for w in p.warnings
+        ]
         if debug:
             from ._engine import explain_lines  # noqa: PLC0415
 
@@ -785,12 +859,9 @@ class Resolver:
                 )
             )
         make_dirs = None
-        if config.create_dirs and reply.fits:
+        if reply.fits:
             kept = attrs.evolve(p, discovery=limit(p.discovery, reply.fits, "the reply budget"))
-            missing = tuple(d for d in kept.dirs if not os.path.isdir(d))
-            if missing:
-                ident = user.identity
-                make_dirs = ((ident.uid, ident.gid, tuple(sorted(ident.groups))), missing)
+            make_dirs = self._missing_dirs(config, user, kept.dirs)
         answer = Answer("found", value=reply.value, fits=reply.fits, total=reply.total)
         return Outcome(
             answer,
@@ -1069,6 +1140,7 @@ class Server:
         resolver: Resolver | None = None,
         clock: Callable[[], float] = time.monotonic,
         load: Callable[[str], Config] | None = None,
+        stamp: str | None = None,
     ) -> None:
         self.config = config
         self.options = options
@@ -1079,8 +1151,13 @@ class Server:
         )
         self.load = load
         self.generation = 0
-        self.cache: dict[tuple[str, str | None, str | None], Entry] = {}
-        self.inflight: dict[tuple[str, str | None, str | None], asyncio.Future[Answer]] = {}
+        self.cache: dict[tuple[object, ...], Entry] = {}
+        self.inflight: dict[tuple[object, ...], asyncio.Future[Answer]] = {}
+        #: The :func:`nsprov._postlogin.config_stamp` of the file ``config`` was read from.
+        self.config_stamp = stamp
+        self._failed_stamp: str | None = None
+        self._recheck: asyncio.Future[None] | None = None
+        self._stat_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nsprov-reload-stat")
         self.connections: dict[int, asyncio.Task[None]] = {}
         self.busy: set[int] = set()
         self.peers: set[int] = set()
@@ -1170,6 +1247,7 @@ class Server:
                 await self._refresher
         await self.dirs.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self._stat_pool.shutdown(wait=False, cancel_futures=True)
         self.log("info", "stop", **self.stats)
 
     def _unlink_socket(self) -> None:
@@ -1221,8 +1299,8 @@ class Server:
         # neither a scan thread nor the default executor, which exit would wait for.
         reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nsprov-reload")
         try:
-            config = await asyncio.wait_for(
-                loop.run_in_executor(reader, self.load, path), RELOAD_TIMEOUT
+            config, stamp = await asyncio.wait_for(
+                loop.run_in_executor(reader, load_stamped, self.load, path), RELOAD_TIMEOUT
             )
         except TimeoutError:
             self.log(
@@ -1235,6 +1313,7 @@ class Server:
         finally:
             reader.shutdown(wait=False)
         self.config = config
+        self.config_stamp = stamp
         self.generation += 1
         self.cache.clear()
         self.log("info", "reload", config=path, spools=len(config.spools), dialect=config.dialect)
@@ -1242,10 +1321,12 @@ class Server:
 
     # -- lookups
 
-    async def lookup(self, key: UserdbKey) -> Answer:
+    async def lookup(self, key: Key) -> Answer:
         """Answer one lookup within the deadline; concurrent lookups of one key share the work."""
         self.stats["lookups"] += 1
-        k = (key.user, key.home, key.protocol)
+        if isinstance(key, PostloginKey) and (problem := await self._same_config(key)):
+            return Answer("not-found", error=problem)
+        k = key.cache_key
         fut = self.inflight.get(k)
         if fut is None:
             if len(self.inflight) >= MAX_INFLIGHT:
@@ -1263,18 +1344,52 @@ class Server:
             self.log("warning", "deadline", user=key.user, deadline=self.options.deadline)
             return Answer.fail(f"nsprov: no answer within {self.options.deadline}s")
 
-    def _done(self, k: tuple[str, str | None, str | None], fut: asyncio.Future[Answer]) -> None:
+    async def _same_config(self, key: PostloginKey) -> str | None:
+        """Why the server cannot answer from the configuration *key* names; None when it can.
+
+        A login whose file changed since the server read it (a newer stamp) makes
+        the server re-read it first, once for all the lookups that notice.
+        """
+        if key.config != self.options.config_path:
+            return f"the login reads {key.config}, the server {self.options.config_path}"
+        if key.stamp != self.config_stamp:
+            if self._recheck is None or self._recheck.done():
+                self._recheck = asyncio.ensure_future(self._reload_if_changed())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._recheck), self.options.deadline)
+        if key.stamp != self.config_stamp:
+            return "the configuration file is not the one the server read"
+        return None
+
+    async def _reload_if_changed(self) -> None:
+        """Reload when the file's stamp is neither the loaded one nor one that failed to load."""
+        loop = asyncio.get_running_loop()
+        path = self.options.config_path
+        on_disk = await loop.run_in_executor(self._stat_pool, config_stamp, path)
+        if on_disk is None or on_disk in (self.config_stamp, self._failed_stamp):
+            return
+        if not await self.reload():
+            self._failed_stamp = on_disk
+
+    def _done(self, k: tuple[object, ...], fut: asyncio.Future[Answer]) -> None:
         if self.inflight.get(k) is fut:
             del self.inflight[k]
 
-    async def _resolve(self, key: UserdbKey) -> Answer:
-        k = (key.user, key.home, key.protocol)
+    async def _resolve(self, key: Key) -> Answer:
+        k = key.cache_key
         generation = self.generation
         config = self.config
+        stamp = self.config_stamp
         loop = asyncio.get_running_loop()
         try:
             outcome = await loop.run_in_executor(
-                self.executor, self.resolver.resolve, config, generation, key, self.cache.get(k)
+                self.executor,
+                self.resolver.resolve,
+                config,
+                generation,
+                key,
+                self.cache.get(k),
+                stamp,
             )
         except RuntimeError as e:  # the executor was shut down
             return Answer.fail(f"nsprov: shutting down ({e})")
@@ -1298,21 +1413,26 @@ class Server:
                 self.log("warning", "index-dirs", user=key.user, error=problem)
         return attrs.evolve(answer, how=outcome.how)
 
-    def _log_lookup(self, key: UserdbKey, answer: Answer, received: float) -> None:
-        """The lookup line, once the reply is written: ``ms`` is the whole time since the request was read."""
+    def _log_lookup(self, key: Key, answer: Answer, received: float) -> None:
+        """The lookup line, once the reply is written: ``ms`` is the whole time since the request was read.
+
+        A computed answer is logged at info; a cache hit, and a user nsprov does not
+        serve (unknown, uid 0, declined: the line says why), at debug.
+        """
         self.log(
-            "info" if answer.how == "miss" else "debug",
+            "info" if answer.how == "miss" and answer.kind != "not-found" else "debug",
             "lookup",
             user=key.user,
             home=key.home,
             result=answer.kind,
+            error=answer.error if answer.kind == "not-found" else None,
             cache=answer.how or None,
             namespaces=answer.fits,
             size=len(answer.value) if answer.kind == "found" else None,
             ms=f"{(self.clock() - received) * 1000:.2f}",
         )
 
-    def _store(self, k: tuple[str, str | None, str | None], entry: Entry) -> None:
+    def _store(self, k: tuple[object, ...], entry: Entry) -> None:
         self.cache.pop(k, None)
         while len(self.cache) >= self.options.cache_size > 0:
             del self.cache[next(iter(self.cache))]
@@ -1510,12 +1630,12 @@ def _warm_imports() -> None:
     from . import _engine, _env, _identity, _scan  # noqa: F401, PLC0415
 
 
-def _userdb_key(raw: bytes) -> UserdbKey | None:
+def _userdb_key(raw: bytes) -> Key | None:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    return parse_userdb_key(text)
+    return parse_postlogin_key(text) or parse_userdb_key(text)
 
 
 def _user_name(uid: int) -> str | None:
@@ -1732,11 +1852,11 @@ async def run(
 
     log = log or Log(options.log_level)
     try:
-        config = load_config(options.config_path)
+        config, stamp = load_stamped(load_config, options.config_path)
     except NsprovError as e:
         log("error", "config-error", config=options.config_path, error=str(e))
         return 1
-    server = Server(config, options, log=log, load=load_config)
+    server = Server(config, options, log=log, load=load_config, stamp=stamp)
     try:
         await server.start()
     except (NsprovError, OSError) as e:

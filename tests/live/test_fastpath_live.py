@@ -11,14 +11,23 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from nsprov import _fast as nsprov_fast
 
-from .harness import Dovecot, SystemAccounts, live_available, make_maildir, namespaces, select_count
-from .test_serve_live import NSPROV, Serve
+from .harness import (
+    Dovecot,
+    SystemAccounts,
+    User,
+    live_available,
+    make_maildir,
+    namespaces,
+    select_count,
+)
+from .test_actions import logged_in, refused, session
+from .test_serve_live import HARNESS_USERDB, NSPROV, Serve
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -129,4 +138,123 @@ def test_other_actions_use_the_worker(base: Path) -> None:
     assert [b"[ALERT] Maintenance tonight."] == alerts
     assert ["Shared/sales/"] == shared
     assert worker_ran(config)
+    forget(config)
+
+
+# --- the fast path never skips a decision the in-process path makes (issue 16, 3 and 4) ------
+
+
+def _replace(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+@pytest.mark.parametrize("how", ["replaced", "appended", "other-file"])
+def test_deny_added_while_serving(base: Path, how: str) -> None:
+    """A [deny] rule added to the file while the server runs denies the next login.
+
+    *replaced*: a new file renamed over the old one; *appended*: the same inode, edited in
+    place; *other-file*: the server runs with another configuration than the login names.
+    """
+    spool = base / "spool"
+    spool.mkdir(mode=0o755)
+    make_maildir(spool / "sales", messages=2, owner=0, group=0, mode=0o755)
+    config = base / "nsprov.toml"
+    plain = f'[[spool]]\npath = "{spool}"\nprefix = "Shared/{{name}}/"\n'
+    config.write_text(plain)
+    served_config = config
+    if how == "other-file":
+        served_config = base / "serve.toml"
+        served_config.write_text(plain)
+    serve = Serve(base, served_config)
+    line = f"{NSPROV} post-login --config={config} --protocol=imap --serve={serve.socket} --serve-timeout=3"
+    forget(config)
+    with SystemAccounts(base) as accounts:
+        user = accounts.user("reader")
+        deny = f'[deny]\nusers = ["{user.name}"]\nmessage = "Locked."\n'
+        with Dovecot(base / "dovecot", [user], postlogin={"imap": line}) as dovecot:
+            serve.start()
+            try:
+                first = session("imap", dovecot.imap_port, user)
+                from_server = not worker_ran(config)
+                if how == "appended":
+                    with config.open("a") as f:
+                        f.write(deny)
+                else:
+                    _replace(config, plain + deny)
+                second = session("imap", dovecot.imap_port, user)
+            finally:
+                serve.stop()
+
+    assert logged_in(first)
+    assert from_server == (how != "other-file")
+    assert refused("imap", "Locked.") == second
+    forget(config)
+
+
+def _passwd_file_userdb(path: Path) -> str:
+    return f"userdb {{\n  driver = passwd-file\n  args = {path}\n}}\n"
+
+
+class PasswdFileDovecot(Dovecot):
+    """The harness's Dovecot with a passwd-file userdb instead of ``userdb passwd``."""
+
+    def __init__(self, workdir: Path, users: list[User], *, userdb: Path, **kw: Any) -> None:
+        super().__init__(workdir, users, **kw)
+        self.userdb = userdb
+
+    def config_text(self) -> str:
+        """The harness config with the passwd-file userdb."""
+        text = super().config_text()
+        assert text.count(HARNESS_USERDB) == 1
+        return text.replace(HARNESS_USERDB, _passwd_file_userdb(self.userdb))
+
+
+def test_passwd_file_identity(base: Path) -> None:
+    """A passwd-file userdb whose gid and groups differ from NSS: the server uses the userdb's.
+
+    NSS puts the user in group *team*; the passwd-file userdb gives the mail process the gid of
+    group *pf* and no system_groups_user, so it has no supplementary groups (restrict-access).
+    Served or computed in-process, the user gets exactly the mailboxes that identity may open:
+    *sales* (world-readable) and *pfbox* (group pf), never *team*.
+    """
+    spool = base / "spool"
+    spool.mkdir(mode=0o755)
+    config = base / "nsprov.toml"
+    config.write_text(f'[[spool]]\npath = "{spool}"\nprefix = "Shared/{{name}}/"\n')
+    serve = Serve(base, config)
+    line = f"{NSPROV} post-login --config={config} --protocol=imap --serve={serve.socket} --serve-timeout=3"
+    with SystemAccounts(base) as accounts:
+        team = accounts.group("team")
+        pf = accounts.group("pf")
+        user = accounts.user("reader", groups=[team])
+        make_maildir(spool / "sales", messages=2, owner=0, group=0, mode=0o755)
+        make_maildir(spool / "team", messages=3, owner=0, group=team.gid, mode=0o750)
+        make_maildir(spool / "pfbox", messages=4, owner=0, group=pf.gid, mode=0o750)
+        userdb = base / "userdb"
+        userdb.write_text(f"{user.name}::{user.uid}:{pf.gid}::{user.home}::\n")
+        userdb.chmod(0o644)
+        results = {}
+        with PasswdFileDovecot(
+            base / "dovecot", [user], postlogin={"imap": line}, userdb=userdb
+        ) as dovecot:
+            for route in ("served", "in-process"):
+                forget(config)
+                if route == "served":
+                    serve.start()
+                try:
+                    with dovecot.imap(user) as imap:
+                        boxes = sorted(p.removesuffix("/") for p, _ in namespaces(imap)["shared"])
+                        results[route] = (
+                            {b.removeprefix("Shared/"): select_count(imap, b) for b in boxes},
+                            not worker_ran(config),
+                        )
+                finally:
+                    serve.stop()
+            errors = [e for e in dovecot.errors() if "nsprov" in e or "SERVERBUG" in e]
+
+    assert ({"pfbox": 4, "sales": 2}, True) == results["served"]
+    assert ({"pfbox": 4, "sales": 2}, False) == results["in-process"]
+    assert [] == errors
     forget(config)
