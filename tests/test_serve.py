@@ -1525,3 +1525,47 @@ class TestFreshStart:
             ms = float(re.findall(r"event=lookup .*ms=([0-9.]+)", log.getvalue())[0])
 
         assert ms >= 300
+
+
+class TestRefusals:
+    """Lookups serve refuses exactly as post-login does, and what they log (issue 16, finding 14)."""
+
+    @staticmethod
+    def get(key: bytes) -> bytes:
+        return b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)
+
+    def test_uid_0_refused_like_postlogin(self, spool: Path) -> None:
+        """root (uid 0 from NSS) is not served: post-login refuses uid 0 with the same words."""
+        from nsprov._identity import mail_user_from_environ
+
+        out = Resolver().resolve(make_config(spool), 0, UserdbKey("root", "/root"), None)
+        with pytest.raises(IdentityError) as postlogin:
+            mail_user_from_environ(
+                {"USER": "root", "UID": "0", "GID": "0"}, make_config(spool).identity
+            )
+
+        assert ("not-found", str(postlogin.value)) == (out.answer.kind, out.answer.error)
+
+    def test_virtual_uid_0_refused(self, spool: Path) -> None:
+        """[identity] mail_uid = 0 for users without a passwd entry: refused too."""
+        config = config_from_mapping(
+            {"spool": [{"path": str(spool)}], "identity": {"mail_uid": "0", "mail_gid": "0"}}
+        )
+
+        out = Resolver().resolve(config, 0, UserdbKey("virtual-nsprov-x", "/h"), None)
+
+        assert "not-found" == out.answer.kind
+        assert "uid 0" in out.answer.error
+
+    def test_unknown_user_one_debug_line(self, spool: Path, base: Path) -> None:
+        """An unknown user's lookup writes one line, at debug level, saying why."""
+        with running(make_config(spool), base) as (server, log), connect(server) as c:
+            c.sendall(self.get(b"userdb/nosuch-nsprov"))
+            assert c.recv(65536) == b"$-1\r\n"
+            wait_for(lambda: "event=lookup" in log.getvalue())
+
+        lines = [line for line in log.getvalue().splitlines() if "nosuch-nsprov" in line]
+        assert 1 == len(lines), lines
+        assert "level=debug event=lookup user=nosuch-nsprov" in lines[0]
+        assert "result=not-found" in lines[0]
+        assert "error=" in lines[0]
