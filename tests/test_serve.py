@@ -737,22 +737,106 @@ class TestConnections:
 
         assert "unknown protocol" in log.getvalue()
 
-    def test_connection_cap(self, spool: Path, base: Path) -> None:
-        """Beyond --max-connections a new connection is closed at once; the others keep working."""
+    def test_connection_cap_evicts_the_longest_idle(self, spool: Path, base: Path) -> None:
+        """Beyond --max-connections the connection idle the longest is closed for the new one."""
         with running(make_config(spool), base, max_connections=2) as (server, log):
-            first, second = connect(server), connect(server)
+            first = connect(server)
             first.sendall(HELLO)
-            second.sendall(HELLO)
-            time.sleep(0.1)
+            time.sleep(0.05)
+            second = connect(server)
+            second.sendall(HELLO + b"Lshared/userdb/other\tother\n")
+            read_lines(second, 1)
             third = connect(server)
-            refused = at_eof(third)
-            first.sendall(b"Lshared/userdb/other\tother\n")
-            (reply,) = read_lines(first, 1)
+            third.sendall(HELLO + b"Lshared/userdb/other\tother\n")
+            (reply,) = read_lines(third, 1)
+            evicted = at_eof(first)
+            second.sendall(b"Lshared/userdb/other\tother\n")
+            (again,) = read_lines(second, 1)
             for s in (first, second, third):
                 s.close()
 
-        assert (True, 2) == (refused, len(reply_prefixes(reply)))
+        assert (True, 2, 2) == (evicted, len(reply_prefixes(reply)), len(reply_prefixes(again)))
+        assert "event=evicted" in log.getvalue()
+
+    def test_connection_cap_all_busy(self, spool: Path, base: Path) -> None:
+        """When every connection is waiting for an answer, a new one is closed at once."""
+        gate = threading.Event()
+        ids = Identities()
+
+        def slow(config: Config, user: str, home: str | None) -> MailUser:
+            gate.wait(5)
+            return ids(config, user, home)
+
+        resolver = Resolver(identify=slow)
+        with running(make_config(spool), base, resolver=resolver, max_connections=2) as (
+            server,
+            log,
+        ):
+            busy = [connect(server) for _ in range(2)]
+            for s in busy:
+                s.sendall(HELLO + b"Lshared/userdb/other\tother\n")
+            time.sleep(0.2)
+            third = connect(server)
+            refused = at_eof(third)
+            gate.set()
+            replies = [read_lines(s, 1)[0] for s in busy]
+            for s in (*busy, third):
+                s.close()
+
+        assert (True, [2, 2]) == (refused, [len(reply_prefixes(r)) for r in replies])
         assert "too-many-connections" in log.getvalue()
+
+    @pytest.mark.parametrize("partial", [b"", b"*2\r\n$3\r\nGET\r\n"])
+    def test_idle_timeout(self, spool: Path, base: Path, partial: bytes) -> None:
+        """A connection without a complete request for idle_timeout is closed (a trickle does not count)."""
+        with running(make_config(spool), base, idle_timeout=0.3) as (server, log):
+            c = connect(server)
+            started = time.monotonic()
+            for byte in partial:  # slowloris: one byte at a time, never a whole request
+                c.sendall(bytes([byte]))
+                time.sleep(0.02)
+            closed = at_eof(c)
+            elapsed = time.monotonic() - started
+            c.close()
+
+        assert closed
+        assert 0.25 < elapsed < 3
+        assert "event=idle-timeout" in log.getvalue()
+
+    def test_idle_timeout_counts_from_the_last_request(self, spool: Path, base: Path) -> None:
+        """A connection that keeps asking stays open past the timeout."""
+        with (
+            running(make_config(spool), base, idle_timeout=0.4) as (server, _),
+            connect(server) as c,
+        ):
+            c.sendall(HELLO)
+            replies = []
+            for _ in range(4):
+                time.sleep(0.2)
+                c.sendall(b"Lshared/userdb/other\tother\n")
+                replies += read_lines(c, 1)
+
+        assert [2] * 4 == [len(reply_prefixes(r)) for r in replies]
+
+    def test_slowloris(self, spool: Path, base: Path) -> None:
+        """256 idle connections (the default max_connections) lock nobody out: every lookup is answered."""
+        with running(make_config(spool), base) as (server, _):
+            assert 256 == server.options.max_connections
+            idle = [connect(server) for _ in range(256)]
+            for i, s in enumerate(idle):
+                if i % 2:
+                    s.sendall(b"*2\r\n$3\r\n")  # half of them with a request begun
+            time.sleep(0.2)
+            answered = 0
+            for _ in range(20):
+                with connect(server) as c:
+                    c.sendall(TestRedis.get(b"userdb/other"))
+                    head = c.recv(65536)
+                    answered += head.startswith(b"$") and not head.startswith(b"$-1")
+            for s in idle:
+                s.close()
+
+        assert 20 == answered
 
     def test_peer_logged_once(self, spool: Path, base: Path) -> None:
         """Each new peer uid is logged once, with its user name."""
@@ -1118,6 +1202,7 @@ def test_options_roundtrip() -> None:
             "--cache-size=5",
             "--reply-budget=4000",
             "--max-connections=3",
+            "--idle-timeout=2.5",
             "--max-line=99",
             "--workers=2",
             "--log-level=debug",
@@ -1134,10 +1219,25 @@ def test_options_roundtrip() -> None:
         cache_size=5,
         reply_budget=4000,
         max_connections=3,
+        idle_timeout=2.5,
         max_line=99,
         workers=2,
         log_level="debug",
     ) == attrs.evolve(options_from_args(args))
+
+
+def test_idle_timeout_from_config() -> None:
+    """[serve] idle_timeout is the default of --idle-timeout; it must be > 0."""
+    from nsprov._serve import options_from_args
+    from nsprov.exceptions import ConfigError
+
+    config = config_from_mapping({"spool": [{"path": "/s"}], "serve": {"idle_timeout": 1.5}})
+    args = serve_parser().parse_args([])
+
+    assert 1.5 == options_from_args(args, config.serve).idle_timeout
+    assert 5.0 == options_from_args(args).idle_timeout
+    with pytest.raises(ConfigError, match="idle_timeout"):
+        config_from_mapping({"spool": [{"path": "/s"}], "serve": {"idle_timeout": 0}})
 
 
 class TestIdentify:

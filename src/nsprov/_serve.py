@@ -14,7 +14,7 @@ Usage::
 
     nsprov serve [--config=PATH] [--socket=PATH] [--socket-mode=0600] [--socket-group=GROUP]
                  [--deadline=SECONDS] [--cache-ttl=SECONDS] [--reply-budget=BYTES]
-                 [--max-connections=N] [--max-line=BYTES] [--workers=N]
+                 [--max-connections=N] [--idle-timeout=SECONDS] [--max-line=BYTES] [--workers=N]
                  [--log-level=debug|info|warning|error]
     nsprov serve --print-dovecot-config [--dialect=2.3|2.4] [--client=redis|proxy]
                  [--dict-file=PATH] [--socket=PATH] [--deadline=SECONDS]
@@ -127,9 +127,12 @@ userdb talking to this server would be the way to the same result.
 Server behaviour
 ----------------
 
-* asyncio, one UNIX socket, many concurrent connections (``--max-connections``,
-  beyond which a connection is closed at once), pipelined requests answered
-  in order, at most ``--max-line`` bytes per request line.
+* asyncio, one UNIX socket, many concurrent connections (``--max-connections``;
+  at the limit the connection idle the longest is closed for the new one, and a
+  new one is refused only while all are waiting for answers), pipelined
+  requests answered in order, at most ``--max-line`` bytes per request line.
+  A connection with no complete request for ``--idle-timeout`` (default 5 s)
+  is closed: idle clients, slow or hostile, cannot lock lookups out.
 * Lookups run in a thread pool (``--workers``) with a per-request deadline;
   concurrent lookups for one user share one computation, and beyond 1024
   users in flight (scans piling up on a hung filesystem) a lookup fails at
@@ -234,6 +237,10 @@ DEFAULT_CACHE_TTL = 5.0
 DEFAULT_CACHE_SIZE = 10_000
 DEFAULT_DEADLINE = 1.5
 DEFAULT_MAX_CONNECTIONS = 256
+#: Seconds a connection may go without a complete request before it is closed.
+DEFAULT_IDLE_TIMEOUT = 5.0
+#: Connections the kernel queues before the server accepts them (bind_socket listens with as many).
+LISTEN_BACKLOG = 512
 DEFAULT_MAX_PIPELINE = 64
 DEFAULT_WORKERS = 4
 #: How long the directory helper gives one user's directories.
@@ -1055,6 +1062,7 @@ class ServeOptions:
     cache_size: int = DEFAULT_CACHE_SIZE
     reply_budget: int = DEFAULT_REPLY_BUDGET
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_line: int = DEFAULT_MAX_LINE
     max_pipeline: int = DEFAULT_MAX_PIPELINE
     workers: int = DEFAULT_WORKERS
@@ -1160,6 +1168,8 @@ class Server:
         self._stat_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nsprov-reload-stat")
         self.connections: dict[int, asyncio.Task[None]] = {}
         self.busy: set[int] = set()
+        #: When each connection last completed a request (or connected); busy ones are not idle.
+        self.idle_since: dict[int, float] = {}
         self.peers: set[int] = set()
         self.stats = {"lookups": 0, "hits": 0, "misses": 0, "failures": 0, "deadlines": 0}
         self.executor = ThreadPoolExecutor(
@@ -1189,7 +1199,11 @@ class Server:
         self._sock = bind_socket(o.socket_path, mode=o.socket_mode, group=o.socket_group)
         s = os.stat(o.socket_path)
         self._sock_ino = (s.st_dev, s.st_ino)
-        self._server = await asyncio.start_unix_server(self._connection, sock=self._sock)
+        # asyncio would listen() again with a backlog of 100: a burst beyond it gets
+        # EAGAIN on connect (Dovecot's clients are non-blocking); keep bind_socket's.
+        self._server = await asyncio.start_unix_server(
+            self._connection, sock=self._sock, backlog=LISTEN_BACKLOG
+        )
         self._refresher = asyncio.create_task(self._refresh_scan_cache())
         self.log(
             "info",
@@ -1447,7 +1461,7 @@ class Server:
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - asyncio runs callbacks in tasks
             return
-        if len(self.connections) >= self.options.max_connections:
+        if len(self.connections) >= self.options.max_connections and not self._evict():
             now = self.clock()
             if now - self._refused_at > 1:
                 self._refused_at = now
@@ -1455,6 +1469,7 @@ class Server:
             writer.close()
             return
         self.connections[cid] = task
+        self.idle_since[cid] = self.clock()
         sock = writer.get_extra_info("socket")
         cred = peer_credentials(sock) if sock is not None else None
         if cred is not None:
@@ -1464,7 +1479,7 @@ class Server:
                 self.log("info", "peer", uid=uid, gid=gid, pid=pid, user=_user_name(uid))
             self.log("debug", "connect", conn=cid, pid=pid, uid=uid)
         try:
-            first = await reader.read(_READ_SIZE)
+            first = await self._read(cid, reader)
             protocol = detect(first) if first else None
             if first and protocol is None:
                 self.log(
@@ -1485,10 +1500,42 @@ class Server:
             pass
         finally:
             self.connections.pop(cid, None)
+            self.idle_since.pop(cid, None)
             self.busy.discard(cid)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    def _evict(self) -> bool:
+        """Close the connection idle the longest, to make room for a new one; False if all are busy.
+
+        Idle clients (a slowloris, or auth workers that keep their connection)
+        never lock out a new one: only connections waiting for an answer count.
+        """
+        idle = [(since, cid) for cid, since in self.idle_since.items() if cid not in self.busy]
+        if not idle:
+            return False
+        since, cid = min(idle)
+        task = self.connections.pop(cid, None)
+        self.idle_since.pop(cid, None)
+        if task is not None:
+            task.cancel()
+        self.log("debug", "evicted", conn=cid, idle=f"{self.clock() - since:.1f}")
+        return True
+
+    async def _read(self, cid: int, reader: asyncio.StreamReader) -> bytes:
+        """The next bytes, or b"" (EOF) once the connection has had no complete request for idle_timeout.
+
+        The clock runs from the last completed request, not the last byte, so a
+        request trickled in a byte at a time does not keep a connection open.
+        """
+        since = self.idle_since.get(cid, self.clock())
+        remaining = since + self.options.idle_timeout - self.clock()
+        try:
+            return await asyncio.wait_for(reader.read(_READ_SIZE), max(remaining, 0.0))
+        except TimeoutError:
+            self.log("debug", "idle-timeout", conn=cid, timeout=self.options.idle_timeout)
+            return b""
 
     async def _batches(
         self,
@@ -1526,10 +1573,12 @@ class Server:
                     after()
             if error is not None:
                 raise error
+            if replies:
+                self.idle_since[cid] = self.clock()
             self.busy.discard(cid)
             if self._stopping is not None and self._stopping.is_set():
                 return
-            data = await reader.read(_READ_SIZE)
+            data = await self._read(cid, reader)
 
     async def _dict_session(
         self, cid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes
@@ -1792,6 +1841,11 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--reply-budget", type=_positive(int), help="bytes of JSON per reply")
     p.add_argument("--max-connections", type=_positive(int))
     p.add_argument(
+        "--idle-timeout",
+        type=_positive(float),
+        help=f"seconds without a request before a connection is closed ({DEFAULT_IDLE_TIMEOUT:g})",
+    )
+    p.add_argument(
         "--max-line", type=_positive(int), default=DEFAULT_MAX_LINE, help="bytes per request line"
     )
     p.add_argument("--workers", type=_positive(int), default=DEFAULT_WORKERS, help="scan threads")
@@ -1838,6 +1892,7 @@ def options_from_args(
         cache_size=args.cache_size,
         reply_budget=budget,
         max_connections=pick(args.max_connections, d.max_connections, DEFAULT_MAX_CONNECTIONS),
+        idle_timeout=pick(args.idle_timeout, d.idle_timeout, DEFAULT_IDLE_TIMEOUT),
         max_line=args.max_line,
         workers=args.workers,
         log_level=args.log_level,
