@@ -6,7 +6,9 @@ server answers Dovecot's auth process instead: a second userdb of driver
 ``dict`` asks it for ``userdb/<user>`` and merges the JSON object it gets
 back (``namespace``, ``namespace/<name>/<setting>``) into the first userdb's
 fields, for every lookup, whoever makes it.  The answers come from the same
-core as post-login: identity from NSS (honouring ``[identity]``), the
+core as post-login: identity from NSS (honouring ``[identity]``; for
+``nsprov post-login --serve`` keys, from the login's userdb fields, with the
+in-process function), the
 permission-true scan (:func:`nsprov._engine.plan`), naming, validation and
 the output dialect (:meth:`nsprov._env.Dialect.settings`, defaults left out).
 
