@@ -13,6 +13,7 @@ from nsprov._dictproto import (
     LineBuffer,
     Lookup,
     NoReply,
+    PostloginKey,
     ProtocolError,
     RespParser,
     UserdbKey,
@@ -22,6 +23,7 @@ from nsprov._dictproto import (
     dict_not_found,
     dict_ok,
     parse_dict_line,
+    parse_postlogin_key,
     parse_userdb_key,
     resp_bulk,
     resp_error,
@@ -298,3 +300,64 @@ class TestUserdbKey:
         key = f"shared/userdb/{user}" if home is None else f"shared/userdb/{user}/{home}"
 
         assert UserdbKey(user, home) == parse_userdb_key(key)
+
+
+GOOD = "postlogin?v=1&proto=imap&cfg=/etc/nsprov.toml&stat=1:2:3:4:5"
+
+
+class TestPostloginKey:
+    """The fast path's key: versioned, strict, %-escaped."""
+
+    def test_parse(self) -> None:
+        """Protocol, config, stamp, Dovecot version and identity variables, in canonical order."""
+        key = parse_postlogin_key(GOOD + "&dovecot=2.3&UID=1000&USER=al%26ice&HOME=/h%2F%C3%A9")
+
+        assert (
+            PostloginKey(
+                protocol="imap",
+                config="/etc/nsprov.toml",
+                stamp="1:2:3:4:5",
+                dovecot="2.3",
+                identity=(("USER", "al&ice"), ("HOME", "/h/\u00e9"), ("UID", "1000")),
+            )
+            == key
+        )
+        assert key is not None
+        assert ("al&ice", "/h/\u00e9") == (key.user, key.home)
+
+    def test_no_protocol(self) -> None:
+        """``proto=-``: post-login without --protocol."""
+        key = parse_postlogin_key(GOOD.replace("imap", "-"))
+
+        assert key is not None
+        assert (None, "", None) == (key.protocol, key.user, key.home)
+
+    @pytest.mark.parametrize(
+        "key",
+        [
+            GOOD.replace("v=1", "v=2"),
+            GOOD.replace("v=1&", ""),
+            GOOD.replace("imap", "IMAP"),
+            GOOD.replace("&cfg=/etc/nsprov.toml", ""),
+            GOOD.replace("&cfg=/etc/nsprov.toml", "&cfg="),
+            GOOD.replace("1:2:3:4:5", "1:2:3:4"),
+            GOOD.replace("1:2:3:4:5", "1:2:x:4:5"),
+            GOOD + "&dovecot=2.5",
+            GOOD + "&UID=1&UID=2",
+            GOOD + "&IP=1.2.3.4",
+            GOOD + "&UID",
+            GOOD + "&USER=a%2",
+            GOOD + "&USER=a%zz",
+            GOOD + "&USER=a%00b",
+            GOOD + "&USER=\u00e9",
+            "postlogin/imap/alice/",
+            "userdb/alice",
+        ],
+    )
+    def test_refused(self, key: str) -> None:
+        """An unknown version or field, a repeated field, a bad escape or stamp: None (in-process then)."""
+        assert parse_postlogin_key(key) is None
+
+    def test_not_a_userdb_key(self) -> None:
+        """The old ``postlogin/…`` form, which carried no configuration stamp, is answered by nobody."""
+        assert parse_userdb_key("postlogin/imap/alice//home/alice") is None

@@ -541,7 +541,12 @@ class TestResolver:
 
 @contextlib.contextmanager
 def running(
-    config: Config, base: Path, *, resolver: Resolver | None = None, **options: Any
+    config: Config,
+    base: Path,
+    *,
+    resolver: Resolver | None = None,
+    stamp: str | None = None,
+    **options: Any,
 ) -> Iterator[tuple[Server, io.StringIO]]:
     """A server in a thread with its own event loop; yields it and its log."""
     out = io.StringIO()
@@ -549,6 +554,7 @@ def running(
     server = Server(
         config,
         opts,
+        stamp=stamp,
         log=Log("debug", stream=out),
         resolver=resolver
         or Resolver(identify=Identities(), budget=opts.reply_budget, ttl=opts.cache_ttl),
@@ -800,22 +806,106 @@ class TestConnections:
 
         assert "unknown protocol" in log.getvalue()
 
-    def test_connection_cap(self, spool: Path, base: Path) -> None:
-        """Beyond --max-connections a new connection is closed at once; the others keep working."""
+    def test_connection_cap_evicts_the_longest_idle(self, spool: Path, base: Path) -> None:
+        """Beyond --max-connections the connection idle the longest is closed for the new one."""
         with running(make_config(spool), base, max_connections=2) as (server, log):
-            first, second = connect(server), connect(server)
+            first = connect(server)
             first.sendall(HELLO)
-            second.sendall(HELLO)
-            time.sleep(0.1)
+            time.sleep(0.05)
+            second = connect(server)
+            second.sendall(HELLO + b"Lshared/userdb/other\tother\n")
+            read_lines(second, 1)
             third = connect(server)
-            refused = at_eof(third)
-            first.sendall(b"Lshared/userdb/other\tother\n")
-            (reply,) = read_lines(first, 1)
+            third.sendall(HELLO + b"Lshared/userdb/other\tother\n")
+            (reply,) = read_lines(third, 1)
+            evicted = at_eof(first)
+            second.sendall(b"Lshared/userdb/other\tother\n")
+            (again,) = read_lines(second, 1)
             for s in (first, second, third):
                 s.close()
 
-        assert (True, 2) == (refused, len(reply_prefixes(reply)))
+        assert (True, 2, 2) == (evicted, len(reply_prefixes(reply)), len(reply_prefixes(again)))
+        assert "event=evicted" in log.getvalue()
+
+    def test_connection_cap_all_busy(self, spool: Path, base: Path) -> None:
+        """When every connection is waiting for an answer, a new one is closed at once."""
+        gate = threading.Event()
+        ids = Identities()
+
+        def slow(config: Config, user: str, home: str | None) -> MailUser:
+            gate.wait(5)
+            return ids(config, user, home)
+
+        resolver = Resolver(identify=slow)
+        with running(make_config(spool), base, resolver=resolver, max_connections=2) as (
+            server,
+            log,
+        ):
+            busy = [connect(server) for _ in range(2)]
+            for s in busy:
+                s.sendall(HELLO + b"Lshared/userdb/other\tother\n")
+            time.sleep(0.2)
+            third = connect(server)
+            refused = at_eof(third)
+            gate.set()
+            replies = [read_lines(s, 1)[0] for s in busy]
+            for s in (*busy, third):
+                s.close()
+
+        assert (True, [2, 2]) == (refused, [len(reply_prefixes(r)) for r in replies])
         assert "too-many-connections" in log.getvalue()
+
+    @pytest.mark.parametrize("partial", [b"", b"*2\r\n$3\r\nGET\r\n"])
+    def test_idle_timeout(self, spool: Path, base: Path, partial: bytes) -> None:
+        """A connection without a complete request for idle_timeout is closed (a trickle does not count)."""
+        with running(make_config(spool), base, idle_timeout=0.3) as (server, log):
+            c = connect(server)
+            started = time.monotonic()
+            for byte in partial:  # slowloris: one byte at a time, never a whole request
+                c.sendall(bytes([byte]))
+                time.sleep(0.02)
+            closed = at_eof(c)
+            elapsed = time.monotonic() - started
+            c.close()
+
+        assert closed
+        assert 0.25 < elapsed < 3
+        assert "event=idle-timeout" in log.getvalue()
+
+    def test_idle_timeout_counts_from_the_last_request(self, spool: Path, base: Path) -> None:
+        """A connection that keeps asking stays open past the timeout."""
+        with (
+            running(make_config(spool), base, idle_timeout=0.4) as (server, _),
+            connect(server) as c,
+        ):
+            c.sendall(HELLO)
+            replies = []
+            for _ in range(4):
+                time.sleep(0.2)
+                c.sendall(b"Lshared/userdb/other\tother\n")
+                replies += read_lines(c, 1)
+
+        assert [2] * 4 == [len(reply_prefixes(r)) for r in replies]
+
+    def test_slowloris(self, spool: Path, base: Path) -> None:
+        """256 idle connections (the default max_connections) lock nobody out: every lookup is answered."""
+        with running(make_config(spool), base) as (server, _):
+            assert 256 == server.options.max_connections
+            idle = [connect(server) for _ in range(256)]
+            for i, s in enumerate(idle):
+                if i % 2:
+                    s.sendall(b"*2\r\n$3\r\n")  # half of them with a request begun
+            time.sleep(0.2)
+            answered = 0
+            for _ in range(20):
+                with connect(server) as c:
+                    c.sendall(TestRedis.get(b"userdb/other"))
+                    head = c.recv(65536)
+                    answered += head.startswith(b"$") and not head.startswith(b"$-1")
+            for s in idle:
+                s.close()
+
+        assert 20 == answered
 
     def test_peer_logged_once(self, spool: Path, base: Path) -> None:
         """Each new peer uid is logged once, with its user name."""
@@ -1236,6 +1326,7 @@ def test_options_roundtrip() -> None:
             "--cache-size=5",
             "--reply-budget=4000",
             "--max-connections=3",
+            "--idle-timeout=2.5",
             "--max-line=99",
             "--workers=2",
             "--log-level=debug",
@@ -1252,10 +1343,25 @@ def test_options_roundtrip() -> None:
         cache_size=5,
         reply_budget=4000,
         max_connections=3,
+        idle_timeout=2.5,
         max_line=99,
         workers=2,
         log_level="debug",
     ) == attrs.evolve(options_from_args(args))
+
+
+def test_idle_timeout_from_config() -> None:
+    """[serve] idle_timeout is the default of --idle-timeout; it must be > 0."""
+    from nsprov._serve import options_from_args
+    from nsprov.exceptions import ConfigError
+
+    config = config_from_mapping({"spool": [{"path": "/s"}], "serve": {"idle_timeout": 1.5}})
+    args = serve_parser().parse_args([])
+
+    assert 1.5 == options_from_args(args, config.serve).idle_timeout
+    assert 5.0 == options_from_args(args).idle_timeout
+    with pytest.raises(ConfigError, match="idle_timeout"):
+        config_from_mapping({"spool": [{"path": "/s"}], "serve": {"idle_timeout": 0}})
 
 
 class TestIdentify:
@@ -1455,7 +1561,7 @@ class TestServerCorners:
         asyncio.run(three())
         server.executor.shutdown()
 
-        assert [("other", None, None), ("nosuch", None, None)] == list(server.cache)
+        assert [("userdb", "other", None), ("userdb", "nosuch", None)] == list(server.cache)
 
     def test_overloaded(self, spool: Path, base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """With too many users in flight, a new one fails at once instead of queueing."""
@@ -1657,3 +1763,47 @@ class TestFreshStart:
             ms = float(re.findall(r"event=lookup .*ms=([0-9.]+)", log.getvalue())[0])
 
         assert ms >= 300
+
+
+class TestRefusals:
+    """Lookups serve refuses exactly as post-login does, and what they log (issue 16, finding 14)."""
+
+    @staticmethod
+    def get(key: bytes) -> bytes:
+        return b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)
+
+    def test_uid_0_refused_like_postlogin(self, spool: Path) -> None:
+        """root (uid 0 from NSS) is not served: post-login refuses uid 0 with the same words."""
+        from nsprov._identity import mail_user_from_environ
+
+        out = Resolver().resolve(make_config(spool), 0, UserdbKey("root", "/root"), None)
+        with pytest.raises(IdentityError) as postlogin:
+            mail_user_from_environ(
+                {"USER": "root", "UID": "0", "GID": "0"}, make_config(spool).identity
+            )
+
+        assert ("not-found", str(postlogin.value)) == (out.answer.kind, out.answer.error)
+
+    def test_virtual_uid_0_refused(self, spool: Path) -> None:
+        """[identity] mail_uid = 0 for users without a passwd entry: refused too."""
+        config = config_from_mapping(
+            {"spool": [{"path": str(spool)}], "identity": {"mail_uid": "0", "mail_gid": "0"}}
+        )
+
+        out = Resolver().resolve(config, 0, UserdbKey("virtual-nsprov-x", "/h"), None)
+
+        assert "not-found" == out.answer.kind
+        assert "uid 0" in out.answer.error
+
+    def test_unknown_user_one_debug_line(self, spool: Path, base: Path) -> None:
+        """An unknown user's lookup writes one line, at debug level, saying why."""
+        with running(make_config(spool), base) as (server, log), connect(server) as c:
+            c.sendall(self.get(b"userdb/nosuch-nsprov"))
+            assert c.recv(65536) == b"$-1\r\n"
+            wait_for(lambda: "event=lookup" in log.getvalue())
+
+        lines = [line for line in log.getvalue().splitlines() if "nosuch-nsprov" in line]
+        assert 1 == len(lines), lines
+        assert "level=debug event=lookup user=nosuch-nsprov" in lines[0]
+        assert "result=not-found" in lines[0]
+        assert "error=" in lines[0]

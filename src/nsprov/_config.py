@@ -82,6 +82,7 @@ class ServeConfig:
     cache_ttl: float | None = None
     reply_budget: int | None = None
     max_connections: int | None = None
+    idle_timeout: float | None = None
 
 
 #: Where ``[scan_cache]`` keeps its files unless ``dir`` says otherwise.
@@ -425,6 +426,7 @@ def _serve_table(r: _Reader, t: Mapping[str, Any]) -> ServeConfig:
             ),
         ),
         max_connections=r.take(t, "max_connections", "serve", int, None, positive),
+        idle_timeout=r.take(t, "idle_timeout", "serve", (int, float), None, positive),
     )
 
 

@@ -47,8 +47,10 @@ MAX_RESP_ARGS = 16
 SHARED_PREFIX = "shared/"
 #: The key nsprov answers: ``userdb/<user>`` or ``userdb/<user>/<home>``.
 USERDB_KEY_PREFIX = "userdb/"
-#: The key ``nsprov post-login --serve`` asks: ``postlogin/<imap|pop3|->/<user>[/<home>]``.
-POSTLOGIN_KEY_PREFIX = "postlogin/"
+#: The key ``nsprov post-login --serve`` asks: ``postlogin?v=1&proto=…&cfg=…&stat=…&USER=…``.
+POSTLOGIN_KEY_PREFIX = "postlogin?"
+#: The identity variables a post-login key may carry (``nsprov._postlogin.IDENTITY_VARS``).
+POSTLOGIN_IDENTITY = ("USER", "HOME", "UID", "GID", "SYSTEM_GROUPS_USER", "MAIL_ACCESS_GROUPS")
 
 Protocol = Literal["dict", "redis"]
 
@@ -366,8 +368,11 @@ class UserdbKey:
     user: str
     #: The home the primary userdb returned (``%{userdb:home}``), None when not in the key.
     home: str | None = None
-    #: For ``postlogin/<protocol>/…`` keys (``nsprov post-login --serve``): the protocol.
-    protocol: str | None = None
+
+    @property
+    def cache_key(self) -> tuple[object, ...]:
+        """What answers to this key depend on besides the configuration."""
+        return ("userdb", self.user, self.home)
 
 
 def parse_userdb_key(key: str) -> UserdbKey | None:
@@ -382,20 +387,14 @@ def parse_userdb_key(key: str) -> UserdbKey | None:
     The ``shared/`` prefix of the dict-proxy protocol is optional.
 
     >>> parse_userdb_key("shared/userdb/alice//home/alice")
-    UserdbKey(user='alice', home='/home/alice', protocol=None)
+    UserdbKey(user='alice', home='/home/alice')
     >>> parse_userdb_key("userdb/bob") is not None
     True
     """
     key = key.removeprefix(SHARED_PREFIX)
-    protocol = None
-    if key.startswith(POSTLOGIN_KEY_PREFIX):
-        protocol, _, rest = key[len(POSTLOGIN_KEY_PREFIX) :].partition("/")
-        if protocol not in {"imap", "pop3", "-"}:
-            return None
-    elif key.startswith(USERDB_KEY_PREFIX):
-        rest = key[len(USERDB_KEY_PREFIX) :]
-    else:
+    if not key.startswith(USERDB_KEY_PREFIX):
         return None
+    rest = key[len(USERDB_KEY_PREFIX) :]
     home: str | None = None
     cut = rest.find("//")
     if cut != -1:
@@ -404,4 +403,105 @@ def parse_userdb_key(key: str) -> UserdbKey | None:
         rest, home = rest[:-1], ""
     if not rest or rest[0] == "/" or rest[-1] == "/" or "\0" in rest or "\0" in (home or ""):
         return None
-    return UserdbKey(rest, home, protocol)
+    return UserdbKey(rest, home)
+
+
+@attrs.frozen
+class PostloginKey:
+    """What ``nsprov post-login --serve`` asks: the answer for one login, from one configuration.
+
+    .. versionadded:: 0.1.0
+    """
+
+    #: ``imap``, ``pop3`` or None (no ``--protocol``).
+    protocol: str | None
+    #: The configuration path the login reads, and its ``dev:ino:size:mtime_ns:ctime_ns``.
+    config: str
+    stamp: str
+    #: The Dovecot version installed beside script-login, None when not detected.
+    dovecot: str | None
+    #: The identity variables the login's environment holds, in :data:`POSTLOGIN_IDENTITY` order.
+    identity: tuple[tuple[str, str], ...]
+
+    @property
+    def environ(self) -> dict[str, str]:
+        """The identity variables as an environment (for the in-process identity function)."""
+        return dict(self.identity)
+
+    @property
+    def user(self) -> str:
+        """``USER``, empty when the login had none."""
+        return self.environ.get("USER", "")
+
+    @property
+    def home(self) -> str | None:
+        """``HOME``, None when the login had none."""
+        return self.environ.get("HOME")
+
+    @property
+    def cache_key(self) -> tuple[object, ...]:
+        """What answers to this key depend on (the stamp names the configuration)."""
+        return ("postlogin", self.stamp, self.protocol, self.dovecot, self.identity)
+
+
+def _pct_decode(text: str) -> str | None:
+    if "%" not in text:
+        return text
+    out = bytearray()
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c != "%":
+            out += c.encode("ascii")
+            i += 1
+            continue
+        pair = text[i + 1 : i + 3]
+        if len(pair) != 2 or not all(h in "0123456789ABCDEFabcdef" for h in pair):
+            return None
+        out.append(int(pair, 16))
+        i += 3
+    return out.decode("utf-8", "surrogateescape")
+
+
+_STAMP_PARTS = 5
+_POSTLOGIN_FIELDS = frozenset({"v", "proto", "cfg", "stat", "dovecot", *POSTLOGIN_IDENTITY})
+
+
+def parse_postlogin_key(key: str) -> PostloginKey | None:
+    """Parse a ``postlogin?…`` key (``nsprov._postlogin.serve_key``); None for anything else.
+
+    Strict: an unknown version or field, a field given twice, a bad escape or a
+    malformed stamp is None, and the login then computes in-process.
+
+    >>> k = parse_postlogin_key("postlogin?v=1&proto=imap&cfg=/etc/n.toml&stat=1:2:3:4:5&USER=al%20ice&UID=1000")
+    >>> (k.protocol, k.config, k.user, k.environ["UID"])
+    ('imap', '/etc/n.toml', 'al ice', '1000')
+    """
+    if not key.startswith(POSTLOGIN_KEY_PREFIX) or not key.isascii():
+        return None
+    fields: dict[str, str] = {}
+    for part in key[len(POSTLOGIN_KEY_PREFIX) :].split("&"):
+        name, eq, raw = part.partition("=")
+        value = _pct_decode(raw)
+        if not eq or name not in _POSTLOGIN_FIELDS or name in fields or value is None:
+            return None
+        if "\0" in value:
+            return None
+        fields[name] = value
+    if fields.get("v") != "1" or fields.get("proto") not in {"imap", "pop3", "-"}:
+        return None
+    config, stamp = fields.get("cfg", ""), fields.get("stat", "")
+    parts = stamp.split(":")
+    if not config or len(parts) != _STAMP_PARTS or not all(p.isdigit() for p in parts):
+        return None
+    dovecot = fields.get("dovecot")
+    if dovecot is not None and dovecot not in {"2.3", "2.4"}:
+        return None
+    protocol = fields["proto"]
+    return PostloginKey(
+        protocol=None if protocol == "-" else protocol,
+        config=config,
+        stamp=stamp,
+        dovecot=dovecot,
+        identity=tuple((k, fields[k]) for k in POSTLOGIN_IDENTITY if k in fields),
+    )

@@ -84,6 +84,15 @@ def _groups(
     return frozenset(groups)
 
 
+def refuse_root(user: str, uid: int) -> None:
+    """Raise :class:`IdentityError` for uid 0: the one rule post-login and serve share.
+
+    Dovecot never runs a mail process as root, so nothing is computed for one.
+    """
+    if uid == 0:
+        raise IdentityError(f"user {user}: uid 0; Dovecot does not run mail processes as root")
+
+
 def _split_groups(value: str) -> list[str]:
     return [g for g in value.replace(",", " ").split() if g]
 
@@ -113,8 +122,7 @@ def mail_user_from_environ(
         raise IdentityError(f"user {user}: userdb returned no gid and identity.mail_gid is not set")
     uid = _uid(uid_text, getpwnam)
     gid = _gid(gid_text, getgrnam)
-    if uid == 0:
-        raise IdentityError(f"user {user}: uid 0; Dovecot does not run mail processes as root")
+    refuse_root(user, uid)
     system_groups_user = environ.get("SYSTEM_GROUPS_USER") or None
     access = environ.get("MAIL_ACCESS_GROUPS")
     access_groups = _split_groups(access) if access is not None else cfg.mail_access_groups

@@ -433,7 +433,7 @@ def main(
         for _, problem in opts.bad:
             log(f"ignoring a bad option value: {problem}")
     if opts.serve is not None:
-        fields = ask_serve(opts.serve, serve_key(opts.protocol, env), opts.serve_timeout)
+        fields = served_fields(opts, env)
         if fields is not None:
             _exec(execve, opts.next, merge_fields(env, fields), fallback=env)
             return 1
@@ -525,10 +525,104 @@ def _exec(
 # --- the serve fast path: no worker, no attrs, no config -----------------------------------
 
 
-def serve_key(protocol: str | None, env: Mapping[str, str]) -> str:
-    """The key ``nsprov serve`` answers for this login: ``postlogin/<protocol>/<user>//<home>``."""
-    home = env.get("HOME", "")
-    return f"postlogin/{protocol or '-'}/{env.get('USER', '')}/{home}"
+#: The variables the in-process path computes the mail identity from
+#: (:func:`nsprov._identity.mail_user_from_environ` reads these and no others).
+IDENTITY_VARS = ("USER", "HOME", "UID", "GID", "SYSTEM_GROUPS_USER", "MAIL_ACCESS_GROUPS")
+#: The version of the key below; a server that does not know it answers nothing.
+SERVE_KEY_VERSION = "1"
+#: The reply field that names the configuration the server computed from.
+STAMP_FIELD = "nsprov:config"
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/")
+
+
+def config_stamp(path: str) -> str | None:
+    """``dev:ino:size:mtime_ns:ctime_ns`` of the file at *path*, None when it cannot be stat'ed.
+
+    Any edit (in place or by rename), replacement or chmod changes it.
+    """
+    try:
+        s = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return f"{s.st_dev}:{s.st_ino}:{s.st_size}:{s.st_mtime_ns}:{s.st_ctime_ns}"
+
+
+def pct(text: str) -> str:
+    """*text* as UTF-8 (surrogateescape), every byte but ``A-Za-z0-9-._~/`` as ``%XX``."""
+    raw = text.encode("utf-8", "surrogateescape")
+    return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in raw)
+
+
+def serve_key(
+    protocol: str | None,
+    env: Mapping[str, str],
+    *,
+    config: str,
+    stamp: str,
+    dovecot: str | None = None,
+) -> str:
+    """The key ``nsprov serve`` answers for this login (parsed by :func:`nsprov._dictproto.parse_postlogin_key`).
+
+    ``postlogin?v=1&proto=imap&cfg=<path>&stat=<stamp>[&dovecot=2.3]&USER=…&HOME=…``: the
+    configuration the login would read (its path and :func:`config_stamp`), the Dovecot
+    version installed beside script-login, and every identity variable the environment holds
+    (:data:`IDENTITY_VARS`), values %-escaped.  The server answers only from that very
+    configuration and that identity, as the in-process path would compute.
+    """
+    parts = [
+        f"postlogin?v={SERVE_KEY_VERSION}",
+        f"proto={protocol or '-'}",
+        f"cfg={pct(config)}",
+        f"stat={stamp}",
+    ]
+    if dovecot is not None:
+        parts.append(f"dovecot={dovecot}")
+    parts += [f"{k}={pct(env[k])}" for k in IDENTITY_VARS if k in env]
+    return "&".join(parts)
+
+
+def installed_version(
+    chain: Sequence[str], *, exists: Callable[[str], bool] = os.path.exists
+) -> str | None:
+    """``"2.3"`` or ``"2.4"`` from the files beside script-login (the chain's last program).
+
+    Debian's 2.3 packages ship ``director`` in libexecdir; 2.4 removed the
+    director and added ``libdovecot-language.so``.  Two stats, no exec.
+    """
+    if not chain or "/" not in chain[-1]:
+        return None
+    libexec = os.path.dirname(chain[-1])
+    if exists(f"{libexec}/director"):
+        return "2.3"
+    if exists(f"{libexec}/libdovecot-language.so"):
+        return "2.4"
+    return None
+
+
+def served_fields(opts: Options, env: Mapping[str, str]) -> dict[str, str] | None:
+    """The server's fields for this login, or None: then the login computes in-process.
+
+    The answer is used only when the server says it computed it from the configuration
+    file the login would read, as it is now (:data:`STAMP_FIELD` equal to
+    :func:`config_stamp`), so a rule added to the file, or a server running with another
+    file, never decides in the login's place.
+    """
+    if opts.serve is None:
+        return None
+    stamp = config_stamp(opts.config)
+    if stamp is None:
+        return None  # the in-process path reports why the file cannot be read
+    key = serve_key(
+        opts.protocol,
+        env,
+        config=opts.config,
+        stamp=stamp,
+        dovecot=installed_version(opts.next),
+    )
+    fields = ask_serve(opts.serve, key, opts.serve_timeout)
+    if fields is None or fields.pop(STAMP_FIELD, None) != stamp:
+        return None
+    return fields
 
 
 def ask_serve(path: str, key: str, timeout: float) -> dict[str, str] | None:
@@ -659,7 +753,11 @@ def _json_string(text: str, i: int) -> tuple[str, int]:
 
 
 def merge_fields(env: Mapping[str, str], fields: Mapping[str, str]) -> dict[str, str]:
-    """*env* plus userdb *fields*: keys uppercased, listed once in ``USERDB_KEYS``, name lists extended."""
+    """*env* plus userdb *fields*: keys uppercased, listed once in ``USERDB_KEYS``, name lists extended.
+
+    The same merge :func:`nsprov._env.fit_environ` makes in-process: ``NAMESPACE``
+    (``NAMESPACE+``) and the private namespace's ``MAILBOX`` list are extended, not replaced.
+    """
     out = dict(env)
     keys = out.get("USERDB_KEYS", "")
     listed = {k.upper() for k in keys.split(" ") if k}
@@ -667,7 +765,7 @@ def merge_fields(env: Mapping[str, str], fields: Mapping[str, str]) -> dict[str,
     for name, given in fields.items():
         key = name.upper()
         value = given
-        if key in ("NAMESPACE", "NAMESPACE+") and out.get(key):
+        if _is_list(key) and out.get(key):
             old = out[key].replace(",", " ").replace("\t", " ").split()
             seen = {n.lower() for n in old}
             value = " ".join([*old, *(n for n in given.split() if n.lower() not in seen)])
@@ -680,6 +778,15 @@ def merge_fields(env: Mapping[str, str], fields: Mapping[str, str]) -> dict[str,
             keys += " "
         out["USERDB_KEYS"] = keys + "".join(k + " " for k in added)
     return out
+
+
+def _is_list(key: str) -> bool:
+    """Whether *key* holds a name list nsprov extends: ``NAMESPACE``, ``NAMESPACE+``,
+    ``NAMESPACE/<private>/MAILBOX`` (as :func:`nsprov._env.fit_environ` does)."""
+    if key in ("NAMESPACE", "NAMESPACE+"):
+        return True
+    parts = key.split("/")
+    return len(parts) == 3 and parts[0] == "NAMESPACE" and parts[2] == "MAILBOX"
 
 
 def entrypoint(argv: Sequence[str]) -> NoReturn:

@@ -6,7 +6,9 @@ server answers Dovecot's auth process instead: a second userdb of driver
 ``dict`` asks it for ``userdb/<user>`` and merges the JSON object it gets
 back (``namespace``, ``namespace/<name>/<setting>``) into the first userdb's
 fields, for every lookup, whoever makes it.  The answers come from the same
-core as post-login: identity from NSS (honouring ``[identity]``), the
+core as post-login: identity from NSS (honouring ``[identity]``; for
+``nsprov post-login --serve`` keys, from the login's userdb fields, with the
+in-process function), the
 permission-true scan (:func:`nsprov._engine.plan`), naming, validation and
 the output dialect (:meth:`nsprov._env.Dialect.settings`, defaults left out).
 
@@ -14,7 +16,7 @@ Usage::
 
     nsprov serve [--config=PATH] [--socket=PATH] [--socket-mode=0600] [--socket-group=GROUP]
                  [--deadline=SECONDS] [--cache-ttl=SECONDS] [--reply-budget=BYTES]
-                 [--max-connections=N] [--max-line=BYTES] [--workers=N]
+                 [--max-connections=N] [--idle-timeout=SECONDS] [--max-line=BYTES] [--workers=N]
                  [--log-level=debug|info|warning|error]
     nsprov serve --print-dovecot-config [--dialect=2.3|2.4] [--client=redis|proxy]
                  [--dict-file=PATH] [--socket=PATH] [--deadline=SECONDS]
@@ -132,9 +134,12 @@ its default budget is the script's ``max_reply`` (:data:`LUA_MAX_REPLY`,
 Server behaviour
 ----------------
 
-* asyncio, one UNIX socket, many concurrent connections (``--max-connections``,
-  beyond which a connection is closed at once), pipelined requests answered
-  in order, at most ``--max-line`` bytes per request line.
+* asyncio, one UNIX socket, many concurrent connections (``--max-connections``;
+  at the limit the connection idle the longest is closed for the new one, and a
+  new one is refused only while all are waiting for answers), pipelined
+  requests answered in order, at most ``--max-line`` bytes per request line.
+  A connection with no complete request for ``--idle-timeout`` (default 5 s)
+  is closed: idle clients, slow or hostile, cannot lock lookups out.
 * Lookups run in a thread pool (``--workers``) with a per-request deadline;
   concurrent lookups for one user share one computation, and beyond 1024
   users in flight (scans piling up on a hung filesystem) a lookup fails at
@@ -192,6 +197,7 @@ from ._dictproto import (
     LineBuffer,
     Lookup,
     NoReply,
+    PostloginKey,
     ProtocolError,
     RespParser,
     UserdbKey,
@@ -201,17 +207,19 @@ from ._dictproto import (
     dict_not_found,
     dict_ok,
     parse_dict_line,
+    parse_postlogin_key,
     parse_userdb_key,
     resp_bulk,
     resp_error,
     resp_nil,
     resp_simple,
 )
+from ._postlogin import STAMP_FIELD, config_stamp
 from ._scan import DEFAULT_FS, Fs
 from .exceptions import IdentityError, NsprovError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from ._config import Config, ServeConfig
     from ._env import Dialect
@@ -228,9 +236,8 @@ DEFAULT_REPLY_BUDGET = 7000
 #: which drops a longer reply; Dovecot refuses a userdb reply over 8 KiB, the first userdb's fields included.
 LUA_MAX_REPLY = 7680
 #: Replies to ``nsprov post-login --serve`` are bounded by the kernel's environment limits
-#: (computed with :func:`nsprov._env.fit_environ` against a typical Dovecot environment)
-#: rather than by Dovecot's 8 KiB auth reply.
-POSTLOGIN_REPLY_BUDGET = 4 * 1024 * 1024
+#: (:func:`nsprov._engine.plan` against a typical Dovecot environment) rather than by
+#: Dovecot's 8 KiB auth reply.
 POSTLOGIN_BASE_ENV = {
     "USERDB_KEYS": "SYSTEM_GROUPS_USER UID GID HOME AUTH_MECH AUTH_TOKEN ",
 }
@@ -240,6 +247,10 @@ DEFAULT_CACHE_TTL = 5.0
 DEFAULT_CACHE_SIZE = 10_000
 DEFAULT_DEADLINE = 1.5
 DEFAULT_MAX_CONNECTIONS = 256
+#: Seconds a connection may go without a complete request before it is closed.
+DEFAULT_IDLE_TIMEOUT = 5.0
+#: Connections the kernel queues before the server accepts them (bind_socket listens with as many).
+LISTEN_BACKLOG = 512
 DEFAULT_MAX_PIPELINE = 64
 DEFAULT_WORKERS = 4
 #: How long the directory helper gives one user's directories.
@@ -255,6 +266,8 @@ _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 _BARE = re.compile(r"[A-Za-z0-9_.:/@+,%-]+")
 
 Level = Literal["debug", "info", "warning", "error"]
+#: A lookup: Dovecot's userdb key, or the post-login fast path's.
+Key = UserdbKey | PostloginKey
 #: A reply to write, and what to do once it is written (the lookup's log line).
 _Out = tuple[bytes, "Callable[[], None] | None"]
 
@@ -449,21 +462,47 @@ def identify(config: Config, user: str, home: str | None) -> MailUser:
     import grp  # noqa: PLC0415
     import pwd  # noqa: PLC0415
 
-    from ._identity import mail_user_from_nss  # noqa: PLC0415
+    from ._identity import mail_user_from_nss, refuse_root  # noqa: PLC0415
 
     cfg = config.identity
     try:
-        return mail_user_from_nss(user, cfg, home=home or None)
+        found = mail_user_from_nss(user, cfg, home=home or None)
     except IdentityError:
         if not (cfg.mail_uid and cfg.mail_gid and home):
             raise
-    return mail_user_from_nss(
-        user,
-        cfg,
-        uid=_id_of(cfg.mail_uid, pwd.getpwnam, "pw_uid"),
-        gid=_id_of(cfg.mail_gid, grp.getgrnam, "gr_gid"),
-        home=home,
-    )
+        found = mail_user_from_nss(
+            user,
+            cfg,
+            uid=_id_of(cfg.mail_uid, pwd.getpwnam, "pw_uid"),
+            gid=_id_of(cfg.mail_gid, grp.getgrnam, "gr_gid"),
+            home=home,
+        )
+    refuse_root(user, found.uid)
+    return found
+
+
+def identify_login(config: Config, environ: Mapping[str, str]) -> MailUser:
+    """The mail user of a post-login key: the in-process path's own function, on the login's variables.
+
+    :func:`nsprov._identity.mail_user_from_environ` is what ``nsprov post-login``
+    computes the identity with (userdb ``UID``, ``GID``, ``SYSTEM_GROUPS_USER``,
+    ``MAIL_ACCESS_GROUPS``, ``HOME``); the key carries exactly the variables it reads.
+    """
+    from ._identity import mail_user_from_environ  # noqa: PLC0415
+
+    return mail_user_from_environ(environ, config.identity)
+
+
+def load_stamped(load: Callable[[str], Config], path: str) -> tuple[Config, str | None]:
+    """``load(path)`` and the :func:`nsprov._postlogin.config_stamp` of the file it read.
+
+    The stamp is taken before and after reading; when they differ the file
+    changed meanwhile and the stamp is None (no post-login key matches it).
+    """
+    before = config_stamp(path)
+    config = load(path)
+    after = config_stamp(path)
+    return config, before if before == after else None
 
 
 # --- what a scan looked at ----------------------------------------------------------
@@ -705,9 +744,17 @@ class Resolver:
         self.identify = identify
 
     def resolve(
-        self, config: Config, generation: int, key: UserdbKey, entry: Entry | None
+        self,
+        config: Config,
+        generation: int,
+        key: Key,
+        entry: Entry | None,
+        stamp: str | None = None,
     ) -> Outcome:
-        """Answer *key*: from *entry* when it is still valid, else by scanning."""
+        """Answer *key*: from *entry* when it is still valid, else by scanning.
+
+        *stamp* names *config*'s file (:func:`load_stamped`); post-login answers carry it.
+        """
         started = self.clock()
         if entry is not None and entry.generation == generation and entry.expires > started:
             changed = entry.deps.changed(self.fs)
@@ -718,12 +765,16 @@ class Resolver:
             )
         else:
             why = ()
-        outcome = self.compute(config, generation, key, started)
+        outcome = self.compute(config, generation, key, started, stamp)
         return attrs.evolve(outcome, seconds=self.clock() - started, logs=why + outcome.logs)
 
-    def compute(self, config: Config, generation: int, key: UserdbKey, now: float) -> Outcome:
+    def compute(
+        self, config: Config, generation: int, key: Key, now: float, stamp: str | None = None
+    ) -> Outcome:
         """Scan for *key*'s user and build the answer (never raises)."""
         try:
+            if isinstance(key, PostloginKey):
+                return self._compute_postlogin(config, generation, key, now, stamp)
             return self._compute(config, generation, key, now)
         except NsprovError as e:
             error = str(e)
@@ -735,60 +786,93 @@ class Resolver:
             logs=(("error", "lookup-failed", {"user": key.user, "error": error}),),
         )
 
-    def _compute(self, config: Config, generation: int, key: UserdbKey, now: float) -> Outcome:
-        from ._engine import plan  # noqa: PLC0415
-        from ._env import fit_environ  # noqa: PLC0415
-        from ._scan import limit  # noqa: PLC0415
+    def _not_found(self, error: str, now: float, generation: int) -> Outcome:
+        """A user nsprov does not serve (one debug line: the lookup line carries *error*)."""
+        answer = Answer("not-found", error=error)
+        return Outcome(answer, "miss", entry=self._entry(answer, Deps(), now, generation))
 
-        try:
-            user = self.identify(config, key.user, key.home)
-        except IdentityError as e:
-            answer = Answer("not-found", error=str(e))
-            entry = self._entry(answer, Deps(), now, generation)
-            return Outcome(
-                answer,
-                "miss",
-                entry=entry,
-                logs=(("info", "unknown-user", {"user": key.user, "error": str(e)}),),
-            )
-        if key.protocol is not None:
-            actions = config.actions.for_protocol(None if key.protocol == "-" else key.protocol)
-            if actions != ("namespaces",):
-                # Other actions need the post-login worker: the client computes in-process.
-                answer = Answer("not-found", error="other actions configured")
-                return Outcome(answer, "miss", entry=self._entry(answer, Deps(), now, generation))
+    def _recorder(self, config: Config, debug: bool) -> Recorder:
         recorder = Recorder(self.fs)
-        debug = user.user in config.debug_users
         if config.scan_cache is not None and not debug:
             from ._scancache import cache_files  # noqa: PLC0415
 
             # Before the scan reads it: a refresh racing this lookup invalidates the answer.
             for spool in config.spools:
                 recorder.note_file(cache_files(config.scan_cache.dir, spool.path_bytes)[0])
-        p = plan(config, user, {}, fs=recorder.fs(), keep_skipped=debug)
-        namespaces = p.discovery.namespaces
-        budget = self.budget if self.budget is not None else default_reply_budget(config.dialect)
-        env_logs: list[tuple[Level, str, dict[str, object]]] = []
-        if key.protocol is not None:
-            # The environment, not Dovecot's 8 KiB auth reply, limits post-login.
-            _, fit = fit_environ(
-                namespaces, environ=POSTLOGIN_BASE_ENV, dialect=config.output_dialect
-            )
-            if fit < len(namespaces):
-                env_logs.append(
-                    (
-                        "warning",
-                        "over-env-limit",
-                        {"user": user.user, "served": fit, "found": len(namespaces)},
-                    )
-                )
-            namespaces = namespaces[:fit]
-            budget = POSTLOGIN_REPLY_BUDGET
-        reply = fit_reply(namespaces, config.output_dialect, budget)
+        return recorder
+
+    def _compute_postlogin(
+        self, config: Config, generation: int, key: PostloginKey, now: float, stamp: str | None
+    ) -> Outcome:
+        """What the in-process path would export for this login, or not found when it would do more.
+
+        The identity is the in-process path's (:func:`identify_login`); the variables are
+        :func:`nsprov._engine.plan`'s, as the namespaces action exports them.  Any other
+        action for the protocol, or a Dovecot version other than the configured one (the
+        worker then exports nothing and says why), leaves the login to compute in-process.
+        """
+        from ._engine import plan  # noqa: PLC0415
+
+        if stamp is None or stamp != key.stamp:
+            return Outcome(Answer("not-found", error="another configuration"), "miss")
+        if config.actions.for_protocol(key.protocol) != ("namespaces",):
+            return self._not_found("other actions configured", now, generation)
+        if key.dovecot is not None and key.dovecot != config.dialect:
+            return self._not_found(f"Dovecot {key.dovecot} is installed", now, generation)
+        try:
+            user = identify_login(config, key.environ)
+        except IdentityError as e:
+            return self._not_found(str(e), now, generation)
+        debug = user.user in config.debug_users
+        recorder = self._recorder(config, debug)
+        p = plan(config, user, POSTLOGIN_BASE_ENV, fs=recorder.fs(), keep_skipped=debug)
+        fields = {k: v for k, v in p.environ.items() if k != "USERDB_KEYS"}
+        fields[STAMP_FIELD] = stamp
         logs: list[tuple[Level, str, dict[str, object]]] = [
             ("warning", "scan-warning", {"user": user.user, "warning": w}) for w in p.warnings
         ]
-        logs += env_logs
+        if debug:
+            from ._engine import explain_lines  # noqa: PLC0415
+
+            logs += [
+                ("info", "explain", {"user": user.user, "line": line}) for line in explain_lines(p)
+            ]
+        served = len(p.discovery.namespaces)
+        answer = Answer("found", value=_json(fields), fits=served, total=served)
+        return Outcome(
+            answer,
+            "miss",
+            entry=self._entry(answer, recorder.deps(), now, generation),
+            make_dirs=self._missing_dirs(config, user, p.dirs),
+            logs=tuple(logs),
+        )
+
+    @staticmethod
+    def _missing_dirs(
+        config: Config, user: MailUser, dirs: Sequence[str]
+    ) -> tuple[tuple[int, int, tuple[int, ...]], tuple[str, ...]] | None:
+        missing = tuple(d for d in dirs if not os.path.isdir(d)) if config.create_dirs else ()
+        if not missing:
+            return None
+        ident = user.identity
+        return (ident.uid, ident.gid, tuple(sorted(ident.groups))), missing
+
+    def _compute(self, config: Config, generation: int, key: UserdbKey, now: float) -> Outcome:
+        from ._engine import plan  # noqa: PLC0415
+        from ._scan import limit  # noqa: PLC0415
+
+        try:
+            user = self.identify(config, key.user, key.home)
+        except IdentityError as e:
+            return self._not_found(str(e), now, generation)
+        debug = user.user in config.debug_users
+        recorder = self._recorder(config, debug)
+        p = plan(config, user, {}, fs=recorder.fs(), keep_skipped=debug)
+        budget = self.budget if self.budget is not None else default_reply_budget(config.dialect)
+        reply = fit_reply(p.discovery.namespaces, config.output_dialect, budget)
+        logs: list[tuple[Level, str, dict[str, object]]] = [
+            ("warning", "scan-warning", {"user": user.user, "warning": w}) for w in p.warnings
+        ]
         if debug:
             from ._engine import explain_lines  # noqa: PLC0415
 
@@ -811,12 +895,9 @@ class Resolver:
                 )
             )
         make_dirs = None
-        if config.create_dirs and reply.fits:
+        if reply.fits:
             kept = attrs.evolve(p, discovery=limit(p.discovery, reply.fits, "the reply budget"))
-            missing = tuple(d for d in kept.dirs if not os.path.isdir(d))
-            if missing:
-                ident = user.identity
-                make_dirs = ((ident.uid, ident.gid, tuple(sorted(ident.groups))), missing)
+            make_dirs = self._missing_dirs(config, user, kept.dirs)
         answer = Answer("found", value=reply.value, fits=reply.fits, total=reply.total)
         return Outcome(
             answer,
@@ -1011,6 +1092,7 @@ class ServeOptions:
     #: None: the dialect's (:func:`default_reply_budget`).
     reply_budget: int | None = None
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_line: int = DEFAULT_MAX_LINE
     max_pipeline: int = DEFAULT_MAX_PIPELINE
     workers: int = DEFAULT_WORKERS
@@ -1103,6 +1185,7 @@ class Server:
         resolver: Resolver | None = None,
         clock: Callable[[], float] = time.monotonic,
         load: Callable[[str], Config] | None = None,
+        stamp: str | None = None,
     ) -> None:
         self.config = config
         self.options = options
@@ -1113,10 +1196,17 @@ class Server:
         )
         self.load = load
         self.generation = 0
-        self.cache: dict[tuple[str, str | None, str | None], Entry] = {}
-        self.inflight: dict[tuple[str, str | None, str | None], asyncio.Future[Answer]] = {}
+        self.cache: dict[tuple[object, ...], Entry] = {}
+        self.inflight: dict[tuple[object, ...], asyncio.Future[Answer]] = {}
+        #: The :func:`nsprov._postlogin.config_stamp` of the file ``config`` was read from.
+        self.config_stamp = stamp
+        self._failed_stamp: str | None = None
+        self._recheck: asyncio.Future[None] | None = None
+        self._stat_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nsprov-reload-stat")
         self.connections: dict[int, asyncio.Task[None]] = {}
         self.busy: set[int] = set()
+        #: When each connection last completed a request (or connected); busy ones are not idle.
+        self.idle_since: dict[int, float] = {}
         self.peers: set[int] = set()
         self.stats = {"lookups": 0, "hits": 0, "misses": 0, "failures": 0, "deadlines": 0}
         self.executor = ThreadPoolExecutor(
@@ -1146,7 +1236,11 @@ class Server:
         self._sock = bind_socket(o.socket_path, mode=o.socket_mode, group=o.socket_group)
         s = os.stat(o.socket_path)
         self._sock_ino = (s.st_dev, s.st_ino)
-        self._server = await asyncio.start_unix_server(self._connection, sock=self._sock)
+        # asyncio would listen() again with a backlog of 100: a burst beyond it gets
+        # EAGAIN on connect (Dovecot's clients are non-blocking); keep bind_socket's.
+        self._server = await asyncio.start_unix_server(
+            self._connection, sock=self._sock, backlog=LISTEN_BACKLOG
+        )
         self._refresher = asyncio.create_task(self._refresh_scan_cache())
         self.log(
             "info",
@@ -1198,6 +1292,7 @@ class Server:
                 await self._refresher
         await self.dirs.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self._stat_pool.shutdown(wait=False, cancel_futures=True)
         self.log("info", "stop", **self.stats)
 
     def _unlink_socket(self) -> None:
@@ -1249,8 +1344,8 @@ class Server:
         # neither a scan thread nor the default executor, which exit would wait for.
         reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nsprov-reload")
         try:
-            config = await asyncio.wait_for(
-                loop.run_in_executor(reader, self.load, path), RELOAD_TIMEOUT
+            config, stamp = await asyncio.wait_for(
+                loop.run_in_executor(reader, load_stamped, self.load, path), RELOAD_TIMEOUT
             )
         except TimeoutError:
             self.log(
@@ -1263,6 +1358,7 @@ class Server:
         finally:
             reader.shutdown(wait=False)
         self.config = config
+        self.config_stamp = stamp
         self.generation += 1
         self.cache.clear()
         self.log("info", "reload", config=path, spools=len(config.spools), dialect=config.dialect)
@@ -1270,10 +1366,12 @@ class Server:
 
     # -- lookups
 
-    async def lookup(self, key: UserdbKey) -> Answer:
+    async def lookup(self, key: Key) -> Answer:
         """Answer one lookup within the deadline; concurrent lookups of one key share the work."""
         self.stats["lookups"] += 1
-        k = (key.user, key.home, key.protocol)
+        if isinstance(key, PostloginKey) and (problem := await self._same_config(key)):
+            return Answer("not-found", error=problem)
+        k = key.cache_key
         fut = self.inflight.get(k)
         if fut is None:
             if len(self.inflight) >= MAX_INFLIGHT:
@@ -1291,18 +1389,52 @@ class Server:
             self.log("warning", "deadline", user=key.user, deadline=self.options.deadline)
             return Answer.fail(f"nsprov: no answer within {self.options.deadline}s")
 
-    def _done(self, k: tuple[str, str | None, str | None], fut: asyncio.Future[Answer]) -> None:
+    async def _same_config(self, key: PostloginKey) -> str | None:
+        """Why the server cannot answer from the configuration *key* names; None when it can.
+
+        A login whose file changed since the server read it (a newer stamp) makes
+        the server re-read it first, once for all the lookups that notice.
+        """
+        if key.config != self.options.config_path:
+            return f"the login reads {key.config}, the server {self.options.config_path}"
+        if key.stamp != self.config_stamp:
+            if self._recheck is None or self._recheck.done():
+                self._recheck = asyncio.ensure_future(self._reload_if_changed())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._recheck), self.options.deadline)
+        if key.stamp != self.config_stamp:
+            return "the configuration file is not the one the server read"
+        return None
+
+    async def _reload_if_changed(self) -> None:
+        """Reload when the file's stamp is neither the loaded one nor one that failed to load."""
+        loop = asyncio.get_running_loop()
+        path = self.options.config_path
+        on_disk = await loop.run_in_executor(self._stat_pool, config_stamp, path)
+        if on_disk is None or on_disk in (self.config_stamp, self._failed_stamp):
+            return
+        if not await self.reload():
+            self._failed_stamp = on_disk
+
+    def _done(self, k: tuple[object, ...], fut: asyncio.Future[Answer]) -> None:
         if self.inflight.get(k) is fut:
             del self.inflight[k]
 
-    async def _resolve(self, key: UserdbKey) -> Answer:
-        k = (key.user, key.home, key.protocol)
+    async def _resolve(self, key: Key) -> Answer:
+        k = key.cache_key
         generation = self.generation
         config = self.config
+        stamp = self.config_stamp
         loop = asyncio.get_running_loop()
         try:
             outcome = await loop.run_in_executor(
-                self.executor, self.resolver.resolve, config, generation, key, self.cache.get(k)
+                self.executor,
+                self.resolver.resolve,
+                config,
+                generation,
+                key,
+                self.cache.get(k),
+                stamp,
             )
         except RuntimeError as e:  # the executor was shut down
             return Answer.fail(f"nsprov: shutting down ({e})")
@@ -1326,21 +1458,26 @@ class Server:
                 self.log("warning", "index-dirs", user=key.user, error=problem)
         return attrs.evolve(answer, how=outcome.how)
 
-    def _log_lookup(self, key: UserdbKey, answer: Answer, received: float) -> None:
-        """The lookup line, once the reply is written: ``ms`` is the whole time since the request was read."""
+    def _log_lookup(self, key: Key, answer: Answer, received: float) -> None:
+        """The lookup line, once the reply is written: ``ms`` is the whole time since the request was read.
+
+        A computed answer is logged at info; a cache hit, and a user nsprov does not
+        serve (unknown, uid 0, declined: the line says why), at debug.
+        """
         self.log(
-            "info" if answer.how == "miss" else "debug",
+            "info" if answer.how == "miss" and answer.kind != "not-found" else "debug",
             "lookup",
             user=key.user,
             home=key.home,
             result=answer.kind,
+            error=answer.error if answer.kind == "not-found" else None,
             cache=answer.how or None,
             namespaces=answer.fits,
             size=len(answer.value) if answer.kind == "found" else None,
             ms=f"{(self.clock() - received) * 1000:.2f}",
         )
 
-    def _store(self, k: tuple[str, str | None, str | None], entry: Entry) -> None:
+    def _store(self, k: tuple[object, ...], entry: Entry) -> None:
         self.cache.pop(k, None)
         while len(self.cache) >= self.options.cache_size > 0:
             del self.cache[next(iter(self.cache))]
@@ -1355,7 +1492,7 @@ class Server:
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - asyncio runs callbacks in tasks
             return
-        if len(self.connections) >= self.options.max_connections:
+        if len(self.connections) >= self.options.max_connections and not self._evict():
             now = self.clock()
             if now - self._refused_at > 1:
                 self._refused_at = now
@@ -1363,6 +1500,7 @@ class Server:
             writer.close()
             return
         self.connections[cid] = task
+        self.idle_since[cid] = self.clock()
         sock = writer.get_extra_info("socket")
         cred = peer_credentials(sock) if sock is not None else None
         if cred is not None:
@@ -1372,7 +1510,7 @@ class Server:
                 self.log("info", "peer", uid=uid, gid=gid, pid=pid, user=_user_name(uid))
             self.log("debug", "connect", conn=cid, pid=pid, uid=uid)
         try:
-            first = await reader.read(_READ_SIZE)
+            first = await self._read(cid, reader)
             protocol = detect(first) if first else None
             if first and protocol is None:
                 self.log(
@@ -1393,10 +1531,42 @@ class Server:
             pass
         finally:
             self.connections.pop(cid, None)
+            self.idle_since.pop(cid, None)
             self.busy.discard(cid)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    def _evict(self) -> bool:
+        """Close the connection idle the longest, to make room for a new one; False if all are busy.
+
+        Idle clients (a slowloris, or auth workers that keep their connection)
+        never lock out a new one: only connections waiting for an answer count.
+        """
+        idle = [(since, cid) for cid, since in self.idle_since.items() if cid not in self.busy]
+        if not idle:
+            return False
+        since, cid = min(idle)
+        task = self.connections.pop(cid, None)
+        self.idle_since.pop(cid, None)
+        if task is not None:
+            task.cancel()
+        self.log("debug", "evicted", conn=cid, idle=f"{self.clock() - since:.1f}")
+        return True
+
+    async def _read(self, cid: int, reader: asyncio.StreamReader) -> bytes:
+        """The next bytes, or b"" (EOF) once the connection has had no complete request for idle_timeout.
+
+        The clock runs from the last completed request, not the last byte, so a
+        request trickled in a byte at a time does not keep a connection open.
+        """
+        since = self.idle_since.get(cid, self.clock())
+        remaining = since + self.options.idle_timeout - self.clock()
+        try:
+            return await asyncio.wait_for(reader.read(_READ_SIZE), max(remaining, 0.0))
+        except TimeoutError:
+            self.log("debug", "idle-timeout", conn=cid, timeout=self.options.idle_timeout)
+            return b""
 
     async def _batches(
         self,
@@ -1434,10 +1604,12 @@ class Server:
                     after()
             if error is not None:
                 raise error
+            if replies:
+                self.idle_since[cid] = self.clock()
             self.busy.discard(cid)
             if self._stopping is not None and self._stopping.is_set():
                 return
-            data = await reader.read(_READ_SIZE)
+            data = await self._read(cid, reader)
 
     async def _dict_session(
         self, cid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes
@@ -1538,12 +1710,12 @@ def _warm_imports() -> None:
     from . import _engine, _env, _identity, _scan  # noqa: F401, PLC0415
 
 
-def _userdb_key(raw: bytes) -> UserdbKey | None:
+def _userdb_key(raw: bytes) -> Key | None:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    return parse_userdb_key(text)
+    return parse_postlogin_key(text) or parse_userdb_key(text)
 
 
 def _user_name(uid: int) -> str | None:
@@ -1700,6 +1872,11 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--reply-budget", type=_positive(int), help="bytes of JSON per reply")
     p.add_argument("--max-connections", type=_positive(int))
     p.add_argument(
+        "--idle-timeout",
+        type=_positive(float),
+        help=f"seconds without a request before a connection is closed ({DEFAULT_IDLE_TIMEOUT:g})",
+    )
+    p.add_argument(
         "--max-line", type=_positive(int), default=DEFAULT_MAX_LINE, help="bytes per request line"
     )
     p.add_argument("--workers", type=_positive(int), default=DEFAULT_WORKERS, help="scan threads")
@@ -1746,6 +1923,7 @@ def options_from_args(
         cache_size=args.cache_size,
         reply_budget=budget,
         max_connections=pick(args.max_connections, d.max_connections, DEFAULT_MAX_CONNECTIONS),
+        idle_timeout=pick(args.idle_timeout, d.idle_timeout, DEFAULT_IDLE_TIMEOUT),
         max_line=args.max_line,
         workers=args.workers,
         log_level=args.log_level,
@@ -1760,11 +1938,11 @@ async def run(
 
     log = log or Log(options.log_level)
     try:
-        config = load_config(options.config_path)
+        config, stamp = load_stamped(load_config, options.config_path)
     except NsprovError as e:
         log("error", "config-error", config=options.config_path, error=str(e))
         return 1
-    server = Server(config, options, log=log, load=load_config)
+    server = Server(config, options, log=log, load=load_config, stamp=stamp)
     try:
         await server.start()
     except (NsprovError, OSError) as e:

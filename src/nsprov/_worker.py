@@ -26,9 +26,10 @@ from ._postlogin import (
     frame,
     log,
 )
+from ._postlogin import installed_version as installed_version  # noqa: PLC0414 - re-exported (check)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Mapping
 
     from ._config import Config
     from ._login import Login
@@ -76,24 +77,6 @@ def finish(fd: int, login: Login, errors: list[str]) -> None:
         out += [frame(T_CLIENT, line) for line in login.client if line]
     out.append(frame(T_OK, b""))
     _send(fd, b"".join(out))
-
-
-def installed_version(
-    chain: Sequence[str], *, exists: Callable[[str], bool] = os.path.exists
-) -> str | None:
-    """``"2.3"`` or ``"2.4"`` from the files beside script-login (the chain's last program).
-
-    Debian's 2.3 packages ship ``director`` in libexecdir; 2.4 removed the
-    director and added ``libdovecot-language.so``.  Two stats, no exec.
-    """
-    if not chain or "/" not in chain[-1]:
-        return None
-    libexec = os.path.dirname(chain[-1])
-    if exists(f"{libexec}/director"):
-        return "2.3"
-    if exists(f"{libexec}/libdovecot-language.so"):
-        return "2.4"
-    return None
 
 
 def without_namespaces(config: Config) -> Config:

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -509,6 +510,28 @@ class TestConcurrency:
             seen = list(pool.map(world.shared, order))
 
         assert [expected(who) for who in order] == seen
+
+
+class TestSlowloris:
+    """Idle connections to the socket lock no login out (issue 16, finding 10)."""
+
+    def test_idle_connections_do_not_lock_out(self, world: World) -> None:
+        """256 idle connections (the default max_connections), half with a request begun: logins keep their namespaces."""
+        idle = []
+        try:
+            for i in range(256):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(str(world.serve.socket))
+                if i % 2:
+                    s.sendall(b"*2\r\n$3\r\n")
+                idle.append(s)
+            time.sleep(0.2)
+            seen = {who: world.shared(who) for who in sorted(ACCESS)}
+        finally:
+            for s in idle:
+                s.close()
+
+        assert {who: expected(who) for who in sorted(ACCESS)} == seen
 
 
 class TestDovecot24:
