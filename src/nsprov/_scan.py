@@ -304,7 +304,13 @@ class _Builder:
         )
         if self.needs_home and not user.home:
             raise InvalidNamespaceError(
-                f"user {user.user} has no home (userdb home), but index/control paths use {{home}}"
+                f"user {user.user} has no home (userdb home): HOME is not set, "
+                "but index/control paths use {home}"
+            )
+        if self.needs_home and not (user.home or "").startswith("/"):
+            raise InvalidNamespaceError(
+                f"user {user.user}: HOME {user.home} is not absolute (userdb home), "
+                "but index/control paths use {home}"
             )
         self.base = {
             "home": (user.home or "").rstrip("/") or "/",
