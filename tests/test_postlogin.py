@@ -513,6 +513,40 @@ class TestWorker:
         shutil.rmtree(base)
         assert any(p.startswith(b"NAMESPACE\0s-sal-") for t, p in frames if t == T_ENV)
 
+    @pytest.mark.parametrize("home", ["rel/home\x1b]0;t\x07", None])
+    def test_relative_or_missing_home_logged(
+        self, home: str | None, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """A relative or missing HOME is one escaped error line naming user and HOME; login goes on."""
+        base = Path(tempfile.mkdtemp(dir="/var/tmp"))
+        base.chmod(0o755)
+        spool = base / "spool"
+        (spool / "sales" / "cur").mkdir(parents=True)
+        (spool / "sales" / "new").mkdir()
+        for p in (spool, spool / "sales", spool / "sales" / "cur", spool / "sales" / "new"):
+            p.chmod(0o755)
+        cfg = tmp_path / "n.toml"
+        cfg.write_text(f'[[spool]]\npath = "{spool}"\n[namespace]\ncreate_dirs = false\n')
+        opts = Options()
+        opts.config = str(cfg)
+        env = {"USER": "a", "UID": str(os.getuid() or 1), "GID": "0"}
+        if home is not None:
+            env["HOME"] = home
+
+        try:
+            frames = self.frames(opts, env)
+        finally:
+            shutil.rmtree(base)
+
+        assert (T_OK, b"") == frames[-1]
+        assert not any(t == T_ENV for t, _ in frames)
+        err = capfd.readouterr().err
+        assert 1 == err.count("\n")
+        assert err.startswith("nsprov: user a: ")
+        shown = "HOME is not set" if home is None else f"HOME {escape(home)!s} is not absolute"
+        assert shown in err
+        assert "\x1b" not in err
+
     def test_failed_action_is_skipped(
         self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capfd: pytest.CaptureFixture[str]
     ) -> None:

@@ -309,6 +309,73 @@ class TestSelection:
         assert os.fsencode(spool / "sales" / "cur") in calls
 
 
+class TestSwappedEntry:
+    """An entry swapped between two checks is not offered (issue 16, finding 7)."""
+
+    @pytest.mark.parametrize("swap_back", [False, True])
+    @pytest.mark.parametrize("other", ["symlink", "private"])
+    def test_swap_between_entry_and_cur_check(
+        self, base: Path, spool: Path, other: str, swap_back: bool
+    ) -> None:
+        """Entry ``a`` (a plain directory) swapped, right at its cur check, for ``b``.
+
+        ``b`` is a link to a maildir outside the spool (``symlinks = "skip"``) or a
+        maildir only its owner may read.  Neither ``a`` nor ``b`` is ever a maildir
+        the user may serve: checked by path, ``a`` was offered with the cur and
+        new of ``b``.
+        """
+        (spool / "a").mkdir(mode=0o755)
+        (spool / "a").chmod(0o755)
+        if other == "symlink":
+            (spool / "b").symlink_to(maildir(base / "outside"))
+        else:
+            maildir(spool / "b", mode=0o700, sub_mode=0o755)
+        a, b, tmp = (os.fsencode(spool / n) for n in ("a", "b", ".swap"))
+
+        def swap() -> None:
+            os.rename(a, tmp)
+            os.rename(b, a)
+            os.rename(tmp, b)
+
+        before = {a + b"/cur"}  # swap just before the check of a's cur
+        after = {a + b"/new"} if swap_back else set()  # and back after that of a's new
+
+        def lstat(path: bytes) -> os.stat_result:
+            if path in before:
+                before.discard(path)
+                swap()
+            return os.lstat(path)
+
+        def getxattr(path: bytes, name: str, **kw: bool) -> bytes:
+            try:
+                return os.getxattr(path, name, **kw)
+            finally:
+                if path in after:
+                    after.discard(path)
+                    swap()
+
+        d = discover(config(spool), OTHER, fs=Fs(lstat=lstat, getxattr=getxattr))
+
+        assert [] == [s.entry for s in d.served]
+        assert not before  # the checks of a's cur and new ran, with the swaps between
+        assert not after
+        assert "changed while checked" in {k.entry: k.detail for k in d.skipped}["a"]
+
+    def test_unopenable_entry(self, spool: Path) -> None:
+        """An entry whose re-check by file descriptor fails is skipped with the error."""
+        maildir(spool / "sales")
+
+        def pinned(_path: bytes, _seen: object) -> str | None:
+            raise PermissionError(13, "Permission denied")
+
+        d = discover(config(spool), OTHER, fs=Fs(pinned=pinned))
+
+        assert () == tuple(d.served)
+        assert [("sales", "no-access", "cannot be opened (Permission denied)")] == [
+            (k.entry, k.reason, k.detail) for k in d.skipped
+        ]
+
+
 names = st.binary(min_size=1, max_size=40).filter(
     lambda b: b"/" not in b and b"\0" not in b and b not in {b".", b".."}
 )

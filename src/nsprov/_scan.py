@@ -193,6 +193,37 @@ def _dir_sig(path: bytes) -> tuple[int, int, int]:
     return (s.st_dev, s.st_ino, s.st_mtime_ns)
 
 
+_PIN = os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _pinned(path: bytes, seen: Sequence[os.stat_result]) -> str | None:
+    """None if *path*, then its ``cur`` and ``new``, are still the directories *seen*, else why not.
+
+    The checks before went by path: an entry swapped for a symbolic link or
+    another directory between two of them had its ``cur`` looked up in the
+    other one.  Here each is opened relative to the one before, with
+    ``O_NOFOLLOW | O_DIRECTORY`` (so neither a link nor a non-directory), and
+    its device and inode compared with what the checks saw: the verdict is
+    about one set of directories, whatever was renamed in between.
+    """
+    parent, _, name = path.rpartition(b"/")
+    fds = [os.open(parent or b"/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)]
+    try:
+        for i, (part, want) in enumerate(zip((name, b"cur", b"new"), seen, strict=False)):
+            try:
+                fd = os.open(part, _PIN, dir_fd=fds[min(i, 1)])
+            except OSError as e:
+                return f"{part.decode()} changed while checked ({e.strerror})"
+            fds.append(fd)
+            got = os.fstat(fd)
+            if (got.st_dev, got.st_ino) != (want.st_dev, want.st_ino):
+                return f"{part.decode()} changed while checked"
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return None
+
+
 @attrs.frozen
 class Fs:
     """The filesystem calls the scanner makes; tests may inject their own."""
@@ -208,6 +239,10 @@ class Fs:
     listing: Callable[[bytes], list[tuple[bytes, int]]] = attrs.field(factory=lambda: _listing)
     #: ``(dev, ino, mtime_ns)`` of a directory (the scan cache's freshness check).
     dir_sig: Callable[[bytes], tuple[int, int, int]] = attrs.field(factory=lambda: _dir_sig)
+    #: Whether an entry about to be served is still what was checked (:func:`_pinned`).
+    pinned: Callable[[bytes, Sequence[os.stat_result]], str | None] = attrs.field(
+        factory=lambda: _pinned
+    )
 
     def facts(self, path: bytes) -> tuple[os.stat_result, FileFacts]:
         """lstat *path* and read its ACL."""
@@ -312,7 +347,13 @@ class _Builder:
         )
         if self.needs_home and not user.home:
             raise InvalidNamespaceError(
-                f"user {user.user} has no home (userdb home), but index/control paths use {{home}}"
+                f"user {user.user} has no home (userdb home): HOME is not set, "
+                "but index/control paths use {home}"
+            )
+        if self.needs_home and not (user.home or "").startswith("/"):
+            raise InvalidNamespaceError(
+                f"user {user.user}: HOME {user.home} is not absolute (userdb home), "
+                "but index/control paths use {home}"
             )
         self.base = {
             "home": (user.home or "").rstrip("/") or "/",
@@ -369,9 +410,12 @@ class _Builder:
 
 
 def _classify_dir(
-    fs: Fs, path: bytes, facts: FileFacts, ident: Identity
+    fs: Fs, path: bytes, facts: FileFacts, ident: Identity, seen: list[os.stat_result]
 ) -> tuple[Reason, str] | None:
-    """Check a directory entry: access to it, then maildir shape, then access to cur/new."""
+    """Check a directory entry: access to it, then maildir shape, then access to cur/new.
+
+    The stat results of ``cur`` and ``new`` are appended to *seen*.
+    """
     d = decide(facts, ident, _RX)
     if not d:
         return "no-access", f"directory not readable and searchable ({d.via})"
@@ -384,6 +428,7 @@ def _classify_dir(
         if not st.S_ISDIR(s.st_mode):
             break
         sub[child] = child_facts
+        seen.append(s)
     if len(sub) < 2:
         for marker, what in ((b"dbox-Mails", "sdbox"), (b"storage", "mdbox")):
             try:
@@ -515,9 +560,17 @@ def scan_spool(
             if excluded is not None:
                 skip(raw, "excluded", excluded)
                 continue
-        verdict = _classify_dir(fs, path, facts, ident)
+        seen = [s]
+        verdict = _classify_dir(fs, path, facts, ident, seen)
         if verdict is not None:
             skip(raw, *verdict)
+            continue
+        try:
+            changed = fs.pinned(path, seen)
+        except OSError as e:
+            changed = f"cannot be opened ({e.strerror or e})"
+        if changed is not None:
+            skip(raw, "no-access", changed)
             continue
         try:
             namespace = builder.build(raw, name, os.fsdecode(path))
