@@ -38,6 +38,7 @@ from nsprov._check import (
     check_conf_namespaces,
     check_mail_driver,
     check_mailboxes,
+    check_prefix_overlap,
     check_separator,
     check_templates,
     check_traversal,
@@ -434,7 +435,9 @@ class TestStructure:
         """A prefix whose first level is INBOX in any case is a case collision."""
         maildir(spool / "inbox")
 
-        findings = case_collisions(scan_structure(make_config(spool, prefix="{name}/")))
+        findings = case_collisions(
+            scan_structure(make_config(spool, prefix="{name}/", allow_private_overlap=True))
+        )
 
         assert [("case-collision", str(spool / "inbox"))] == [(f.code, f.subject) for f in findings]
 
@@ -758,6 +761,78 @@ class TestConfNamespaces:
             (f.code, f.severity) for f in check_conf_namespaces(config, missing, [])
         ]
         assert [] == check_conf_namespaces(config, present, [])
+
+
+INBOX_EMPTY = "namespace inbox {\n  inbox = yes\n  prefix = \n  separator = /\n}\n"
+
+
+class TestPrefixOverlap:
+    """Prefix templates against Dovecot's namespaces, independent of the entries."""
+
+    @pytest.mark.parametrize(
+        ("prefix", "doveconf", "expected"),
+        [
+            ("Shared/{name}/", INBOX_EMPTY, []),
+            ("{name}/", INBOX_EMPTY, [("private-overlap", "error")]),
+            ("{name}/", "", [("private-overlap", "error")]),
+            (
+                "{name}/",
+                INBOX_EMPTY.replace("prefix = ", "prefix = INBOX/"),
+                [("namespace-nested", "warning")],
+            ),
+            (
+                "INBOX/{name}/",
+                INBOX_EMPTY.replace("prefix = ", "prefix = INBOX/"),
+                [("private-overlap", "error")],
+            ),
+            (
+                "Shared/{name}/",
+                INBOX_EMPTY + "namespace pub {\n  type = public\n  prefix = Shared/\n}\n",
+                [("namespace-nested", "warning")],
+            ),
+            (
+                "Shared{sep}{name}{sep}",
+                INBOX_EMPTY + "namespace pub {\n  type = public\n  prefix = Shared/x/y/\n}\n",
+                [("namespace-nested", "warning")],
+            ),
+            (
+                "Shared/{name}/",
+                INBOX_EMPTY
+                + "namespace pub {\n  type = public\n  prefix = Public/\n}\n"
+                + "namespace old {\n  prefix = Shared/\n  disabled = yes\n}\n",
+                [],
+            ),
+        ],
+    )
+    def test_overlaps(
+        self, spool: Path, prefix: str, doveconf: str, expected: list[tuple[str, str]]
+    ) -> None:
+        """An equal private prefix is an error; other nesting a warning; disabled ones do not count."""
+        config = make_config(spool, prefix=prefix, allow_private_overlap=True)
+
+        findings = check_prefix_overlap(config, DovecotConf.parse(doveconf))
+
+        assert expected == [(f.code, f.severity) for f in findings]
+        assert all(f.subject == "spool[1].prefix" for f in findings)
+
+    def test_sent_message(self, spool: Path) -> None:
+        """The message names the spool, the namespace and what goes wrong."""
+        config = make_config(spool, prefix="{name}/", allow_private_overlap=True)
+
+        [finding] = check_prefix_overlap(config, DovecotConf.parse(INBOX_EMPTY))
+
+        assert f"spool {spool}: prefix '{{name}}/'" in finding.message
+        assert "Sent" in finding.message
+        assert "namespace inbox (prefix '')" in finding.message
+
+    def test_in_run_checks(self, spool: Path) -> None:
+        """run_checks reports the overlap even with an empty spool."""
+        config = make_config(spool, prefix="{name}/", allow_private_overlap=True)
+        conf = DovecotConf.parse(DOVECONF_OK)
+
+        report = run_checks(world(spool, config=config, doveconf=conf, dovecot_version="2.3"))
+
+        assert ("private-overlap", "error") in report.codes()
 
 
 def wiring(

@@ -64,7 +64,7 @@ class TestConfig:
                 "bogus": 1,
                 "spool": [
                     {"path": "relative", "prefix": "x{nme}", "list": "maybe"},
-                    {"prefix": "{name}/"},
+                    {"prefix": "Other/{name}/"},
                 ],
                 "postlogin": {"deadline": True, "on_error": "explode"},
                 "identity": {"first_valid_gid": -1},
@@ -99,6 +99,39 @@ class TestConfig:
     def test_template_and_value_checks(self, spool: dict[str, Any], message: str) -> None:
         """Templates that could produce invalid output are refused at load time."""
         assert any(message in p for p in problems({"spool": [{"path": "/s", **spool}]}))
+
+    @pytest.mark.parametrize("prefix", ["{name}/", "{name}", "{name}-shared{sep}", "{name}{sep}x/"])
+    def test_private_overlap_refused(self, prefix: str) -> None:
+        """A prefix whose first level starts with {name} could take over a private folder."""
+        found = problems({"spool": [{"path": "/s", "prefix": prefix}]})
+
+        assert [f"t.toml: spool[1].prefix: {prefix!r} starts with {{name}}"] == [
+            p.split(": with", 1)[0] for p in found
+        ]
+        assert "allow_private_overlap = true" in found[0]
+
+    @pytest.mark.parametrize("prefix", ["Shared/{name}/", "S-{name}/", "x{name}{sep}"])
+    def test_fixed_leading_text_accepted(self, prefix: str) -> None:
+        """Fixed text before {name} keeps the first level apart from private folders."""
+        spool = config_from_mapping({"spool": [{"path": "/s", "prefix": prefix}]}).spools[0]
+
+        assert (prefix, False) == (spool.prefix.text, spool.allow_private_overlap)
+
+    def test_private_overlap_allowed(self) -> None:
+        """allow_private_overlap = true (under [namespace] or per spool) accepts {name} first."""
+        defaults = {"namespace": {"allow_private_overlap": True}}
+        config = config_from_mapping({**defaults, "spool": [{"path": "/a", "prefix": "{name}/"}]})
+        refused = problems(
+            {
+                **defaults,
+                "spool": [{"path": "/b", "prefix": "{name}/", "allow_private_overlap": False}],
+            }
+        )
+
+        assert [True] == [s.allow_private_overlap for s in config.spools]
+        assert ["t.toml: spool[1].prefix: '{name}/' starts with {name}"] == [
+            p.split(": with", 1)[0] for p in refused
+        ]
 
     def test_one_separator(self) -> None:
         """Spools with different separators are refused."""

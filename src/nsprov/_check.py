@@ -84,6 +84,7 @@ CODES: dict[str, str] = {
     "separator-mismatch": "a listed Dovecot namespace uses another separator than nsprov",
     "namespace-collision": "a Dovecot namespace has a name or prefix nsprov emits",
     "namespace-nested": "a Dovecot namespace overlaps nsprov's prefixes or spools",
+    "private-overlap": "a spool's entries can take over folders of a private Dovecot namespace",
     "private-namespace-missing": "[dovecot] private_namespace names no Dovecot namespace",
     "mail-driver-mismatch": "[dovecot] global_mail_driver differs from dovecot.conf's mail_driver",
     "identity-mismatch": "[identity] differs from Dovecot's group range or mail_access_groups",
@@ -1286,6 +1287,75 @@ def check_conf_namespaces(
     return out
 
 
+def _lead(spool: SpoolConfig) -> str:
+    """The fixed start of *spool*'s prefixes: the template rendered up to its first ``{name}``."""
+    out = []
+    for value, is_field in spool.prefix.parts:
+        if is_field and value == "name":
+            break
+        out.append(spool.separator if is_field else value)
+    return "".join(out)
+
+
+def check_prefix_overlap(config: Config, conf: DovecotConf) -> list[Finding]:
+    """Prefix templates against every Dovecot namespace, whatever entries the spools hold now.
+
+    An entry's prefix is the template's fixed start followed by its name.  When that start
+    equals the prefix of a private namespace (an empty-prefix ``inbox`` and ``{name}/``,
+    allowed with ``allow_private_overlap``), an entry named like a private folder (``Sent``)
+    takes the folder over and the client's writes land in the spool: ``private-overlap``.
+    Equal to a public or shared namespace's prefix, or a namespace inside the template's
+    own space (``Shared/x/`` under ``Shared/{name}/``): ``namespace-nested``.  Prefixes
+    nested under a namespace's are reported per entry by :func:`check_conf_namespaces`.
+    """
+    sections = [ns for ns in conf.namespaces if not _yes(ns.get("disabled"))]
+    namespaces = [(ns.name, ns.get("prefix"), ns.get("type") or "private") for ns in sections]
+    if not conf.namespaces:
+        namespaces = [("(implicit)", "", "private")]  # Dovecot's implicit INBOX namespace
+    out: list[Finding] = []
+    for number, spool in enumerate(config.spools, 1):
+        lead = _lead(spool)
+        text = spool.prefix.text
+        for name, prefix, kind in namespaces:
+            subject = f"spool[{number}].prefix"
+            if lead == prefix and kind == "private":
+                where = "at the top level" if not prefix else f"directly under {prefix!r}"
+                out.append(
+                    _f(
+                        "error",
+                        "private-overlap",
+                        subject,
+                        f"spool {spool.path}: prefix {text!r} puts each entry {where} of the "
+                        f"private namespace {name} (prefix {prefix!r}): an entry named like one "
+                        "of the user's folders (Sent, Drafts, Trash) takes that folder over, and "
+                        "the client's writes to it (sent mail, drafts) land in the shared spool",
+                        f'Start the prefix with fixed text, e.g. prefix = "Shared{{sep}}{{name}}'
+                        '{sep}", and remove allow_private_overlap; or give namespace '
+                        f"{name} a prefix of its own (e.g. INBOX{spool.separator}).",
+                    )
+                )
+            elif prefix and (lead == prefix or (prefix.startswith(lead) and prefix != lead)):
+                inside = lead != prefix
+                out.append(
+                    _f(
+                        "warning",
+                        "namespace-nested",
+                        subject,
+                        f"spool {spool.path}: prefix {text!r} "
+                        + (
+                            f"can give an entry the prefix of namespace {name} ({prefix!r}) or "
+                            "one above it"
+                            if inside
+                            else f"puts each entry directly under namespace {name} ({prefix!r})"
+                        )
+                        + ": an entry of a name that namespace also uses hides or clashes with it",
+                        "Give the spool and the namespace prefixes that do not nest, e.g. "
+                        'prefix = "Shared{sep}{name}{sep}" and another one for the namespace.',
+                    )
+                )
+    return out
+
+
 _SERVICE_OPTIONS_WITH_VALUE = frozenset({"-t", "-c", "-i", "-o"})
 
 
@@ -2366,6 +2436,7 @@ def run_checks(world: World) -> Report:
     if conf is not None:
         findings += check_separator(config, conf)
         findings += check_conf_namespaces(config, conf, scans)
+        findings += check_prefix_overlap(config, conf)
         findings += check_wiring(
             config, conf, config_path=world.config_path, executable=world.executable
         )

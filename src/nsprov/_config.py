@@ -53,6 +53,8 @@ class SpoolConfig:
     include: tuple[str, ...] = ()
     ignore_file: str | None = ".nsprovignore"
     symlinks: Symlinks = "skip"
+    #: The prefix may start with ``{name}``: the private namespace must then have a prefix.
+    allow_private_overlap: bool = False
 
     @property
     def path_bytes(self) -> bytes:
@@ -271,7 +273,18 @@ _SPOOL_KEYS = {
     "include",
     "ignore_file",
     "symlinks",
+    "allow_private_overlap",
 }
+
+
+def private_overlap(prefix: Template) -> bool:
+    """Whether the first hierarchy level of *prefix* starts with ``{name}`` (no fixed text first).
+
+    Such a level can equal the name of a folder of the private namespace when that has
+    an empty prefix (Dovecot's usual ``inbox``): an entry ``Sent`` would take over the
+    user's own ``Sent``, and the client's writes to it would land in the spool.
+    """
+    return bool(prefix.parts) and prefix.parts[0] == ("name", True)
 
 
 def _check_separator(value: str) -> str | None:
@@ -314,6 +327,16 @@ def _spool(
     prefix = prefix or Template("Shared{sep}{name}{sep}")
     if "name" not in prefix.fields:
         r.problem(f"{path}.prefix", "must use {name}, or every mailbox would get one prefix")
+    allow_overlap = r.take(data, "allow_private_overlap", path, bool, False)
+    if private_overlap(prefix) and not allow_overlap:
+        r.problem(
+            f"{path}.prefix",
+            f"{prefix.text!r} starts with {{name}}: with an empty-prefix private namespace "
+            "(Dovecot's usual inbox) an entry named like a private folder (Sent, Drafts, Trash) "
+            "takes that folder over, and the client's writes land in the spool; start it with "
+            'fixed text (e.g. "Shared{sep}{name}{sep}"), or set allow_private_overlap = true '
+            "if the private namespace has a prefix of its own",
+        )
     name = r.template(data, "name", path, NAME_FIELDS, SpoolConfig.__attrs_attrs__.name.default)
     name = name or Template("s-{id}")
     if (message := _check_name_template(name)) is not None:
@@ -380,6 +403,7 @@ def _spool(
         include=r.strings(data, "include", path) or (),
         ignore_file=ignore_file or None,
         symlinks=symlinks,
+        allow_private_overlap=allow_overlap,
     )
 
 

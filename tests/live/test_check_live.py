@@ -335,6 +335,7 @@ class TestDovecotProblems:
             ("separator-mismatch", "error", "namespace inbox"),
             ("separator-mismatch", "error", "namespace clash"),
             ("namespace-collision", "error", "namespace clash"),
+            ("namespace-nested", "warning", "spool[1].prefix"),  # Shared/sales/ in Shared/{name}/
             ("wiring-no-protocol", "warning", "service imap-postlogin"),
             ("wiring-service-user", "warning", "service imap-postlogin"),
             ("wiring-missing", "error", "service pop3"),
