@@ -318,6 +318,57 @@ class TestMain:
         assert [(NEXT[0], NEXT, self.env)] == ex.calls
         assert "deadline of 0.3s passed" in capfd.readouterr().err
 
+    def test_deadline_hint_rate_limited(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """Two logins cut by the deadline: one line naming the deadline and [scan_cache], not two."""
+        hint_dir = tmp_path / "run"
+        hint_dir.mkdir(mode=0o700)
+        monkeypatch.setattr(pl, "HINT_DIR", str(hint_dir), raising=False)
+        ex = Exec()
+
+        for _ in range(2):
+            main(
+                ["--deadline=0.2", *NEXT],
+                environ=dict(self.env),
+                execve=ex,
+                worker=worker_sending(sleep=30),
+            )
+
+        assert [(NEXT[0], NEXT, self.env)] * 2 == ex.calls  # both logins still go on
+        lines = capfd.readouterr().err.splitlines()
+        hints = [line for line in lines if "[scan_cache]" in line]
+        assert 1 == len(hints)
+        assert "deadline cut a login" in hints[0]
+        assert 2 == sum("deadline of 0.2s passed" in line for line in lines)
+        assert ["deadline-hint"] == [p.name for p in hint_dir.iterdir()]
+
+    def test_deadline_hint_again_after_a_minute(self, tmp_path: Path) -> None:
+        """The marker's mtime is the rate limit: 60 s later the hint is logged again."""
+        os.chmod(tmp_path, 0o700)
+
+        assert pl.deadline_hint(str(tmp_path), now=1000.0)
+        assert not pl.deadline_hint(str(tmp_path), now=1059.0)
+        assert pl.deadline_hint(str(tmp_path), now=1060.5)
+        assert 1060.5 == (tmp_path / pl.HINT_FILE).stat().st_mtime
+
+    @pytest.mark.parametrize("mode", [0o750, 0o1777])
+    def test_deadline_hint_untrusted_dir(self, tmp_path: Path, mode: int) -> None:
+        """A directory others could read or write gets no marker, and no line is logged."""
+        os.chmod(tmp_path, mode)
+
+        assert not pl.deadline_hint(str(tmp_path))
+        assert not pl.deadline_hint(str(tmp_path / "missing"))
+        assert [] == list(tmp_path.iterdir())
+
+    def test_deadline_hint_symlinked_marker(self, tmp_path: Path) -> None:
+        """A marker that is a symlink is not followed: no file appears at its target."""
+        os.chmod(tmp_path, 0o700)
+        (tmp_path / pl.HINT_FILE).symlink_to(tmp_path / "target")
+
+        assert not pl.deadline_hint(str(tmp_path), now=time.time() + 3600)
+        assert not (tmp_path / "target").exists()
+
     def test_config_deadline(self) -> None:
         """The worker can shorten the deadline to the config's."""
         ex = Exec()

@@ -21,6 +21,7 @@ import os
 import re
 import stat as st
 import sys
+import time
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
@@ -75,6 +76,7 @@ CODES: dict[str, str] = {
     "mailbox-writable": "mailboxes that users other than the owner may write",
     "control-in-spool": 'control = "": Dovecot keeps its uidlist files in the shared tree',
     "scan-cache-stale": "[scan_cache] is set, but a spool's cache is missing, expired or unusable",
+    "scan-slow": "without [scan_cache], a spool's scan takes more than half the post-login deadline",
     # Dovecot
     "doveconf-unavailable": "doveconf is not installed: the Dovecot checks were skipped",
     "doveconf-failed": "doveconf failed: Dovecot's configuration is broken",
@@ -494,10 +496,16 @@ class SpoolScan:
     served: tuple[Served, ...] = ()
     skipped: tuple[Skipped, ...] = ()
     error: str | None = None
+    seconds: float | None = None  # how long scan_spool took on it
 
 
-def scan_structure(config: Config, *, fs: Fs = DEFAULT_FS) -> list[SpoolScan]:
-    """Scan every spool as if every user could read everything (names, shapes, collisions)."""
+def scan_structure(
+    config: Config, *, fs: Fs = DEFAULT_FS, clock: Callable[[], float] = time.monotonic
+) -> list[SpoolScan]:
+    """Scan every spool as if every user could read everything (names, shapes, collisions).
+
+    Each scan is timed with *clock* (:attr:`SpoolScan.seconds`, see ``scan-slow``).
+    """
     permissive = _permissive(fs)
     taken_prefixes = set(config.config_prefixes)
     taken_names = {n.lower() for n in config.reserved_names}
@@ -511,6 +519,7 @@ def scan_structure(config: Config, *, fs: Fs = DEFAULT_FS) -> list[SpoolScan]:
             continue
         served: list[Served] = []
         skipped: list[Skipped] = []
+        started = clock()
         try:
             scan_spool(
                 spool,
@@ -524,7 +533,10 @@ def scan_structure(config: Config, *, fs: Fs = DEFAULT_FS) -> list[SpoolScan]:
         except (NsprovError, OSError) as e:
             out.append(SpoolScan(spool, number, real, names, error=str(e)))
             continue
-        out.append(SpoolScan(spool, number, real, names, tuple(served), tuple(skipped)))
+        seconds = clock() - started
+        out.append(
+            SpoolScan(spool, number, real, names, tuple(served), tuple(skipped), seconds=seconds)
+        )
     return out
 
 
@@ -2391,6 +2403,33 @@ class Report:
         return {(f.code, f.severity) for f in self.findings}
 
 
+def check_scan_slow(config: Config, scans: Sequence[SpoolScan]) -> list[Finding]:
+    """``scan-slow``: without a scan cache, a spool whose scan uses over half the deadline.
+
+    Every login scans every spool when no ``[scan_cache]`` is configured; a
+    scan that already takes half of ``[postlogin] deadline`` here leaves
+    parallel logins (and the other actions) too little: they are cut and go
+    on without namespaces.
+    """
+    if config.scan_cache is not None:
+        return []
+    limit = config.deadline / 2
+    return [
+        _f(
+            "warning",
+            "scan-slow",
+            s.spool.path,
+            f"scanning the spool ({len(s.names)} entries) took {s.seconds:.2f}s, more than half "
+            f"of the post-login deadline ({config.deadline:g}s): logins in parallel miss it "
+            "and go on without namespaces",
+            "Configure [scan_cache] and refresh it with 'nsprov cache update' from a timer "
+            "(or 'nsprov serve' with refresh > 0).",
+        )
+        for s in scans
+        if s.error is None and s.seconds is not None and s.seconds > limit
+    ]
+
+
 def run_checks(world: World) -> Report:
     """Run every check on *world*."""
     findings: list[Finding] = []
@@ -2431,6 +2470,7 @@ def run_checks(world: World) -> Report:
     templates_ok = {s.number for s in scans if f"spool[{s.number}]" not in bad_templates}
     findings += structure_findings(scans, templates_ok=templates_ok)
     findings += check_scan_cache(config)
+    findings += check_scan_slow(config, scans)
     conf = world.doveconf
     findings += check_version(config, world.dovecot_version, world.version_source)
     if conf is not None:

@@ -207,9 +207,10 @@ def frame(tag: bytes, payload: bytes) -> bytes:
 class Result:
     """What the worker said before it finished or the deadline passed."""
 
-    __slots__ = ("client", "deny", "env", "error", "ok", "policy")
+    __slots__ = ("client", "cut", "deny", "env", "error", "ok", "policy")
 
     def __init__(self) -> None:
+        self.cut = False  # the deadline, not the worker, ended the login's step
         self.env: dict[str, str] = {}
         self.client: list[bytes] = []
         self.deny = False
@@ -281,6 +282,7 @@ def run_worker(
             remaining = deadline[0] - clock()
             if remaining <= 0:
                 result.error = f"deadline of {deadline[0] - started:.1f}s passed"
+                result.cut = True
                 break
             # poll, not select: select refuses descriptors above FD_SETSIZE (1024)
             ready = poller.poll(remaining * 1000)
@@ -470,10 +472,70 @@ def main(
             else "continuing with the environment untouched"
         )
     )
+    if result.cut:
+        deadline_hint()
     if policy == "deny":
         return 1
     _exec(execve, opts.next, env, fallback=None)
     return 1
+
+
+#: Where :func:`deadline_hint` keeps its marker: the config cache directory
+#: (``nsprov._config.DEFAULT_CACHE_DIR``, not imported: this module stays light).
+HINT_DIR = "/run/nsprov"
+HINT_FILE = "deadline-hint"
+HINT_EVERY = 60.0
+
+DEADLINE_HINT = (
+    "the post-login deadline cut a login before its namespaces were set "
+    "(logins go on without them); if the spool scan is slow, configure [scan_cache] "
+    "(see nsprov check)"
+)
+
+
+def deadline_hint(directory: str | None = None, *, now: float | None = None) -> bool:
+    """Log :data:`DEADLINE_HINT` at most once per :data:`HINT_EVERY` seconds; True if logged.
+
+    The rate limit is the mtime of a marker file in *directory* (default
+    :data:`HINT_DIR`), which must exist as a directory owned by this user with
+    mode 0700: otherwise nothing is created and nothing logged. Never raises.
+    """
+    import time  # noqa: PLC0415 - builtin module, cheap
+
+    now = time.time() if now is None else now
+    try:
+        dfd = os.open(
+            directory or HINT_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        )
+    except OSError:
+        return False
+    try:
+        st = os.fstat(dfd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o7777 != 0o700:
+            return False
+        try:
+            mark = os.stat(HINT_FILE, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            pass
+        else:
+            if 0 <= now - mark.st_mtime < HINT_EVERY:
+                return False
+        fd = os.open(
+            HINT_FILE,
+            os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+            0o600,
+            dir_fd=dfd,
+        )
+        try:
+            os.utime(fd, (now, now))
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    finally:
+        os.close(dfd)
+    log(DEADLINE_HINT)
+    return True
 
 
 def fallback_argv(python: str, argv: Sequence[str], *, drop: Collection[str] = ()) -> list[str]:
