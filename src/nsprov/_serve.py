@@ -1943,23 +1943,36 @@ async def run(
         log("error", "config-error", config=options.config_path, error=str(e))
         return 1
     server = Server(config, options, log=log, load=load_config, stamp=stamp)
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[bool]] = set()
+    started = False
+    hup_early = False
+
+    def on_hup() -> None:
+        nonlocal hup_early
+        if not started:
+            hup_early = True  # during start-up: reload once the socket is up
+            return
+        task = asyncio.ensure_future(server.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    # Before the socket exists (and before the start line), so that a SIGHUP or SIGTERM
+    # sent as soon as the server looks ready never meets the default action.
+    loop.add_signal_handler(signal.SIGTERM, server.request_stop)
+    loop.add_signal_handler(signal.SIGINT, server.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     try:
         await server.start()
     except (NsprovError, OSError) as e:
         log("error", "socket-error", socket=options.socket_path, error=str(e))
         server.executor.shutdown(wait=False)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
         return 1
-    loop = asyncio.get_running_loop()
-    reloads: set[asyncio.Task[bool]] = set()
-
-    def on_hup() -> None:
-        task = asyncio.ensure_future(server.reload())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGTERM, server.request_stop)
-    loop.add_signal_handler(signal.SIGINT, server.request_stop)
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    started = True
+    if hup_early:
+        on_hup()
     if ready is not None:
         ready(server)
     try:
