@@ -19,7 +19,7 @@ from nsprov._perms import Identity, PosixAcl
 from nsprov._scan import REASONS, Discovery, Fs, SpoolError, _Matcher, discover, display
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from typing import Any
 
 ME = os.getuid()
@@ -476,3 +476,61 @@ def test_virtual_user_from_identity_config() -> None:
         user.identity.groups,
         user.home,
     )
+
+
+class TestSwappedEntry:
+    """An entry swapped between two checks is judged by what one descriptor walk saw (finding 7)."""
+
+    @staticmethod
+    def swapping(entry: Path, replace: Callable[[], None]) -> Fs:
+        """The real filesystem, whose first lstat of *entry* is followed by *replace()*."""
+        done: list[bool] = []
+
+        def lstat(path: bytes) -> os.stat_result:
+            s = os.lstat(path)
+            if path == os.fsencode(entry) and not done:
+                done.append(True)
+                replace()
+            return s
+
+        return Fs(lstat=lstat)
+
+    def test_symlink_swapped_in(self, spool: Path, base: Path) -> None:
+        """A readable non-maildir swapped for a symlink to a maildir after its lstat is not served."""
+        target = maildir(base / "outside")
+        box = spool / "box"
+        box.mkdir(mode=0o755)
+
+        def replace() -> None:
+            box.rename(spool / ".aside")
+            box.symlink_to(target)
+
+        found = discover(config(spool), OTHER, fs=self.swapping(box, replace))
+
+        assert ([], ["symlink"]) == (
+            [s.entry for s in found.served],
+            [k.reason for k in found.skipped if k.entry == "box"],
+        )
+
+    def test_private_dir_swapped_in(self, spool: Path) -> None:
+        """A 0700 maildir swapped in after the readable entry's lstat is not served."""
+        box = spool / "box"
+        box.mkdir(mode=0o755)
+        private = maildir(spool / ".private", 0o700, sub_mode=0o755)
+
+        def replace() -> None:
+            box.rename(spool / ".aside")
+            private.rename(box)
+
+        found = discover(config(spool), OTHER, fs=self.swapping(box, replace))
+
+        assert ([], ["no-access"]) == (
+            [s.entry for s in found.served],
+            [k.reason for k in found.skipped if k.entry == "box"],
+        )
+
+    def test_unchanged_entry_served(self, spool: Path) -> None:
+        """Without a swap, the descriptor walk agrees with the path-based checks."""
+        maildir(spool / "box")
+
+        assert ["box"] == [s.entry for s in discover(config(spool), OTHER).served]

@@ -462,7 +462,8 @@ def _permissive(fs: Fs) -> Fs:
     def getxattr(_path: bytes, _name: str, **_options: object) -> bytes:
         raise OSError(errno.ENODATA, "ACLs are ignored by the structural scan")
 
-    return attrs.evolve(fs, lstat=lstat, getxattr=getxattr)
+    # No descriptor re-check either: it would judge access, which this scan ignores.
+    return attrs.evolve(fs, lstat=lstat, getxattr=getxattr, anchored=None)
 
 
 @attrs.frozen

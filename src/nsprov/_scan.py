@@ -49,7 +49,7 @@ import attrs
 from ._location import MailLocation
 from ._model import Namespace, has_control
 from ._names import entry_id
-from ._perms import R_OK, X_OK, FileFacts, decide, read_acl
+from ._perms import R_OK, X_OK, FileFacts, PosixAcl, decide, read_acl
 from .exceptions import InvalidLocationError, InvalidNamespaceError, NsprovError
 
 if TYPE_CHECKING:
@@ -185,6 +185,102 @@ def _dir_sig(path: bytes) -> tuple[int, int, int]:
     return (s.st_dev, s.st_ino, s.st_mtime_ns)
 
 
+#: How :func:`_anchored_facts` opens each directory: by descriptor, never through a symbolic link.
+_ANCHOR = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+
+#: One step of an anchored walk: the name, its ``st_mode`` (0: absent), and for a directory its facts.
+Step = tuple[bytes, int, FileFacts | None]
+
+
+def _fd_acl(fd: int) -> PosixAcl | None:
+    """The access ACL of the inode open on *fd* (an ``O_PATH`` descriptor)."""
+    try:
+        # fgetxattr refuses O_PATH descriptors; the /proc magic link is that same inode.
+        return read_acl(f"/proc/self/fd/{fd}")
+    except FileNotFoundError:  # no /proc (a chroot): a real descriptor of the same directory
+        rfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+        try:
+            return read_acl(b"", getxattr=lambda _path, name, **_kw: os.getxattr(rfd, name))
+        finally:
+            os.close(rfd)
+
+
+def _look(dir_fd: int, name: bytes) -> tuple[int | None, Step]:
+    """Open *name* in the directory *dir_fd* without following it; a descriptor only for a directory."""
+    try:
+        fd = os.open(name, _ANCHOR, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None, (name, 0, None)
+    try:
+        s = os.fstat(fd)
+        if not st.S_ISDIR(s.st_mode):
+            os.close(fd)
+            return None, (name, s.st_mode, None)
+        return fd, (name, s.st_mode, FileFacts(s.st_mode, s.st_uid, s.st_gid, _fd_acl(fd)))
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _anchored_facts(real: bytes, parts: Sequence[bytes]) -> list[Step]:
+    """What the directories *real*/*parts*... and the last one's ``cur`` and ``new`` are, race-free.
+
+    Each name is opened with ``O_PATH | O_NOFOLLOW`` relative to the descriptor
+    of the directory before it, and its mode, owner and ACL are read from that
+    descriptor: renaming or swapping an entry (``RENAME_EXCHANGE``) between two
+    calls cannot make one inode's facts pass for another's, nor lead through a
+    symbolic link.  The walk stops at the first name that is no directory.
+    """
+    steps: list[Step] = []
+    fds = [os.open(real, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)]
+    try:
+        for name in parts:
+            fd, step = _look(fds[-1], name)
+            steps.append(step)
+            if fd is None:
+                return steps
+            fds.append(fd)
+        for child in (b"cur", b"new"):
+            fd, step = _look(fds[-1], child)
+            steps.append(step)
+            if fd is not None:
+                os.close(fd)
+        return steps
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def anchored_verdict(
+    steps: Sequence[Step], depth: int, ident: Identity
+) -> tuple[Reason, str] | None:
+    """Pure: the verdict on an anchored walk (:func:`_anchored_facts`) of *depth* names, then cur/new.
+
+    Every name but the last must be a directory *ident* may search, the last
+    (the entry) one it may read and search, and its ``cur`` and ``new``
+    directories it may read and search.  None means servable.
+    """
+    if len(steps) < depth + 2:
+        _, mode, _ = steps[-1]
+        if mode == 0:
+            return "not-a-directory", "removed while it was checked"
+        if st.S_ISLNK(mode):
+            return "symlink", "replaced by a symbolic link while it was checked"
+        return "not-a-directory", "replaced by a non-directory while it was checked"
+    for i, (name, _mode, facts) in enumerate(steps):
+        if facts is None:  # only cur or new: the walk went through every part
+            return "not-a-maildir", f"no {name.decode()} subdirectory (when checked by descriptor)"
+        want = X_OK if i < depth - 1 else _RX
+        d = decide(facts, ident, want)
+        if not d:
+            what = "directory" if i < depth else name.decode()
+            return (
+                "no-access",
+                f"{what} not readable and searchable ({d.via}, checked by descriptor)",
+            )
+    return None
+
+
 @attrs.frozen
 class Fs:
     """The filesystem calls the scanner makes; tests may inject their own."""
@@ -200,6 +296,11 @@ class Fs:
     listing: Callable[[bytes], list[tuple[bytes, int]]] = attrs.field(factory=lambda: _listing)
     #: ``(dev, ino, mtime_ns)`` of a directory (the scan cache's freshness check).
     dir_sig: Callable[[bytes], tuple[int, int, int]] = attrs.field(factory=lambda: _dir_sig)
+    #: The race-free re-check of an entry about to be served (:func:`_anchored_facts`); None
+    #: leaves only the path-based checks (a test that fakes them: never in production).
+    anchored: Callable[[bytes, Sequence[bytes]], list[Step]] | None = attrs.field(
+        factory=lambda: _anchored_facts
+    )
 
     def facts(self, path: bytes) -> tuple[os.stat_result, FileFacts]:
         """lstat *path* and read its ACL."""
@@ -508,6 +609,11 @@ def scan_spool(
                 skip(raw, "excluded", excluded)
                 continue
         verdict = _classify_dir(fs, path, facts, ident)
+        if verdict is None and fs.anchored is not None:
+            # The path-based checks above may each have seen another inode (an entry swapped
+            # between two calls): only what one descriptor walk saw decides.
+            parts = path[len(prefix) :].split(b"/")
+            verdict = anchored_verdict(fs.anchored(real, parts), len(parts), ident)
         if verdict is not None:
             skip(raw, *verdict)
             continue
