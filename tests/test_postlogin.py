@@ -513,6 +513,38 @@ class TestWorker:
         shutil.rmtree(base)
         assert any(p.startswith(b"NAMESPACE\0s-sal-") for t, p in frames if t == T_ENV)
 
+    @pytest.mark.parametrize("home", ["relative/home", None])
+    def test_bad_home_logged(
+        self, tmp_path: Path, capfd: pytest.CaptureFixture[str], home: str | None
+    ) -> None:
+        """A relative or missing HOME is one clear error line, and the login goes on without namespaces."""
+        base = Path(tempfile.mkdtemp(dir="/var/tmp"))
+        base.chmod(0o755)
+        spool = base / "spool"
+        for p in (spool / "sales" / "cur", spool / "sales" / "new"):
+            p.mkdir(parents=True)
+        for p in (spool, spool / "sales", spool / "sales" / "cur", spool / "sales" / "new"):
+            p.chmod(0o755)
+        cfg = tmp_path / "n.toml"
+        cfg.write_text(f'[[spool]]\npath = "{spool}"\n')
+        opts = Options()
+        opts.config = str(cfg)
+        env = {"USER": "a", "UID": str(os.getuid() or 1), "GID": "0"}
+        if home is not None:
+            env["HOME"] = home
+
+        frames = self.frames(opts, env)
+        shutil.rmtree(base)
+        lines = capfd.readouterr().err.splitlines()
+
+        assert (T_OK, b"") == frames[-1]
+        assert not any(t == T_ENV for t, _ in frames)
+        assert 1 == len(lines), lines
+        assert lines[0].startswith("nsprov: user a: namespaces: ")
+        assert ("no home" if home is None else "'relative/home' is not an absolute path") in lines[
+            0
+        ]
+
     def test_failed_action_is_skipped(
         self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capfd: pytest.CaptureFixture[str]
     ) -> None:

@@ -456,6 +456,16 @@ def test_missing_home(spool: Path) -> None:
         discover(config(spool), homeless)
 
 
+@pytest.mark.parametrize("home", ["home/x", "./x", "~x"])
+def test_relative_home(spool: Path, home: str) -> None:
+    """A relative userdb home is one clear error, not every entry silently unservable."""
+    maildir(spool / "sales")
+    relative = MailUser(user="x", home=home, identity=OTHER.identity)
+
+    with pytest.raises(ValueError, match="is not an absolute path"):
+        discover(config(spool), relative)
+
+
 def test_spool_error_is_oserror() -> None:
     """SpoolError is an OSError too."""
     assert issubclass(SpoolError, OSError)

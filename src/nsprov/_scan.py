@@ -407,6 +407,12 @@ class _Builder:
             raise InvalidNamespaceError(
                 f"user {user.user} has no home (userdb home), but index/control paths use {{home}}"
             )
+        if self.needs_home and not (user.home or "").startswith("/"):
+            # Else every entry's index path is relative: each would be skipped, none logged.
+            raise InvalidNamespaceError(
+                f"user {user.user}: userdb home {user.home!r} is not an absolute path, "
+                "but index/control paths use {home}"
+            )
         self.base = {
             "home": (user.home or "").rstrip("/") or "/",
             "user": user.user,
