@@ -536,14 +536,13 @@ class TestWorker:
         frames = self.frames(opts, env)
         shutil.rmtree(base)
         lines = capfd.readouterr().err.splitlines()
+        expected = "no home" if home is None else "'relative/home' is not an absolute path"
 
         assert (T_OK, b"") == frames[-1]
         assert not any(t == T_ENV for t, _ in frames)
         assert 1 == len(lines), lines
         assert lines[0].startswith("nsprov: user a: namespaces: ")
-        assert ("no home" if home is None else "'relative/home' is not an absolute path") in lines[
-            0
-        ]
+        assert expected in lines[0]
 
     def test_failed_action_is_skipped(
         self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capfd: pytest.CaptureFixture[str]
