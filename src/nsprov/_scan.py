@@ -55,6 +55,7 @@ from .exceptions import InvalidLocationError, InvalidNamespaceError, NsprovError
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
+    from ._breaker import SpoolBreaker
     from ._config import Config, ScanCacheConfig, SpoolConfig
     from ._identity import MailUser
     from ._perms import Identity
@@ -652,12 +653,15 @@ def discover(
     *,
     fs: Fs = DEFAULT_FS,
     keep_skipped: bool = True,
+    breaker: SpoolBreaker | None = None,
 ) -> Discovery:
     """Scan every spool in config order for *user*; cap at ``namespace.max``.
 
     Without *keep_skipped* (post-login), scanning stops once more than
     ``namespace.max`` entries are served; the result is then ``truncated``;
-    and a configured, fresh ``[scan_cache]`` narrows the scan.
+    and a configured, fresh ``[scan_cache]`` narrows the scan.  With
+    *breaker* (post-login as root), a spool whose last scan the deadline cut
+    is skipped with a warning (:mod:`nsprov._breaker`).
     """
     served: list[Served] = []
     skipped: list[Skipped] = []
@@ -667,19 +671,34 @@ def discover(
     truncated = False
     warnings: list[str] = []
     for spool in config.spools:
-        truncated = scan_spool(
-            spool,
-            user,
-            fs=fs,
-            taken_prefixes=taken_prefixes,
-            taken_names=taken_names,
-            served=served,
-            skipped=skipped,
-            keep_skipped=keep_skipped,
-            stop_after=stop_after,
-            scan_cache=None if keep_skipped else config.scan_cache,
-            warnings=warnings,
-        )
+        entered = False
+        if breaker is not None:
+            try:
+                why = breaker.enter(spool.path)
+            except OSError as e:  # an untrusted state directory names itself and the rule
+                warnings.append(f"spool breaker not used: {e}")
+                breaker, why = None, None
+            if why is not None:
+                warnings.append(why)
+                continue
+            entered = breaker is not None
+        try:
+            truncated = scan_spool(
+                spool,
+                user,
+                fs=fs,
+                taken_prefixes=taken_prefixes,
+                taken_names=taken_names,
+                served=served,
+                skipped=skipped,
+                keep_skipped=keep_skipped,
+                stop_after=stop_after,
+                scan_cache=None if keep_skipped else config.scan_cache,
+                warnings=warnings,
+            )
+        finally:
+            if entered and breaker is not None:
+                breaker.leave(spool.path)
         if truncated:
             break
     found = Discovery(tuple(served), tuple(skipped), truncated=truncated, warnings=tuple(warnings))
