@@ -130,3 +130,25 @@ def test_hung_spool_workers_do_not_pile_up(live_base: Path, hung_mount: Path) ->
     assert len(stuck) <= STUCK_MAX, stuck
     assert LOGINS - STUCK_MAX <= len(skipped)
     assert [True] * PARALLEL == still  # the stuck workers still hold the spool's lock
+
+
+@pytest.mark.parametrize("command", ["show", "check"])
+def test_show_and_check_give_up(live_base: Path, hung_mount: Path, command: str) -> None:
+    """nsprov show and check on a hung spool: an error naming the deadline, not a hang."""
+    config = live_base / "nsprov.toml"
+    config.write_text(f'[[spool]]\npath = "{hung_mount}"\n')
+    argv = [NSPROV, command, "--user=nobody", f"--config={config}", "--deadline=1"]
+    if command == "check":
+        argv.append("--dovecot-version=2.3")
+    started = time.monotonic()
+    with (live_base / "stderr").open("w+") as err:
+        proc = subprocess.run(
+            argv, stdout=subprocess.PIPE, stderr=err, text=True, timeout=60, check=False
+        )
+        err.seek(0)
+        output = proc.stdout + err.read()
+    elapsed = time.monotonic() - started
+
+    assert 1 == proc.returncode, output
+    assert "did not finish within 1s" in output
+    assert elapsed < 15
