@@ -10,13 +10,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nsprov import _perms as perms_module
+from nsprov import _scan as scan_module
 from nsprov._config import config_from_mapping
 from nsprov._engine import plan
 from nsprov._env import from_environ
 from nsprov._identity import MailUser
 from nsprov._model import namespace_problems
 from nsprov._perms import Identity, PosixAcl
-from nsprov._scan import REASONS, Discovery, Fs, SpoolError, _Matcher, discover, display
+from nsprov._scan import (
+    REASONS,
+    Discovery,
+    Fs,
+    SpoolError,
+    _Matcher,
+    anchored_verdict,
+    discover,
+    display,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -542,5 +553,36 @@ class TestSwappedEntry:
     def test_unchanged_entry_served(self, spool: Path) -> None:
         """Without a swap, the descriptor walk agrees with the path-based checks."""
         maildir(spool / "box")
+
+        assert ["box"] == [s.entry for s in discover(config(spool), OTHER).served]
+
+    @pytest.mark.parametrize(
+        ("mode", "reason", "detail"),
+        [
+            (0, "not-a-directory", "removed while it was checked"),
+            (0o120777, "symlink", "replaced by a symbolic link while it was checked"),
+            (0o100644, "not-a-directory", "replaced by a non-directory while it was checked"),
+        ],
+    )
+    def test_walk_stopped(self, mode: int, reason: str, detail: str) -> None:
+        """A walk that stopped at the entry gives the reason of what it found there."""
+        assert (reason, detail) == anchored_verdict([(b"box", mode, None)], 1, OTHER.identity)
+
+    def test_acl_read_without_proc(self, spool: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without /proc, the ACL is read through a real descriptor of the same directory."""
+        box = maildir(spool / "box", 0o700, sub_mode=0o755)
+        grant = PosixAcl(user_obj=7, group_obj=0, other=0, mask=5, users=[(OTHER.identity.uid, 5)])
+        try:
+            os.setxattr(box, "system.posix_acl_access", grant.to_xattr())
+        except OSError as e:
+            pytest.skip(f"no POSIX ACLs here: {e}")
+        real_read_acl = perms_module.read_acl
+
+        def no_proc(path: str | bytes, **kw: Any) -> PosixAcl | None:
+            if os.fsencode(path).startswith(b"/proc/"):
+                raise FileNotFoundError(path)
+            return real_read_acl(path, **kw)
+
+        monkeypatch.setattr(scan_module, "read_acl", no_proc)
 
         assert ["box"] == [s.entry for s in discover(config(spool), OTHER).served]
