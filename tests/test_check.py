@@ -15,6 +15,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 from hashlib import blake2b
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,7 +135,8 @@ def fake_acls(acls: dict[bytes, PosixAcl]) -> Fs:
             return acls[path].to_xattr()
         raise OSError(errno.ENODATA, "no ACL")
 
-    return Fs(getxattr=getxattr)
+    # Faked ACLs are path-based: the scanner's descriptor re-check would read the real ones.
+    return Fs(getxattr=getxattr, anchored=None)
 
 
 @pytest.fixture(name="base")
@@ -1181,6 +1183,21 @@ class TestUsers:
         assert {(str(five), n) for n in (b"a", b"b", b"c", b"d", b"e")} == keys
         assert report.userdb_keys_bytes < report.env_bytes
         assert 9000 == report.as_dict()["serve"]["full_size"]
+
+    def test_hung_scan_is_an_error(self, five: Path) -> None:
+        """A scan that outlasts the per-user deadline is an error finding, not a hang."""
+
+        def stuck(path: bytes) -> os.stat_result:
+            time.sleep(30)
+            return os.lstat(path)
+
+        started = time.monotonic()
+        report, findings, _ = check_user(make_config(five), ALICE, fs=Fs(lstat=stuck), deadline=0.3)
+
+        assert time.monotonic() - started < 5
+        assert None is report
+        assert [("user-error", "error")] == [(f.code, f.severity) for f in findings]
+        assert "did not finish within 0.3s" in findings[0].message
 
     def test_namespace_max(self, five: Path) -> None:
         """More readable mailboxes than namespace.max is a warning."""

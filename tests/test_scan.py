@@ -10,16 +10,28 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nsprov import _perms as perms_module
+from nsprov import _scan as scan_module
 from nsprov._config import config_from_mapping
 from nsprov._engine import plan
 from nsprov._env import from_environ
 from nsprov._identity import MailUser
 from nsprov._model import namespace_problems
 from nsprov._perms import Identity, PosixAcl
-from nsprov._scan import REASONS, Discovery, Fs, SpoolError, _Matcher, discover, display
+from nsprov._scan import (
+    REASONS,
+    Discovery,
+    Fs,
+    SpoolError,
+    Step,
+    _Matcher,
+    anchored_verdict,
+    discover,
+    display,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from typing import Any
 
 ME = os.getuid()
@@ -309,8 +321,8 @@ class TestSelection:
         assert os.fsencode(spool / "sales" / "cur") in calls
 
 
-class TestSwappedEntry:
-    """An entry swapped between two checks is not offered (issue 16, finding 7)."""
+class TestSwappedByPath:
+    """An entry swapped between two of the path-based checks is not offered (issue 16, finding 7)."""
 
     @pytest.mark.parametrize("swap_back", [False, True])
     @pytest.mark.parametrize("other", ["symlink", "private"])
@@ -359,19 +371,21 @@ class TestSwappedEntry:
         assert [] == [s.entry for s in d.served]
         assert not before  # the checks of a's cur and new ran, with the swaps between
         assert not after
-        assert "changed while checked" in {k.entry: k.detail for k in d.skipped}["a"]
+        assert "while it was checked" in {k.entry: k.detail for k in d.skipped}["a"] or (
+            "checked by descriptor" in {k.entry: k.detail for k in d.skipped}["a"]
+        )
 
     def test_unopenable_entry(self, spool: Path) -> None:
         """An entry whose re-check by file descriptor fails is skipped with the error."""
         maildir(spool / "sales")
 
-        def pinned(_path: bytes, _seen: object) -> str | None:
+        def anchored(_real: bytes, _parts: object) -> list[Step]:
             raise PermissionError(13, "Permission denied")
 
-        d = discover(config(spool), OTHER, fs=Fs(pinned=pinned))
+        d = discover(config(spool), OTHER, fs=Fs(anchored=anchored))
 
         assert () == tuple(d.served)
-        assert [("sales", "no-access", "cannot be opened (Permission denied)")] == [
+        assert [("sales", "no-access", "cannot be checked by descriptor (Permission denied)")] == [
             (k.entry, k.reason, k.detail) for k in d.skipped
         ]
 
@@ -532,6 +546,16 @@ def test_missing_home(spool: Path) -> None:
         discover(config(spool), homeless)
 
 
+@pytest.mark.parametrize("home", ["home/x", "./x", "~x"])
+def test_relative_home(spool: Path, home: str) -> None:
+    """A relative userdb home is one clear error, not every entry silently unservable."""
+    maildir(spool / "sales")
+    relative = MailUser(user="x", home=home, identity=OTHER.identity)
+
+    with pytest.raises(ValueError, match="is not absolute"):
+        discover(config(spool), relative)
+
+
 def test_spool_error_is_oserror() -> None:
     """SpoolError is an OSError too."""
     assert issubclass(SpoolError, OSError)
@@ -552,3 +576,92 @@ def test_virtual_user_from_identity_config() -> None:
         user.identity.groups,
         user.home,
     )
+
+
+class TestSwappedEntry:
+    """An entry swapped between two checks is judged by what one descriptor walk saw (finding 7)."""
+
+    @staticmethod
+    def swapping(entry: Path, replace: Callable[[], None]) -> Fs:
+        """The real filesystem, whose first lstat of *entry* is followed by *replace()*."""
+        done: list[bool] = []
+
+        def lstat(path: bytes) -> os.stat_result:
+            s = os.lstat(path)
+            if path == os.fsencode(entry) and not done:
+                done.append(True)
+                replace()
+            return s
+
+        return Fs(lstat=lstat)
+
+    def test_symlink_swapped_in(self, spool: Path, base: Path) -> None:
+        """A readable non-maildir swapped for a symlink to a maildir after its lstat is not served."""
+        target = maildir(base / "outside")
+        box = spool / "box"
+        box.mkdir(mode=0o755)
+
+        def replace() -> None:
+            box.rename(spool / ".aside")
+            box.symlink_to(target)
+
+        found = discover(config(spool), OTHER, fs=self.swapping(box, replace))
+
+        assert ([], ["symlink"]) == (
+            [s.entry for s in found.served],
+            [k.reason for k in found.skipped if k.entry == "box"],
+        )
+
+    def test_private_dir_swapped_in(self, spool: Path) -> None:
+        """A 0700 maildir swapped in after the readable entry's lstat is not served."""
+        box = spool / "box"
+        box.mkdir(mode=0o755)
+        private = maildir(spool / ".private", 0o700, sub_mode=0o755)
+
+        def replace() -> None:
+            box.rename(spool / ".aside")
+            private.rename(box)
+
+        found = discover(config(spool), OTHER, fs=self.swapping(box, replace))
+
+        assert ([], ["no-access"]) == (
+            [s.entry for s in found.served],
+            [k.reason for k in found.skipped if k.entry == "box"],
+        )
+
+    def test_unchanged_entry_served(self, spool: Path) -> None:
+        """Without a swap, the descriptor walk agrees with the path-based checks."""
+        maildir(spool / "box")
+
+        assert ["box"] == [s.entry for s in discover(config(spool), OTHER).served]
+
+    @pytest.mark.parametrize(
+        ("mode", "reason", "detail"),
+        [
+            (0, "not-a-directory", "removed while it was checked"),
+            (0o120777, "symlink", "replaced by a symbolic link while it was checked"),
+            (0o100644, "not-a-directory", "replaced by a non-directory while it was checked"),
+        ],
+    )
+    def test_walk_stopped(self, mode: int, reason: str, detail: str) -> None:
+        """A walk that stopped at the entry gives the reason of what it found there."""
+        assert (reason, detail) == anchored_verdict([(b"box", mode, None)], 1, OTHER.identity)
+
+    def test_acl_read_without_proc(self, spool: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without /proc, the ACL is read through a real descriptor of the same directory."""
+        box = maildir(spool / "box", 0o700, sub_mode=0o755)
+        grant = PosixAcl(user_obj=7, group_obj=0, other=0, mask=5, users=[(OTHER.identity.uid, 5)])
+        try:
+            os.setxattr(box, "system.posix_acl_access", grant.to_xattr())
+        except OSError as e:
+            pytest.skip(f"no POSIX ACLs here: {e}")
+        real_read_acl = perms_module.read_acl
+
+        def no_proc(path: str | bytes, **kw: Any) -> PosixAcl | None:
+            if os.fsencode(path).startswith(b"/proc/"):
+                raise FileNotFoundError(path)
+            return real_read_acl(path, **kw)
+
+        monkeypatch.setattr(scan_module, "read_acl", no_proc)
+
+        assert ["box"] == [s.entry for s in discover(config(spool), OTHER).served]

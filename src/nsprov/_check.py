@@ -17,6 +17,7 @@ usage errors exit 2.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 import stat as st
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 
 from ._config import DEFAULT_CONFIG_PATH
+from ._deadline import DEFAULT_DEADLINE
 from ._env import EnvLimits
 from ._identity import MailUser
 from ._model import check_namespaces
@@ -482,7 +484,12 @@ def _permissive(fs: Fs) -> Fs:
     def getxattr(_path: bytes, _name: str, **_options: object) -> bytes:
         raise OSError(errno.ENODATA, "ACLs are ignored by the structural scan")
 
-    return attrs.evolve(fs, lstat=lstat, getxattr=getxattr)
+    # No descriptor re-check either: it would judge access, which this scan ignores.
+    return attrs.evolve(fs, lstat=lstat, getxattr=getxattr, anchored=None)
+
+
+#: A spool's structural scan, and the prefixes and names taken so far.
+_Scanned = tuple["SpoolScan", set[str], set[str]]
 
 
 @attrs.frozen
@@ -499,44 +506,73 @@ class SpoolScan:
     seconds: float | None = None  # how long scan_spool took on it
 
 
+def _structure_of(
+    spool: SpoolConfig,
+    number: int,
+    fs: Fs,
+    permissive: Fs,
+    taken_prefixes: set[str],
+    taken_names: set[str],
+    clock: Callable[[], float],
+) -> _Scanned:
+    """One spool's structural scan (see :func:`scan_structure`), and what it took."""
+    try:
+        real = fs.realpath(spool.path_bytes)
+        names = tuple(sorted(fs.listdir(real)))
+    except OSError as e:
+        return SpoolScan(spool, number, error=e.strerror or str(e)), taken_prefixes, taken_names
+    served: list[Served] = []
+    skipped: list[Skipped] = []
+    started = clock()
+    try:
+        scan_spool(
+            spool,
+            _CHECK_USER,
+            fs=permissive,
+            taken_prefixes=taken_prefixes,
+            taken_names=taken_names,
+            served=served,
+            skipped=skipped,
+        )
+    except (NsprovError, OSError) as e:
+        return SpoolScan(spool, number, real, names, error=str(e)), taken_prefixes, taken_names
+    seconds = clock() - started
+    scan = SpoolScan(spool, number, real, names, tuple(served), tuple(skipped), seconds=seconds)
+    return scan, taken_prefixes, taken_names
+
+
 def scan_structure(
-    config: Config, *, fs: Fs = DEFAULT_FS, clock: Callable[[], float] = time.monotonic
+    config: Config,
+    *,
+    fs: Fs = DEFAULT_FS,
+    deadline: float = DEFAULT_DEADLINE,
+    clock: Callable[[], float] = time.monotonic,
 ) -> list[SpoolScan]:
     """Scan every spool as if every user could read everything (names, shapes, collisions).
 
-    Each scan is timed with *clock* (:attr:`SpoolScan.seconds`, see ``scan-slow``).
+    Each spool gets *deadline* seconds (a hung filesystem): past it, the spool
+    is reported unscannable and the later checks leave it out.  Each scan is
+    timed with *clock* (:attr:`SpoolScan.seconds`, see ``scan-slow``).
     """
+    from ._deadline import DeadlineError, run_with_deadline  # noqa: PLC0415
+
     permissive = _permissive(fs)
     taken_prefixes = set(config.config_prefixes)
     taken_names = {n.lower() for n in config.reserved_names}
     out = []
     for number, spool in enumerate(config.spools, 1):
-        try:
-            real = fs.realpath(spool.path_bytes)
-            names = tuple(sorted(fs.listdir(real)))
-        except OSError as e:
-            out.append(SpoolScan(spool, number, error=e.strerror or str(e)))
-            continue
-        served: list[Served] = []
-        skipped: list[Skipped] = []
-        started = clock()
-        try:
-            scan_spool(
-                spool,
-                _CHECK_USER,
-                fs=permissive,
-                taken_prefixes=taken_prefixes,
-                taken_names=taken_names,
-                served=served,
-                skipped=skipped,
-            )
-        except (NsprovError, OSError) as e:
-            out.append(SpoolScan(spool, number, real, names, error=str(e)))
-            continue
-        seconds = clock() - started
-        out.append(
-            SpoolScan(spool, number, real, names, tuple(served), tuple(skipped), seconds=seconds)
+        one = functools.partial(
+            _structure_of, spool, number, fs, permissive, taken_prefixes, taken_names, clock
         )
+        try:
+            # The scan runs in a child: what it took comes back for the next spool's collisions.
+            scan, taken_prefixes, taken_names = run_with_deadline(
+                one, deadline, what=f"the scan of spool {spool.path}"
+            )
+        except DeadlineError as e:
+            out.append(SpoolScan(spool, number, error=str(e)))
+            continue
+        out.append(scan)
     return out
 
 
@@ -1016,12 +1052,15 @@ def check_scan_cache(config: Config, *, now_ns: int | None = None) -> list[Findi
     return out
 
 
-def check_trusted_files(config_path: str, config: Config | None) -> list[Finding]:
+def check_trusted_files(
+    config_path: str, config: Config | None, *, deadline: float = DEFAULT_DEADLINE
+) -> list[Finding]:
     """``untrusted-file``: each file root uses on behalf of others must pass the trust rule.
 
     The config file; with a config, each spool's ignore file (and its caps),
     the ``[scan_cache]`` directory, the ``[serve]`` socket's directory and the
-    post-login config cache directory.  An absent one is not reported here.
+    post-login config cache directory.  An absent one is not reported here,
+    nor one in a spool that does not answer within *deadline* seconds.
     """
     from ._config import DEFAULT_CACHE_DIR  # noqa: PLC0415
     from ._scan import DEFAULT_FS, _ignore_patterns  # noqa: PLC0415
@@ -1049,11 +1088,21 @@ def check_trusted_files(config_path: str, config: Config | None) -> list[Finding
         pass  # unreadable: a config-error
     if config is None:
         return out
+    from ._deadline import DeadlineError, run_with_deadline  # noqa: PLC0415
+
+    def ignore_file(spool: SpoolConfig) -> tuple[bytes, str | None]:
+        real = os.path.realpath(spool.path_bytes)
+        return real, _ignore_patterns(DEFAULT_FS, spool, real)[1]
+
     for spool in config.spools:
         if not spool.ignore_file:
             continue
-        real = os.path.realpath(spool.path_bytes)
-        _, warning = _ignore_patterns(DEFAULT_FS, spool, real)
+        try:  # a hung spool: the structural scan reports it
+            real, warning = run_with_deadline(
+                functools.partial(ignore_file, spool), deadline, what=f"spool {spool.path}"
+            )
+        except DeadlineError:
+            continue
         if warning is not None:
             found(_show(os.path.join(real, os.fsencode(spool.ignore_file))), warning)
     dirs = [(DEFAULT_CACHE_DIR, "cache directory")]
@@ -1901,19 +1950,26 @@ def check_user(
     limits: EnvLimits = EnvLimits(),
     budget: Callable[[Config, MailUser], ReplyBudget] | None = None,
     serve_mode: bool | None = None,
+    deadline: float = DEFAULT_DEADLINE,
 ) -> tuple[UserReport | None, list[Finding], set[tuple[str, bytes]]]:
     """One user's namespaces against ``namespace.max``, the kernel and the serve budget.
 
-    Returns the report (None when the namespaces cannot be computed), the
-    findings, and the ``(spool, raw name)`` keys of every mailbox the user may read.
+    Returns the report (None when the namespaces cannot be computed, or not
+    within *deadline* seconds: a hung spool), the findings, and the
+    ``(spool, raw name)`` keys of every mailbox the user may read.
     """
+    from ._deadline import run_with_deadline  # noqa: PLC0415
     from ._engine import plan  # noqa: PLC0415
     from ._env import MAX_ARG_STRLEN  # noqa: PLC0415
 
     subject = f"user {user.user}"
     environ = base_environ(user)
     try:
-        p = plan(config, user, environ, fs=fs, limits=limits)
+        p = run_with_deadline(
+            lambda: plan(config, user, environ, fs=fs, limits=limits),
+            deadline,
+            what=f"the scan for user {user.user}",
+        )
     except (NsprovError, OSError) as e:
         return (
             None,
@@ -2372,6 +2428,8 @@ class World:
     force: bool = False
     uid_name: Callable[[int], str] = str
     gid_name: Callable[[int], str] = str
+    #: Seconds each user's scan may take (--deadline).
+    deadline: float = DEFAULT_DEADLINE
 
 
 _RANK = {"error": 0, "warning": 1, "info": 2}
@@ -2466,7 +2524,7 @@ def run_checks(world: World) -> Report:
     findings += template_findings
     bad_templates = {f.subject for f in template_findings if f.code == "template-invalid"}
     fs = world.fs
-    scans = scan_structure(config, fs=fs)
+    scans = scan_structure(config, fs=fs, deadline=world.deadline)
     templates_ok = {s.number for s in scans if f"spool[{s.number}]" not in bad_templates}
     findings += structure_findings(scans, templates_ok=templates_ok)
     findings += check_scan_cache(config)
@@ -2555,7 +2613,12 @@ def _check_users(
     failures: list[Finding] = []
     for user in world.users:
         report, found, keys = check_user(
-            config, user, fs=world.fs, budget=world.budget, serve_mode=serve_mode
+            config,
+            user,
+            fs=world.fs,
+            budget=world.budget,
+            serve_mode=serve_mode,
+            deadline=world.deadline,
         )
         for key in keys:
             access.setdefault(key, []).append(user)
@@ -2738,6 +2801,18 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    import argparse  # noqa: PLC0415
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
+    return value
+
+
 def check_parser() -> Any:
     """The argument parser of ``nsprov check``."""
     import argparse  # noqa: PLC0415
@@ -2765,6 +2840,13 @@ def check_parser() -> Any:
     parser.add_argument("--dovecot", metavar="PATH", help="the dovecot program (for --version)")
     parser.add_argument(
         "--dovecot-version", type=_version_arg, metavar="X.Y", help="skip version detection"
+    )
+    parser.add_argument(
+        "--deadline",
+        type=_seconds,
+        default=DEFAULT_DEADLINE,
+        metavar="SECONDS",
+        help="give up on a user whose scan takes longer (a hung filesystem); default 30",
     )
     parser.add_argument(
         "--clean-stale",
@@ -2963,7 +3045,7 @@ def gather(args: Any) -> World:
     from ._serve import reply_budget  # noqa: PLC0415
 
     config, problems, acl_plugin = _load(args.config)
-    trust = check_trusted_files(args.config, config)
+    trust = check_trusted_files(args.config, config, deadline=args.deadline)
     conf, conf_finding = _run_doveconf(args)
     version, source = _dovecot_version(args, conf)
     users: list[MailUser] = []
@@ -2990,6 +3072,7 @@ def gather(args: Any) -> World:
         enumerated=not args.user,
         uid_names=uid_names,
         budget=budget,
+        deadline=args.deadline,
         clean=clean_stale_as if args.clean_stale else None,
         max_remove_fraction=args.max_remove_fraction,
         force=args.force,

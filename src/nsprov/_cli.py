@@ -21,6 +21,16 @@ def _groups(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated gids, got {text!r}") from None
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
+    return value
+
+
 def main_parser() -> argparse.ArgumentParser:
     """The argument parser of ``nsprov``."""
     parser = argparse.ArgumentParser(
@@ -47,6 +57,13 @@ def main_parser() -> argparse.ArgumentParser:
     show.add_argument("--gid", type=int, help="override the mail gid")
     show.add_argument("--groups", type=_groups, help="override supplementary gids (comma list)")
     show.add_argument("--home", help="override the home directory")
+    show.add_argument(
+        "--deadline",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="give up on a scan that takes longer (a hung filesystem); default 30",
+    )
     sub.add_parser(
         "check",
         help="the doctor: configuration, spool and Dovecot checks (see 'nsprov check --help')",
@@ -83,6 +100,7 @@ def _show(args: argparse.Namespace) -> int:
     import attrs  # noqa: PLC0415
 
     from ._config import load_config  # noqa: PLC0415
+    from ._deadline import run_with_deadline  # noqa: PLC0415
     from ._engine import plan  # noqa: PLC0415
     from ._identity import mail_user_from_nss  # noqa: PLC0415
     from ._render import render_conf, render_env, render_json, render_table  # noqa: PLC0415
@@ -106,7 +124,9 @@ def _show(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     environ = {"USER": user.user, "USERDB_KEYS": "UID GID HOME SYSTEM_GROUPS_USER "}
-    p = plan(config, user, environ)
+    p = run_with_deadline(
+        lambda: plan(config, user, environ), args.deadline, what=f"the scan for user {user.user}"
+    )
     out = {
         "table": lambda: render_table(p, explain=args.explain),
         "env": lambda: render_env(p),

@@ -20,6 +20,7 @@ from ._scan import DEFAULT_FS, Discovery, Fs, discover, limit, skipped_counts
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
+    from ._breaker import SpoolBreaker
     from ._config import Config
     from ._identity import MailUser
 
@@ -52,9 +53,10 @@ def plan(
     fs: Fs = DEFAULT_FS,
     limits: EnvLimits = EnvLimits(),
     keep_skipped: bool = True,
+    breaker: SpoolBreaker | None = None,
 ) -> Plan:
     """Discover *user*'s namespaces and render them for *environ*, within *limits*."""
-    discovery = discover(config, user, fs=fs, keep_skipped=keep_skipped)
+    discovery = discover(config, user, fs=fs, keep_skipped=keep_skipped, breaker=breaker)
     namespaces = discovery.namespaces
     check_namespaces(
         namespaces, reserved_names=config.reserved_names, taken_prefixes=config.config_prefixes

@@ -19,6 +19,7 @@ from .exceptions import NsprovError
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from ._breaker import SpoolBreaker
     from ._config import Config
     from ._identity import MailUser
 
@@ -59,6 +60,8 @@ class Login:
         self.user_tasks: list[tuple[str, Callable[[], None]]] = []
         self.warnings: list[str] = []
         self.deadline_at: float | None = None
+        #: Post-login's per-spool breaker (set by the worker when it runs as root).
+        self.breaker: SpoolBreaker | None = None
         self._mail_user: MailUser | None = None
 
     # -- context
@@ -186,7 +189,7 @@ class Login:
 
         user = self.mail_user
         debug = user.user in cfg.debug_users
-        p = plan(cfg, user, self.env, keep_skipped=debug)
+        p = plan(cfg, user, self.env, keep_skipped=debug, breaker=self.breaker)
         if debug:
             from ._engine import explain_lines  # noqa: PLC0415
 

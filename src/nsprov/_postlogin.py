@@ -43,6 +43,10 @@ T_CLIENT = b"C"  # bytes to write to the client (fd 1) before exec
 T_DENY = b"X"  # deny the login after the client writes: exit without exec
 T_FAIL = b"F"  # the worker failed; the payload is the one log line
 T_OK = b"O"  # the worker finished; apply everything
+T_SCAN = b"S"  # a spool scan begins (marker path NUL spool path) or ends (empty payload)
+
+#: How often the parent logs that the deadline cut a spool's scan (per spool, in seconds).
+CUT_LOG_EVERY = 60.0
 
 
 def os_execve(path: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
@@ -207,7 +211,7 @@ def frame(tag: bytes, payload: bytes) -> bytes:
 class Result:
     """What the worker said before it finished or the deadline passed."""
 
-    __slots__ = ("client", "cut", "deny", "env", "error", "ok", "policy")
+    __slots__ = ("client", "cut", "deny", "env", "error", "ok", "policy", "scanning")
 
     def __init__(self) -> None:
         self.cut = False  # the deadline, not the worker, ended the login's step
@@ -217,6 +221,8 @@ class Result:
         self.ok = False
         self.policy: str | None = None
         self.error: str | None = None
+        #: The spool scan in progress (marker path NUL spool path), empty when none.
+        self.scanning = b""
 
 
 def _decode(buf: bytes, result: Result, deadline: list[float], started: float) -> bytes:
@@ -242,6 +248,8 @@ def _decode(buf: bytes, result: Result, deadline: list[float], started: float) -
             result.error = payload.decode("utf-8", "backslashreplace")
         elif tag == T_OK:
             result.ok = True
+        elif tag == T_SCAN:
+            result.scanning = payload
     return buf
 
 
@@ -283,6 +291,8 @@ def run_worker(
             if remaining <= 0:
                 result.error = f"deadline of {deadline[0] - started:.1f}s passed"
                 result.cut = True
+                if result.scanning:
+                    result.error += _cut(result.scanning, deadline[0] - started)
                 break
             # poll, not select: select refuses descriptors above FD_SETSIZE (1024)
             ready = poller.poll(remaining * 1000)
@@ -305,6 +315,50 @@ def run_worker(
             pass
         _reap(pid, block=False)
     return result
+
+
+def _cut(scanning: bytes, seconds: float, *, every: float = CUT_LOG_EVERY) -> str:
+    """The deadline cut the scan *scanning* names: mark it for the breaker, log once per *every*.
+
+    The marker (``<base>.cut``, see :mod:`nsprov._breaker`) makes the next
+    logins skip the spool instead of sticking another worker in it; a second
+    file's mtime (``<base>.logged``) rate-limits the explanation.  Returns the
+    words for this login's own line.
+    """
+    import time  # noqa: PLC0415
+
+    base, _, raw = scanning.partition(b"\0")
+    spool = raw.decode("utf-8", "surrogateescape")
+    try:
+        _touch(base + b".cut")
+        logged = base + b".logged"
+        try:
+            due = not 0 <= time.time() - os.lstat(logged).st_mtime < every
+        except FileNotFoundError:
+            due = True
+        if due:
+            _touch(logged)
+    except OSError as e:
+        due = True
+        log(f"spool {spool}: cannot mark it for the next logins: {e.strerror or e}")
+    if due:
+        log(
+            f"spool {spool}: the {seconds:.1f}s post-login deadline cut a scan of it, so that "
+            "login got no namespaces; the next logins skip it while that lasts; a spool too "
+            "large to scan in time needs [scan_cache], else its filesystem hangs "
+            f"(logged at most once per {every:g}s)"
+        )
+    return f" while scanning spool {spool}"
+
+
+def _touch(path: bytes) -> None:
+    fd = os.open(
+        path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600
+    )
+    try:
+        os.utime(fd)
+    finally:
+        os.close(fd)
 
 
 def _reap(pid: int, *, block: bool) -> None:
@@ -472,8 +526,8 @@ def main(
             else "continuing with the environment untouched"
         )
     )
-    if result.cut:
-        deadline_hint()
+    if result.cut and not result.scanning:
+        deadline_hint()  # a cut scan was explained, per spool, by _cut
     if policy == "deny":
         return 1
     _exec(execve, opts.next, env, fallback=None)

@@ -49,12 +49,13 @@ import attrs
 from ._location import MailLocation
 from ._model import Namespace, has_control
 from ._names import entry_id
-from ._perms import R_OK, X_OK, FileFacts, decide, read_acl
+from ._perms import R_OK, X_OK, FileFacts, PosixAcl, decide, read_acl
 from .exceptions import InvalidLocationError, InvalidNamespaceError, NsprovError, UntrustedFileError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
+    from ._breaker import SpoolBreaker
     from ._config import Config, ScanCacheConfig, SpoolConfig
     from ._identity import MailUser
     from ._perms import Identity
@@ -193,34 +194,99 @@ def _dir_sig(path: bytes) -> tuple[int, int, int]:
     return (s.st_dev, s.st_ino, s.st_mtime_ns)
 
 
-_PIN = os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
+#: How :func:`_anchored_facts` opens each directory: by descriptor, never through a symbolic link.
+_ANCHOR = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+
+#: One step of an anchored walk: the name, its ``st_mode`` (0: absent), and for a directory its facts.
+Step = tuple[bytes, int, FileFacts | None]
 
 
-def _pinned(path: bytes, seen: Sequence[os.stat_result]) -> str | None:
-    """None if *path*, then its ``cur`` and ``new``, are still the directories *seen*, else why not.
-
-    The checks before went by path: an entry swapped for a symbolic link or
-    another directory between two of them had its ``cur`` looked up in the
-    other one.  Here each is opened relative to the one before, with
-    ``O_NOFOLLOW | O_DIRECTORY`` (so neither a link nor a non-directory), and
-    its device and inode compared with what the checks saw: the verdict is
-    about one set of directories, whatever was renamed in between.
-    """
-    parent, _, name = path.rpartition(b"/")
-    fds = [os.open(parent or b"/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)]
+def _fd_acl(fd: int) -> PosixAcl | None:
+    """The access ACL of the inode open on *fd* (an ``O_PATH`` descriptor)."""
     try:
-        for i, (part, want) in enumerate(zip((name, b"cur", b"new"), seen, strict=False)):
-            try:
-                fd = os.open(part, _PIN, dir_fd=fds[min(i, 1)])
-            except OSError as e:
-                return f"{part.decode()} changed while checked ({e.strerror})"
+        # fgetxattr refuses O_PATH descriptors; the /proc magic link is that same inode.
+        return read_acl(f"/proc/self/fd/{fd}")
+    except FileNotFoundError:  # no /proc (a chroot): a real descriptor of the same directory
+        rfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+        try:
+            return read_acl(b"", getxattr=lambda _path, name, **_kw: os.getxattr(rfd, name))
+        finally:
+            os.close(rfd)
+
+
+def _look(dir_fd: int, name: bytes) -> tuple[int | None, Step]:
+    """Open *name* in the directory *dir_fd* without following it; a descriptor only for a directory."""
+    try:
+        fd = os.open(name, _ANCHOR, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None, (name, 0, None)
+    try:
+        s = os.fstat(fd)
+        if not st.S_ISDIR(s.st_mode):
+            os.close(fd)
+            return None, (name, s.st_mode, None)
+        return fd, (name, s.st_mode, FileFacts(s.st_mode, s.st_uid, s.st_gid, _fd_acl(fd)))
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _anchored_facts(real: bytes, parts: Sequence[bytes]) -> list[Step]:
+    """What the directories *real*/*parts*... and the last one's ``cur`` and ``new`` are, race-free.
+
+    Each name is opened with ``O_PATH | O_NOFOLLOW`` relative to the descriptor
+    of the directory before it, and its mode, owner and ACL are read from that
+    descriptor: renaming or swapping an entry (``RENAME_EXCHANGE``) between two
+    calls cannot make one inode's facts pass for another's, nor lead through a
+    symbolic link.  The walk stops at the first name that is no directory.
+    """
+    steps: list[Step] = []
+    fds = [os.open(real, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)]
+    try:
+        for name in parts:
+            fd, step = _look(fds[-1], name)
+            steps.append(step)
+            if fd is None:
+                return steps
             fds.append(fd)
-            got = os.fstat(fd)
-            if (got.st_dev, got.st_ino) != (want.st_dev, want.st_ino):
-                return f"{part.decode()} changed while checked"
+        for child in (b"cur", b"new"):
+            fd, step = _look(fds[-1], child)
+            steps.append(step)
+            if fd is not None:
+                os.close(fd)
+        return steps
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def anchored_verdict(
+    steps: Sequence[Step], depth: int, ident: Identity
+) -> tuple[Reason, str] | None:
+    """Pure: the verdict on an anchored walk (:func:`_anchored_facts`) of *depth* names, then cur/new.
+
+    Every name but the last must be a directory *ident* may search, the last
+    (the entry) one it may read and search, and its ``cur`` and ``new``
+    directories it may read and search.  None means servable.
+    """
+    if len(steps) < depth + 2:
+        _, mode, _ = steps[-1]
+        if mode == 0:
+            return "not-a-directory", "removed while it was checked"
+        if st.S_ISLNK(mode):
+            return "symlink", "replaced by a symbolic link while it was checked"
+        return "not-a-directory", "replaced by a non-directory while it was checked"
+    for i, (name, _mode, facts) in enumerate(steps):
+        if facts is None:  # only cur or new: the walk went through every part
+            return "not-a-maildir", f"no {name.decode()} subdirectory (when checked by descriptor)"
+        want = X_OK if i < depth - 1 else _RX
+        d = decide(facts, ident, want)
+        if not d:
+            what = "directory" if i < depth else name.decode()
+            return (
+                "no-access",
+                f"{what} not readable and searchable ({d.via}, checked by descriptor)",
+            )
     return None
 
 
@@ -239,9 +305,10 @@ class Fs:
     listing: Callable[[bytes], list[tuple[bytes, int]]] = attrs.field(factory=lambda: _listing)
     #: ``(dev, ino, mtime_ns)`` of a directory (the scan cache's freshness check).
     dir_sig: Callable[[bytes], tuple[int, int, int]] = attrs.field(factory=lambda: _dir_sig)
-    #: Whether an entry about to be served is still what was checked (:func:`_pinned`).
-    pinned: Callable[[bytes, Sequence[os.stat_result]], str | None] = attrs.field(
-        factory=lambda: _pinned
+    #: The race-free re-check of an entry about to be served (:func:`_anchored_facts`); None
+    #: leaves only the path-based checks (a test that fakes them: never in production).
+    anchored: Callable[[bytes, Sequence[bytes]], list[Step]] | None = attrs.field(
+        factory=lambda: _anchored_facts
     )
 
     def facts(self, path: bytes) -> tuple[os.stat_result, FileFacts]:
@@ -410,12 +477,9 @@ class _Builder:
 
 
 def _classify_dir(
-    fs: Fs, path: bytes, facts: FileFacts, ident: Identity, seen: list[os.stat_result]
+    fs: Fs, path: bytes, facts: FileFacts, ident: Identity
 ) -> tuple[Reason, str] | None:
-    """Check a directory entry: access to it, then maildir shape, then access to cur/new.
-
-    The stat results of ``cur`` and ``new`` are appended to *seen*.
-    """
+    """Check a directory entry: access to it, then maildir shape, then access to cur/new."""
     d = decide(facts, ident, _RX)
     if not d:
         return "no-access", f"directory not readable and searchable ({d.via})"
@@ -428,7 +492,6 @@ def _classify_dir(
         if not st.S_ISDIR(s.st_mode):
             break
         sub[child] = child_facts
-        seen.append(s)
     if len(sub) < 2:
         for marker, what in ((b"dbox-Mails", "sdbox"), (b"storage", "mdbox")):
             try:
@@ -560,17 +623,17 @@ def scan_spool(
             if excluded is not None:
                 skip(raw, "excluded", excluded)
                 continue
-        seen = [s]
-        verdict = _classify_dir(fs, path, facts, ident, seen)
+        verdict = _classify_dir(fs, path, facts, ident)
+        if verdict is None and fs.anchored is not None:
+            # The path-based checks above may each have seen another inode (an entry swapped
+            # between two calls): only what one descriptor walk saw decides.
+            parts = path[len(prefix) :].split(b"/")
+            try:
+                verdict = anchored_verdict(fs.anchored(real, parts), len(parts), ident)
+            except OSError as e:
+                verdict = "no-access", f"cannot be checked by descriptor ({e.strerror or e})"
         if verdict is not None:
             skip(raw, *verdict)
-            continue
-        try:
-            changed = fs.pinned(path, seen)
-        except OSError as e:
-            changed = f"cannot be opened ({e.strerror or e})"
-        if changed is not None:
-            skip(raw, "no-access", changed)
             continue
         try:
             namespace = builder.build(raw, name, os.fsdecode(path))
@@ -601,12 +664,15 @@ def discover(
     *,
     fs: Fs = DEFAULT_FS,
     keep_skipped: bool = True,
+    breaker: SpoolBreaker | None = None,
 ) -> Discovery:
     """Scan every spool in config order for *user*; cap at ``namespace.max``.
 
     Without *keep_skipped* (post-login), scanning stops once more than
     ``namespace.max`` entries are served; the result is then ``truncated``;
-    and a configured, fresh ``[scan_cache]`` narrows the scan.
+    and a configured, fresh ``[scan_cache]`` narrows the scan.  With
+    *breaker* (post-login as root), a spool whose last scan the deadline cut
+    is skipped with a warning (:mod:`nsprov._breaker`).
     """
     served: list[Served] = []
     skipped: list[Skipped] = []
@@ -616,19 +682,34 @@ def discover(
     truncated = False
     warnings: list[str] = []
     for spool in config.spools:
-        truncated = scan_spool(
-            spool,
-            user,
-            fs=fs,
-            taken_prefixes=taken_prefixes,
-            taken_names=taken_names,
-            served=served,
-            skipped=skipped,
-            keep_skipped=keep_skipped,
-            stop_after=stop_after,
-            scan_cache=None if keep_skipped else config.scan_cache,
-            warnings=warnings,
-        )
+        entered = False
+        if breaker is not None:
+            try:
+                why = breaker.enter(spool.path)
+            except OSError as e:  # an untrusted state directory names itself and the rule
+                warnings.append(f"spool breaker not used: {e}")
+                breaker, why = None, None
+            if why is not None:
+                warnings.append(why)
+                continue
+            entered = breaker is not None
+        try:
+            truncated = scan_spool(
+                spool,
+                user,
+                fs=fs,
+                taken_prefixes=taken_prefixes,
+                taken_names=taken_names,
+                served=served,
+                skipped=skipped,
+                keep_skipped=keep_skipped,
+                stop_after=stop_after,
+                scan_cache=None if keep_skipped else config.scan_cache,
+                warnings=warnings,
+            )
+        finally:
+            if entered and breaker is not None:
+                breaker.leave(spool.path)
         if truncated:
             break
     found = Discovery(tuple(served), tuple(skipped), truncated=truncated, warnings=tuple(warnings))

@@ -59,6 +59,8 @@ def finish(fd: int, login: Login, errors: list[str]) -> None:
     """Run the user's tasks (as the user), log one line, send the effects and OK."""
     from ._login import run_user_tasks  # noqa: PLC0415
 
+    if login.breaker is not None:
+        login.breaker.close()  # root's state directory stays out of the user's process
     if login.denied is None:
         errors = errors + run_user_tasks(login)
     problems = [*errors, *(w for w in login.warnings if not w.startswith("debug: "))]
@@ -113,8 +115,14 @@ def cache_dir() -> str | None:
     return DEFAULT_CACHE_DIR if os.geteuid() == 0 else None
 
 
-def run(fd: int, opts: Options, environ: Mapping[str, str]) -> None:
-    """``nsprov post-login``: the configured actions, reported on *fd*."""
+def run(
+    fd: int, opts: Options, environ: Mapping[str, str], *, state_dir: str | None = None
+) -> None:
+    """``nsprov post-login``: the configured actions, reported on *fd*.
+
+    *state_dir* holds the per-spool breaker's markers (:mod:`nsprov._breaker`);
+    by default root's :data:`~nsprov._breaker.SPOOL_STATE_DIR`, none for others.
+    """
     started = time.monotonic()
     try:
         from ._config import load_config  # noqa: PLC0415
@@ -127,6 +135,11 @@ def run(fd: int, opts: Options, environ: Mapping[str, str]) -> None:
         _send(fd, frame(T_POLICY, config.on_error.encode()))
         login = Login(environ, protocol=opts.protocol, config=config)
         login.deadline_at = started + (opts.deadline or config.deadline)
+        from ._breaker import SpoolBreaker, spool_state_dir  # noqa: PLC0415
+
+        state_dir = state_dir or spool_state_dir()
+        if state_dir is not None:
+            login.breaker = SpoolBreaker(state_dir, lambda data: _send(fd, data))
         if (sign := version_signs(environ, config.dialect)) is not None:
             login.warning(sign)
         installed = installed_version(opts.next)

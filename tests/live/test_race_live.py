@@ -1,161 +1,113 @@
-"""A spool writer swapping entries while logins scan: nothing forbidden is offered (issue 16, finding 7).
+"""Spool entries swapped while logins check them, under a real Dovecot 2.3 (issue 16, finding 7).
 
-The spool belongs to an attacker, a real UNIX user, who may rename its entries.  A racer
-process, running as that user, swaps pairs of entries with ``renameat2(RENAME_EXCHANGE)`` in a
-tight loop: a plain directory (no ``cur``/``new``) with a symbolic link to a maildir outside the
-spool (``symlinks = "skip"``), and a plain directory with a maildir only the attacker may open.
-No entry of those pairs is, at any moment, a mailbox the victim may be offered; only the control
-entry ``ok`` is.  Checked by path, the scan looked up ``cur`` in whatever had been swapped in
-after the entry's own check, and offered the plain directory.  The scans here run as root for
-the victim, in-process (the code post-login runs) and through ``nsprov show``; every one must
-offer exactly ``ok``.  A control run with the file-descriptor re-check switched off shows that
-this racer does hit the window.
+Anyone who may write a spool can rename its entries while a login's scan looks at them.  A
+racer process swaps two pairs of names atomically, over and over (``renameat2`` with
+``RENAME_EXCHANGE``): in one pair a readable directory that is no maildir and a 0700 maildir
+whose ``cur`` and ``new`` are open to all, in the other another such readable directory and a
+symbolic link to a readable maildir outside the spool (``symlinks = "skip"``).  At every instant
+each of the four names is one of: no maildir, a directory the user may not read, a symbolic
+link; none of them may ever be offered.  A check made by name, one ``lstat`` after another,
+mixes the two inodes of a pair and offers the name; a check by descriptor cannot.
+
+IMAP logins (each one runs ``nsprov post-login``) go on until 1,000 of them have been answered
+by nsprov, which a readable maildir ``open`` beside the pairs shows in every NAMESPACE reply.
 """
 
 from __future__ import annotations
 
-import ctypes
-import json
-import os
-import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 
-from nsprov._config import config_from_mapping
-from nsprov._identity import MailUser
-from nsprov._perms import Identity
-from nsprov._scan import Fs, discover
-
-from .harness import SystemAccounts, User, make_maildir
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
+from .harness import Dovecot, SystemAccounts, make_maildir, namespaces
 
 pytestmark = pytest.mark.live
 
 NSPROV = str(Path(sys.executable).with_name("nsprov"))
-RUNS = 5000
-SHOW_RUNS = 20
+LOGINS = 1000
+CLIENTS = 4
+#: Pairs of names the racer swaps: (readable non-maildir, forbidden).
+PAIRS = (("plain1", "private"), ("plain2", "link"))
+
+RACER = """\
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
 RENAME_EXCHANGE = 2
+fd = os.open(sys.argv[1], os.O_PATH | os.O_DIRECTORY)
+pairs = [(a.encode(), b.encode()) for a, b in zip(sys.argv[2::2], sys.argv[3::2])]
+for a, b in pairs:
+    if libc.renameat2(fd, a, fd, b, RENAME_EXCHANGE) != 0:
+        raise SystemExit(f"renameat2: {os.strerror(ctypes.get_errno())}")
+print("racing", flush=True)
+while True:
+    for a, b in pairs:
+        libc.renameat2(fd, a, fd, b, RENAME_EXCHANGE)
+"""
 
 
-def _racer(spool: Path, attacker: User, ready: int) -> None:  # pragma: no cover - the child
-    """In a forked child: become *attacker*, then swap the pairs forever."""
-    try:
-        os.setgroups([])
-        os.setgid(attacker.gid)
-        os.setuid(attacker.uid)
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-        fd = os.open(spool, os.O_RDONLY | os.O_DIRECTORY)
-        pairs = [(b"a", b"b"), (b"c", b"d")]
-        os.write(ready, b"r")
-        while True:
-            for x, y in pairs:
-                if renameat2(fd, x, fd, y, RENAME_EXCHANGE) != 0:
-                    os.write(2, f"renameat2: {os.strerror(ctypes.get_errno())}\n".encode())
-                    os._exit(1)
-    finally:
-        os._exit(1)
-
-
-def _spool(base: Path, attacker: User, victim: User) -> Path:
-    spool = base / "spool"
-    spool.mkdir(mode=0o755)
-    os.chown(spool, attacker.uid, attacker.gid)
-    spool.chmod(0o755)
-    uid, gid = attacker.uid, attacker.gid
-    outside = make_maildir(base / "outside", messages=1, owner=uid, group=gid, mode=0o755)
-    make_maildir(spool / "ok", messages=1, owner=uid, group=gid, mode=0o755)
-    for plain in ("a", "c"):
+def test_swapped_entries_never_offered(accounts: SystemAccounts, live_base: Path) -> None:
+    """1,000 IMAP logins while entries are swapped: no swapped name is ever offered."""
+    spool = live_base / "spool"
+    spool.mkdir(mode=0o1777)
+    spool.chmod(0o1777)  # writable by all, as a spool others may add mailboxes to
+    make_maildir(spool / "open", messages=0, owner=0, group=0, mode=0o755)
+    for plain, _ in PAIRS:
         (spool / plain).mkdir(mode=0o755)
-        os.chown(spool / plain, uid, gid)
-        (spool / plain).chmod(0o755)
-    os.symlink(outside, spool / "b")
-    os.lchown(spool / "b", uid, gid)
-    private = make_maildir(spool / "d", messages=1, owner=uid, group=gid, mode=0o755)
+    private = make_maildir(spool / "private", messages=0, owner=0, group=0, mode=0o755)
     private.chmod(0o700)
-    assert victim.uid != attacker.uid
-    return spool
+    outside = make_maildir(live_base / "outside", messages=0, owner=0, group=0, mode=0o755)
+    (spool / "link").symlink_to(outside)
+    config = live_base / "nsprov.toml"
+    config.write_text(f'[[spool]]\npath = "{spool}"\nprefix = "Shared/{{name}}/"\n')
+    user = accounts.user("reader")
+    line = f"{NSPROV} post-login --config={config} --protocol=imap --deadline=20"
+    answered: list[set[str]] = []
+    failures: list[BaseException] = []
+    lock = threading.Lock()
 
+    with Dovecot(live_base / "dovecot", [user], postlogin={"imap": line}) as dovecot:
 
-@pytest.fixture(name="race")
-def _race(live_base: Path, accounts: SystemAccounts) -> Iterator[tuple[Path, User]]:
-    """The attacker's spool, its racer running, and the victim."""
-    attacker = accounts.user("attacker")
-    victim = accounts.user("victim")
-    spool = _spool(live_base, attacker, victim)
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        os.close(r)
-        _racer(spool, attacker, w)
-    os.close(w)
-    try:
-        assert b"r" == os.read(r, 1), "the racer did not start"
-        time.sleep(0.05)
-        assert (0, 0) == os.waitpid(pid, os.WNOHANG), "the racer stopped"
-        yield spool, victim
-        assert (0, 0) == os.waitpid(pid, os.WNOHANG), "the racer stopped"
-    finally:
-        os.close(r)
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        def client() -> None:
+            try:
+                while True:
+                    with lock:
+                        if len(answered) >= LOGINS or failures:
+                            return
+                    with dovecot.imap(user) as imap:
+                        shared = {p for p, _ in namespaces(imap)["shared"]}
+                    if "Shared/open/" in shared:
+                        with lock:
+                            answered.append(shared)
+            except BaseException as e:  # reported by the main thread
+                with lock:
+                    failures.append(e)
 
+        args = [sys.executable, "-I", "-c", RACER, str(spool)]
+        args += [name for pair in PAIRS for name in pair]
+        with subprocess.Popen(args, stdout=subprocess.PIPE, text=True) as racer:
+            try:
+                assert racer.stdout is not None
+                assert "racing\n" == racer.stdout.readline()
+                started = time.monotonic()
+                threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                elapsed = time.monotonic() - started
+            finally:
+                racer.kill()
 
-def _offered(spool: Path, user: MailUser, fs: Fs | None = None) -> list[str]:
-    config = config_from_mapping({"spool": [{"path": str(spool)}]})
-    found = discover(config, user) if fs is None else discover(config, user, fs=fs)
-    return sorted(s.entry for s in found.served)
+    if failures:
+        raise failures[0]
+    forbidden = {f"Shared/{name}/" for pair in PAIRS for name in pair}
+    offered = [sorted(shared & forbidden) for shared in answered]
+    bad = [o for o in offered if o]
+    print(f"{len(answered)} logins answered in {elapsed:.0f} s; {len(bad)} offered a swapped name")
 
-
-def _victim(victim: User) -> MailUser:
-    return MailUser(
-        user=victim.name,
-        home=str(victim.home),
-        identity=Identity(uid=victim.uid, gid=victim.gid, groups=frozenset({victim.gid})),
-    )
-
-
-def test_racer_offers_nothing_forbidden(race: tuple[Path, User]) -> None:
-    """5,000 in-process scans and 20 ``nsprov show`` runs for the victim offer only ``ok``."""
-    spool, victim = race
-    user = _victim(victim)
-
-    wrong = [o for o in (_offered(spool, user) for _ in range(RUNS)) if o != ["ok"]]
-
-    assert [] == wrong
-    config = spool.parent / "nsprov.toml"
-    config.write_text(f'[[spool]]\npath = "{spool}"\n')
-    config.chmod(0o644)
-    shows = []
-    for _ in range(SHOW_RUNS):
-        out = subprocess.run(
-            [NSPROV, "show", "--config", str(config), "--user", victim.name, "--format", "json"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        )
-        shows.append(sorted(ns["entry"] for ns in json.loads(out.stdout)["namespaces"]))
-    assert [["ok"]] * SHOW_RUNS == shows
-
-
-def test_racer_hits_the_window_without_the_recheck(race: tuple[Path, User]) -> None:
-    """Control: with the re-check by file descriptor off, the same racer gets entries offered."""
-    spool, victim = race
-    user = _victim(victim)
-    by_path_only = Fs(pinned=lambda _path, _seen: None)
-
-    offered: set[str] = set()
-    for _ in range(4 * RUNS):
-        offered.update(_offered(spool, user, by_path_only))
-        if offered - {"ok"}:
-            break
-
-    assert offered - {"ok"}
+    assert LOGINS <= len(answered)
+    assert [] == bad
