@@ -7,8 +7,8 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from ._postlogin import escape
-from .exceptions import NsprovError
+from .._postlogin import escape
+from ..exceptions import NsprovError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -99,11 +99,11 @@ def _uid_owner(uid: int) -> str | None:
 def _show(args: argparse.Namespace) -> int:
     import attrs  # noqa: PLC0415
 
-    from ._config import load_config  # noqa: PLC0415
-    from ._deadline import run_with_deadline  # noqa: PLC0415
-    from ._engine import plan  # noqa: PLC0415
-    from ._identity import mail_user_from_nss  # noqa: PLC0415
-    from ._render import render_conf, render_env, render_json, render_table  # noqa: PLC0415
+    from .._config import load_config  # noqa: PLC0415
+    from .._deadline import run_with_deadline  # noqa: PLC0415
+    from .._engine import plan  # noqa: PLC0415
+    from .._identity import mail_user_from_nss  # noqa: PLC0415
+    from .._render import render_conf, render_env, render_json, render_table  # noqa: PLC0415
 
     config = load_config(args.config)
     config.check_does_something()
@@ -154,9 +154,9 @@ def cache_parser() -> argparse.ArgumentParser:
 
 
 def _cache(argv: Sequence[str]) -> int:
-    from ._config import load_config  # noqa: PLC0415
-    from ._scan import DEFAULT_FS  # noqa: PLC0415
-    from ._scancache import status, update  # noqa: PLC0415
+    from .._config import load_config  # noqa: PLC0415
+    from .._scan import DEFAULT_FS  # noqa: PLC0415
+    from .._scancache import status, update  # noqa: PLC0415
 
     args = cache_parser().parse_args(argv)
     try:
@@ -200,17 +200,17 @@ def main(
     """Run ``nsprov``; returns the exit status (0 ok, 1 domain error, 2 usage error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve":
-        from ._serve import main as serve  # noqa: PLC0415
+        from .._serve import main as serve  # noqa: PLC0415
 
         return serve(argv[1:])
     if argv and argv[0] == "check":
-        from ._check import main as check  # noqa: PLC0415
+        from .._check import main as check  # noqa: PLC0415
 
         return check(argv[1:])
     if argv and argv[0] == "cache":
         return _cache(argv[1:])
     if argv and argv[0] == "post-login":
-        from ._postlogin import main as post_login  # noqa: PLC0415
+        from .._postlogin import main as post_login  # noqa: PLC0415
 
         env = dict(os.environ if environ is None else environ)
         if execve is None:
