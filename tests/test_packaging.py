@@ -189,3 +189,12 @@ def test_lua_userdb_script_in_wheel() -> None:
 
     assert (ROOT / "src/nsprov/lua/nsprov-userdb.lua").read_bytes() == installed.read_bytes()
     assert not Path(str(installed)).is_relative_to(ROOT / "src")
+
+
+def test_postlogin_defaults_agree() -> None:
+    """The stdlib-only post-login parent keeps its own copies of the shared defaults: equal."""
+    from nsprov import _defaults, _postlogin
+
+    assert _defaults.DEFAULT_CONFIG_PATH == _postlogin.DEFAULT_CONFIG
+    assert _defaults.POSTLOGIN_DEADLINE == _postlogin.DEFAULT_DEADLINE
+    assert _defaults.POSTLOGIN_DEADLINE_MAX == _postlogin.DEADLINE_MAX

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from ._config import DEFAULT_CONFIG_PATH
 from ._deadline import DEFAULT_DEADLINE
+from ._defaults import DEFAULT_CONFIG_PATH
 from ._env import EnvLimits
 from ._identity import MailUser
 from ._model import check_namespaces

@@ -12,6 +12,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 
 from ._actions import ActionsConfig, parse_actions
+from ._defaults import (
+    ACTION_TABLES,
+    DEFAULT_CONFIG_PATH,
+    POSTLOGIN_DEADLINE,
+    POSTLOGIN_DEADLINE_MAX,
+)
 from ._model import DEFAULT_RESERVED_NAMES, NAME_RE, has_control
 from ._template import Template
 from .exceptions import ConfigError, InvalidTemplateError, UntrustedFileError
@@ -21,8 +27,6 @@ if TYPE_CHECKING:
 
     from ._env import Dialect
 
-DEFAULT_CONFIG_PATH = "/etc/nsprov/nsprov.toml"
-ACTION_TABLES = ("deny", "alert", "acl_groups", "last_login", "mail", "field")
 
 #: Fields each template may use.
 PREFIX_FIELDS = frozenset({"name", "sep"})
@@ -116,7 +120,7 @@ class Config:
     max_namespaces: int = 1000
     create_dirs: bool = True
     identity: IdentityConfig = IdentityConfig()
-    deadline: float = 2.0
+    deadline: float = POSTLOGIN_DEADLINE
     on_error: OnError = "continue"
     debug_users: tuple[str, ...] = ()
     actions: ActionsConfig = ActionsConfig()
@@ -611,8 +615,12 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") ->
         "deadline",
         "postlogin",
         (int, float),
-        2.0,
-        lambda v: None if 0 < v <= 50 else "must be > 0 and <= 50 seconds (Dovecot waits 60)",
+        POSTLOGIN_DEADLINE,
+        lambda v: (
+            None
+            if 0 < v <= POSTLOGIN_DEADLINE_MAX
+            else f"must be > 0 and <= {POSTLOGIN_DEADLINE_MAX:g} seconds (Dovecot waits 60)"
+        ),
     )
     on_error = r.take(
         post,

@@ -227,7 +227,8 @@ def _field_key(name: str) -> str:
 def _config(login: Login, config: Config | str | None) -> Config:
     if config is None:
         if login.config is None:
-            from ._config import DEFAULT_CONFIG_PATH, load_config  # noqa: PLC0415
+            from ._config import load_config  # noqa: PLC0415
+            from ._defaults import DEFAULT_CONFIG_PATH  # noqa: PLC0415
 
             login.config = load_config(DEFAULT_CONFIG_PATH)
         return login.config

@@ -22,8 +22,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Mapping, MutableMapping, Sequence
     from typing import NoReturn
 
+# Copies of nsprov._defaults (this module also runs as the top-level ``_postlogin`` of
+# _fast.py, without its package, so it imports nothing of nsprov): a test keeps them equal.
 DEFAULT_CONFIG = "/etc/nsprov/nsprov.toml"
 DEFAULT_DEADLINE = 2.0
+DEADLINE_MAX = 50.0
 DEFAULT_SERVE_TIMEOUT = 0.1
 
 USAGE = """\
@@ -189,7 +192,7 @@ def _set_option(opts: Options, name: str, value: str) -> str | None:
             return "must be an absolute socket path"
         opts.serve = value
     else:  # deadline, serve-timeout: seconds
-        limit = 50.0 if name == "deadline" else 5.0
+        limit = DEADLINE_MAX if name == "deadline" else 5.0
         try:
             seconds = float(value)
         except ValueError:

@@ -189,6 +189,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import attrs
 
+from ._defaults import DEFAULT_CONFIG_PATH
 from ._dictproto import (
     DEFAULT_MAX_LINE,
     Commit,
@@ -226,7 +227,7 @@ if TYPE_CHECKING:
     from ._identity import MailUser
     from ._model import Namespace
 
-DEFAULT_CONFIG = "/etc/nsprov/nsprov.toml"
+DEFAULT_CONFIG = DEFAULT_CONFIG_PATH
 DEFAULT_SOCKET = "/run/nsprov/userdb.sock"
 DEFAULT_DICT_FILE = "/etc/dovecot/nsprov-userdb.conf.ext"
 DEFAULT_SOCKET_MODE = 0o600

@@ -7,6 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from .._defaults import DEFAULT_CONFIG_PATH
 from .._postlogin import escape
 from ..exceptions import NsprovError
 
@@ -43,7 +44,7 @@ def main_parser() -> argparse.ArgumentParser:
         "show", help="dry run: the namespaces a user would get, and why not the rest"
     )
     show.add_argument("--user", required=True, help="the login name")
-    show.add_argument("--config", default="/etc/nsprov/nsprov.toml", help="TOML config path")
+    show.add_argument("--config", default=DEFAULT_CONFIG_PATH, help="TOML config path")
     show.add_argument(
         "--format", choices=("table", "env", "json", "conf"), default="table", help="output format"
     )
@@ -149,7 +150,7 @@ def cache_parser() -> argparse.ArgumentParser:
         help="update: rebuild every spool's cache (run it from a timer, as the user "
         "post-login runs as); status: exit 1 unless every spool's cache is fresh",
     )
-    parser.add_argument("--config", default="/etc/nsprov/nsprov.toml", help="TOML config path")
+    parser.add_argument("--config", default=DEFAULT_CONFIG_PATH, help="TOML config path")
     return parser
 
 

@@ -1,0 +1,17 @@
+"""The defaults every part of nsprov shares, in one place (standard library only, no imports).
+
+The post-login parent imports this module, so it must stay a list of constants.
+"""
+
+from __future__ import annotations
+
+#: The configuration file every command reads unless given ``--config``.
+DEFAULT_CONFIG_PATH = "/etc/nsprov/nsprov.toml"
+
+#: The action tables of the configuration, in the order a login runs them.
+ACTION_TABLES = ("deny", "alert", "acl_groups", "last_login", "mail", "field")
+
+#: ``[postlogin] deadline`` and ``--deadline``: the default, and the bound (Dovecot waits 60 s
+#: for a post-login script, so nsprov must give up well before).
+POSTLOGIN_DEADLINE = 2.0
+POSTLOGIN_DEADLINE_MAX = 50.0
