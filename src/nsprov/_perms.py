@@ -13,12 +13,13 @@ argument so tests can hand it canned bytes.
 from __future__ import annotations
 
 import errno
-import itertools
 import os
 from typing import TYPE_CHECKING
 
 import attrs
 
+from . import _access
+from ._access import ACL_XATTR, UNDEFINED_ID, named_problems
 from .exceptions import InvalidAclError
 
 if TYPE_CHECKING:
@@ -44,29 +45,7 @@ W_OK = 2
 #: Execute (search, for directories) permission bit, as in ``rwx`` and :data:`os.X_OK`.
 X_OK = 1
 
-#: Name of the extended attribute holding a file's POSIX access ACL.
-ACL_XATTR = "system.posix_acl_access"
-
-# Linux ``posix_acl_xattr`` format (include/uapi/linux/posix_acl_xattr.h).
-_XATTR_VERSION = 2
-_HEADER_SIZE = 4  # le32 version
-_ENTRY_SIZE = 8  # le16 tag, le16 perm, le32 id
-_TAG_USER_OBJ = 0x01
-_TAG_USER = 0x02
-_TAG_GROUP_OBJ = 0x04
-_TAG_GROUP = 0x08
-_TAG_MASK = 0x10
-_TAG_OTHER = 0x20
-_TAG_NAMES = {
-    _TAG_USER_OBJ: "USER_OBJ",
-    _TAG_USER: "USER",
-    _TAG_GROUP_OBJ: "GROUP_OBJ",
-    _TAG_GROUP: "GROUP",
-    _TAG_MASK: "MASK",
-    _TAG_OTHER: "OTHER",
-}
-#: The id stored for entries that carry none (``ACL_UNDEFINED_ID``); never a valid uid or gid.
-_UNDEFINED_ID = 0xFFFFFFFF
+_UNDEFINED_ID = UNDEFINED_ID
 _NO_ACL_ERRNOS = frozenset({errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP})
 
 
@@ -117,21 +96,7 @@ def _check_entries(
     value: tuple[tuple[int, int], ...],
 ) -> None:
     kind = "user" if attribute.name == "users" else "group"
-    problems = [
-        f"named {kind} {qid}: id is not in 0..{_UNDEFINED_ID - 1}"
-        for qid, _ in value
-        if not 0 <= qid < _UNDEFINED_ID
-    ]
-    problems += [
-        f"named {kind} {qid}: permission {perm!r} is not in 0..7"
-        for qid, perm in value
-        if not 0 <= perm <= 7
-    ]
-    problems += [
-        f"named {kind} {qid} appears more than once"
-        for (qid, _), (next_qid, _) in itertools.pairwise(value)
-        if qid == next_qid
-    ]
+    problems = named_problems(kind, value)
     if problems:
         raise InvalidAclError("invalid POSIX ACL: " + "; ".join(problems))
 
@@ -173,9 +138,7 @@ class PosixAcl:
 
     def __attrs_post_init__(self) -> None:
         if self.mask is None and (self.users or self.groups):
-            raise InvalidAclError(
-                "invalid POSIX ACL: named user or group entries need a mask entry"
-            )
+            raise InvalidAclError(_access.NO_MASK)
 
     @classmethod
     def from_xattr(cls, data: bytes) -> PosixAcl:
@@ -199,62 +162,8 @@ class PosixAcl:
                 missing required entry, or named entries without a mask.  Every
                 problem found is named in the message.
         """
-        if len(data) < _HEADER_SIZE:
-            raise InvalidAclError(
-                f"invalid POSIX ACL xattr: {len(data)} bytes is too short for the version header"
-            )
-        version = int.from_bytes(data[:_HEADER_SIZE], "little")
-        if version != _XATTR_VERSION:
-            raise InvalidAclError(
-                f"invalid POSIX ACL xattr: version {version}, expected {_XATTR_VERSION}"
-            )
-        body = len(data) - _HEADER_SIZE
-        if body % _ENTRY_SIZE:
-            raise InvalidAclError(
-                f"invalid POSIX ACL xattr: truncated, {body} bytes of entries "
-                f"is not a multiple of {_ENTRY_SIZE}"
-            )
-        problems: list[str] = []
-        single: dict[int, int] = {}
-        users: list[tuple[int, int]] = []
-        groups: list[tuple[int, int]] = []
-        last_tag = 0
-        for index, offset in enumerate(range(_HEADER_SIZE, len(data), _ENTRY_SIZE)):
-            tag = int.from_bytes(data[offset : offset + 2], "little")
-            perm = int.from_bytes(data[offset + 2 : offset + 4], "little")
-            qid = int.from_bytes(data[offset + 4 : offset + 8], "little")
-            name = _TAG_NAMES.get(tag)
-            if name is None:
-                problems.append(f"entry {index}: unknown tag {tag:#06x}")
-                continue
-            if perm & ~7:
-                problems.append(f"entry {index}: {name} permission {perm:#o} has bits outside rwx")
-            if tag < last_tag:
-                problems.append(f"entry {index}: {name} comes after {_TAG_NAMES[last_tag]}")
-            last_tag = max(last_tag, tag)
-            if tag == _TAG_USER:
-                users.append((qid, perm & 7))
-            elif tag == _TAG_GROUP:
-                groups.append((qid, perm & 7))
-            elif tag in single:
-                problems.append(f"entry {index}: duplicate {name}")
-            else:
-                single[tag] = perm & 7
-        problems += [
-            f"missing {_TAG_NAMES[tag]} entry"
-            for tag in (_TAG_USER_OBJ, _TAG_GROUP_OBJ, _TAG_OTHER)
-            if tag not in single
-        ]
-        if problems:
-            raise InvalidAclError("invalid POSIX ACL xattr: " + "; ".join(problems))
-        return cls(
-            user_obj=single[_TAG_USER_OBJ],
-            group_obj=single[_TAG_GROUP_OBJ],
-            other=single[_TAG_OTHER],
-            mask=single.get(_TAG_MASK),
-            users=users,
-            groups=groups,
-        )
+        a = _access.parse_acl(data)
+        return cls(a.user_obj, a.group_obj, a.other, a.mask, a.users, a.groups)
 
     def to_xattr(self) -> bytes:
         """Serialise to the Linux extended attribute form (inverse of :meth:`from_xattr`).
@@ -263,14 +172,14 @@ class PosixAcl:
             Bytes that :func:`os.setxattr` accepts for ``system.posix_acl_access``,
             entries ordered as the kernel orders them: by tag, then by id.
         """
-        entries = [(_TAG_USER_OBJ, self.user_obj, _UNDEFINED_ID)]
-        entries += [(_TAG_USER, perm, uid) for uid, perm in self.users]
-        entries.append((_TAG_GROUP_OBJ, self.group_obj, _UNDEFINED_ID))
-        entries += [(_TAG_GROUP, perm, gid) for gid, perm in self.groups]
+        entries = [(_access.TAG_USER_OBJ, self.user_obj, _UNDEFINED_ID)]
+        entries += [(_access.TAG_USER, perm, uid) for uid, perm in self.users]
+        entries.append((_access.TAG_GROUP_OBJ, self.group_obj, _UNDEFINED_ID))
+        entries += [(_access.TAG_GROUP, perm, gid) for gid, perm in self.groups]
         if self.mask is not None:
-            entries.append((_TAG_MASK, self.mask, _UNDEFINED_ID))
-        entries.append((_TAG_OTHER, self.other, _UNDEFINED_ID))
-        return _XATTR_VERSION.to_bytes(_HEADER_SIZE, "little") + b"".join(
+            entries.append((_access.TAG_MASK, self.mask, _UNDEFINED_ID))
+        entries.append((_access.TAG_OTHER, self.other, _UNDEFINED_ID))
+        return _access.XATTR_VERSION.to_bytes(_access.HEADER_SIZE, "little") + b"".join(
             tag.to_bytes(2, "little") + perm.to_bytes(2, "little") + qid.to_bytes(4, "little")
             for tag, perm, qid in entries
         )
@@ -338,10 +247,10 @@ class Decision:
         return self.allowed
 
 
-_OWNER = (Decision(allowed=False, via="owner"), Decision(allowed=True, via="owner"))
-_NAMED_USER = (Decision(allowed=False, via="named-user"), Decision(allowed=True, via="named-user"))
-_GROUP = (Decision(allowed=False, via="group"), Decision(allowed=True, via="group"))
-_OTHER = (Decision(allowed=False, via="other"), Decision(allowed=True, via="other"))
+#: One shared Decision per verdict code of :func:`nsprov._access.check`.
+_DECISIONS = tuple(
+    Decision(allowed=bool(code & _access.ALLOWED), via=via) for code, via in enumerate(_access.VIA)
+)
 
 
 def decide(facts: FileFacts, ident: Identity, want: int) -> Decision:
@@ -379,51 +288,7 @@ def decide(facts: FileFacts, ident: Identity, want: int) -> Decision:
     """
     if want & ~7:
         raise ValueError(f"want {want!r} is not a combination of R_OK, W_OK and X_OK")
-    acl = facts.acl
-    if acl is None:
-        mode = facts.mode
-        if ident.uid == facts.uid:
-            return _OWNER[(mode >> 6) & want == want]
-        gid = facts.gid
-        if gid == ident.gid or gid in ident.groups:
-            return _GROUP[(mode >> 3) & want == want]
-        return _OTHER[mode & want == want]
-
-    if ident.uid == facts.uid:
-        return _OWNER[acl.user_obj & want == want]
-    mask = acl.mask
-    gid = facts.gid
-    groups = ident.groups
-    if mask is None:
-        # A minimal ACL: no named entries, so only the owning group can match.
-        if gid == ident.gid or gid in groups:
-            return _GROUP[acl.group_obj & want == want]
-        return _OTHER[acl.other & want == want]
-    if not mask:
-        # generic_permission() skips check_acl() when the mode's group bits are 0.
-        if gid == ident.gid or gid in groups:
-            return _GROUP[not want]
-        return _OTHER[acl.other & want == want]
-
-    uid = ident.uid
-    for named_uid, perm in acl.users:
-        if named_uid == uid:
-            return _NAMED_USER[perm & mask & want == want]
-    found = granted = False
-    if gid == ident.gid or gid in groups:
-        found = True
-        granted = acl.group_obj & want == want
-    if not granted:
-        primary = ident.gid
-        for named_gid, perm in acl.groups:
-            if named_gid == primary or named_gid in groups:
-                found = True
-                if perm & want == want:
-                    granted = True
-                    break
-    if found:
-        return _GROUP[granted and mask & want == want]
-    return _OTHER[acl.other & want == want]
+    return _DECISIONS[_access.check(facts, ident, want)]
 
 
 def allowed(facts: FileFacts, ident: Identity, want: int) -> bool:
