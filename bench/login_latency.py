@@ -3,6 +3,7 @@
 Run as root from the repository root (one command; ``--quick`` takes about a minute)::
 
     sudo .venv/bin/python bench/login_latency.py [--quick] [--rounds N] [--commit REV]
+                                                 [--baseline COMMIT]
                                                  [--sizes 10,1000,100000] [--skip abcdef]
                                                  [--serve-arg=--cache-ttl=0 ...]
                                                  [--cache-runs N] [--cache-live-rounds N]
@@ -44,6 +45,12 @@ README, one ``imap-postlogin`` service):
 ``nsprov-all``
     every action: ``[deny]`` with a rule that never matches, an ``[[alert]]``, ``[acl_groups]``,
     ``[last_login]`` (file backend, in the home), one ``[[field]]`` and the namespaces.
+``nsprov-ns-base``
+    with ``--baseline COMMIT`` only: ``nsprov-ns`` run by another commit's nsprov, exported
+    like the measured one (``git archive`` into a venv of its own under the work directory in
+    ``/var/tmp``), on a copy of the ns config (its own config-cache entry).  The ratios print
+    current/baseline of the added latency at the median and at p90, against issue 12's
+    ``<= 1.05``: both commits measured in the same interleaved run.
 ``nsprov-serve``
     the resident userdb service, ``nsprov serve --config=<ns config> --socket=<path>``
     (``SERVE_ARGV`` in ``latency/subjects.py``, default options: cache TTL 5 s, socket mode 0600, which Dovecot 2.3's

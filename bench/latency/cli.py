@@ -57,6 +57,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--commit", default="HEAD", help="the nsprov commit to measure (default HEAD)"
     )
     parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="COMMIT",
+        help="also log in through nsprov post-login of COMMIT (subject nsprov-ns-base), "
+        "interleaved, and print the ratio of the added latencies current/baseline",
+    )
+    parser.add_argument(
         "--sizes",
         type=_sizes,
         default=None,
@@ -142,6 +149,13 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         f"nsprov:   commit {target.commit[:12]} ({args.commit}), exported with git archive into "
         "a venv of its own (uncommitted changes in the work tree are not measured)"
     )
+    baseline = None
+    if args.baseline is not None:
+        baseline = snapshot(args.baseline, workdir / "baseline")
+        say(
+            f"baseline: commit {baseline.commit[:12]} ({args.baseline}), exported the same way "
+            "into a venv of its own: subject nsprov-ns-base"
+        )
     say()
     serve_problem = serve_status(target)
     if serve_problem is not None:
@@ -155,7 +169,17 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     say(f"work directory {workdir}; users {', '.join(u.name for u in users)}")
 
     spools, configs = build_spools(args.sizes, workdir, written)
-    live_logins(args, target, users, workdir, spools, configs, serve=serve_problem is None, rng=rng)
+    live_logins(
+        args,
+        target,
+        users,
+        workdir,
+        spools,
+        configs,
+        serve=serve_problem is None,
+        rng=rng,
+        baseline=baseline,
+    )
 
     if "a" not in args.skip:
         step = workdir / "scripts" / "step"
@@ -197,6 +221,7 @@ def live_logins(
     *,
     serve: bool,
     rng: random.Random,
+    baseline: Target | None = None,
 ) -> None:
     """The live latency of every spool size of ``--sizes``, and (d) with the 10-entry spool."""
     for size in args.sizes:
@@ -213,6 +238,7 @@ def live_logins(
             serve=serve,
             target=target,
             serve_extra=args.serve_arg,
+            baseline=baseline,
         )
         solo = frozenset({"perl-naive"}) if size >= BIG else frozenset()
         lives = live_latency(

@@ -91,6 +91,9 @@ class Configs:
     fast: Path
     #: The same again, for ``nsprov-fast-s``.
     fast_s: Path
+    #: The ns config under another path, for ``nsprov-ns-base`` (``--baseline``): another
+    #: commit's worker must not share (and rewrite) the config-cache entry of the measured one.
+    base: Path
 
 
 def write_configs(directory: Path, spool: Path, written: list[Path]) -> Configs:
@@ -101,6 +104,7 @@ def write_configs(directory: Path, spool: Path, written: list[Path]) -> Configs:
         "scan": f"[namespace]\nmax = {SCAN_MAX}\n\n" + NS_CONF.format(spool=spool),
         "fast": NS_CONF.format(spool=spool),
         "fast_s": NS_CONF.format(spool=spool),
+        "base": NS_CONF.format(spool=spool),
     }
     paths = {}
     for name, text in texts.items():
