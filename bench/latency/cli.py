@@ -16,6 +16,7 @@ from tests.live.harness import SystemAccounts, live_available, write_script
 
 from .imports import import_times
 from .live import live_latency, report_throughput
+from .lua import lua_route
 from .report import load_average, machine_description, say
 from .rss import peak_rss, perl_env_scaling
 from .scan import scan_throughput
@@ -73,7 +74,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--skip",
         default="",
-        help="measurements to leave out, letters of 'abcdef' ((d) runs with the 10-entry spool)",
+        help="measurements to leave out, letters of 'abcdefg' ((d) runs with the 10-entry spool)",
     )
     parser.add_argument(
         "--cache-runs", type=int, default=15, help="runs per case of (f)'s step (default 15)"
@@ -96,8 +97,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--clean", action="store_true", help=f"remove {KEEP} (the kept spools) and exit"
     )
     args = parser.parse_args(argv)
-    if unknown := set(args.skip) - set("abcdef"):
-        parser.error(f"--skip takes letters of 'abcdef', not {''.join(sorted(unknown))!r}")
+    if unknown := set(args.skip) - set("abcdefg"):
+        parser.error(f"--skip takes letters of 'abcdefg', not {''.join(sorted(unknown))!r}")
     if args.big_rounds is None:
         args.big_rounds = args.rounds
     if args.quick:
@@ -181,6 +182,12 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         baseline=baseline,
     )
 
+    if "g" not in args.skip:
+        if serve_problem is None:
+            lua_route(target, users, workdir / "lua", configs[10].ns, args, rng)
+        else:
+            say()
+            say(f"(g) skipped: {serve_problem}")
     if "a" not in args.skip:
         step = workdir / "scripts" / "step"
         step.mkdir(parents=True)

@@ -131,9 +131,9 @@ NEW_ENTRY = f"box{BIG + 1:06d}"
 def build_spools(
     sizes: Iterable[int], workdir: Path, written: list[Path]
 ) -> tuple[dict[int, Path], dict[int, Configs]]:
-    """The spools of ``sizes`` and of 100 and 1,000 entries, and their configs."""
+    """The spools of ``sizes`` and of 10 ((g)), 100 and 1,000 entries, and their configs."""
     spools: dict[int, Path] = {}
-    for size in sorted({*sizes, 100, 1_000}):
+    for size in sorted({*sizes, 10, 100, 1_000}):
         base = KEEP if size >= BIG else workdir / "spools"
         if size >= BIG:
             KEEP.mkdir(mode=0o755, exist_ok=True)
