@@ -1,9 +1,10 @@
-"""Login latency of ``nsprov post-login`` against its reference points, on a live Dovecot 2.3.
+"""Login latency of ``nsprov post-login`` against its reference points, on a live Dovecot 2.3 (and 2.4).
 
 Run as root from the repository root (one command; ``--quick`` takes about a minute)::
 
     sudo .venv/bin/python bench/login_latency.py [--quick] [--rounds N] [--commit REV]
-                                                 [--sizes 10,1000,100000] [--skip abcdef]
+                                                 [--baseline COMMIT]
+                                                 [--sizes 10,1000,100000] [--skip abcdefg]
                                                  [--serve-arg=--cache-ttl=0 ...]
                                                  [--cache-runs N] [--cache-live-rounds N]
     sudo .venv/bin/python bench/login_latency.py --clean     # remove the kept 100,000-entry spools
@@ -44,6 +45,12 @@ README, one ``imap-postlogin`` service):
 ``nsprov-all``
     every action: ``[deny]`` with a rule that never matches, an ``[[alert]]``, ``[acl_groups]``,
     ``[last_login]`` (file backend, in the home), one ``[[field]]`` and the namespaces.
+``nsprov-ns-base``
+    with ``--baseline COMMIT`` only: ``nsprov-ns`` run by another commit's nsprov, exported
+    like the measured one (``git archive`` into a venv of its own under the work directory in
+    ``/var/tmp``), on a copy of the ns config (its own config-cache entry).  The ratios print
+    current/baseline of the added latency at the median and at p90, against issue 12's
+    ``<= 1.05``: both commits measured in the same interleaved run.
 ``nsprov-serve``
     the resident userdb service, ``nsprov serve --config=<ns config> --socket=<path>``
     (``SERVE_ARGV`` in ``latency/subjects.py``, default options: cache TTL 5 s, socket mode 0600, which Dovecot 2.3's
@@ -143,13 +150,31 @@ live latency
     cache updated after the new entry, and with the cache updated before it (the spool
     directory changed since the update, so the login lists the spool's names and inode numbers
     and scans what the cache does not know).  ``box100001`` is removed at the end.
+(g) the Lua userdb route
+    live, on Dovecot 2.3 (the host) and 2.4 (the Debian 13 chroot named by ``$NSPROV_CHROOT24``,
+    used as it is; without it 2.4 is skipped with a note), 10-entry spool, one interleaved run
+    over six private Dovecots: per version ``none`` (no extra userdb), ``post-login`` (``nsprov
+    post-login --config=<ns config> --protocol=imap``) and ``lua``: no post-login, ``userdb
+    passwd`` with ``result_success = continue-ok``, then the shipped
+    ``nsprov/lua/nsprov-userdb.lua`` as a Lua userdb (2.3: ``blocking=yes cache_key=``, the
+    socket set in the copy's DEFAULTS; 2.4: ``use_worker = yes`` and ``lua_settings``), asking
+    a running ``nsprov serve`` whose cache is warm (one warm-up login per user, and a TTL of
+    3,600 s, so that every lookup of the rounds is a hit; the server's counters show it).
+    ``max(--rounds, 30)`` rounds, each logging in once to all six in a shuffled order.  Printed:
+    median, p90 and added ms over the same version's ``none``; per version ``lua - none`` at
+    the median and p90 against issue 14's ``<= 3 ms`` median, and its ratio to
+    ``post-login``'s added latency.  Then the cold first lookup, separately: each ``lua``
+    server is restarted 3 times (an empty cache) and every user logs in once after each
+    restart.  On 2.4 the snapshot's ``src/nsprov`` is copied into a scratch directory of the
+    chroot with a venv of the chroot's Python (attrs and pathspec copied from its test venv),
+    and users, spool and configs of its own are created there and removed at the end.
 
 The code lives in the package ``bench/latency/``, a module per concern: ``cli`` (options, the
 order of the parts, clean-up), ``settings``, ``report`` (printing, statistics, the machine),
 ``target`` (the snapshot), ``spools`` and ``subjects`` (the scenarios), ``instances`` (Dovecot,
 its wiring, the servers), ``imap`` (the client), ``live`` and ``tables`` (live latency, (d)),
 ``children`` (timed child processes), and one module per measurement: ``step`` (a),
-``imports`` (b), ``scan`` (c), ``rss`` (e), ``scancache`` (f).
+``imports`` (b), ``scan`` (c), ``rss`` (e), ``scancache`` (f), ``lua`` (g).
 """
 
 from __future__ import annotations

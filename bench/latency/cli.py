@@ -16,6 +16,7 @@ from tests.live.harness import SystemAccounts, live_available, write_script
 
 from .imports import import_times
 from .live import live_latency, report_throughput
+from .lua import lua_route
 from .report import load_average, machine_description, say
 from .rss import peak_rss, perl_env_scaling
 from .scan import scan_throughput
@@ -57,6 +58,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--commit", default="HEAD", help="the nsprov commit to measure (default HEAD)"
     )
     parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="COMMIT",
+        help="also log in through nsprov post-login of COMMIT (subject nsprov-ns-base), "
+        "interleaved, and print the ratio of the added latencies current/baseline",
+    )
+    parser.add_argument(
         "--sizes",
         type=_sizes,
         default=None,
@@ -66,7 +74,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--skip",
         default="",
-        help="measurements to leave out, letters of 'abcdef' ((d) runs with the 10-entry spool)",
+        help="measurements to leave out, letters of 'abcdefg' ((d) runs with the 10-entry spool)",
     )
     parser.add_argument(
         "--cache-runs", type=int, default=15, help="runs per case of (f)'s step (default 15)"
@@ -89,8 +97,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--clean", action="store_true", help=f"remove {KEEP} (the kept spools) and exit"
     )
     args = parser.parse_args(argv)
-    if unknown := set(args.skip) - set("abcdef"):
-        parser.error(f"--skip takes letters of 'abcdef', not {''.join(sorted(unknown))!r}")
+    if unknown := set(args.skip) - set("abcdefg"):
+        parser.error(f"--skip takes letters of 'abcdefg', not {''.join(sorted(unknown))!r}")
     if args.big_rounds is None:
         args.big_rounds = args.rounds
     if args.quick:
@@ -142,6 +150,13 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         f"nsprov:   commit {target.commit[:12]} ({args.commit}), exported with git archive into "
         "a venv of its own (uncommitted changes in the work tree are not measured)"
     )
+    baseline = None
+    if args.baseline is not None:
+        baseline = snapshot(args.baseline, workdir / "baseline")
+        say(
+            f"baseline: commit {baseline.commit[:12]} ({args.baseline}), exported the same way "
+            "into a venv of its own: subject nsprov-ns-base"
+        )
     say()
     serve_problem = serve_status(target)
     if serve_problem is not None:
@@ -155,8 +170,24 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     say(f"work directory {workdir}; users {', '.join(u.name for u in users)}")
 
     spools, configs = build_spools(args.sizes, workdir, written)
-    live_logins(args, target, users, workdir, spools, configs, serve=serve_problem is None, rng=rng)
+    live_logins(
+        args,
+        target,
+        users,
+        workdir,
+        spools,
+        configs,
+        serve=serve_problem is None,
+        rng=rng,
+        baseline=baseline,
+    )
 
+    if "g" not in args.skip:
+        if serve_problem is None:
+            lua_route(target, users, workdir / "lua", configs[10].ns, args, rng)
+        else:
+            say()
+            say(f"(g) skipped: {serve_problem}")
     if "a" not in args.skip:
         step = workdir / "scripts" / "step"
         step.mkdir(parents=True)
@@ -197,6 +228,7 @@ def live_logins(
     *,
     serve: bool,
     rng: random.Random,
+    baseline: Target | None = None,
 ) -> None:
     """The live latency of every spool size of ``--sizes``, and (d) with the 10-entry spool."""
     for size in args.sizes:
@@ -213,6 +245,7 @@ def live_logins(
             serve=serve,
             target=target,
             serve_extra=args.serve_arg,
+            baseline=baseline,
         )
         solo = frozenset({"perl-naive"}) if size >= BIG else frozenset()
         lives = live_latency(

@@ -91,6 +91,9 @@ class Configs:
     fast: Path
     #: The same again, for ``nsprov-fast-s``.
     fast_s: Path
+    #: The ns config under another path, for ``nsprov-ns-base`` (``--baseline``): another
+    #: commit's worker must not share (and rewrite) the config-cache entry of the measured one.
+    base: Path
 
 
 def write_configs(directory: Path, spool: Path, written: list[Path]) -> Configs:
@@ -101,6 +104,7 @@ def write_configs(directory: Path, spool: Path, written: list[Path]) -> Configs:
         "scan": f"[namespace]\nmax = {SCAN_MAX}\n\n" + NS_CONF.format(spool=spool),
         "fast": NS_CONF.format(spool=spool),
         "fast_s": NS_CONF.format(spool=spool),
+        "base": NS_CONF.format(spool=spool),
     }
     paths = {}
     for name, text in texts.items():
@@ -127,9 +131,9 @@ NEW_ENTRY = f"box{BIG + 1:06d}"
 def build_spools(
     sizes: Iterable[int], workdir: Path, written: list[Path]
 ) -> tuple[dict[int, Path], dict[int, Configs]]:
-    """The spools of ``sizes`` and of 100 and 1,000 entries, and their configs."""
+    """The spools of ``sizes`` and of 10 ((g)), 100 and 1,000 entries, and their configs."""
     spools: dict[int, Path] = {}
-    for size in sorted({*sizes, 100, 1_000}):
+    for size in sorted({*sizes, 10, 100, 1_000}):
         base = KEEP if size >= BIG else workdir / "spools"
         if size >= BIG:
             KEEP.mkdir(mode=0o755, exist_ok=True)

@@ -102,6 +102,7 @@ def make_subjects(
     serve: bool,
     target: Target,
     serve_extra: Sequence[str] = (),
+    baseline: Target | None = None,
 ) -> list[Subject]:
     scripts.mkdir(parents=True, exist_ok=True)
     sh = write_script(scripts / "sh", SH_BODY)
@@ -117,6 +118,9 @@ def make_subjects(
         Subject(name="nsprov-ns", program=nsprov_line(target, configs.ns), nsprov=True),
         Subject(name="nsprov-all", program=nsprov_line(target, configs.all), nsprov=True),
     ]
+    if baseline is not None:
+        line = nsprov_line(baseline, configs.base)
+        subjects.append(Subject(name="nsprov-ns-base", program=line, nsprov=True))
     if serve:
         subjects += [
             Subject(

@@ -167,6 +167,8 @@ def report_ratios(size: int, lives: Mapping[str, Live]) -> None:
             value = ratio(added(lives, num), added(lives, den))
             target = f"{label} (10 entries): {verdict(value, limit)}"
         say(f"    {num + ' / ' + den:<30} {cells[0]:<24} {cells[1]:<24} {target}")
+    if "nsprov-ns-base" in lives:
+        report_baseline(lives)
     if "nsprov-serve" in lives:
         med, tail = added(lives, "nsprov-serve"), added(lives, "nsprov-serve", tail=True)
         say(
@@ -177,3 +179,21 @@ def report_ratios(size: int, lives: Mapping[str, Live]) -> None:
         )
     else:
         say(f"    {'nsprov-serve, nsprov-fast(-s)':<30} not run (see the note above)")
+
+
+#: Issue 12: the login path costs no more than the previous commit's, in the same run.
+BASELINE_LIMIT = 1.05
+
+
+def report_baseline(lives: Mapping[str, Live]) -> None:
+    """``nsprov-ns`` (the measured commit) over ``nsprov-ns-base`` (``--baseline``)."""
+    values = [
+        (added(lives, "nsprov-ns", tail=t), added(lives, "nsprov-ns-base", tail=t))
+        for t in (False, True)
+    ]
+    cells = [ratio_cell(num, den) for num, den in values]
+    verdicts = [verdict(ratio(num, den), BASELINE_LIMIT) for num, den in values]
+    say(
+        f"    {'current / baseline':<30} {cells[0]:<24} {cells[1]:<24} "
+        f"target <= {BASELINE_LIMIT:g}: median {verdicts[0] or 'n/a'}, p90 {verdicts[1] or 'n/a'}"
+    )

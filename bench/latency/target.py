@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import subprocess
 import sys
 import tarfile
@@ -61,8 +62,7 @@ def snapshot(rev: str, directory: Path) -> Target:
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     pth = venv / "lib" / version / "site-packages" / "nsprov_bench.pth"
     pth.write_text(f"{directory / 'src'}\n{deps}\n")
-    body = DEV_NSPROV.read_text().split("\n", 1)[1]
-    script = write_script(venv / "bin" / "nsprov", body, str(python))
+    script = install_command(commit, venv)
     subprocess.run(
         [str(python), "-I", "-m", "compileall", "-q", str(directory / "src")], check=True
     )
@@ -76,6 +76,33 @@ def snapshot(rev: str, directory: Path) -> Target:
     if not where.startswith(str(directory)):
         raise RuntimeError(f"the snapshot venv imports nsprov from {where}, not {directory}")
     return Target(commit=commit, src=directory / "src", script=script, python=str(python))
+
+
+def install_command(commit: str, venv: Path) -> Path:
+    """The commit's ``nsprov`` command in ``venv/bin``: its launcher, else a console script.
+
+    Since the launcher (``scripts/nsprov``: bash starting the Python beside it with ``-I``) the
+    wheel installs it as ``bin/nsprov``; earlier commits had a pip console script, written here
+    from the dev venv's when that is still one.
+    """
+    launcher = subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{commit}:scripts/nsprov"],
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+    target = venv / "bin" / "nsprov"
+    if launcher.returncode == 0:
+        target.write_bytes(launcher.stdout)
+        os.chown(target, 0, 0)
+        target.chmod(0o755)
+        return target
+    first, body = DEV_NSPROV.read_text().split("\n", 1)
+    if "python" not in first:
+        raise RuntimeError(
+            f"{commit[:12]} has no scripts/nsprov, and {DEV_NSPROV} is no console script"
+        )
+    return write_script(target, body, str(venv / "bin" / "python3"))
 
 
 def serve_status(target: Target) -> str | None:
