@@ -116,7 +116,7 @@ CODES: dict[str, str] = {
     "stale-dir": "a per-user directory of a renamed or removed mailbox",
     "stale-other-scheme": "a per-user directory named by another nsprov naming scheme",
     "stale-unchecked": "a per-user directory parent that was not checked",
-    "stale-suspect": "a spool is empty or lost most of its entries: its stale directories were left",
+    "stale-suspect": "a spool is empty, moved or lost most entries: its stale directories were left",
     "stale-removed": "--clean-stale removed a stale directory",
     "stale-remove-failed": "--clean-stale could not remove a stale directory",
 }
@@ -2164,6 +2164,7 @@ def find_stale(
     listings: Mapping[str, Sequence[bytes] | None] | None = None,
     max_remove_fraction: float = 0.5,
     force: bool = False,
+    suspects: Mapping[str, str] | None = None,
 ) -> tuple[list[StaleDir], list[Finding]]:
     """Directories in *user*'s index/control parents that match no spool entry any more.
 
@@ -2172,9 +2173,10 @@ def find_stale(
     path to its entry names (None: it could not be listed); missing spools are
     listed through *fs*.  A parent shared with an unlistable spool is not checked.
     Unless *force*, neither is a parent whose stale directories belong to an
-    empty spool (an unmounted mount point looks like that) or make up more than
-    *max_remove_fraction* of its directories of this naming scheme: a
-    ``stale-suspect`` finding instead, and nothing to remove.
+    empty spool (an unmounted mount point looks like that), to a spool in
+    *suspects* (path: why its listing is not trusted, see :func:`changed_spools`),
+    or make up more than *max_remove_fraction* of its directories of this naming
+    scheme: a ``stale-suspect`` finding instead, and nothing to remove.
     """
     stale: list[StaleDir] = []
     out: list[Finding] = []
@@ -2265,7 +2267,16 @@ def find_stale(
         suspect = (
             None
             if force
-            else _suspect(parent, user, components, listing, found, kept, max_remove_fraction)
+            else _suspect(
+                parent,
+                user,
+                components,
+                listing,
+                found,
+                kept,
+                max_remove_fraction,
+                suspects or {},
+            )
         )
         if suspect is not None:
             out.append(suspect)
@@ -2284,14 +2295,18 @@ def _suspect(
     found: Sequence[StaleDir],
     kept: int,
     max_fraction: float,
+    suspects: Mapping[str, str],
 ) -> Finding | None:
     """The ``stale-suspect`` finding when *parent*'s stale directories look like a lost spool."""
     gone = sum(d.scheme == "current" for d in found)
     if not gone:
         return None
     empty = next((s.path for _, s in components if not listing(s)), None)
+    changed = next((s.path for _, s in components if s.path in suspects), None)
     if empty is not None:
         why = f"spool {_show(empty)} is empty (an unmounted file system?)"
+    elif changed is not None:
+        why = f"spool {_show(changed)} {suspects[changed]}"
     elif gone > max_fraction * (gone + kept):
         why = (
             f"{gone} of {gone + kept} of its directories match no spool entry, more than "
@@ -2308,6 +2323,154 @@ def _suspect(
         "Make sure every spool is mounted and complete. If the mailboxes really are gone, "
         "run nsprov check --clean-stale --force (or raise --max-remove-fraction).",
     )
+
+
+@attrs.frozen
+class SpoolMark:
+    """What a check saw of a spool directory: its filesystem, inode and entry count."""
+
+    dev: int
+    ino: int
+    count: int
+
+
+def spool_marks(scans: Sequence[SpoolScan], *, fs: Fs = DEFAULT_FS) -> dict[str, SpoolMark]:
+    """The :class:`SpoolMark` of every spool that could be listed, by configured path."""
+    out = {}
+    for scan in scans:
+        if scan.real is None or scan.error is not None:
+            continue
+        try:
+            s = fs.lstat(scan.real)
+        except OSError:
+            continue
+        out[scan.spool.path] = SpoolMark(s.st_dev, s.st_ino, len(scan.names))
+    return out
+
+
+def changed_spools(
+    now: Mapping[str, SpoolMark], before: Mapping[str, SpoolMark], *, max_fraction: float
+) -> dict[str, str]:
+    """Spools whose listing cannot tell a removed mailbox from an outage: path -> why.
+
+    One on another filesystem (``st_dev``) than at the last check (an unmounted
+    mount point, or another file system mounted over it), and one that lost more
+    than *max_fraction* of the entries it had then.  An empty spool is left to
+    :func:`find_stale`, which suspects it without any earlier mark.
+    """
+    out = {}
+    for path, mark in sorted(now.items()):
+        last = before.get(path)
+        if last is None or mark.count == 0:
+            continue
+        if mark.dev != last.dev:
+            out[path] = (
+                f"is on another file system (device {mark.dev}) than at the last check "
+                f"(device {last.dev}): unmounted, or another file system mounted over it?"
+            )
+        elif last.count - mark.count > max_fraction * last.count:
+            out[path] = (
+                f"has {mark.count} entries, {last.count} at the last check: more than "
+                f"--max-remove-fraction {max_fraction:g} of them are gone"
+            )
+    return out
+
+
+_STATE_VERSION = 1
+#: Where ``nsprov check`` keeps the :class:`SpoolMark` of each spool between runs (--state).
+DEFAULT_STATE_FILE = "/var/cache/nsprov/check-state.json"
+#: A mark no check has refreshed for this long is dropped (its spool left the configuration).
+STATE_KEEP_SECONDS = 90 * 86400
+_STATE_LIMIT = 1 << 22
+
+
+def _load_state(path: str) -> dict[str, Any]:
+    """The spools of the state file at *path*, raw; empty when absent, untrusted or corrupt."""
+    import json  # noqa: PLC0415
+
+    from ._trust import read_trusted  # noqa: PLC0415
+
+    try:
+        data = json.loads(read_trusted(path, what="check state file", limit=_STATE_LIMIT))
+    except (OSError, ValueError):
+        return {}
+    spools = (
+        data.get("spools") if isinstance(data, dict) and data.get("v") == _STATE_VERSION else None
+    )
+    return spools if isinstance(spools, dict) else {}
+
+
+def load_marks(path: str) -> dict[str, SpoolMark]:
+    """The marks a previous check stored at *path*; empty when absent, untrusted or corrupt.
+
+    The file is used only under the trust rule (:mod:`nsprov._trust`): a regular
+    file that it and every directory above it are owned by root (or this user)
+    and writable by nobody else.  A malformed entry is skipped.
+    """
+    out = {}
+    for p, m in _load_state(path).items():
+        try:
+            out[str(p)] = SpoolMark(int(m["dev"]), int(m["ino"]), int(m["count"]))
+        except (ValueError, TypeError, KeyError):
+            continue
+    return out
+
+
+def store_marks(path: str, marks: Mapping[str, SpoolMark], *, now: float | None = None) -> None:
+    """Merge *marks* into the state file at *path* (mode 0600, under the trust rule).
+
+    The directory is made (mode 0700) when missing.  Marks of other spools are
+    kept for :data:`STATE_KEEP_SECONDS` after they were last refreshed.  Errors are
+    ignored: without a state file only an empty spool is suspected.
+    """
+    import json  # noqa: PLC0415
+
+    from ._config import write_private  # noqa: PLC0415
+    from ._trust import open_trusted  # noqa: PLC0415
+
+    stamp = int(time.time() if now is None else now)
+    kept = {
+        p: m
+        for p, m in _load_state(path).items()
+        if isinstance(m, dict)
+        and isinstance(m.get("seen"), int)
+        and stamp - m["seen"] < STATE_KEEP_SECONDS
+    }
+    merged = {**kept, **{p: {**attrs.asdict(m), "seen": stamp} for p, m in marks.items()}}
+    blob = json.dumps({"v": _STATE_VERSION, "spools": dict(sorted(merged.items()))}).encode()
+    directory, name = os.path.split(os.path.abspath(path))
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd, _ = open_trusted(directory, what="check state directory", directory=True)
+    except OSError:
+        return
+    try:
+        write_private(name, blob, dir_fd=fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def cache_marks(config: Config) -> dict[str, SpoolMark]:
+    """Marks from the ``[scan_cache]`` indexes: their spool's device, inode and entry count."""
+    if config.scan_cache is None:
+        return {}
+    from ._scancache import Index, cache_dir_fd, cache_files  # noqa: PLC0415
+
+    try:
+        fd = cache_dir_fd(config.scan_cache.dir)
+    except OSError:
+        return {}
+    out = {}
+    try:
+        for spool in config.spools:
+            index = Index.load(cache_files(config.scan_cache.dir, spool.path_bytes)[0], fd)
+            if index is not None and index.dir_sig is not None and index.count:
+                out[spool.path] = SpoolMark(index.dir_sig[0], index.dir_sig[1], index.count)
+    finally:
+        os.close(fd)
+    return out
 
 
 def stale_finding(d: StaleDir) -> Finding:
@@ -2426,6 +2589,10 @@ class World:
     #: --max-remove-fraction and --force (see :func:`find_stale`).
     max_remove_fraction: float = 0.5
     force: bool = False
+    #: What earlier checks (or the scan cache) saw of each spool, by path.
+    spool_marks: Mapping[str, SpoolMark] = attrs.Factory(dict)
+    #: Stores what this check saw of the spools it trusts (None: nowhere).
+    record_marks: Callable[[Mapping[str, SpoolMark]], None] | None = None
     uid_name: Callable[[int], str] = str
     gid_name: Callable[[int], str] = str
     #: Seconds each user's scan may take (--deadline).
@@ -2561,6 +2728,12 @@ def run_checks(world: World) -> Report:
     findings += user_findings
     findings += check_virtual(config, world.users, world.uid_names)
     listings = {s.spool.path: (s.names if s.error is None else None) for s in scans}
+    marks = spool_marks(scans, fs=fs)
+    suspects = (
+        {}
+        if world.force
+        else changed_spools(marks, world.spool_marks, max_fraction=world.max_remove_fraction)
+    )
     for user in shown:
         stale, stale_findings = find_stale(
             config,
@@ -2569,6 +2742,7 @@ def run_checks(world: World) -> Report:
             listings=listings,
             max_remove_fraction=world.max_remove_fraction,
             force=world.force,
+            suspects=suspects,
         )
         if world.clean is not None:
             removable = [d.path for d in stale if d.scheme == "current"]
@@ -2577,6 +2751,9 @@ def run_checks(world: World) -> Report:
                 _removed(user, path, error) for path, error in results.items()
             ]
         findings += stale_findings
+    if world.record_marks is not None:
+        # A suspect or empty spool keeps its last good mark (--force accepts the new one).
+        world.record_marks({p: m for p, m in marks.items() if p not in suspects and m.count})
     return _report({**base, "dialect": config.dialect}, findings, reports)
 
 
@@ -2863,7 +3040,15 @@ def check_parser() -> Any:
     parser.add_argument(
         "--force",
         action="store_true",
-        help="remove stale directories even of an empty spool or beyond --max-remove-fraction",
+        help="remove stale directories even of an empty, moved or shrunk spool or beyond "
+        "--max-remove-fraction (and take the spools as they are now as the reference)",
+    )
+    parser.add_argument(
+        "--state",
+        default=None,
+        metavar="FILE",
+        help="where the check records each spool's file system and entry count between runs "
+        f"(default {DEFAULT_STATE_FILE})",
     )
     return parser
 
@@ -3057,6 +3242,8 @@ def gather(args: Any) -> World:
     def budget(cfg: Config, user: MailUser) -> ReplyBudget:
         return reply_budget(cfg, user)
 
+    state = args.state or DEFAULT_STATE_FILE
+
     return World(
         config_path=args.config,
         config=config,
@@ -3076,6 +3263,8 @@ def gather(args: Any) -> World:
         clean=clean_stale_as if args.clean_stale else None,
         max_remove_fraction=args.max_remove_fraction,
         force=args.force,
+        spool_marks={**(cache_marks(config) if config is not None else {}), **load_marks(state)},
+        record_marks=lambda marks: store_marks(state, marks),
         uid_name=_uid_name,
         gid_name=_gid_name,
     )
