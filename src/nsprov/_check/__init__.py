@@ -27,22 +27,22 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from ._deadline import DEFAULT_DEADLINE
-from ._defaults import DEFAULT_CONFIG_PATH
-from ._env import EnvLimits
-from ._identity import MailUser
-from ._model import check_namespaces
-from ._names import HASH_LENGTH, NAMING_SCHEME, SLUG_LENGTH, entry_id
-from ._perms import FileFacts, Identity
-from ._scan import DEFAULT_FS, Fs, Served, Skipped, _Builder, _components, scan_spool
-from .exceptions import ConfigError, NsprovError, UntrustedFileError
+from .._deadline import DEFAULT_DEADLINE
+from .._defaults import DEFAULT_CONFIG_PATH
+from .._env import EnvLimits
+from .._identity import MailUser
+from .._model import check_namespaces
+from .._names import HASH_LENGTH, NAMING_SCHEME, SLUG_LENGTH, entry_id
+from .._perms import FileFacts, Identity
+from .._scan import DEFAULT_FS, Fs, Served, Skipped, _Builder, _components, scan_spool
+from ..exceptions import ConfigError, NsprovError, UntrustedFileError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
     from typing import TextIO
 
-    from ._config import Config, SpoolConfig
-    from ._serve import ReplyBudget
+    from .._config import Config, SpoolConfig
+    from .._serve import ReplyBudget
 
 #: The namespace naming scheme of this nsprov: the BLAKE2b personalisation in
 #: :func:`nsprov._names.entry_hash`.  A different scheme names every directory differently.
@@ -554,7 +554,7 @@ def scan_structure(
     is reported unscannable and the later checks leave it out.  Each scan is
     timed with *clock* (:attr:`SpoolScan.seconds`, see ``scan-slow``).
     """
-    from ._deadline import DeadlineError, run_with_deadline  # noqa: PLC0415
+    from .._deadline import DeadlineError, run_with_deadline  # noqa: PLC0415
 
     permissive = _permissive(fs)
     taken_prefixes = set(config.config_prefixes)
@@ -980,7 +980,7 @@ def check_traversal(
     scans: Sequence[SpoolScan], *, fs: Fs = DEFAULT_FS, users: Sequence[MailUser] = ()
 ) -> list[Finding]:
     """Spools that no checked user (or, without users, nobody outside the groups) can reach."""
-    from ._scan import _searchable  # noqa: PLC0415
+    from .._scan import _searchable  # noqa: PLC0415
 
     out: list[Finding] = []
     for scan in scans:
@@ -1032,7 +1032,7 @@ def check_scan_cache(config: Config, *, now_ns: int | None = None) -> list[Findi
     cfg = config.scan_cache
     if cfg is None:
         return []
-    from ._scancache import status  # noqa: PLC0415
+    from .._scancache import status  # noqa: PLC0415
 
     out = []
     for spool in config.spools:
@@ -1062,9 +1062,9 @@ def check_trusted_files(
     post-login config cache directory.  An absent one is not reported here,
     nor one in a spool that does not answer within *deadline* seconds.
     """
-    from ._config import DEFAULT_CACHE_DIR  # noqa: PLC0415
-    from ._scan import DEFAULT_FS, _ignore_patterns  # noqa: PLC0415
-    from ._trust import MAX_FILE_SIZE, check_trusted, read_trusted  # noqa: PLC0415
+    from .._config import DEFAULT_CACHE_DIR  # noqa: PLC0415
+    from .._scan import DEFAULT_FS, _ignore_patterns  # noqa: PLC0415
+    from .._trust import MAX_FILE_SIZE, check_trusted, read_trusted  # noqa: PLC0415
 
     out: list[Finding] = []
 
@@ -1088,7 +1088,7 @@ def check_trusted_files(
         pass  # unreadable: a config-error
     if config is None:
         return out
-    from ._deadline import DeadlineError, run_with_deadline  # noqa: PLC0415
+    from .._deadline import DeadlineError, run_with_deadline  # noqa: PLC0415
 
     def ignore_file(spool: SpoolConfig) -> tuple[bytes, str | None]:
         real = os.path.realpath(spool.path_bytes)
@@ -1243,7 +1243,7 @@ def check_separator(config: Config, conf: DovecotConf) -> list[Finding]:
 
 
 def _ns_root(ns: ConfSection) -> str | None:
-    from ._location import MailLocation  # noqa: PLC0415
+    from .._location import MailLocation  # noqa: PLC0415
 
     if path := ns.get("mail_path"):
         return os.path.normpath(path)
@@ -1633,7 +1633,7 @@ def _check_chain(
     config_path: str,
     executable: Callable[[str], bool],
 ) -> list[Finding]:
-    from ._postlogin import UsageError, parse_args  # noqa: PLC0415
+    from .._postlogin import UsageError, parse_args  # noqa: PLC0415
 
     out: list[Finding] = []
     subject = f"service {post.name}"
@@ -1958,9 +1958,9 @@ def check_user(
     within *deadline* seconds: a hung spool), the findings, and the
     ``(spool, raw name)`` keys of every mailbox the user may read.
     """
-    from ._deadline import run_with_deadline  # noqa: PLC0415
-    from ._engine import plan  # noqa: PLC0415
-    from ._env import MAX_ARG_STRLEN  # noqa: PLC0415
+    from .._deadline import run_with_deadline  # noqa: PLC0415
+    from .._engine import plan  # noqa: PLC0415
+    from .._env import MAX_ARG_STRLEN  # noqa: PLC0415
 
     subject = f"user {user.user}"
     environ = base_environ(user)
@@ -2388,7 +2388,7 @@ def _load_state(path: str) -> dict[str, Any]:
     """The spools of the state file at *path*, raw; empty when absent, untrusted or corrupt."""
     import json  # noqa: PLC0415
 
-    from ._trust import read_trusted  # noqa: PLC0415
+    from .._trust import read_trusted  # noqa: PLC0415
 
     try:
         data = json.loads(read_trusted(path, what="check state file", limit=_STATE_LIMIT))
@@ -2425,8 +2425,8 @@ def store_marks(path: str, marks: Mapping[str, SpoolMark], *, now: float | None 
     """
     import json  # noqa: PLC0415
 
-    from ._config import write_private  # noqa: PLC0415
-    from ._trust import open_trusted  # noqa: PLC0415
+    from .._config import write_private  # noqa: PLC0415
+    from .._trust import open_trusted  # noqa: PLC0415
 
     stamp = int(time.time() if now is None else now)
     kept = {
@@ -2456,7 +2456,7 @@ def cache_marks(config: Config) -> dict[str, SpoolMark]:
     """Marks from the ``[scan_cache]`` indexes: their spool's device, inode and entry count."""
     if config.scan_cache is None:
         return {}
-    from ._scancache import Index, cache_dir_fd, cache_files  # noqa: PLC0415
+    from .._scancache import Index, cache_dir_fd, cache_files  # noqa: PLC0415
 
     try:
         fd = cache_dir_fd(config.scan_cache.dir)
@@ -2528,7 +2528,7 @@ def clean_stale_as(user: MailUser, paths: Sequence[str]) -> list[tuple[str, str 
     """:func:`remove_dirs` in a forked process that has become *user* first."""
     import json  # noqa: PLC0415
 
-    from ._engine import drop_privileges  # noqa: PLC0415
+    from .._engine import drop_privileges  # noqa: PLC0415
 
     r, w = os.pipe()
     pid = os.fork()
@@ -2887,7 +2887,7 @@ def render_table(report: Report, *, colour: bool = False, width: int = 100) -> s
     )
     meta = [f"dialect {report.dialect}" if report.dialect else "", version]
     meta.append(f"naming scheme {NAMING_SCHEME} (slug {SLUG_LENGTH}, hash {HASH_LENGTH})")
-    from ._postlogin import escape  # noqa: PLC0415 - the one escaping of human output
+    from .._postlogin import escape  # noqa: PLC0415 - the one escaping of human output
 
     lines = [f"nsprov check: {escape(report.config_path)}"]
     lines += ["  " + "; ".join(m for m in meta if m), ""]
@@ -3104,7 +3104,7 @@ def _doveconf_failed(argv: Sequence[str], why: str) -> Finding:
 def _dovecot_version(args: Any, conf: DovecotConf | None) -> tuple[str | None, str | None]:
     import subprocess  # noqa: PLC0415
 
-    from ._worker import installed_version  # noqa: PLC0415
+    from .._worker import installed_version  # noqa: PLC0415
 
     if args.dovecot_version:
         return args.dovecot_version, "--dovecot-version"
@@ -3129,7 +3129,7 @@ def _dovecot_version(args: Any, conf: DovecotConf | None) -> tuple[str | None, s
 
 
 def _load(path: str) -> tuple[Config | None, tuple[str, ...], bool]:
-    from ._config import _load_raw, load_config  # noqa: PLC0415
+    from .._config import _load_raw, load_config  # noqa: PLC0415
 
     try:
         config = load_config(path)
@@ -3150,8 +3150,8 @@ def _resolve_users(
 ) -> tuple[list[MailUser], list[Finding], dict[int, tuple[str, ...]]]:
     import pwd  # noqa: PLC0415
 
-    from ._identity import mail_user_from_nss  # noqa: PLC0415
-    from .exceptions import IdentityError  # noqa: PLC0415
+    from .._identity import mail_user_from_nss  # noqa: PLC0415
+    from ..exceptions import IdentityError  # noqa: PLC0415
 
     entries = [(p.pw_name, p.pw_uid) for p in pwd.getpwall()]
     uid_names: dict[int, list[str]] = {}
@@ -3227,7 +3227,7 @@ def _gid_name(gid: int) -> str:
 
 def gather(args: Any) -> World:
     """Look at the system: config, doveconf, Dovecot's version, NSS."""
-    from ._serve import reply_budget  # noqa: PLC0415
+    from .._serve import reply_budget  # noqa: PLC0415
 
     config, problems, acl_plugin = _load(args.config)
     trust = check_trusted_files(args.config, config, deadline=args.deadline)
