@@ -2047,7 +2047,7 @@ class TestMain:
 
     @pytest.fixture(autouse=True)
     def _state(self, base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr("nsprov._check.DEFAULT_STATE_FILE", str(base / "check-state.json"))
+        monkeypatch.setattr("nsprov._check.marks.DEFAULT_STATE_FILE", str(base / "check-state.json"))
 
     @pytest.fixture(name="setup")
     def _setup(self, base: Path, spool: Path) -> dict[str, str]:
