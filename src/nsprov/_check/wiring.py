@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from .._config import Config
+    from .._postlogin import Options
     from .doveconf import ConfSection, DovecotConf
 
 
@@ -51,103 +52,129 @@ def check_wiring(
     executable: Callable[[str], bool] = lambda p: os.access(p, os.X_OK),
 ) -> list[Finding]:
     """The post-login services of IMAP and POP3: present, calling nsprov right, as root."""
-    out: list[Finding] = []
     serve_wired = "dict" in conf.userdb_drivers
+    out: list[Finding] = []
     for protocol in ("imap", "pop3"):
-        if protocol not in conf.protocols:
-            continue
-        actions: tuple[str, ...] = getattr(config.actions, protocol)
-        service = conf.services.get(protocol)
-        socket = _socket_of(service.get("executable")) if service is not None else None
-        example = f"examples/dovecot-{config.dialect}/10-master.conf (docs: Dovecot wiring)"
-        if socket is None:
-            if actions and not (serve_wired and set(actions) <= {"namespaces"}):
-                deny = " (its deny rules do not apply)" if "deny" in actions else ""
-                out.append(
-                    _f(
-                        "error",
-                        "wiring-missing",
-                        f"service {protocol}",
-                        f"{protocol} logins run no post-login script{deny}, but the "
-                        f"configuration runs {', '.join(actions)} for {protocol}",
-                        f"Add the service {protocol} and service {protocol}-postlogin blocks of "
-                        f"{example}.",
-                    )
-                )
-            continue
-        post = _post_login_service(conf, socket)
-        if post is None:
+        if protocol in conf.protocols:
+            out += _protocol_wiring(
+                config, conf, protocol, config_path, executable, serve_wired=serve_wired
+            )
+    return out
+
+
+def _protocol_wiring(
+    config: Config,
+    conf: DovecotConf,
+    protocol: str,
+    config_path: str,
+    executable: Callable[[str], bool],
+    *,
+    serve_wired: bool,
+) -> list[Finding]:
+    """The service of *protocol* and its post-login service."""
+    out: list[Finding] = []
+    actions: tuple[str, ...] = getattr(config.actions, protocol)
+    service = conf.services.get(protocol)
+    socket = _socket_of(service.get("executable")) if service is not None else None
+    example = f"examples/dovecot-{config.dialect}/10-master.conf (docs: Dovecot wiring)"
+    if socket is None:
+        if actions and not (serve_wired and set(actions) <= {"namespaces"}):
+            deny = " (its deny rules do not apply)" if "deny" in actions else ""
             out.append(
                 _f(
                     "error",
                     "wiring-missing",
                     f"service {protocol}",
-                    f"service {protocol} hands logins to the post-login socket {socket}, but no "
-                    f"service provides it: every {protocol} login fails",
-                    f"Add a service {socket} block as in {example}.",
+                    f"{protocol} logins run no post-login script{deny}, but the "
+                    f"configuration runs {', '.join(actions)} for {protocol}",
+                    f"Add the service {protocol} and service {protocol}-postlogin blocks of "
+                    f"{example}.",
                 )
             )
-            continue
-        subject = f"service {post.name}"
-        tokens = post.get("executable").split(" ")
-        if os.path.basename(tokens[0]) != "script-login":
-            out.append(
-                _f(
-                    "warning",
-                    "wiring-missing",
-                    subject,
-                    f"service {post.name} runs {tokens[0]!r}, not script-login: nsprov is not "
-                    f"called for {protocol}",
-                    f"Use executable = script-login /path/to/nsprov post-login … as in {example}.",
-                )
+        return out
+    post = _post_login_service(conf, socket)
+    if post is None:
+        out.append(
+            _f(
+                "error",
+                "wiring-missing",
+                f"service {protocol}",
+                f"service {protocol} hands logins to the post-login socket {socket}, but no "
+                f"service provides it: every {protocol} login fails",
+                f"Add a service {socket} block as in {example}.",
             )
-            continue
-        programs = tokens[1:]
-        while programs and programs[0].startswith("-"):
-            programs = programs[1:]  # script-login's own -d
-        at = next((i for i in range(len(programs) - 1) if programs[i + 1] == "post-login"), None)
-        fast = next(
-            (i for i, t in enumerate(programs) if i and t.endswith("/nsprov/_fast.py")), None
         )
-        out += _not_isolated(post, programs, fast)
-        if at is None and fast is not None:
-            # python -I -S /path/to/nsprov/_fast.py --serve=... : the interpreter is the program.
-            out += _check_chain(
-                protocol, post, programs[0], programs[fast + 1 :], config_path, executable
+        return out
+    return _post_service_wiring(protocol, post, example, config_path, executable)
+
+
+def _post_service_wiring(
+    protocol: str,
+    post: ConfSection,
+    example: str,
+    config_path: str,
+    executable: Callable[[str], bool],
+) -> list[Finding]:
+    """The post-login service *post* of *protocol*: script-login, the nsprov chain, root."""
+    out: list[Finding] = []
+    subject = f"service {post.name}"
+    tokens = post.get("executable").split(" ")
+    if os.path.basename(tokens[0]) != "script-login":
+        out.append(
+            _f(
+                "warning",
+                "wiring-missing",
+                subject,
+                f"service {post.name} runs {tokens[0]!r}, not script-login: nsprov is not "
+                f"called for {protocol}",
+                f"Use executable = script-login /path/to/nsprov post-login … as in {example}.",
             )
-            out += _check_fast_script(post, programs[fast], programs[fast + 1 :])
-        elif at is None:
-            out.append(
-                _f(
-                    "warning",
-                    "wiring-missing",
-                    subject,
-                    f"the post-login chain of {protocol} ({' '.join(programs)}) does not run "
-                    "nsprov post-login",
-                    f"Add /path/to/nsprov post-login --config={config_path} --protocol={protocol} "
-                    "to the executable line (a hook script calling nsprov.run_hook needs no "
-                    "change: then ignore this).",
-                )
+        )
+        return out
+    programs = tokens[1:]
+    while programs and programs[0].startswith("-"):
+        programs = programs[1:]  # script-login's own -d
+    at = next((i for i in range(len(programs) - 1) if programs[i + 1] == "post-login"), None)
+    fast = next((i for i, t in enumerate(programs) if i and t.endswith("/nsprov/_fast.py")), None)
+    out += _not_isolated(post, programs, fast)
+    if at is None and fast is not None:
+        # python -I -S /path/to/nsprov/_fast.py --serve=... : the interpreter is the program.
+        out += _check_chain(
+            protocol, post, programs[0], programs[fast + 1 :], config_path, executable
+        )
+        out += _check_fast_script(post, programs[fast], programs[fast + 1 :])
+    elif at is None:
+        out.append(
+            _f(
+                "warning",
+                "wiring-missing",
+                subject,
+                f"the post-login chain of {protocol} ({' '.join(programs)}) does not run "
+                "nsprov post-login",
+                f"Add /path/to/nsprov post-login --config={config_path} --protocol={protocol} "
+                "to the executable line (a hook script calling nsprov.run_hook needs no "
+                "change: then ignore this).",
             )
-            continue
-        else:
-            out += _check_chain(
-                protocol, post, programs[at], programs[at + 2 :], config_path, executable
+        )
+        return out
+    else:
+        out += _check_chain(
+            protocol, post, programs[at], programs[at + 2 :], config_path, executable
+        )
+    user = post.get("user")
+    if user not in {"", "root", "0"}:
+        out.append(
+            _f(
+                "warning",
+                "wiring-service-user",
+                subject,
+                f"service {post.name} runs as {user}: nsprov then cannot stat spool entries "
+                "that user cannot search, nor become each user to create the index "
+                "directories in their homes",
+                f"Remove the user = line from service {post.name} (the default, root, is "
+                "what nsprov expects; it evaluates permissions for the user itself).",
             )
-        user = post.get("user")
-        if user not in {"", "root", "0"}:
-            out.append(
-                _f(
-                    "warning",
-                    "wiring-service-user",
-                    subject,
-                    f"service {post.name} runs as {user}: nsprov then cannot stat spool entries "
-                    "that user cannot search, nor become each user to create the index "
-                    "directories in their homes",
-                    f"Remove the user = line from service {post.name} (the default, root, is "
-                    "what nsprov expects; it evaluates permissions for the user itself).",
-                )
-            )
+        )
     return out
 
 
@@ -231,10 +258,47 @@ def _check_chain(
     config_path: str,
     executable: Callable[[str], bool],
 ) -> list[Finding]:
-    from .._postlogin import UsageError, parse_args  # noqa: PLC0415
-
-    out: list[Finding] = []
     subject = f"service {post.name}"
+    out = _program_findings(protocol, subject, program, executable)
+    if "" in args:
+        out.append(
+            _f(
+                "error",
+                "wiring-bad-arguments",
+                subject,
+                f"the executable line of service {post.name} has two spaces in a row: Dovecot "
+                "passes an empty argument, which nsprov takes for the next program to run",
+                "Separate the arguments by single spaces.",
+            )
+        )
+        return out
+    parsed, refusal, found = _option_findings(post, subject, args)
+    out += found
+    bad = parsed.bad if parsed is not None else []
+    out += _next_program_findings(subject, parsed.next[:-1] if parsed is not None else [])
+    if refusal is None and not any(name == "protocol" for name, _ in bad):
+        out += _protocol_findings(protocol, post, subject, parsed)
+    wired_config = parsed.config if parsed is not None else DEFAULT_CONFIG_PATH
+    if os.path.realpath(wired_config) != os.path.realpath(config_path):
+        out.append(
+            _f(
+                "warning",
+                "wiring-config-path",
+                subject,
+                f"service {post.name} runs nsprov with {wired_config}, but this check read "
+                f"{config_path}",
+                f"Check the wired file (nsprov check --config={wired_config}), or point "
+                "--config= on the executable line at this one.",
+            )
+        )
+    return out
+
+
+def _program_findings(
+    protocol: str, subject: str, program: str, executable: Callable[[str], bool]
+) -> list[Finding]:
+    """The first program of the chain: an absolute path to an executable."""
+    out: list[Finding] = []
     if not program.startswith("/"):
         out.append(
             _f(
@@ -257,18 +321,16 @@ def _check_chain(
                 "/usr/local/bin/nsprov).",
             )
         )
-    if "" in args:
-        out.append(
-            _f(
-                "error",
-                "wiring-bad-arguments",
-                subject,
-                f"the executable line of service {post.name} has two spaces in a row: Dovecot "
-                "passes an empty argument, which nsprov takes for the next program to run",
-                "Separate the arguments by single spaces.",
-            )
-        )
-        return out
+    return out
+
+
+def _option_findings(
+    post: ConfSection, subject: str, args: Sequence[str]
+) -> tuple[Options | None, str | None, list[Finding]]:
+    """nsprov's options on the line, as post-login parses them: parsed, why refused, findings."""
+    from .._postlogin import UsageError, parse_args  # noqa: PLC0415
+
+    out: list[Finding] = []
     unknown: list[str] = []
     script_login = "/usr/lib/dovecot/script-login"
     try:
@@ -308,7 +370,6 @@ def _check_chain(
                 "lists the values.",
             )
         )
-    rest = parsed.next[:-1] if parsed is not None else []
     if refusal is not None:
         out.append(
             _f(
@@ -319,6 +380,12 @@ def _check_chain(
                 "Correct the option (one token each, --name=value).",
             )
         )
+    return parsed, refusal, out
+
+
+def _next_program_findings(subject: str, rest: Sequence[str]) -> list[Finding]:
+    """The program nsprov execs next: an absolute path (there is no PATH)."""
+    out: list[Finding] = []
     for nxt in rest[:1]:
         if not nxt.startswith("/"):
             out.append(
@@ -330,10 +397,16 @@ def _check_chain(
                     "Give every program of the chain as an absolute path.",
                 )
             )
+    return out
+
+
+def _protocol_findings(
+    protocol: str, post: ConfSection, subject: str, parsed: Options | None
+) -> list[Finding]:
+    """``--protocol`` on the line of the service *protocol* logins go through."""
+    out: list[Finding] = []
     wired = parsed.protocol if parsed is not None else None
-    if refusal is not None or any(name == "protocol" for name, _ in bad):
-        pass  # refused, or a bad --protocol reported above
-    elif wired is None:
+    if wired is None:
         out.append(
             _f(
                 "warning",
@@ -354,19 +427,6 @@ def _check_chain(
                 f"--protocol={wired}: {protocol} clients get {wired} lines (a POP3 client "
                 "desynchronises on an IMAP alert) and the wrong action list",
                 f"Give {protocol} a post-login service of its own with --protocol={protocol}.",
-            )
-        )
-    wired_config = parsed.config if parsed is not None else DEFAULT_CONFIG_PATH
-    if os.path.realpath(wired_config) != os.path.realpath(config_path):
-        out.append(
-            _f(
-                "warning",
-                "wiring-config-path",
-                subject,
-                f"service {post.name} runs nsprov with {wired_config}, but this check read "
-                f"{config_path}",
-                f"Check the wired file (nsprov check --config={wired_config}), or point "
-                "--config= on the executable line at this one.",
             )
         )
     return out
