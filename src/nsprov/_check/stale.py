@@ -126,65 +126,16 @@ def find_stale(
             )
             continue
         parent_b = os.fsencode(parent)
-        try:
-            if not st.S_ISDIR(fs.lstat(parent_b).st_mode) or fs.realpath(parent_b) != parent_b:
-                out.append(
-                    _f(
-                        "info",
-                        "stale-unchecked",
-                        _show(parent),
-                        f"{_show(parent)} (user {user.user}) is reached through a symbolic link "
-                        "or is no directory: not checked",
-                        "Nothing to do unless you expected nsprov's directories there.",
-                    )
-                )
-                continue
-            names = fs.listdir(parent_b)
-        except FileNotFoundError:
-            continue
-        except OSError as e:
-            out.append(
-                _f(
-                    "info",
-                    "stale-unchecked",
-                    _show(parent),
-                    f"{_show(parent)} (user {user.user}) cannot be listed: {e.strerror or e}",
-                    "Nothing to do unless you expected nsprov's directories there.",
-                )
-            )
+        names, unchecked = _list_parent(parent, parent_b, user, fs)
+        if names is None:
+            out += unchecked
             continue
         expected = {
             os.fsencode(_render_component(component, spool, raw))
             for component, spool in components
             for raw in listing(spool) or ()
         }
-        strict = []
-        loose = []
-        for component, spool in components:
-            name_template = spool.name.render({"id": "\0I\0", "slug": "\0S\0", "hash": "\0H\0"})
-            strict.append(re.compile(_pattern(component.replace("\0N\0", name_template), _STRICT)))
-            loose_name = _pattern(name_template, _LOOSE)
-            loose.append(re.compile(_pattern(component, {**_LOOSE, "\0N\0": loose_name})))
-        found: list[StaleDir] = []
-        kept = 0
-        for raw in sorted(names):
-            if raw in expected:
-                kept += 1
-                continue
-            text = raw.decode("utf-8", "surrogateescape")
-            if any(p.fullmatch(text) for p in strict):
-                scheme: Literal["current", "other"] = "current"
-            elif any(p.fullmatch(text) for p in loose):
-                scheme = "other"
-            else:
-                continue
-            path_b = parent_b.rstrip(b"/") + b"/" + raw
-            try:
-                if not st.S_ISDIR(fs.lstat(path_b).st_mode):
-                    continue
-            except OSError:
-                continue
-            found.append(StaleDir(user.user, os.fsdecode(path_b), scheme))
+        found, kept = _stale_in(parent_b, names, expected, components, user, fs)
         suspect = (
             None
             if force
@@ -206,6 +157,79 @@ def find_stale(
     for d in stale:
         out.append(stale_finding(d))
     return stale, out
+
+
+def _list_parent(
+    parent: str, parent_b: bytes, user: MailUser, fs: Fs
+) -> tuple[list[bytes] | None, list[Finding]]:
+    """The names in *parent*, or None and why it is not checked (no finding when absent)."""
+    out: list[Finding] = []
+    try:
+        if not st.S_ISDIR(fs.lstat(parent_b).st_mode) or fs.realpath(parent_b) != parent_b:
+            out.append(
+                _f(
+                    "info",
+                    "stale-unchecked",
+                    _show(parent),
+                    f"{_show(parent)} (user {user.user}) is reached through a symbolic link "
+                    "or is no directory: not checked",
+                    "Nothing to do unless you expected nsprov's directories there.",
+                )
+            )
+            return None, out
+        return fs.listdir(parent_b), out
+    except FileNotFoundError:
+        return None, out
+    except OSError as e:
+        out.append(
+            _f(
+                "info",
+                "stale-unchecked",
+                _show(parent),
+                f"{_show(parent)} (user {user.user}) cannot be listed: {e.strerror or e}",
+                "Nothing to do unless you expected nsprov's directories there.",
+            )
+        )
+        return None, out
+
+
+def _stale_in(
+    parent_b: bytes,
+    names: Sequence[bytes],
+    expected: set[bytes],
+    components: Sequence[tuple[str, SpoolConfig]],
+    user: MailUser,
+    fs: Fs,
+) -> tuple[list[StaleDir], int]:
+    """The directories among *names* named like nsprov's but not *expected*; how many are."""
+    strict = []
+    loose = []
+    for component, spool in components:
+        name_template = spool.name.render({"id": "\0I\0", "slug": "\0S\0", "hash": "\0H\0"})
+        strict.append(re.compile(_pattern(component.replace("\0N\0", name_template), _STRICT)))
+        loose_name = _pattern(name_template, _LOOSE)
+        loose.append(re.compile(_pattern(component, {**_LOOSE, "\0N\0": loose_name})))
+    found: list[StaleDir] = []
+    kept = 0
+    for raw in sorted(names):
+        if raw in expected:
+            kept += 1
+            continue
+        text = raw.decode("utf-8", "surrogateescape")
+        if any(p.fullmatch(text) for p in strict):
+            scheme: Literal["current", "other"] = "current"
+        elif any(p.fullmatch(text) for p in loose):
+            scheme = "other"
+        else:
+            continue
+        path_b = parent_b.rstrip(b"/") + b"/" + raw
+        try:
+            if not st.S_ISDIR(fs.lstat(path_b).st_mode):
+                continue
+        except OSError:
+            continue
+        found.append(StaleDir(user.user, os.fsdecode(path_b), scheme))
+    return found, kept
 
 
 def _suspect(
