@@ -110,7 +110,6 @@ def check_user(
     """
     from .._deadline import run_with_deadline  # noqa: PLC0415
     from .._engine import plan  # noqa: PLC0415
-    from .._env import MAX_ARG_STRLEN  # noqa: PLC0415
 
     subject = f"user {user.user}"
     environ = base_environ(user)
@@ -149,6 +148,21 @@ def check_user(
         env_bytes=sum(_var_size(k, v) for k, v in env.items()),
         userdb_keys_bytes=_var_size("USERDB_KEYS", env["USERDB_KEYS"]),
     )
+    out = _limit_findings(config, user, found, len(served))
+    if budget is not None and served and config.dialect == "2.3":
+        rb = budget(config, user)
+        report = attrs.evolve(report, serve=rb)
+        if rb.fits < rb.total:
+            out.append(_budget_finding(user, rb, serve_mode))
+    keys = {(s.spool, s.raw) for s in served} | {(k.spool, k.raw) for k in over}
+    return report, out, keys
+
+
+def _limit_findings(config: Config, user: MailUser, found: int, served: int) -> list[Finding]:
+    """``namespace-max`` and ``env-limit``: *found* readable mailboxes, *served* of them fit."""
+    from .._env import MAX_ARG_STRLEN  # noqa: PLC0415
+
+    subject = f"user {user.user}"
     out: list[Finding] = []
     if found > config.max_namespaces:
         out.append(
@@ -163,44 +177,38 @@ def check_user(
                 "500 on 2.4), or exclude mailboxes the user does not need.",
             )
         )
-    if len(served) < min(found, config.max_namespaces):
+    if served < min(found, config.max_namespaces):
         out.append(
             _f(
                 "warning",
                 "env-limit",
                 subject,
-                f"only {len(served)} of user {user.user}'s {min(found, config.max_namespaces)} "
+                f"only {served} of user {user.user}'s {min(found, config.max_namespaces)} "
                 f"namespaces fit the kernel's environment limits (USERDB_KEYS may be at most "
-                f"{MAX_ARG_STRLEN} bytes, one string): the first {len(served)} in discovery "
+                f"{MAX_ARG_STRLEN} bytes, one string): the first {served} in discovery "
                 "order are served, and each login logs a warning",
-                f"Set max = {len(served)} under [namespace] to make the cut deliberate, shorten "
+                f"Set max = {served} under [namespace] to make the cut deliberate, shorten "
                 "the name and index templates (every byte repeats per namespace), or give the "
                 "user fewer mailboxes.",
             )
         )
-    if budget is not None and served and config.dialect == "2.3":
-        rb = budget(config, user)
-        report = attrs.evolve(report, serve=rb)
-        if rb.fits < rb.total:
-            out.append(
-                _f(
-                    "warning" if serve_mode is not False else "info",
-                    "serve-budget",
-                    subject,
-                    f"in serve mode user {user.user} would get {rb.fits} of {rb.total} "
-                    f"namespaces: the reply needs {rb.full_size} bytes, the budget is "
-                    f"{rb.budget} (Dovecot's auth worker refuses replies over 8192 bytes)",
-                    "Serve this user in post-login mode (nsprov post-login), which carries "
-                    "about 1,000 namespaces."
-                    + (
-                        ""
-                        if serve_mode is not False
-                        else " Post-login mode is wired: nothing to do."
-                    ),
-                )
-            )
-    keys = {(s.spool, s.raw) for s in served} | {(k.spool, k.raw) for k in over}
-    return report, out, keys
+    return out
+
+
+def _budget_finding(user: MailUser, rb: ReplyBudget, serve_mode: bool | None) -> Finding:
+    """``serve-budget``: the serve reply of *user* would be cut."""
+    subject = f"user {user.user}"
+    return _f(
+        "warning" if serve_mode is not False else "info",
+        "serve-budget",
+        subject,
+        f"in serve mode user {user.user} would get {rb.fits} of {rb.total} "
+        f"namespaces: the reply needs {rb.full_size} bytes, the budget is "
+        f"{rb.budget} (Dovecot's auth worker refuses replies over 8192 bytes)",
+        "Serve this user in post-login mode (nsprov post-login), which carries "
+        "about 1,000 namespaces."
+        + ("" if serve_mode is not False else " Post-login mode is wired: nothing to do."),
+    )
 
 
 def check_virtual(
