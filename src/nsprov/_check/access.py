@@ -91,94 +91,127 @@ def check_mailboxes(
     """
     out: list[Finding] = []
     for scan in scans:
-        if scan.real is None or scan.error is not None:
-            continue
-        spool = scan.spool
+        if scan.real is not None and scan.error is None:
+            out += _spool_permissions(
+                scan,
+                scan.real,
+                fs=fs,
+                access=access,
+                stat_dirs=stat_dirs,
+                acl_required=acl_required,
+                uid_name=uid_name,
+                gid_name=gid_name,
+            )
+    return out
+
+
+def _spool_permissions(
+    scan: SpoolScan,
+    real: bytes,
+    *,
+    fs: Fs,
+    access: Mapping[tuple[str, bytes], Sequence[MailUser]] | None,
+    stat_dirs: bool | None,
+    acl_required: bool,
+    uid_name: Callable[[int], str],
+    gid_name: Callable[[int], str],
+) -> list[Finding]:
+    """The findings of :func:`check_mailboxes` for one listed spool (*real*: its real path)."""
+    spool = scan.spool
+    out: list[Finding] = []
+    try:
+        _, facts = fs.facts(real)
+    except OSError:
+        return out
+    if writers := _writers(facts, gid_name, uid_name):
+        out.append(
+            _f(
+                "warning",
+                "spool-writable",
+                spool.path,
+                f"spool {spool.path} can be written by {', '.join(writers)}: they can create "
+                "mailboxes that other users are then offered, with modes they choose",
+                f"Let only the administrator create mailboxes: chmod go-w {spool.path} and "
+                "remove write ACL entries (setfacl -x …).",
+            )
+        )
+    writable: list[str] = []
+    missing_acl: list[str] = []
+    for s in scan.served:
+        path_b = os.fsencode(s.path)
+        path = _show(s.path)
         try:
-            _, facts = fs.facts(scan.real)
+            stat, facts = fs.facts(path_b)
         except OSError:
             continue
-        if writers := _writers(facts, gid_name, uid_name):
-            out.append(
-                _f(
-                    "warning",
-                    "spool-writable",
-                    spool.path,
-                    f"spool {spool.path} can be written by {', '.join(writers)}: they can create "
-                    "mailboxes that other users are then offered, with modes they choose",
-                    f"Let only the administrator create mailboxes: chmod go-w {spool.path} and "
-                    "remove write ACL entries (setfacl -x …).",
-                )
-            )
-        writable: list[str] = []
-        missing_acl: list[str] = []
-        for s in scan.served:
-            path_b = os.fsencode(s.path)
-            path = _show(s.path)
+        if who := _writers(facts, gid_name, uid_name):
+            writable.append(f"{s.entry} ({', '.join(who)})")
+        out += _chgrp_trap(s, path, stat, facts, access, uid_name, gid_name)
+        if stat_dirs is not True:
+            out += _dot_files(fs, path_b, path, known=stat_dirs is False)
+        if acl_required:
             try:
-                stat, facts = fs.facts(path_b)
+                text = fs.read_text(path_b + b"/dovecot-acl")
             except OSError:
-                continue
-            if who := _writers(facts, gid_name, uid_name):
-                writable.append(f"{s.entry} ({', '.join(who)})")
-            out += _chgrp_trap(s, path, stat, facts, access, uid_name, gid_name)
-            if stat_dirs is not True:
-                out += _dot_files(fs, path_b, path, known=stat_dirs is False)
-            if acl_required:
-                try:
-                    text = fs.read_text(path_b + b"/dovecot-acl")
-                except OSError:
-                    text = None
-                if text is None or not acl_grants(text):
-                    missing_acl.append(s.entry)
-        if writable:
-            out.append(
-                _f(
-                    "warning",
-                    "mailbox-writable",
-                    spool.path,
-                    f"{_n(len(writable), 'mailbox', 'mailboxes')} of {spool.path} can be written by users other "
-                    f"than their owner: {_some(writable)}; those users can add folders and "
-                    "files every reader sees",
-                    "If readers are not meant to change shared mail, remove write access "
-                    "(chmod go-w, setfacl -x); if they are, keep per-user index and control "
-                    "directories (the defaults) so Dovecot's own files stay out of the spool.",
-                )
+                text = None
+            if text is None or not acl_grants(text):
+                missing_acl.append(s.entry)
+    return out + _spool_summary(scan, writable, missing_acl)
+
+
+def _spool_summary(
+    scan: SpoolScan, writable: Sequence[str], missing_acl: Sequence[str]
+) -> list[Finding]:
+    """The spool's writable mailboxes, control directory and missing ACLs, summed up."""
+    spool = scan.spool
+    out: list[Finding] = []
+    if writable:
+        out.append(
+            _f(
+                "warning",
+                "mailbox-writable",
+                spool.path,
+                f"{_n(len(writable), 'mailbox', 'mailboxes')} of {spool.path} can be written by users other "
+                f"than their owner: {_some(writable)}; those users can add folders and "
+                "files every reader sees",
+                "If readers are not meant to change shared mail, remove write access "
+                "(chmod go-w, setfacl -x); if they are, keep per-user index and control "
+                "directories (the defaults) so Dovecot's own files stay out of the spool.",
             )
-        if spool.control is None and scan.served:
-            out.append(
-                _f(
-                    "error" if writable else "warning",
-                    "control-in-spool",
-                    spool.path,
-                    f'spool {spool.path} has control = "": Dovecot keeps dovecot-uidlist and '
-                    "dovecot-keywords in each mailbox, "
-                    + (
-                        "and writes them into the shared tree as whichever user logs in"
-                        if writable
-                        else "and cannot write them into these read-only mailboxes (errors, "
-                        "mail that does not show)"
-                    ),
-                    'Remove control = "" so every user gets CONTROL={home}/.nsprov/{ns} '
-                    "(the default).",
-                )
+        )
+    if spool.control is None and scan.served:
+        out.append(
+            _f(
+                "error" if writable else "warning",
+                "control-in-spool",
+                spool.path,
+                f'spool {spool.path} has control = "": Dovecot keeps dovecot-uidlist and '
+                "dovecot-keywords in each mailbox, "
+                + (
+                    "and writes them into the shared tree as whichever user logs in"
+                    if writable
+                    else "and cannot write them into these read-only mailboxes (errors, "
+                    "mail that does not show)"
+                ),
+                'Remove control = "" so every user gets CONTROL={home}/.nsprov/{ns} (the default).',
             )
-        if missing_acl:
-            out.append(
-                _f(
-                    "warning",
-                    "acl-no-grants",
-                    spool.path,
-                    f"Dovecot's ACL plugin is enabled and no global ACLs are configured, but "
-                    f"{len(missing_acl)} of {len(scan.served)} mailboxes of {spool.path} have "
-                    f"no dovecot-acl granting lookup: {_some(missing_acl)}; users get the "
-                    "namespaces but see no mailbox in them",
-                    "Put a dovecot-acl file in each mailbox directory, e.g. 'anyone lr' or "
-                    "'group=sales lrwstipe' (public namespaces have no owner: 'owner' grants "
-                    "nothing), or configure global ACLs; or disable the acl plugin if the file "
-                    "system alone decides.",
-                )
+        )
+    if missing_acl:
+        out.append(
+            _f(
+                "warning",
+                "acl-no-grants",
+                spool.path,
+                f"Dovecot's ACL plugin is enabled and no global ACLs are configured, but "
+                f"{len(missing_acl)} of {len(scan.served)} mailboxes of {spool.path} have "
+                f"no dovecot-acl granting lookup: {_some(missing_acl)}; users get the "
+                "namespaces but see no mailbox in them",
+                "Put a dovecot-acl file in each mailbox directory, e.g. 'anyone lr' or "
+                "'group=sales lrwstipe' (public namespaces have no owner: 'owner' grants "
+                "nothing), or configure global ACLs; or disable the acl plugin if the file "
+                "system alone decides.",
             )
+        )
     return out
 
 
