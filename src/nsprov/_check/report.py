@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .._identity import MailUser
     from .doveconf import DovecotConf
     from .gather import World
+    from .structure import SpoolScan
 
 
 _RANK = {"error": 0, "warning": 1, "info": 2}
@@ -144,6 +145,16 @@ def run_checks(world: World) -> Report:
         findings += no_access_findings(scans, access, len(world.users), unreachable=unreachable)
     findings += user_findings
     findings += check_virtual(config, world.users, world.uid_names)
+    findings += _stale_findings(world, config, scans, shown)
+    return _report({**base, "dialect": config.dialect}, findings, reports)
+
+
+def _stale_findings(
+    world: World, config: Config, scans: Sequence[SpoolScan], shown: Sequence[MailUser]
+) -> list[Finding]:
+    """Stale directories of the *shown* users (removed with ``world.clean``); records the marks."""
+    fs = world.fs
+    out: list[Finding] = []
     listings = {s.spool.path: (s.names if s.error is None else None) for s in scans}
     marks = spool_marks(scans, fs=fs)
     suspects = (
@@ -167,11 +178,11 @@ def run_checks(world: World) -> Report:
             stale_findings = [f for f in stale_findings if f.code != "stale-dir"] + [
                 _removed(user, path, error) for path, error in results.items()
             ]
-        findings += stale_findings
+        out += stale_findings
     if world.record_marks is not None:
         # A suspect or empty spool keeps its last good mark (--force accepts the new one).
         world.record_marks({p: m for p, m in marks.items() if p not in suspects and m.count})
-    return _report({**base, "dialect": config.dialect}, findings, reports)
+    return out
 
 
 def _check_users(
