@@ -81,14 +81,14 @@ from nsprov._scan import Fs
 from nsprov._serve import ReplyBudget
 from nsprov.exceptions import ConfigError
 
-from .strategies import HOSTILE
+from ..strategies import HOSTILE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from nsprov._config import Config
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parent.parent.parent
 DOCS = ROOT / "docs" / "check.md"
 EXAMPLE_23 = ROOT / "examples" / "dovecot-2.3" / "10-master.conf"
 NSPROV = "/usr/local/bin/nsprov"
