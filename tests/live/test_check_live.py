@@ -5,7 +5,7 @@ from :class:`~tests.live.harness.SystemAccounts`, real modes, owners and POSIX A
 nsprov's configuration and a private ``dovecot.conf`` (``Dovecot(...).config_text()``), and
 runs ``nsprov check --dovecot-config=<that file>``: the check asks the host's ``doveconf``
 and ``dovecot --version`` (2.3.19.1), as an administrator's run would.  It runs both as the
-installed ``nsprov`` program (a subprocess) and through :func:`nsprov._check.main`, and the
+installed ``nsprov`` program (a subprocess) and through :func:`nsprov._cli.check.main`, and the
 tests assert each finding's code, severity and subject, and that a clean setup reports none.
 """
 
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pytest
 
-from nsprov._check import main as check_main
+from nsprov._cli.check import main as check_main
 from nsprov._names import HASH_LENGTH, SLUG_LENGTH, entry_id
 from nsprov._perms import PosixAcl
 
@@ -152,7 +152,7 @@ def _with_state(args: tuple[str, ...]) -> list[str]:
 
 
 def run_main(*args: str) -> tuple[int, dict[str, Any]]:
-    """``nsprov check ARGS --format=json`` through :func:`nsprov._check.main`."""
+    """``nsprov check ARGS --format=json`` through :func:`nsprov._cli.check.main`."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         status = check_main([*_with_state(args), "--format=json"])

@@ -10,7 +10,6 @@ import attrs
 from .._deadline import DEFAULT_DEADLINE
 from .._scan import DEFAULT_FS, Fs
 from ..exceptions import ConfigError, NsprovError, UntrustedFileError
-from . import marks
 from .doveconf import DovecotConf, major_minor
 from .findings import Finding, _f
 from .marks import SpoolMark, cache_marks, load_marks, store_marks
@@ -255,7 +254,7 @@ def gather(args: Any) -> World:
     def budget(cfg: Config, user: MailUser) -> ReplyBudget:
         return reply_budget(cfg, user)
 
-    state = args.state or marks.DEFAULT_STATE_FILE  # looked up now: tests point it elsewhere
+    state: str | None = args.state  # None: marks.DEFAULT_STATE_FILE
 
     return World(
         config_path=args.config,

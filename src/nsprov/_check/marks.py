@@ -95,15 +95,17 @@ def _load_state(path: str) -> dict[str, Any]:
     return spools if isinstance(spools, dict) else {}
 
 
-def load_marks(path: str) -> dict[str, SpoolMark]:
+def load_marks(path: str | None = None) -> dict[str, SpoolMark]:
     """The marks a previous check stored at *path*; empty when absent, untrusted or corrupt.
 
+    *path* defaults to :data:`DEFAULT_STATE_FILE`.
+
     The file is used only under the trust rule (:mod:`nsprov._trust`): a regular
-    file that it and every directory above it are owned by root (or this user)
-    and writable by nobody else.  A malformed entry is skipped.
+    file, owned like every directory above it by root (or this user) and
+    writable by nobody else.  A malformed entry is skipped.
     """
     out = {}
-    for p, m in _load_state(path).items():
+    for p, m in _load_state(DEFAULT_STATE_FILE if path is None else path).items():
         try:
             out[str(p)] = SpoolMark(int(m["dev"]), int(m["ino"]), int(m["count"]))
         except (ValueError, TypeError, KeyError):
@@ -111,8 +113,12 @@ def load_marks(path: str) -> dict[str, SpoolMark]:
     return out
 
 
-def store_marks(path: str, marks: Mapping[str, SpoolMark], *, now: float | None = None) -> None:
+def store_marks(
+    path: str | None, marks: Mapping[str, SpoolMark], *, now: float | None = None
+) -> None:
     """Merge *marks* into the state file at *path* (mode 0600, under the trust rule).
+
+    *path* None is :data:`DEFAULT_STATE_FILE`.
 
     The directory is made (mode 0700) when missing.  Marks of other spools are
     kept for :data:`STATE_KEEP_SECONDS` after they were last refreshed.  Errors are
@@ -123,6 +129,7 @@ def store_marks(path: str, marks: Mapping[str, SpoolMark], *, now: float | None 
     from .._config import write_private  # noqa: PLC0415
     from .._trust import open_trusted  # noqa: PLC0415
 
+    path = DEFAULT_STATE_FILE if path is None else path
     stamp = int(time.time() if now is None else now)
     kept = {
         p: m
