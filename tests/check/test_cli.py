@@ -86,6 +86,9 @@ class TestMain:
             ["--max-users=0"],
             ["--max-remove-fraction=2"],
             ["--max-remove-fraction=x"],
+            ["--max-users=x"],
+            ["--deadline=0"],
+            ["--deadline=x"],
         ],
     )
     def test_usage_exit_2(self, bad: list[str], capsys: pytest.CaptureFixture[str]) -> None:
