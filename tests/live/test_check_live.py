@@ -5,7 +5,7 @@ from :class:`~tests.live.harness.SystemAccounts`, real modes, owners and POSIX A
 nsprov's configuration and a private ``dovecot.conf`` (``Dovecot(...).config_text()``), and
 runs ``nsprov check --dovecot-config=<that file>``: the check asks the host's ``doveconf``
 and ``dovecot --version`` (2.3.19.1), as an administrator's run would.  It runs both as the
-installed ``nsprov`` program (a subprocess) and through :func:`nsprov._check.main`, and the
+installed ``nsprov`` program (a subprocess) and through :func:`nsprov._cli.check.main`, and the
 tests assert each finding's code, severity and subject, and that a clean setup reports none.
 """
 
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pytest
 
-from nsprov._check import main as check_main
+from nsprov._cli.check import main as check_main
 from nsprov._names import HASH_LENGTH, SLUG_LENGTH, entry_id
 from nsprov._perms import PosixAcl
 
@@ -138,18 +138,31 @@ def wiring(config: Path, *, protocol: bool = True) -> dict[str, str]:
     }
 
 
+#: ``--state=FILE`` for runs that name none: the module's own file, not the system's.
+STATE: list[str] = []
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _state(world: World) -> None:
+    STATE[:] = [f"--state={world.base}/check-state.json"]
+
+
+def _with_state(args: tuple[str, ...]) -> list[str]:
+    return [*args, *([] if any(a.startswith("--state=") for a in args) else STATE)]
+
+
 def run_main(*args: str) -> tuple[int, dict[str, Any]]:
-    """``nsprov check ARGS --format=json`` through :func:`nsprov._check.main`."""
+    """``nsprov check ARGS --format=json`` through :func:`nsprov._cli.check.main`."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        status = check_main([*args, "--format=json"])
+        status = check_main([*_with_state(args), "--format=json"])
     return status, json.loads(out.getvalue())
 
 
 def run_cli(*args: str) -> tuple[int, dict[str, Any]]:
     """``nsprov check ARGS --format=json`` as the installed program."""
     proc = subprocess.run(
-        [NSPROV, "check", *args, "--format=json"],
+        [NSPROV, "check", *_with_state(args), "--format=json"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -562,3 +575,69 @@ class TestStale:
         status, forced = run_cli(*args, "--clean-stale", "--force")
         assert {("stale-removed", "info", str(d)) for d in dirs} == triples(forced)
         assert not any(d.exists() for d in dirs)
+
+    def stale_setup(
+        self, world: World, scratch: Path, names: str, opened: str
+    ) -> tuple[Path, list[str], dict[str, Path]]:
+        """A spool with mailboxes *names*, and frank's directories of those he *opened*."""
+        frank = world.frank
+        spool = scratch / "spool"
+        spool.mkdir(mode=0o755)
+        for name in names:
+            maildir(spool / name)
+        cfg = scratch / "nsprov.toml"
+        template = f"{scratch}/idx/{{user}}/s-{{id}}"
+        cfg.write_text(
+            f'[[spool]]\npath = "{spool}"\nindex = "{template}"\ncontrol = "{template}"\n'
+        )
+        conf = dovecot_conf(scratch / "dovecot.conf", postlogin=wiring(cfg))
+        nsp = scratch / "idx" / frank.name
+        nsp.parent.mkdir(mode=0o755)
+        nsp.mkdir(mode=0o700)
+        os.chown(nsp, frank.uid, frank.gid)
+        dirs = {}
+        for name in opened:
+            d = dirs[name] = nsp / f"s-{entry_id(os.fsencode(str(spool)), name.encode())[0]}"
+            d.mkdir(mode=0o700)
+            os.chown(d, frank.uid, frank.gid)
+        args = [f"--config={cfg}", f"--dovecot-config={conf}", f"--user={frank.name}"]
+        return spool, [*args, f"--state={scratch}/state/check.json"], dirs
+
+    def test_other_filesystem(self, world: World, scratch: Path) -> None:
+        """A file system mounted over the spool since the last check makes --clean-stale remove nothing."""
+        spool, args, dirs = self.stale_setup(world, scratch, "abcd", "abcd")
+
+        first, recorded = run_cli(*args)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "mode=0755", "nsprov-test", str(spool)], check=True
+        )
+        try:
+            for name in "abc":  # the other file system has most, not all, of the mailboxes
+                maildir(spool / name)
+            status, cleaned = run_cli(*args, "--clean-stale")
+            kept = dirs["d"].is_dir()
+            status_forced, forced = run_cli(*args, "--clean-stale", "--force")
+        finally:
+            subprocess.run(["umount", str(spool)], check=True)
+
+        assert (0, 0, 0) == (first, status, status_forced)
+        assert set() == triples(recorded)
+        assert {("stale-suspect", "warning", str(dirs["d"].parent))} == triples(cleaned)
+        assert "another file system" in message(cleaned, "stale-suspect")
+        assert kept
+        assert {("stale-removed", "info", str(dirs["d"]))} == triples(forced)
+        assert all(dirs[name].is_dir() for name in "abc")
+
+    def test_lost_most_entries(self, world: World, scratch: Path) -> None:
+        """A spool that lost most of its entries since the last check makes --clean-stale remove nothing."""
+        spool, args, dirs = self.stale_setup(world, scratch, "abcdef", "ab")
+
+        run_cli(*args)
+        for name in "bcdef":
+            subprocess.run(["rm", "-rf", str(spool / name)], check=True)
+        status, cleaned = run_cli(*args, "--clean-stale")
+
+        assert 0 == status
+        assert {("stale-suspect", "warning", str(dirs["b"].parent))} == triples(cleaned)
+        assert "has 1 entries, 6 at the last check" in message(cleaned, "stale-suspect")
+        assert all(d.is_dir() for d in dirs.values())

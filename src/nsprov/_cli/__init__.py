@@ -205,7 +205,7 @@ def main(
 
         return serve(argv[1:])
     if argv and argv[0] == "check":
-        from .._check import main as check  # noqa: PLC0415
+        from .check import main as check  # noqa: PLC0415
 
         return check(argv[1:])
     if argv and argv[0] == "cache":

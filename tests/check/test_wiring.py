@@ -1,0 +1,214 @@
+"""The post-login wiring."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from nsprov import _fast as nsprov_fast
+
+from .support import CONFIG, IMAP_OK, NSPROV, line, make_config, wired, wiring
+
+if TYPE_CHECKING:
+    from nsprov._check.doveconf import DovecotConf
+    from nsprov._config import Config
+
+
+class TestWiring:
+    """The post-login services of IMAP and POP3."""
+
+    @pytest.fixture(name="config")
+    def _config(self, spool: Path) -> Config:
+        return make_config(spool, {"deny": {"users": ["guest"]}})
+
+    def test_shipped_example(self, config: Config) -> None:
+        """The shipped 10-master.conf passes."""
+        assert [] == wiring(config, wired())
+
+    def test_missing_pop3(self, config: Config) -> None:
+        """POP3 without wiring while [deny] applies to it is an error."""
+        findings = wiring(config, wired(example=line("imap", IMAP_OK)))
+
+        assert [("wiring-missing", "error", "service pop3")] == [
+            (f.code, f.severity, f.subject) for f in findings
+        ]
+        assert "deny rules do not apply" in findings[0].message
+
+    def test_pop3_without_actions(self, spool: Path) -> None:
+        """POP3 without wiring is fine when nsprov has nothing to do for POP3."""
+        assert [] == wiring(make_config(spool), wired(example=line("imap", IMAP_OK)))
+
+    def test_serve_mode(self, spool: Path) -> None:
+        """Without post-login wiring, a dict userdb provides the namespaces."""
+        conf = wired(example="userdb {\n  driver = dict\n}\n")
+
+        assert [] == wiring(make_config(spool), conf)
+        assert ["service imap"] == [
+            f.subject for f in wiring(make_config(spool), wired(example=""))
+        ]
+
+    def test_fast_script(self, config: Config) -> None:
+        """``python -I -S .../nsprov/_fast.py --serve=...`` is nsprov's wiring too."""
+        fast = str(Path(nsprov_fast.__file__))
+        python = "/opt/nsprov/bin/python"
+
+        def conf(args: str, script: str = fast) -> DovecotConf:
+            return wired(
+                example=line("imap", f"{python} -I -S {script} {args} --protocol=imap")
+                + line("pop3", f"{python} -I -S {script} {args} --protocol=pop3")
+            )
+
+        def found(c: DovecotConf) -> list[tuple[str, str]]:
+            return [
+                (f.code, f.severity) for f in wiring(config, c, executable=lambda p: p == python)
+            ]
+
+        assert [] == found(conf(f"--serve=/run/nsprov/userdb.sock --config={CONFIG}"))
+        assert [("wiring-bad-arguments", "warning")] * 2 == found(conf(f"--config={CONFIG}"))
+        assert [("wiring-program-missing", "error")] * 2 == found(
+            conf(f"--serve=/s --config={CONFIG}", "/nowhere/nsprov/_fast.py")
+        )
+
+    @pytest.mark.parametrize("flags", ["-S", "", "-S -E"])
+    def test_fast_script_not_isolated(self, config: Config, flags: str) -> None:
+        """The fast path's interpreter without -I is an error; -I, alone or combined, is not."""
+        fast = str(Path(nsprov_fast.__file__))
+        python = "/opt/nsprov/bin/python"
+
+        def found(interpreter: str) -> list[tuple[str, str]]:
+            program = f"{interpreter} {fast} --serve=/s --config={CONFIG} --protocol=imap"
+            conf = wired(example=line("imap", program), protocols="imap")
+            return [
+                (f.code, f.severity) for f in wiring(config, conf, executable=lambda p: p == python)
+            ]
+
+        assert [("wiring-not-isolated", "error")] == found(f"{python} {flags}".strip())
+        assert [] == found(f"{python} -IS")
+
+    @pytest.mark.parametrize(
+        ("first_line", "isolated"),
+        [
+            ("#!/opt/nsprov/bin/python3", False),
+            ("#!/usr/bin/env python3", False),
+            ("#!/opt/nsprov/bin/python3 -I", True),
+            ("#!/opt/nsprov/bin/python3 -IS", True),
+            ("#!/bin/bash -p", True),
+        ],
+    )
+    def test_script_not_isolated(
+        self, config: Config, tmp_path: Path, first_line: str, isolated: bool
+    ) -> None:
+        """A hook (or an old console script) whose #! line starts Python without -I is an error."""
+        hook = tmp_path / "hook"
+        hook.write_text(f"{first_line}\nimport nsprov\n")
+        conf = wired(example=line("imap", f"{hook} --config={CONFIG}"), protocols="imap")
+
+        codes = [f.code for f in wiring(config, conf, executable=lambda p: True)]
+
+        assert isolated == ("wiring-not-isolated" not in codes)
+
+    def test_installed_command_isolated(self, config: Config) -> None:
+        """The installed nsprov command (the launcher) passes."""
+        installed = str(Path(sys.executable).with_name("nsprov"))
+        program = f"{installed} post-login --config={CONFIG} --protocol=imap"
+        conf = wired(example=line("imap", program), protocols="imap")
+
+        assert [] == wiring(config, conf, executable=lambda p: p == installed)
+
+    def test_protocols(self, config: Config) -> None:
+        """Protocols Dovecot does not serve are not checked."""
+        assert [] == wiring(config, wired(example="", protocols="lmtp"))
+
+    def test_no_protocol_and_user(self, config: Config) -> None:
+        """A missing --protocol and a non-root service user are warnings."""
+        conf = wired(
+            example=line("imap", f"{NSPROV} post-login --config={CONFIG}", user="nobody")
+            + line("pop3", f"-d {NSPROV} post-login --config {CONFIG} --protocol=pop3")
+        )
+
+        findings = wiring(config, conf)
+
+        assert [
+            ("wiring-no-protocol", "warning", "service imap-postlogin"),
+            ("wiring-service-user", "warning", "service imap-postlogin"),
+        ] == [(f.code, f.severity, f.subject) for f in findings]
+
+    def test_protocol_mismatch(self, config: Config) -> None:
+        """POP3 wired to the IMAP post-login service is an error."""
+        conf = wired(
+            example=line("imap", IMAP_OK)
+            + "service pop3 {\n  executable = pop3 -t 30 imap-postlogin\n}\n"
+        )
+
+        assert [("wiring-protocol-mismatch", "error", "service imap-postlogin")] == [
+            (f.code, f.severity, f.subject) for f in wiring(config, conf)
+        ]
+
+    @pytest.mark.parametrize(
+        ("program", "expected"),
+        [
+            (IMAP_OK.removeprefix("/usr/local/bin/"), ("wiring-relative-path", "error")),
+            (IMAP_OK.replace(NSPROV, "/opt/nsprov"), ("wiring-program-missing", "error")),
+            (IMAP_OK.replace("=imap", "=smtp"), ("wiring-bad-arguments", "error")),
+            (f"{IMAP_OK} --deadline=60", ("wiring-bad-arguments", "error")),
+            (f"{IMAP_OK} --serve=relative.sock", ("wiring-bad-arguments", "error")),
+            (f"{IMAP_OK} --help", ("wiring-bad-arguments", "error")),
+            (IMAP_OK.replace(" --protocol", "  --protocol"), ("wiring-bad-arguments", "error")),
+            (f"{IMAP_OK} --fast", ("wiring-bad-arguments", "warning")),
+            (f"{IMAP_OK} -- next", ("wiring-relative-path", "error")),
+            (IMAP_OK.replace(CONFIG, "/etc/other.toml"), ("wiring-config-path", "warning")),
+            (f"/usr/local/bin/hook --config={CONFIG}", ("wiring-missing", "warning")),
+        ],
+    )
+    def test_bad_lines(self, config: Config, program: str, expected: tuple[str, str]) -> None:
+        """Each malformed imap post-login line gets its code and severity."""
+        conf = wired(example=line("imap", program), protocols="imap")
+
+        assert [expected] == [(f.code, f.severity) for f in wiring(config, conf)]
+
+    @pytest.mark.parametrize(
+        ("extra", "consequence"),
+        [("", "uses the default instead"), (" --on-error=deny", "denies every login")],
+    )
+    def test_bad_value_message(self, config: Config, extra: str, consequence: str) -> None:
+        """A bad value names the option, and says what post-login does about it."""
+        conf = wired(example=line("imap", f"{IMAP_OK} --deadline=abc{extra}"), protocols="imap")
+
+        [finding] = wiring(config, conf)
+
+        assert "--deadline must be a number, got 'abc'" in finding.message
+        assert consequence in finding.message
+
+    def test_not_script_login(self, config: Config) -> None:
+        """A post-login service that is not script-login is a warning."""
+        conf = wired(
+            example="service imap {\n  executable = imap imap-postlogin\n}\n"
+            "service imap-postlogin {\n  executable = /usr/local/bin/other\n}\n",
+            protocols="imap",
+        )
+
+        assert [("wiring-missing", "warning")] == [
+            (f.code, f.severity) for f in wiring(config, conf)
+        ]
+
+    def test_socket_without_service(self, config: Config) -> None:
+        """A post-login socket no service provides fails every login."""
+        conf = wired(
+            example="service imap {\n  executable = imap -D  nowhere\n}\n", protocols="imap"
+        )
+
+        assert [("wiring-missing", "error")] == [(f.code, f.severity) for f in wiring(config, conf)]
+
+    def test_listener_of_another_name(self, config: Config) -> None:
+        """The post-login service may be found by its unix_listener's name."""
+        conf = wired(
+            example="service imap {\n  executable = imap pl\n}\n"
+            f"service post {{\n  executable = script-login {IMAP_OK}\n"
+            "  unix_listener pl {\n  }\n}\n",
+            protocols="imap",
+        )
+
+        assert [] == wiring(config, conf)
