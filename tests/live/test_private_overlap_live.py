@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from nsprov._check import main as check_main
+from nsprov._cli.check import main as check_main
 
 from .harness import Dovecot, SystemAccounts, User, make_maildir, namespaces
 from .test_fastpath_live import forget
@@ -122,6 +122,7 @@ def test_allowed_overlap_is_reported_by_check(site: tuple[Dovecot, User, Path, P
                 f"--config={config}",
                 f"--dovecot-config={dovecot.conf_path}",
                 f"--user={alice.name}",
+                f"--state={config.parent / 'check-state.json'}",
                 "--format=json",
             ]
         )

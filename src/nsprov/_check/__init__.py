@@ -23,8 +23,6 @@ usage errors exit 2.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .access import acl_grants, check_mailboxes, check_traversal, no_access_findings
 from .doveconf import ConfSection, DovecotConf, major_minor
 from .dovecot import (
@@ -58,9 +56,6 @@ from .templates import check_templates, config_findings
 from .trust import check_trusted_files
 from .users import UserReport, base_environ, check_user, check_virtual, select_users
 from .wiring import check_wiring
-
-if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
 
 __all__ = [
     "CODES",
@@ -119,12 +114,3 @@ __all__ = [
     "structure_findings",
     "use_colour",
 ]
-
-
-def __getattr__(name: str) -> Callable[[Sequence[str]], int]:
-    """``main``, the command's front end, lives in :mod:`nsprov._cli.check` (imported on use)."""
-    if name == "main":
-        from .._cli.check import main  # noqa: PLC0415
-
-        return main
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
