@@ -999,7 +999,7 @@ class TestReload:
         self, spool: Path, base: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Each SIGHUP with a FIFO config is refused at once and leaves no reader thread behind."""
-        import nsprov._serve as serve_mod
+        import nsprov._serve.server as serve_mod
 
         monkeypatch.setattr(serve_mod, "RELOAD_TIMEOUT", 0.2)
         fifo = base / "nsprov.toml"
@@ -1511,7 +1511,7 @@ class TestServerCorners:
         self, spool: Path, base: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Without a loader the real config file is read; a read that hangs is given up after the timeout."""
-        import nsprov._serve as serve_mod
+        import nsprov._serve.server as serve_mod
 
         conf = base / "nsprov.toml"
         conf.write_text(f'[[spool]]\npath = "{spool}"\n')
@@ -1565,7 +1565,7 @@ class TestServerCorners:
 
     def test_overloaded(self, spool: Path, base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """With too many users in flight, a new one fails at once instead of queueing."""
-        import nsprov._serve as serve_mod
+        import nsprov._serve.server as serve_mod
 
         monkeypatch.setattr(serve_mod, "MAX_INFLIGHT", 1)
         gate = threading.Event()
