@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import TYPE_CHECKING, Any
 
 from hypothesis import given
@@ -33,8 +35,6 @@ if TYPE_CHECKING:
     from nsprov._model import Namespace
 
 names = st.from_regex(r"s-[a-z0-9]{1,12}", fullmatch=True)
-
-
 roots = st.text(
     alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40
 ).map(lambda t: "/spool/" + t.replace("/", "_"))
@@ -117,3 +117,41 @@ class TestFitReply:
             == tight
         )
         assert tight.over
+
+
+#: Imported by a server, never by the reply budget (45-70 ms and 68 modules on every call).
+SERVER_MODULES = {"asyncio", "ssl", "subprocess", "socket", "nsprov._serve"}
+
+BUDGET_CHILD = """\
+import json, sys
+import nsprov
+from nsprov._config import config_from_mapping
+
+config = config_from_mapping(
+    {"spool": [{"path": sys.argv[1], "prefix": "Shared/{name}/"}], "namespace": {"create_dirs": False}}
+)
+user = nsprov.MailUser(user="member", home="/home/member", identity=nsprov.Identity(70001, 70001, {int(sys.argv[2])}))
+b = nsprov.reply_budget(config, user)
+print(json.dumps({"fits": b.fits, "total": b.total, "modules": sorted(sys.modules)}))
+"""
+
+
+class TestImportLight:
+    """The public reply budget runs without the server's machinery."""
+
+    def test_reply_budget_loads_no_server_modules(self, spool: Path) -> None:
+        """``nsprov.reply_budget``, looked up and called, loads neither asyncio, ssl, subprocess, socket nor the server."""
+        out = subprocess.run(
+            [sys.executable, "-I", "-c", BUDGET_CHILD, str(spool), str(MY_GID)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout
+        result = json.loads(out)
+
+        assert (3, 3, set()) == (
+            result["fits"],
+            result["total"],
+            SERVER_MODULES & set(result["modules"]),
+        )
