@@ -24,11 +24,6 @@ from nsprov._serve.recorder import Recorder
 from nsprov._serve.resolver import Resolver
 from nsprov.exceptions import IdentityError
 
-if TYPE_CHECKING:
-    from pathlib import Path
-
-    from nsprov._config import Config
-
 from .helpers import (
     FakeClock,
     Identities,
@@ -38,6 +33,11 @@ from .helpers import (
     running,
     wait_for,
 )
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from nsprov._config import Config
 
 
 class TestResolver:

@@ -31,10 +31,6 @@ from nsprov._serve.server import Server, run
 from nsprov._serve.sockets import bind_socket
 from nsprov.exceptions import NsprovError
 
-if TYPE_CHECKING:
-    from nsprov._config import Config
-    from nsprov._identity import MailUser
-
 from .helpers import (
     HELLO,
     Identities,
@@ -47,6 +43,10 @@ from .helpers import (
     running,
     wait_for,
 )
+
+if TYPE_CHECKING:
+    from nsprov._config import Config
+    from nsprov._identity import MailUser
 
 
 class TestConnections:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import io
 import json
+import socket
 import threading
 import time
 from typing import TYPE_CHECKING
 
-from nsprov._serve.resolver import Resolver
-
-if TYPE_CHECKING:
-    from pathlib import Path
-
-    from nsprov._config import Config
-    from nsprov._identity import MailUser
+from nsprov._serve.log import Log
+from nsprov._serve.resolver import Answer, Resolver
+from nsprov._serve.sessions import Channel, dict_session, redis_session
 
 from .helpers import (
     HELLO,
@@ -26,6 +26,14 @@ from .helpers import (
     reply_prefixes,
     running,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from pathlib import Path
+
+    from nsprov._config import Config
+    from nsprov._identity import MailUser
+    from nsprov._serve.resolver import Key
 
 
 class TestDictProxy:
@@ -215,3 +223,93 @@ class TestRedis:
             assert at_eof(c)
 
         assert b"+PONG" == reply
+
+
+async def _fake_lookup(key: Key) -> Answer:
+    """Answers by user name alone: member is found, broken fails, anyone else is not found."""
+    if key.user == "member":
+        return Answer(
+            "found",
+            value=json.dumps({"user": key.user}, separators=(",", ":")).encode(),
+            fits=1,
+            how="miss",
+        )
+    if key.user == "broken":
+        return Answer.fail("boom")
+    return Answer("not-found", error="unknown user", how="miss")
+
+
+def talk(
+    session: Callable[..., Awaitable[None]],
+    request: bytes,
+    *,
+    stopping: bool = False,
+) -> tuple[bytes, str, list[str]]:
+    """Run *session* on one end of a socket pair with the fake lookup; send *request*, then EOF.
+
+    Returns what the client read, the log, and the busy/idle calls the session made.
+    """
+    log = io.StringIO()
+    calls: list[str] = []
+
+    async def main() -> bytes:
+        ours, theirs = socket.socketpair()
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        channel = Channel(
+            conn=7,
+            writer=writer,
+            read=functools.partial(reader.read, 65536),
+            log=Log("debug", log),
+            clock=time.monotonic,
+            busy=lambda: calls.append("busy"),
+            idle=lambda answered: calls.append(f"idle {answered}"),
+            stopping=lambda: stopping,
+        )
+        client_reader, client_writer = await asyncio.open_unix_connection(sock=theirs)
+        client_writer.write(request)
+        await client_writer.drain()
+        first = await reader.read(65536)
+        if not stopping:
+            client_writer.write_eof()
+        await session(channel, first, _fake_lookup, max_line=1024)
+        writer.close()
+        data = await client_reader.read()
+        client_writer.close()
+        return data
+
+    return asyncio.run(main()), log.getvalue(), calls
+
+
+class TestSessionsAlone:
+    """A session needs a Channel and a lookup callable, not a Server."""
+
+    def test_dict_session(self) -> None:
+        """Found, not found and failed answers become O, N and F lines in request order, each lookup logged."""
+        data, log, calls = talk(
+            dict_session,
+            HELLO
+            + b"Lshared/userdb/member\tmember\nLshared/userdb/nosuch\tnosuch\nLshared/userdb/broken\tbroken\n",
+        )
+
+        assert [b'O{"user":"member"}', b"N", b"Fboom"] == data.split(b"\n")[:-1]
+        assert ["busy", "idle True"] == calls
+        assert 3 == log.count("event=lookup ")
+        assert "user=member" in log
+
+    def test_redis_session(self) -> None:
+        """GET answers a bulk string, nil or an error; PING is answered without a lookup."""
+        data, _, _ = talk(
+            redis_session,
+            redis_get(b"userdb/member")
+            + redis_get(b"userdb/nosuch")
+            + redis_get(b"userdb/broken")
+            + b"*1\r\n$4\r\nPING\r\n",
+        )
+
+        assert b'$17\r\n{"user":"member"}\r\n$-1\r\n-ERR boom\r\n+PONG\r\n' == data
+
+    def test_stopping_ends_after_the_batch(self) -> None:
+        """Once the server is stopping, the session answers what it has read and returns without reading on."""
+        data, _, calls = talk(redis_session, redis_get(b"userdb/member"), stopping=True)
+
+        assert (b'$17\r\n{"user":"member"}\r\n', ["busy", "idle True"]) == (data, calls)
