@@ -6,7 +6,9 @@ import asyncio
 import io
 import json
 import os
+import runpy
 import stat
+import sys
 from typing import TYPE_CHECKING
 
 import pytest
@@ -106,3 +108,19 @@ class TestDirHelper:
                 await maker.close()
 
         assert "refusing to create directories as root" == asyncio.run(ask())
+
+    def test_module_entry_point(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``python -m nsprov._serve --dir-helper`` runs the helper loop; other arguments are a usage error."""
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"{}\n")))
+        monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(io.BytesIO()))
+        statuses = []
+        for argv in (["--dir-helper"], ["--socket=/run/x.sock"]):
+            monkeypatch.setattr(sys, "argv", ["nsprov._serve", *argv])
+            with pytest.raises(SystemExit) as info:
+                runpy.run_module("nsprov._serve", run_name="__main__")
+            statuses.append(info.value.code)
+
+        assert [0, 2] == statuses
+        assert "nsprov serve" in capsys.readouterr().err
