@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from ._login import Denied, Login
     from ._model import Namespace, check_namespaces, namespace_problems
     from ._perms import Decision, FileFacts, Identity, PosixAcl, decide
+    from ._reply import ReplyBudget, reply_budget
     from ._scan import Discovery, Served, Skipped, discover
-    from ._serve import ReplyBudget, reply_budget
     from ._template import Template
 
 _LOCATIONS = {
@@ -56,8 +56,8 @@ _LOCATIONS = {
     "Served": "_scan",
     "Skipped": "_scan",
     "discover": "_scan",
-    "ReplyBudget": "_serve",
-    "reply_budget": "_serve",
+    "ReplyBudget": "_reply",
+    "reply_budget": "_reply",
     "Template": "_template",
 }
 

@@ -201,3 +201,54 @@ def mail_user_from_nss(
         identity=Identity(uid=real_uid, gid=real_gid, groups=group_set),
         system_groups_user=user if pw is not None else None,
     )
+
+
+# --- the identity ``nsprov serve`` looks up -------------------------------------------
+
+if TYPE_CHECKING:
+    from ._config import Config
+
+
+def _id_of(value: str, lookup: Callable[[str], object], field: str) -> int:
+    if value.isdigit():
+        return int(value)
+    try:
+        return int(getattr(lookup(value), field))
+    except KeyError:
+        raise IdentityError(f"unknown name {value!r} in [identity]") from None
+
+
+def identify(config: Config, user: str, home: str | None) -> MailUser:
+    """The mail user for a lookup: NSS as ``userdb passwd`` sees it, *home* from the key if given.
+
+    A user without a passwd entry is served only when ``[identity] mail_uid``
+    and ``mail_gid`` are set and the key carried a home (virtual users).
+    """
+    import grp  # noqa: PLC0415
+    import pwd  # noqa: PLC0415
+
+    cfg = config.identity
+    try:
+        found = mail_user_from_nss(user, cfg, home=home or None)
+    except IdentityError:
+        if not (cfg.mail_uid and cfg.mail_gid and home):
+            raise
+        found = mail_user_from_nss(
+            user,
+            cfg,
+            uid=_id_of(cfg.mail_uid, pwd.getpwnam, "pw_uid"),
+            gid=_id_of(cfg.mail_gid, grp.getgrnam, "gr_gid"),
+            home=home,
+        )
+    refuse_root(user, found.uid)
+    return found
+
+
+def identify_login(config: Config, environ: Mapping[str, str]) -> MailUser:
+    """The mail user of a post-login key: the in-process path's own function, on the login's variables.
+
+    :func:`nsprov._identity.mail_user_from_environ` is what ``nsprov post-login``
+    computes the identity with (userdb ``UID``, ``GID``, ``SYSTEM_GROUPS_USER``,
+    ``MAIL_ACCESS_GROUPS``, ``HOME``); the key carries exactly the variables it reads.
+    """
+    return mail_user_from_environ(environ, config.identity)

@@ -63,3 +63,14 @@ class UntrustedFileError(NsprovError, PermissionError):
         self.path = path
         #: The file or directory on the way that broke the rule.
         self.component = component
+
+
+__all__ += ["ProtocolError", "SocketInUseError"]
+
+
+class SocketInUseError(NsprovError, OSError):
+    """Another server is listening on the socket path."""
+
+
+class ProtocolError(NsprovError, ValueError):
+    """The peer sent something the protocol does not allow; the connection must close."""

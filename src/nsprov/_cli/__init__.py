@@ -201,7 +201,7 @@ def main(
     """Run ``nsprov``; returns the exit status (0 ok, 1 domain error, 2 usage error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve":
-        from .._serve import main as serve  # noqa: PLC0415
+        from .serve import main as serve  # noqa: PLC0415
 
         return serve(argv[1:])
     if argv and argv[0] == "check":

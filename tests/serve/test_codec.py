@@ -1,4 +1,4 @@
-"""Tests for the dict-proxy and RESP codecs of ``nsprov serve``."""
+"""Tests for the dict-proxy and RESP codecs of ``nsprov serve`` (:mod:`nsprov._serve.codec`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nsprov._dictproto import (
+from nsprov._serve.codec import (
     Commit,
     Hello,
     Iterate,
@@ -14,7 +14,6 @@ from nsprov._dictproto import (
     Lookup,
     NoReply,
     PostloginKey,
-    ProtocolError,
     RespParser,
     UserdbKey,
     detect,
@@ -33,6 +32,7 @@ from nsprov._dictproto import (
     tab_escape,
     tab_unescape,
 )
+from nsprov.exceptions import ProtocolError
 
 HELLO = b"H3\t2\t0\t\tnsprov"
 #: Bytes that matter to the escaping, and a few that do not.
