@@ -13,8 +13,8 @@ from nsprov._config import config_from_mapping
 from nsprov._identity import MailUser
 from nsprov._names import HASH_LENGTH, SLUG_LENGTH
 from nsprov._perms import Identity, PosixAcl
+from nsprov._reply import ReplyBudget
 from nsprov._scan import Fs
-from nsprov._serve import ReplyBudget
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

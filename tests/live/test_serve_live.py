@@ -32,7 +32,7 @@ from nsprov._config import load_config
 from nsprov._engine import plan
 from nsprov._identity import mail_user_from_nss
 from nsprov._perms import PosixAcl
-from nsprov._serve import reply_budget
+from nsprov._reply import reply_budget
 
 from .chroot24 import ChrootAccounts, Dovecot24, chroot24_status, chroot_tempdir
 from .harness import (

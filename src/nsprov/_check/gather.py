@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from .._config import Config
     from .._identity import MailUser
-    from .._serve import ReplyBudget
+    from .._reply import ReplyBudget
 
 
 @attrs.frozen(kw_only=True)
@@ -239,7 +239,7 @@ def _gid_name(gid: int) -> str:
 
 def gather(args: Any) -> World:
     """Look at the system: config, doveconf, Dovecot's version, NSS."""
-    from .._serve import reply_budget  # noqa: PLC0415
+    from .._reply import reply_budget  # noqa: PLC0415
 
     config, problems, acl_plugin = _load(args.config)
     trust = check_trusted_files(args.config, config, deadline=args.deadline)

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from .._config import Config
     from .._identity import MailUser
-    from .._serve import ReplyBudget
+    from .._reply import ReplyBudget
 
 
 #: The IPv6 addresses make ``IP``/``LOCAL_IP`` as long as they get.
