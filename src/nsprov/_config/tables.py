@@ -125,7 +125,11 @@ def postlogin_table(r: _Reader, data: Mapping[str, Any]) -> dict[str, Any]:
         note="Dovecot waits 60",
     )
     on_error = r.one_of(t, "on_error", "postlogin", ("continue", "deny"), "continue", quoted=True)
-    return {"deadline": float(deadline), "on_error": on_error, "_table": t}
+    return {
+        "deadline": float(deadline),
+        "on_error": on_error,
+        "debug_users": r.strings(t, "debug_users", "postlogin") or (),
+    }
 
 
 def serve_table(r: _Reader, data: Mapping[str, Any]) -> ServeConfig:
@@ -188,7 +192,6 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") ->
     spools = spools_for_dialect(r, spools, dovecot["dialect"], acl_plugin=dovecot.pop("acl_plugin"))
     identity = identity_table(r, data)
     post = postlogin_table(r, data)
-    post_table = post.pop("_table")
     max_namespaces = r.number(
         defaults,
         "max",
@@ -199,6 +202,7 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") ->
         at_most=100_000,
         message="must be between 0 and 100000",
     )
+    create_dirs = r.take(defaults, "create_dirs", "namespace", bool, True)
     actions = actions_tables(r, data, has_spools=bool(spools))
     serve = serve_table(r, data)
     scan_cache = scan_cache_table(r, data)
@@ -218,8 +222,7 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>") ->
         spools=tuple(spools),
         **dovecot,
         max_namespaces=max_namespaces,
-        create_dirs=r.take(defaults, "create_dirs", "namespace", bool, True),
+        create_dirs=create_dirs,
         identity=identity,
         **post,
-        debug_users=r.strings(post_table, "debug_users", "postlogin") or (),
     )
