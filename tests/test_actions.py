@@ -10,20 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nsprov import _login, _sql
-from nsprov._actionconf import LastLoginConfig
+from nsprov import _actions, _login, _sql
+from nsprov._actions import acl_groups_value, clean_text, run_actions, write_file_atomically
 from nsprov._config import Config, config_from_mapping
-from nsprov._login import (
-    Denied,
-    Login,
-    acl_groups_value,
-    clean_text,
-    run_actions,
-    run_user_tasks,
-    write_file_atomically,
-)
+from nsprov._config.actionconf import LastLoginConfig
+from nsprov._login import Login, run_user_tasks
 from nsprov._template import Template
-from nsprov.exceptions import ConfigError
+from nsprov.exceptions import ConfigError, Denied
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -265,7 +258,7 @@ class TestFields:
         names = ["staff", "a b", "c,d", "100%", 'e"f', "g\\h"]
         if dialect == "2.3":
             names = names[:4]
-        monkeypatch.setattr(_login, "group_names", lambda _user, numeric: names)
+        monkeypatch.setattr(_actions, "group_names", lambda _user, numeric: names)
         lg = login()
 
         run_actions(lg, cfg(dovecot={"version": dialect}, acl_groups={}))
@@ -477,4 +470,4 @@ class TestLoginApi:
         lg.run("fields", cfg(field=[{"name": "x", "value": "1"}]))
 
         assert "1" == lg.env["X"]
-        assert _login.ACTIONS["fields"] is _login.action_fields
+        assert _login.ACTIONS["fields"] is _actions.action_fields

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "Denied",
     "IdentityError",
     "InvalidAclError",
     "InvalidLocationError",
@@ -63,3 +64,10 @@ class UntrustedFileError(NsprovError, PermissionError):
         self.path = path
         #: The file or directory on the way that broke the rule.
         self.component = component
+
+
+class Denied(NsprovError):  # noqa: N818 - control flow, not a failure
+    """Raised by :meth:`nsprov.Login.deny` to stop the remaining actions.
+
+    .. versionadded:: 0.1.0
+    """
