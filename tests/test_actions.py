@@ -372,6 +372,21 @@ class TestLastLogin:
             path.stat().st_mode & 0o777,
         )
 
+    def test_failed_write_leaves_no_temporary_file(self, tmp_path: Path) -> None:
+        """A last-login file that cannot be replaced leaves nothing behind in the user's directory.
+
+        Here the name is taken by a directory (rename fails with EISDIR): the temporary
+        file must go, or every login adds one more file to the user's home.
+        """
+        directory = tmp_path / "home" / ".nsprov"
+        (directory / "last-login").mkdir(parents=True)
+        (directory / "last-login" / "keep").write_text("")
+
+        with pytest.raises(OSError, match="directory"):
+            write_file_atomically(str(directory / "last-login"), "now\n")
+
+        assert ["last-login"] == sorted(p.name for p in directory.iterdir())
+
     def test_file_action_queues_user_task(self, tmp_path: Path) -> None:
         """The file backend writes in the user phase, with protocol and IP."""
         lg = login(HOME=str(tmp_path), UID=str(os.getuid()) if os.getuid() else "70001")

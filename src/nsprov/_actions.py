@@ -197,24 +197,19 @@ def action_last_login(login: Login, config: Config) -> None:
 
 
 def write_file_atomically(path: str, text: str) -> None:
-    """Replace *path* by a new file holding *text*: a temporary file, then rename.
+    """Replace *path* by a new file holding *text*, mode 0600, with nsprov's one private writer.
 
     Run as the user: rename replaces a planted symlink itself and never writes
-    through it; the temporary file is created with O_EXCL and O_NOFOLLOW.
+    through it; the temporary file is created with O_EXCL and O_NOFOLLOW, written
+    in full (a write may be short) and removed if anything fails.
     """
+    from ._config import write_private  # noqa: PLC0415 - only for the file backend, as the user
+
     directory = os.path.dirname(path)
     old = os.umask(0o077)
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-        )
-        try:
-            os.write(fd, text.encode())
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_private(path, text.encode())
     finally:
         os.umask(old)
 
