@@ -16,6 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ._actions import ACTIONS, clean_text, describe_error, run_actions
+from ._userdb import USERDB_KEYS, listed_keys, with_keys
 from .exceptions import Denied
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ class Login:
     def userdb(self) -> dict[str, str]:
         """Userdb fields as they stand now, keys lowercase (as Dovecot will see them)."""
         out = {}
-        for key in self.env.get("USERDB_KEYS", "").split(" "):
+        for key in self.env.get(USERDB_KEYS, "").split(" "):
             if key and key.upper() in self.env:
                 out[key.lower()] = self.env[key.upper()]
         return out
@@ -113,12 +114,9 @@ class Login:
     # -- effects
 
     def _list_key(self, key: str) -> None:
-        keys = self.env.get("USERDB_KEYS", "")
-        if key.upper() in {k.upper() for k in keys.split(" ") if k}:
-            return
-        if keys and not keys.endswith(" "):
-            keys += " "
-        self.env["USERDB_KEYS"] = keys + key + " "
+        keys, listed = listed_keys(self.env)
+        if key.upper() not in listed:
+            self.env[USERDB_KEYS] = with_keys(keys, [key])
 
     def set_field(self, name: str, value: str) -> None:
         """Set userdb field *name* (listed in ``USERDB_KEYS`` once)."""
