@@ -53,7 +53,7 @@ def test_login_agrees_with_postlogin(keys: str, fields: dict[str, str]) -> None:
         login.set_field(name, value)
 
     env = {"USER": "alice", USERDB_KEYS: keys}
-    assert merge_fields(env, fields).get(USERDB_KEYS, "") == login.env.get(USERDB_KEYS, "")
+    assert merge_fields(env, fields).get(USERDB_KEYS, "") == login._env.get(USERDB_KEYS, "")
 
 
 @given(KEYS)

@@ -11,6 +11,7 @@ This module imports neither the configuration nor the login context at run time
 (only for type checking): :class:`~nsprov._login.Login` dispatches to it.
 """
 
+# ruff: noqa: SLF001 - the built-in actions work on the private state of their own context
 from __future__ import annotations
 
 import os
@@ -115,7 +116,7 @@ def action_deny(login: Login, config: Config) -> None:
 
 def action_alert(login: Login, config: Config) -> None:
     """Queue the configured alerts (IMAP only); conditional ones are checked as the user."""
-    if login.protocol != "imap":
+    if login._protocol != "imap":
         return
     values = None
     for alert in config.actions.alerts:
@@ -125,15 +126,15 @@ def action_alert(login: Login, config: Config) -> None:
             login.alert(text)
             continue
         path = alert.if_exists.render(values)
-        slot = len(login.client)
-        login.client.append(b"")
+        slot = len(login._client)
+        login._client.append(b"")
 
         def check(path: str = path, text: str = text, slot: int = slot) -> None:
             try:
                 os.stat(path)
             except FileNotFoundError:
                 return
-            login.client[slot] = f"* OK [ALERT] {clean_text(text)}\r\n".encode("utf-8", "replace")
+            login._client[slot] = f"* OK [ALERT] {clean_text(text)}\r\n".encode("utf-8", "replace")
 
         login.as_user(f"alert condition {path}", check)
 
@@ -165,7 +166,7 @@ def action_acl_groups(login: Login, config: Config) -> None:
     skipped = [n for n in names if any(c in n for c in unsafe)]
     if skipped:
         names = [n for n in names if n not in skipped]
-        login.warning(
+        login._warning(
             f"acl_groups: left out group names Dovecot {config.dialect} cannot take: "
             + ", ".join(map(repr, skipped))
         )
@@ -181,7 +182,7 @@ def action_last_login(login: Login, config: Config) -> None:
     now = int(time.time())
     if c.backend == "file":
         path = c.path.render(login.template_values())
-        line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(now))} {login.protocol or '-'} {login.ip or '-'}\n"
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(now))} {login._protocol or '-'} {login.ip or '-'}\n"
         login.as_user("last-login file", lambda: write_file_atomically(path, line))
         return
     from ._sql import record_login  # noqa: PLC0415
@@ -189,10 +190,10 @@ def action_last_login(login: Login, config: Config) -> None:
     record_login(
         c,
         user=login.user,
-        protocol=login.protocol or "",
+        protocol=login._protocol or "",
         ip=login.ip,
         when=now,
-        budget=login.remaining(reserve=0.3),
+        budget=login._remaining(reserve=0.3),
     )
 
 
@@ -269,7 +270,7 @@ def run_actions(login: Login, config: Config) -> list[str]:
     "deny"`` the first failure denies the login.  A denial stops the rest.
     """
     errors: list[str] = []
-    for name in config.actions.for_protocol(login.protocol):
+    for name in config.actions.for_protocol(login._protocol):
         try:
             ACTIONS[name](login, config)
         except Denied:

@@ -45,17 +45,17 @@ class Login:
         protocol: str | None = None,
         config: Config | None = None,
     ) -> None:
-        self.environ: dict[str, str] = dict(environ)
-        self.env: dict[str, str] = dict(environ)
-        self.protocol = protocol
-        self.config = config
-        self.client: list[bytes] = []
-        self.denied: str | None = None
-        self.user_tasks: list[tuple[str, Callable[[], None]]] = []
-        self.warnings: list[str] = []
-        self.deadline_at: float | None = None
+        self._environ: dict[str, str] = dict(environ)
+        self._env: dict[str, str] = dict(environ)
+        self._protocol = protocol
+        self._config = config
+        self._client: list[bytes] = []
+        self._denied: str | None = None
+        self._user_tasks: list[tuple[str, Callable[[], None]]] = []
+        self._warnings: list[str] = []
+        self._deadline_at: float | None = None
         #: Post-login's per-spool breaker (set by the worker when it runs as root).
-        self.breaker: SpoolBreaker | None = None
+        self._breaker: SpoolBreaker | None = None
         self._mail_user: MailUser | None = None
 
     # -- context
@@ -63,25 +63,25 @@ class Login:
     @property
     def user(self) -> str:
         """The login name (``USER``); nsprov never changes it."""
-        return self.environ.get("USER", "")
+        return self._environ.get("USER", "")
 
     @property
     def ip(self) -> str:
         """The client address (``IP``), empty when unknown."""
-        return self.environ.get("IP", "")
+        return self._environ.get("IP", "")
 
     @property
     def local_ip(self) -> str:
         """The server address the client connected to (``LOCAL_IP``)."""
-        return self.environ.get("LOCAL_IP", "")
+        return self._environ.get("LOCAL_IP", "")
 
     @property
     def userdb(self) -> dict[str, str]:
         """Userdb fields as they stand now, keys lowercase (as Dovecot will see them)."""
         out = {}
-        for key in self.env.get(USERDB_KEYS, "").split(" "):
-            if key and key.upper() in self.env:
-                out[key.lower()] = self.env[key.upper()]
+        for key in self._env.get(USERDB_KEYS, "").split(" "):
+            if key and key.upper() in self._env:
+                out[key.lower()] = self._env[key.upper()]
         return out
 
     def template_values(self) -> dict[str, str]:
@@ -91,7 +91,7 @@ class Login:
             "user": self.user,
             "ip": self.ip,
             "local_ip": self.local_ip,
-            "protocol": self.protocol or "",
+            "protocol": self._protocol or "",
         }
 
     @property
@@ -101,92 +101,92 @@ class Login:
             from ._config import IdentityConfig  # noqa: PLC0415
             from ._identity import mail_user_from_environ  # noqa: PLC0415
 
-            ident = self.config.identity if self.config is not None else IdentityConfig()
-            self._mail_user = mail_user_from_environ(self.env, ident)
+            ident = self._config.identity if self._config is not None else IdentityConfig()
+            self._mail_user = mail_user_from_environ(self._env, ident)
         return self._mail_user
 
-    def remaining(self, reserve: float = 0.0) -> float | None:
+    def _remaining(self, reserve: float = 0.0) -> float | None:
         """Seconds left before the post-login deadline, less *reserve* (None: no deadline)."""
-        if self.deadline_at is None:
+        if self._deadline_at is None:
             return None
-        return self.deadline_at - time.monotonic() - reserve
+        return self._deadline_at - time.monotonic() - reserve
 
     # -- effects
 
     def _list_key(self, key: str) -> None:
-        keys, listed = listed_keys(self.env)
+        keys, listed = listed_keys(self._env)
         if key.upper() not in listed:
-            self.env[USERDB_KEYS] = with_keys(keys, [key])
+            self._env[USERDB_KEYS] = with_keys(keys, [key])
 
     def set_field(self, name: str, value: str) -> None:
         """Set userdb field *name* (listed in ``USERDB_KEYS`` once)."""
         key = _field_key(name)
-        self.env[key] = value
+        self._env[key] = value
         self._list_key(key)
 
     def append_field(self, name: str, value: str, separator: str = ",") -> None:
         """Append *value* to userdb field *name*, or set it if it is unset or empty."""
         key = _field_key(name)
-        old = self.env.get(key, "")
+        old = self._env.get(key, "")
         self.set_field(name, f"{old}{separator}{value}" if old else value)
 
     def default_field(self, name: str, value: str) -> None:
         """Set userdb field *name* only if userdb did not."""
-        if _field_key(name) not in self.env:
+        if _field_key(name) not in self._env:
             self.set_field(name, value)
 
-    def update_environ(self, variables: Mapping[str, str]) -> None:
+    def _update_environ(self, variables: Mapping[str, str]) -> None:
         """Merge variables already in userdb form (``NAMESPACE``, ``USERDB_KEYS`` included)."""
-        self.env.update(variables)
+        self._env.update(variables)
 
     def alert(self, text: str) -> None:
         """Show *text* to an IMAP client as ``* OK [ALERT]``; POP3 and unknown protocols stay silent."""
-        if self.protocol == "imap":
-            self.client.append(f"* OK [ALERT] {clean_text(text)}\r\n".encode("utf-8", "replace"))
+        if self._protocol == "imap":
+            self._client.append(f"* OK [ALERT] {clean_text(text)}\r\n".encode("utf-8", "replace"))
 
     def deny(self, text: str = "Access denied.") -> None:
         """Refuse the login with *text*; raises :class:`Denied` to stop the remaining actions."""
-        self.denied = clean_text(text)
-        raise Denied(self.denied)
+        self._denied = clean_text(text)
+        raise Denied(self._denied)
 
     def as_user(self, what: str, task: Callable[[], None]) -> None:
         """Run *task* after every action, in a process that has become the mail user."""
-        self.user_tasks.append((what, task))
+        self._user_tasks.append((what, task))
 
-    def deny_line(self) -> bytes | None:
+    def _deny_line(self) -> bytes | None:
         """The one line a denied client gets, by protocol."""
-        if self.denied is None:
+        if self._denied is None:
             return None
-        if self.protocol == "imap":
-            return f"* BYE [ALERT] {self.denied}\r\n".encode("utf-8", "replace")
-        if self.protocol == "pop3":
-            return f"-ERR [SYS/PERM] {self.denied}\r\n".encode("utf-8", "replace")
+        if self._protocol == "imap":
+            return f"* BYE [ALERT] {self._denied}\r\n".encode("utf-8", "replace")
+        if self._protocol == "pop3":
+            return f"-ERR [SYS/PERM] {self._denied}\r\n".encode("utf-8", "replace")
         return None
 
-    def changes(self) -> dict[str, str]:
+    def _changes(self) -> dict[str, str]:
         """The variables to export: those set or changed since the login began."""
-        return {k: v for k, v in self.env.items() if self.environ.get(k) != v}
+        return {k: v for k, v in self._env.items() if self._environ.get(k) != v}
 
-    def warning(self, message: str) -> None:
+    def _warning(self, message: str) -> None:
         """Record a warning (all of a login's warnings share one log line)."""
-        self.warnings.append(message)
+        self._warnings.append(message)
 
     # -- built-in actions
 
     def add_namespaces(self, config: Config | str | None = None) -> None:
         """Run the namespaces action: discover, export, create index directories as the user."""
-        cfg = _config(self, config)
+        cfg = self._configured(config)
         from ._engine import ensure_dirs, plan  # noqa: PLC0415
 
         user = self.mail_user
         debug = user.user in cfg.debug_users
-        p = plan(cfg, user, self.env, keep_skipped=debug, breaker=self.breaker)
+        p = plan(cfg, user, self._env, keep_skipped=debug, breaker=self._breaker)
         if debug:
             from ._engine import explain_lines  # noqa: PLC0415
 
-            self.warnings += [f"debug: {line}" for line in explain_lines(p)]
-        self.warnings += p.warnings
-        self.update_environ(p.environ)
+            self._warnings += [f"debug: {line}" for line in explain_lines(p)]
+        self._warnings += p.warnings
+        self._update_environ(p.environ)
         dirs = p.dirs
         if cfg.create_dirs and dirs:
 
@@ -202,8 +202,88 @@ class Login:
 
     def run(self, action: str, config: Config | str | None = None) -> None:
         """Run one built-in action by name (``deny``, ``alert``, ``acl_groups`` …)."""
-        cfg = _config(self, config)
+        cfg = self._configured(config)
         ACTIONS[action](self, cfg)
+
+    # -- nsprov's own use: the worker and the built-in actions (not part of the API)
+
+    def _configured(self, config: Config | str | None) -> Config:
+        """*config*, the one given to the constructor, or the one at the default path."""
+        if config is None:
+            if self._config is None:
+                from ._config import load_config  # noqa: PLC0415 - only for hooks without --config
+                from ._defaults import DEFAULT_CONFIG_PATH  # noqa: PLC0415
+
+                self._config = load_config(DEFAULT_CONFIG_PATH)
+            return self._config
+        if isinstance(config, str):
+            from ._config import load_config  # noqa: PLC0415 - only for hooks naming a file
+
+            return load_config(config)
+        return config
+
+    def _run_user_tasks(self) -> list[str]:
+        """Become the mail user (in this throwaway process) and run the queued tasks."""
+        if not self._user_tasks:
+            return []
+        from ._engine import drop_privileges  # noqa: PLC0415 - only when there are tasks
+
+        drop_privileges(self.mail_user)
+        errors = []
+        for what, task in self._user_tasks:
+            try:
+                task()
+            except Exception as e:
+                errors.append(f"{what}: {describe_error(e)}")
+        return errors
+
+    # -- the old public names, for code of other wings (the worker, some tests) until it uses
+    # the private ones; undocumented, not part of the API, to be removed after the merge.
+
+    @property
+    def config(self) -> Config | None:
+        return self._config
+
+    @config.setter
+    def config(self, value: Config | None) -> None:
+        self._config = value
+
+    @property
+    def deadline_at(self) -> float | None:
+        return self._deadline_at
+
+    @deadline_at.setter
+    def deadline_at(self, value: float | None) -> None:
+        self._deadline_at = value
+
+    @property
+    def breaker(self) -> SpoolBreaker | None:
+        return self._breaker
+
+    @breaker.setter
+    def breaker(self, value: SpoolBreaker | None) -> None:
+        self._breaker = value
+
+    @property
+    def denied(self) -> str | None:
+        return self._denied
+
+    @property
+    def warnings(self) -> list[str]:
+        return self._warnings
+
+    @property
+    def client(self) -> list[bytes]:
+        return self._client
+
+    def warning(self, message: str) -> None:
+        self._warning(message)
+
+    def deny_line(self) -> bytes | None:
+        return self._deny_line()
+
+    def changes(self) -> dict[str, str]:
+        return self._changes()
 
 
 def _field_key(name: str) -> str:
@@ -215,35 +295,9 @@ def _field_key(name: str) -> str:
     return key
 
 
-def _config(login: Login, config: Config | str | None) -> Config:
-    if config is None:
-        if login.config is None:
-            from ._config import load_config  # noqa: PLC0415
-            from ._defaults import DEFAULT_CONFIG_PATH  # noqa: PLC0415
-
-            login.config = load_config(DEFAULT_CONFIG_PATH)
-        return login.config
-    if isinstance(config, str):
-        from ._config import load_config  # noqa: PLC0415
-
-        return load_config(config)
-    return config
-
-
 def run_user_tasks(login: Login) -> list[str]:
     """Become the mail user (in this throwaway process) and run the queued tasks."""
-    if not login.user_tasks:
-        return []
-    from ._engine import drop_privileges  # noqa: PLC0415
-
-    drop_privileges(login.mail_user)
-    errors = []
-    for what, task in login.user_tasks:
-        try:
-            task()
-        except Exception as e:
-            errors.append(f"{what}: {describe_error(e)}")
-    return errors
+    return login._run_user_tasks()  # noqa: SLF001 - the worker's entry to the context
 
 
 __all__ = ["ACTIONS", "Denied", "Login", "clean_text", "run_actions", "run_user_tasks"]
