@@ -1,23 +1,25 @@
+"""The built-in actions: deny, alert, acl_groups, last_login, mail and fields, as a login runs them."""
+
 from __future__ import annotations
 
 import grp
 import os
 import sqlite3
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nsprov import _actions, _login, _sql
+from nsprov import _actions, _sql
 from nsprov._actions import acl_groups_value, clean_text, run_actions, write_file_atomically
 from nsprov._config import Config, config_from_mapping
 from nsprov._config.actionconf import LastLoginConfig
-from nsprov._login import Login, run_user_tasks
-from nsprov._template import Template
-from nsprov.exceptions import ConfigError, Denied
+from nsprov._login import Login
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 GID = os.getgid()
 GROUP = grp.getgrgid(GID).gr_name
@@ -39,71 +41,6 @@ def login(protocol: str | None = "imap", **env: str) -> Login:
     }
     base.update(env)
     return Login(base, protocol=protocol)
-
-
-class TestActionsConfig:
-    """[actions] lists and their defaults."""
-
-    def test_defaults(self) -> None:
-        """IMAP runs every configured action; POP3 without namespaces and alert."""
-        c = cfg(
-            spool=[{"path": "/s"}], deny={"users": ["x"]}, alert=[{"text": "hi"}], last_login={}
-        )
-
-        assert ("deny", "alert", "last_login", "namespaces") == c.actions.imap
-        assert ("deny", "last_login") == c.actions.pop3
-        assert c.actions.imap == c.actions.default
-
-    def test_only_spools(self) -> None:
-        """A config with only [[spool]] runs namespaces for IMAP and nothing for POP3."""
-        c = cfg(spool=[{"path": "/s"}])
-
-        assert (("namespaces",), ()) == (c.actions.imap, c.actions.pop3)
-
-    def test_explicit_lists(self) -> None:
-        """[actions] sets the order per protocol."""
-        c = cfg(
-            spool=[{"path": "/s"}],
-            deny={},
-            actions={"imap": ["namespaces", "deny"], "pop3": ["deny"], "default": []},
-        )
-
-        assert (("namespaces", "deny"), ("deny",), ()) == (
-            c.actions.imap,
-            c.actions.pop3,
-            c.actions.default,
-        )
-        assert () == c.actions.for_protocol(None)
-
-    @pytest.mark.parametrize(
-        ("data", "message"),
-        [
-            ({"actions": {"imap": ["nope"]}}, "unknown action 'nope'"),
-            ({"actions": {"imap": ["deny"]}}, "listed but not configured"),
-            ({"deny": {}, "actions": {"imap": ["deny", "deny"]}}, "listed twice"),
-            ({"deny": {"networks": ["300.0.0.0/8"]}}, "300.0.0.0/8"),
-            ({"deny": {"default": "maybe"}}, '"allow" or "deny"'),
-            ({"alert": [{}]}, "alert[1].text: required key missing"),
-            ({"alert": [{"text": "x", "if_exists": "rel"}]}, "absolute"),
-            ({"last_login": {"backend": "mysql"}}, "file, sqlite or postgresql"),
-            ({"last_login": {"backend": "postgresql"}}, "dsn: required"),
-            ({"last_login": {"table": "x; DROP"}}, "SQL identifier"),
-            ({"last_login": {"path": "/tmp/x"}}, "must start with '{home}/'"),
-            ({"last_login": {"timeout": 0}}, "> 0"),
-            ({"mail": {}}, "mail.location: required"),
-            ({"field": [{"name": "a b", "value": "x"}]}, "userdb field name"),
-            ({"field": [{"name": "USER", "value": "x"}]}, "not USER"),
-            ({"field": [{"value": "x"}]}, "field[1].name: required"),
-            ({"field": [{"name": "q", "value": "x", "mode": "add"}]}, "set, append or default"),
-            ({"alert": [{"text": "{oops"}]}, "unclosed"),
-        ],
-    )
-    def test_problems(self, data: dict[str, Any], message: str) -> None:
-        """Invalid action settings are reported with their key path."""
-        with pytest.raises(ConfigError) as info:
-            cfg(**data)
-
-        assert any(message in p for p in info.value.problems), info.value.problems
 
 
 class TestDeny:
@@ -430,97 +367,3 @@ class TestLastLogin:
 
         with pytest.raises(sqlite3.OperationalError):
             _sql.record_login(c, user="a", protocol="imap", ip="", when=0)
-
-
-class TestLoginApi:
-    """The hook API's context and effects."""
-
-    def test_context(self) -> None:
-        """user, ip, local_ip and userdb come from the environment."""
-        lg = login(QUOTA="1G", USERDB_KEYS="UID HOME quota ")
-
-        assert ("alice", "192.0.2.10", "198.51.100.1") == (lg.user, lg.ip, lg.local_ip)
-        assert {"uid": "70001", "home": "/home/alice", "quota": "1G"} == lg.userdb
-
-    def test_deny_raises(self) -> None:
-        """deny() records the text and stops the hook."""
-        lg = login()
-
-        with pytest.raises(Denied):
-            lg.deny("no\r\n")
-        assert b"* BYE [ALERT] no \r\n" == lg._deny_line()
-
-    def test_user_tasks_errors_collected(self) -> None:
-        """A failing user task is reported, the others still run."""
-        lg = Login({"USER": "a", "UID": str(os.getuid() or 70001), "GID": str(GID)})
-        ran = []
-
-        def bad() -> None:
-            raise OSError(13, "Permission denied", "/x")
-
-        lg.as_user("bad", bad)
-        lg.as_user("good", lambda: ran.append(1))
-        if os.getuid() == 0:
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - child
-                os._exit(
-                    0 if run_user_tasks(lg) == ["bad: Permission denied: /x"] and ran == [1] else 1
-                )
-            assert 0 == os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-        else:
-            assert ["bad: Permission denied: /x"] == run_user_tasks(lg)
-
-    def test_template_escapes(self) -> None:
-        """Template values are data: braces and % in userdb values pass through."""
-        lg = login(NOTE="{user} 100%", USERDB_KEYS="NOTE ")
-
-        assert "{user} 100%" == Template("{note}").render(lg.template_values())
-
-    def test_run_by_name(self) -> None:
-        """Login.run runs one built-in action with the given config."""
-        lg = login()
-
-        lg.run("fields", cfg(field=[{"name": "x", "value": "1"}]))
-
-        assert "1" == lg._env["X"]
-        assert _login.ACTIONS["fields"] is _actions.action_fields
-
-
-def documented_members() -> frozenset[str]:
-    """The members of Login that docs/hooks.md documents (its autoclass ``:members:`` list)."""
-    text = (Path(__file__).parent.parent / "docs" / "hooks.md").read_text(encoding="utf-8")
-    block = text.split(".. autoclass:: nsprov.Login", 1)[1].split(":members:", 1)[1]
-    listed = block.split("\n\n", 1)[0]
-    return frozenset(m.strip() for m in listed.replace("\n", " ").split(",") if m.strip())
-
-
-class TestLoginSurface:
-    """Only the documented members of Login are public (docs/hooks.md lists them)."""
-
-    #: Old names kept for other wings' code (the worker) until the merge; they go then.
-    COMPAT = frozenset(
-        [
-            "config",
-            "deadline_at",
-            "breaker",
-            "denied",
-            "warnings",
-            "client",
-            "warning",
-            "deny_line",
-            "changes",
-        ]
-    )
-
-    def test_public_members(self) -> None:
-        """Every public member is documented (or one of the compatibility names), and vice versa."""
-        documented = documented_members()
-        public = {n for n in dir(login()) if not n.startswith("_")}
-
-        assert "add_namespaces" in documented
-        assert set() == public - documented - self.COMPAT
-        assert set() == documented - public
-
-    def test_state_is_private(self) -> None:
-        """The login's state lives in private attributes only."""
-        assert [] == [n for n in vars(login()) if not n.startswith("_")]
