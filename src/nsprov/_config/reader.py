@@ -62,6 +62,8 @@ class _Reader:
         quoted: bool = False,
     ) -> Any:
         """A string that must be one of *choices* ("must be a, b or c", quoted as TOML with *quoted*)."""
+        if key not in data:  # the usual case, and the cheap one: 20,000 spools each ask
+            return default
         names = [f'"{c}"' if quoted else c for c in choices]
         message = f"must be {', '.join(names[:-1])} or {names[-1]}"
         return self.take(data, key, path, str, default, lambda v: None if v in choices else message)
@@ -83,6 +85,8 @@ class _Reader:
         message: str | None = None,
     ) -> Any:
         """A number in a range ("must be > 0 and <= 10 seconds"); *message* replaces the generated text."""
+        if key not in data:
+            return default
         if message is None:
             bounds = [
                 f"{op} {bound:g}"
