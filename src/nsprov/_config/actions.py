@@ -225,7 +225,7 @@ def _order_table(
 
 
 def actions_tables(r: _Reader, data: Mapping[str, Any], *, has_spools: bool) -> ActionsConfig:
-    """Read ``[actions]`` and the action tables from parsed TOML."""
+    """Read ``[actions]`` and the action tables from parsed TOML (without any: namespaces only)."""
     if not any(t in data for t in (*ACTION_TABLES, "actions")):
         namespaces = ("namespaces",) if has_spools else ()
         return ActionsConfig(imap=namespaces, pop3=(), default=namespaces)
@@ -252,7 +252,3 @@ def actions_tables(r: _Reader, data: Mapping[str, Any], *, has_spools: bool) -> 
     return ActionsConfig(
         imap=lists["imap"], pop3=lists["pop3"], default=lists["default"], **settings
     )
-
-
-#: The name the configuration reader had before it became a table reader of its own.
-parse_actions = actions_tables
