@@ -1,3 +1,5 @@
+"""The built-in actions: deny, alert, acl_groups, last_login, mail and fields, as a login runs them."""
+
 from __future__ import annotations
 
 import grp
@@ -10,20 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nsprov import _login, _sql
-from nsprov._actionconf import LastLoginConfig
+from nsprov import _actions, _sql
+from nsprov._actions import acl_groups_value, clean_text, run_actions, write_file_atomically
 from nsprov._config import Config, config_from_mapping
-from nsprov._login import (
-    Denied,
-    Login,
-    acl_groups_value,
-    clean_text,
-    run_actions,
-    run_user_tasks,
-    write_file_atomically,
-)
-from nsprov._template import Template
-from nsprov.exceptions import ConfigError
+from nsprov._config.actionconf import LastLoginConfig
+from nsprov._login import Login
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -48,71 +41,6 @@ def login(protocol: str | None = "imap", **env: str) -> Login:
     }
     base.update(env)
     return Login(base, protocol=protocol)
-
-
-class TestActionsConfig:
-    """[actions] lists and their defaults."""
-
-    def test_defaults(self) -> None:
-        """IMAP runs every configured action; POP3 without namespaces and alert."""
-        c = cfg(
-            spool=[{"path": "/s"}], deny={"users": ["x"]}, alert=[{"text": "hi"}], last_login={}
-        )
-
-        assert ("deny", "alert", "last_login", "namespaces") == c.actions.imap
-        assert ("deny", "last_login") == c.actions.pop3
-        assert c.actions.imap == c.actions.default
-
-    def test_only_spools(self) -> None:
-        """A config with only [[spool]] runs namespaces for IMAP and nothing for POP3."""
-        c = cfg(spool=[{"path": "/s"}])
-
-        assert (("namespaces",), ()) == (c.actions.imap, c.actions.pop3)
-
-    def test_explicit_lists(self) -> None:
-        """[actions] sets the order per protocol."""
-        c = cfg(
-            spool=[{"path": "/s"}],
-            deny={},
-            actions={"imap": ["namespaces", "deny"], "pop3": ["deny"], "default": []},
-        )
-
-        assert (("namespaces", "deny"), ("deny",), ()) == (
-            c.actions.imap,
-            c.actions.pop3,
-            c.actions.default,
-        )
-        assert () == c.actions.for_protocol(None)
-
-    @pytest.mark.parametrize(
-        ("data", "message"),
-        [
-            ({"actions": {"imap": ["nope"]}}, "unknown action 'nope'"),
-            ({"actions": {"imap": ["deny"]}}, "listed but not configured"),
-            ({"deny": {}, "actions": {"imap": ["deny", "deny"]}}, "listed twice"),
-            ({"deny": {"networks": ["300.0.0.0/8"]}}, "300.0.0.0/8"),
-            ({"deny": {"default": "maybe"}}, '"allow" or "deny"'),
-            ({"alert": [{}]}, "alert[1].text: required key missing"),
-            ({"alert": [{"text": "x", "if_exists": "rel"}]}, "absolute"),
-            ({"last_login": {"backend": "mysql"}}, "file, sqlite or postgresql"),
-            ({"last_login": {"backend": "postgresql"}}, "dsn: required"),
-            ({"last_login": {"table": "x; DROP"}}, "SQL identifier"),
-            ({"last_login": {"path": "/tmp/x"}}, "must start with '{home}/'"),
-            ({"last_login": {"timeout": 0}}, "> 0"),
-            ({"mail": {}}, "mail.location: required"),
-            ({"field": [{"name": "a b", "value": "x"}]}, "userdb field name"),
-            ({"field": [{"name": "USER", "value": "x"}]}, "not USER"),
-            ({"field": [{"value": "x"}]}, "field[1].name: required"),
-            ({"field": [{"name": "q", "value": "x", "mode": "add"}]}, "set, append or default"),
-            ({"alert": [{"text": "{oops"}]}, "unclosed"),
-        ],
-    )
-    def test_problems(self, data: dict[str, Any], message: str) -> None:
-        """Invalid action settings are reported with their key path."""
-        with pytest.raises(ConfigError) as info:
-            cfg(**data)
-
-        assert any(message in p for p in info.value.problems), info.value.problems
 
 
 class TestDeny:
@@ -147,7 +75,7 @@ class TestDeny:
 
         run_actions(lg, cfg(deny=rules))
 
-        assert denied == (lg.denied is not None)
+        assert denied == (lg._denied is not None)
 
     @pytest.mark.parametrize(
         ("protocol", "line"),
@@ -163,7 +91,7 @@ class TestDeny:
 
         run_actions(lg, cfg(deny={"users": ["alice"], "message": "Go away\r\nnow"}))
 
-        assert line == lg.deny_line()
+        assert line == lg._deny_line()
 
     def test_deny_stops_later_actions(self) -> None:
         """Actions after a denial do not run."""
@@ -178,7 +106,7 @@ class TestDeny:
             ),
         )
 
-        assert "X" not in lg.env
+        assert "X" not in lg._env
 
     @given(st.text())
     def test_clean_text(self, text: str) -> None:
@@ -195,7 +123,7 @@ class TestAlert:
 
         run_actions(lg, cfg(alert=[{"text": "Hello {user}\nthere"}]))
 
-        assert [b"* OK [ALERT] Hello alice there\r\n"] == lg.client
+        assert [b"* OK [ALERT] Hello alice there\r\n"] == lg._client
 
     def test_pop3_silent(self) -> None:
         """POP3 gets no alert line, even if listed explicitly."""
@@ -203,7 +131,7 @@ class TestAlert:
 
         run_actions(lg, cfg(alert=[{"text": "x"}], actions={"pop3": ["alert"]}))
 
-        assert [] == lg.client
+        assert [] == lg._client
 
     def test_if_exists(self, tmp_path: Path) -> None:
         """A conditional alert shows only when the file exists (checked in the user phase)."""
@@ -213,18 +141,18 @@ class TestAlert:
         flag.write_text("x")
 
         run_actions(lg, config)
-        lg.user_tasks[0][1]()
+        lg._user_tasks[0][1]()
 
-        assert [b"* OK [ALERT] a\r\n", b"* OK [ALERT] b\r\n"] == lg.client
+        assert [b"* OK [ALERT] a\r\n", b"* OK [ALERT] b\r\n"] == lg._client
 
     def test_if_exists_absent(self, tmp_path: Path) -> None:
         """Without the file the slot stays empty and nothing is written."""
         lg = login(HOME=str(tmp_path))
 
         run_actions(lg, cfg(alert=[{"text": "a", "if_exists": "{home}/ooo"}]))
-        lg.user_tasks[0][1]()
+        lg._user_tasks[0][1]()
 
-        assert [b""] == lg.client
+        assert [b""] == lg._client
 
 
 class TestFields:
@@ -248,8 +176,8 @@ class TestFields:
 
         run_actions(lg, cfg(acl_groups={"exclude": ["nothing*"]}))
 
-        assert GROUP == lg.env["ACL_GROUPS"]
-        assert lg.env["USERDB_KEYS"].endswith(" ACL_GROUPS ")
+        assert GROUP == lg._env["ACL_GROUPS"]
+        assert lg._env["USERDB_KEYS"].endswith(" ACL_GROUPS ")
 
     @pytest.mark.parametrize(
         ("dialect", "value", "skipped"),
@@ -265,14 +193,14 @@ class TestFields:
         names = ["staff", "a b", "c,d", "100%", 'e"f', "g\\h"]
         if dialect == "2.3":
             names = names[:4]
-        monkeypatch.setattr(_login, "group_names", lambda _user, numeric: names)
+        monkeypatch.setattr(_actions, "group_names", lambda _user, numeric: names)
         lg = login()
 
         run_actions(lg, cfg(dovecot={"version": dialect}, acl_groups={}))
 
-        assert value == lg.env["ACL_GROUPS"]
+        assert value == lg._env["ACL_GROUPS"]
         assert [f"acl_groups: left out group names Dovecot {dialect} cannot take: {skipped}"] == (
-            lg.warnings
+            lg._warnings
         )
 
     def test_acl_groups_filtered_out(self) -> None:
@@ -281,7 +209,7 @@ class TestFields:
 
         run_actions(lg, cfg(acl_groups={"include": ["zz-none"]}))
 
-        assert "ACL_GROUPS" not in lg.env
+        assert "ACL_GROUPS" not in lg._env
 
     def test_mail_23(self) -> None:
         """The mail override renders an escaped 2.3 location into MAIL."""
@@ -289,8 +217,8 @@ class TestFields:
 
         run_actions(lg, cfg(mail={"location": "maildir:~/Mail:LAYOUT=fs:INDEX=/idx/{user}"}))
 
-        assert "maildir:~/Mail:LAYOUT=fs:INDEX=/idx/alice" == lg.env["MAIL"]
-        assert " MAIL " in lg.env["USERDB_KEYS"]
+        assert "maildir:~/Mail:LAYOUT=fs:INDEX=/idx/alice" == lg._env["MAIL"]
+        assert " MAIL " in lg._env["USERDB_KEYS"]
 
     def test_mail_24(self) -> None:
         """On 2.4 the override becomes mail_driver, mail_path and friends."""
@@ -301,9 +229,9 @@ class TestFields:
         )
 
         assert ("maildir", "~/Mail", "fs") == (
-            lg.env["MAIL_DRIVER"],
-            lg.env["MAIL_PATH"],
-            lg.env["MAILBOX_LIST_LAYOUT"],
+            lg._env["MAIL_DRIVER"],
+            lg._env["MAIL_PATH"],
+            lg._env["MAILBOX_LIST_LAYOUT"],
         )
 
     def test_field_modes(self) -> None:
@@ -318,14 +246,14 @@ class TestFields:
 
         run_actions(lg, cfg(field=fields))
 
-        assert "*:storage=1G Trash:ignore" == lg.env["QUOTA_RULE"]
-        assert "*:messages=70001" == lg.env["QUOTA_RULE2"]
-        assert "/home/alice" == lg.env["HOME"]
-        assert "50%%" == lg.env["PLUGIN_X"]
-        assert ["UID", "GID", "HOME", "QUOTA_RULE", "QUOTA_RULE2", "PLUGIN_X"] == lg.env[
+        assert "*:storage=1G Trash:ignore" == lg._env["QUOTA_RULE"]
+        assert "*:messages=70001" == lg._env["QUOTA_RULE2"]
+        assert "/home/alice" == lg._env["HOME"]
+        assert "50%%" == lg._env["PLUGIN_X"]
+        assert ["UID", "GID", "HOME", "QUOTA_RULE", "QUOTA_RULE2", "PLUGIN_X"] == lg._env[
             "USERDB_KEYS"
         ].split()
-        assert {"QUOTA_RULE", "QUOTA_RULE2", "PLUGIN_X", "USERDB_KEYS"} == set(lg.changes())
+        assert {"QUOTA_RULE", "QUOTA_RULE2", "PLUGIN_X", "USERDB_KEYS"} == set(lg._changes())
 
     def test_missing_template_field(self, capfd: pytest.CaptureFixture[str]) -> None:
         """A template naming an absent userdb field fails that action only."""
@@ -341,7 +269,7 @@ class TestFields:
         )
 
         assert ["fields: no value for field {quota} in '{quota}'"] == errors
-        assert [b"* OK [ALERT] ok\r\n"] == lg.client
+        assert [b"* OK [ALERT] ok\r\n"] == lg._client
 
     def test_on_error_deny_raises(self) -> None:
         """With on_error = deny, a failing action propagates (the login is denied)."""
@@ -379,12 +307,27 @@ class TestLastLogin:
             path.stat().st_mode & 0o777,
         )
 
+    def test_failed_write_leaves_no_temporary_file(self, tmp_path: Path) -> None:
+        """A last-login file that cannot be replaced leaves nothing behind in the user's directory.
+
+        Here the name is taken by a directory (rename fails with EISDIR): the temporary
+        file must go, or every login adds one more file to the user's home.
+        """
+        directory = tmp_path / "home" / ".nsprov"
+        (directory / "last-login").mkdir(parents=True)
+        (directory / "last-login" / "keep").write_text("")
+
+        with pytest.raises(OSError, match="directory"):
+            write_file_atomically(str(directory / "last-login"), "now\n")
+
+        assert ["last-login"] == sorted(p.name for p in directory.iterdir())
+
     def test_file_action_queues_user_task(self, tmp_path: Path) -> None:
         """The file backend writes in the user phase, with protocol and IP."""
         lg = login(HOME=str(tmp_path), UID=str(os.getuid()) if os.getuid() else "70001")
         run_actions(lg, cfg(last_login={}))
 
-        [(what, task)] = lg.user_tasks
+        [(what, task)] = lg._user_tasks
         task()
 
         text = (tmp_path / ".nsprov" / "last-login").read_text()
@@ -424,57 +367,3 @@ class TestLastLogin:
 
         with pytest.raises(sqlite3.OperationalError):
             _sql.record_login(c, user="a", protocol="imap", ip="", when=0)
-
-
-class TestLoginApi:
-    """The hook API's context and effects."""
-
-    def test_context(self) -> None:
-        """user, ip, local_ip and userdb come from the environment."""
-        lg = login(QUOTA="1G", USERDB_KEYS="UID HOME quota ")
-
-        assert ("alice", "192.0.2.10", "198.51.100.1") == (lg.user, lg.ip, lg.local_ip)
-        assert {"uid": "70001", "home": "/home/alice", "quota": "1G"} == lg.userdb
-
-    def test_deny_raises(self) -> None:
-        """deny() records the text and stops the hook."""
-        lg = login()
-
-        with pytest.raises(Denied):
-            lg.deny("no\r\n")
-        assert b"* BYE [ALERT] no \r\n" == lg.deny_line()
-
-    def test_user_tasks_errors_collected(self) -> None:
-        """A failing user task is reported, the others still run."""
-        lg = Login({"USER": "a", "UID": str(os.getuid() or 70001), "GID": str(GID)})
-        ran = []
-
-        def bad() -> None:
-            raise OSError(13, "Permission denied", "/x")
-
-        lg.as_user("bad", bad)
-        lg.as_user("good", lambda: ran.append(1))
-        if os.getuid() == 0:
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - child
-                os._exit(
-                    0 if run_user_tasks(lg) == ["bad: Permission denied: /x"] and ran == [1] else 1
-                )
-            assert 0 == os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-        else:
-            assert ["bad: Permission denied: /x"] == run_user_tasks(lg)
-
-    def test_template_escapes(self) -> None:
-        """Template values are data: braces and % in userdb values pass through."""
-        lg = login(NOTE="{user} 100%", USERDB_KEYS="NOTE ")
-
-        assert "{user} 100%" == Template("{note}").render(lg.template_values())
-
-    def test_run_by_name(self) -> None:
-        """Login.run runs one built-in action with the given config."""
-        lg = login()
-
-        lg.run("fields", cfg(field=[{"name": "x", "value": "1"}]))
-
-        assert "1" == lg.env["X"]
-        assert _login.ACTIONS["fields"] is _login.action_fields

@@ -1,307 +1,291 @@
-"""The classic post-login actions: configuration and behaviour.
+"""The built-in post-login actions: what ``deny``, ``alert``, ``acl_groups``, ``last_login``,
+``mail``, ``fields`` and ``namespaces`` do.
 
-Actions run in the order the configuration lists them for the login's
-protocol.  Each one works on a :class:`nsprov._login.Login`: it reads the
-post-login context and records effects (userdb fields, client lines, a
-denial, work to do as the user); nothing reaches the client or the
-environment until every action has run.
+Actions run in the order the configuration lists them for the login's protocol
+(read by :mod:`nsprov._config.actions`).  Each one works on a
+:class:`nsprov._login.Login`: it reads the post-login context and records effects
+(userdb fields, client lines, a denial, work to do as the user); nothing reaches
+the client or the environment until every action has run.
 
-Configuration (TOML)::
-
-    [actions]                   # optional; defaults below
-    imap = ["deny", "alert", "acl_groups", "last_login", "namespaces"]
-    pop3 = ["deny", "last_login"]
-    default = ["namespaces"]    # without --protocol
-
-Without ``[actions]``, IMAP runs every configured action in the order
-``deny, alert, acl_groups, last_login, mail, fields, namespaces``; POP3 the
-same without ``namespaces`` (POP3 only ever sees INBOX) and without ``alert``
-(any line would desynchronise POP3); no protocol, the IMAP list.
+This module imports neither the configuration nor the login context at run time
+(only for type checking): :class:`~nsprov._login.Login` dispatches to it.
 """
 
+# ruff: noqa: SLF001 - the built-in actions work on the private state of their own context
 from __future__ import annotations
 
-import re
-from typing import TYPE_CHECKING, Any
+import os
+import time
+from typing import TYPE_CHECKING
 
-import attrs
-
-from ._template import Template
+from .exceptions import Denied, NsprovError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable
 
-    from ._actionconf import (
-        AclGroupsConfig,
-        AlertConfig,
-        DenyConfig,
-        FieldConfig,
-        LastLoginConfig,
-        MailConfig,
-    )
-    from ._config import _Reader
+    from ._config import Config
+    from ._identity import MailUser
+    from ._login import Login
 
-ACTION_NAMES = ("deny", "alert", "acl_groups", "last_login", "mail", "fields", "namespaces")
-_FIELD_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_/+.-]*")
-_TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-
-
-@attrs.frozen(kw_only=True)
-class ActionsConfig:
-    """Which actions run, in which order, per protocol, and their settings."""
-
-    imap: tuple[str, ...] = ()
-    pop3: tuple[str, ...] = ()
-    default: tuple[str, ...] = ()
-    deny: DenyConfig | None = None
-    alerts: tuple[AlertConfig, ...] = ()
-    acl_groups: AclGroupsConfig | None = None
-    last_login: LastLoginConfig | None = None
-    mail: MailConfig | None = None
-    fields: tuple[FieldConfig, ...] = ()
-
-    def for_protocol(self, protocol: str | None) -> tuple[str, ...]:
-        """The actions to run for *protocol* (``None``: not given on the script-login line)."""
-        if protocol == "imap":
-            return self.imap
-        if protocol == "pop3":
-            return self.pop3
-        return self.default
+__all__ = [
+    "ACTIONS",
+    "acl_groups_value",
+    "clean_text",
+    "describe_error",
+    "group_names",
+    "run_actions",
+]
 
 
-def _template(
-    r: _Reader, data: Mapping[str, Any], key: str, path: str, *, required: bool
-) -> Template | None:
-    text = r.take(data, key, path, str, None)
-    if text is None:
-        if required and key not in data:
-            r.problem(f"{path}.{key}", "required key missing")
-        return None
+def clean_text(text: str) -> str:
+    """Client text with CR, LF and NUL removed (the text is data, never protocol)."""
+    return text.replace("\r", "").replace("\n", " ").replace("\0", "")
+
+
+def _match_user(patterns: tuple[str, ...], user: str) -> bool:
+    if not patterns:
+        return False
+    from fnmatch import fnmatchcase  # noqa: PLC0415
+
+    return any(fnmatchcase(user, p) for p in patterns)
+
+
+def _match_ip(networks: tuple[str, ...], ip: str) -> bool:
+    if not networks or not ip:
+        return False
+    import ipaddress  # noqa: PLC0415 - only when networks are configured
+
     try:
-        return Template(text)
-    except ValueError as e:
-        r.problem(f"{path}.{key}", str(e))
-        return None
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
-def _networks(r: _Reader, data: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
-    values = r.strings(data, key, path) or ()
-    if values:
-        import ipaddress  # noqa: PLC0415 - only when networks are configured
+def group_names(user: MailUser, *, numeric: bool = True) -> list[str]:
+    """Names of the mail identity's groups (primary first, then sorted by gid), via NSS.
 
-        for v in values:
-            try:
-                ipaddress.ip_network(v, strict=False)
-            except ValueError as e:
-                r.problem(f"{path}.{key}", f"{v!r}: {e}")
-    return values
+    A gid without a group entry appears as its number with *numeric*, else not at all.
+    """
+    import grp  # noqa: PLC0415
+
+    names = []
+    for gid in [user.identity.gid, *sorted(user.identity.groups)]:
+        try:
+            names.append(grp.getgrgid(gid).gr_name)
+        except KeyError:
+            if numeric:
+                names.append(str(gid))
+    return names
 
 
-_TABLES = ("deny", "alert", "acl_groups", "last_login", "mail", "field")
+def _match_group(patterns: tuple[str, ...], login: Login) -> bool:
+    if not patterns:
+        return False
+    names = group_names(login.mail_user)
+    from fnmatch import fnmatchcase  # noqa: PLC0415
+
+    return any(fnmatchcase(n, p) for n in names for p in patterns)
 
 
-def parse_actions(r: _Reader, data: Mapping[str, Any], *, has_spools: bool) -> ActionsConfig:
-    """Read ``[actions]`` and the action tables from parsed TOML."""
-    if not any(t in data for t in (*_TABLES, "actions")):
-        namespaces = ("namespaces",) if has_spools else ()
-        return ActionsConfig(imap=namespaces, pop3=(), default=namespaces)
-    from ._actionconf import (  # noqa: PLC0415 - only when actions are configured
-        AclGroupsConfig,
-        AlertConfig,
-        DenyConfig,
-        FieldConfig,
-        LastLoginConfig,
-        MailConfig,
+def action_deny(login: Login, config: Config) -> None:
+    """Refuse the login by user, network or group, with allow-lists taking precedence."""
+    d = config.actions.deny
+    if d is None:
+        return
+    allowed = (
+        _match_user(d.allow_users, login.user)
+        or _match_ip(d.allow_networks, login.ip)
+        or _match_ip(d.allow_local_networks, login.local_ip)
+        or _match_group(d.allow_groups, login)
     )
+    if allowed:
+        return
+    denied = (
+        _match_user(d.users, login.user)
+        or _match_ip(d.networks, login.ip)
+        or _match_ip(d.local_networks, login.local_ip)
+        or _match_group(d.groups, login)
+        or d.default == "deny"
+    )
+    if denied:
+        login.deny(d.message)
 
-    configured: list[str] = []
-    deny = None
-    if "deny" in data:
-        t = r.table(data, "deny", "deny")
-        keys = {f.name for f in attrs.fields(DenyConfig)}
-        r.unknown(t, keys, "deny")
-        deny = DenyConfig(
-            users=r.strings(t, "users", "deny") or (),
-            networks=_networks(r, t, "networks", "deny"),
-            local_networks=_networks(r, t, "local_networks", "deny"),
-            groups=r.strings(t, "groups", "deny") or (),
-            allow_users=r.strings(t, "allow_users", "deny") or (),
-            allow_networks=_networks(r, t, "allow_networks", "deny"),
-            allow_local_networks=_networks(r, t, "allow_local_networks", "deny"),
-            allow_groups=r.strings(t, "allow_groups", "deny") or (),
-            default=r.take(
-                t,
-                "default",
-                "deny",
-                str,
-                "allow",
-                lambda v: None if v in {"allow", "deny"} else 'must be "allow" or "deny"',
-            ),
-            message=r.take(t, "message", "deny", str, "Access denied."),
-        )
-        configured.append("deny")
-    alerts = []
-    for path, raw in r.array(data, "alert"):
-        r.unknown(raw, {"text", "if_exists"}, path)
-        text = _template(r, raw, "text", path, required=True)
-        if_exists = _template(r, raw, "if_exists", path, required=False)
-        if if_exists is not None and not if_exists.text.startswith(("/", "{home}")):
-            r.problem(f"{path}.if_exists", "must be an absolute path (start with '/' or '{home}')")
-        if text is not None:
-            alerts.append(AlertConfig(text=text, if_exists=if_exists))
-    if alerts:
-        configured.append("alert")
-    acl_groups = None
-    if "acl_groups" in data:
-        t = r.table(data, "acl_groups", "acl_groups")
-        r.unknown(t, {"include", "exclude"}, "acl_groups")
-        acl_groups = AclGroupsConfig(
-            include=r.strings(t, "include", "acl_groups") or (),
-            exclude=r.strings(t, "exclude", "acl_groups") or (),
-        )
-        configured.append("acl_groups")
-    last_login = None
-    if "last_login" in data:
-        t = r.table(data, "last_login", "last_login")
-        r.unknown(t, {f.name for f in attrs.fields(LastLoginConfig)}, "last_login")
-        backend = r.take(
-            t,
-            "backend",
-            "last_login",
-            str,
-            "file",
-            lambda v: (
-                None
-                if v in {"file", "sqlite", "postgresql"}
-                else "must be file, sqlite or postgresql"
-            ),
-        )
-        path_t = _template(r, t, "path", "last_login", required=False) or LastLoginConfig().path
-        if not path_t.text.startswith("{home}/"):
-            r.problem(
-                "last_login.path", "must start with '{home}/': the file lives in the user's home"
-            )
-        if "/Maildir/" in path_t.text and "/." in path_t.text.split("/Maildir/", 1)[1]:
-            r.problem("last_login.path", "a dot-name inside a Maildir would show up as a folder")
-        dsn = r.take(t, "dsn", "last_login", str, "")
-        if backend == "postgresql" and not dsn:
-            r.problem("last_login.dsn", 'required for backend = "postgresql"')
-        database = r.take(t, "database", "last_login", str, LastLoginConfig().database)
-        if not database.startswith("/"):
-            r.problem("last_login.database", "must be an absolute path")
-        last_login = LastLoginConfig(
-            backend=backend,
-            path=path_t,
-            database=database,
-            dsn=dsn,
-            table=r.take(
-                t,
-                "table",
-                "last_login",
-                str,
-                "last_login",
-                lambda v: (
-                    None
-                    if _TABLE_RE.fullmatch(v)
-                    else "must be an SQL identifier [A-Za-z_][A-Za-z0-9_]*"
-                ),
-            ),
-            timeout=float(
-                r.take(
-                    t,
-                    "timeout",
-                    "last_login",
-                    (int, float),
-                    1.0,
-                    lambda v: None if 0 < v <= 10 else "must be > 0 and <= 10 seconds",
-                )
-            ),
-        )
-        configured.append("last_login")
-    mail = None
-    if "mail" in data:
-        t = r.table(data, "mail", "mail")
-        r.unknown(t, {"location"}, "mail")
-        location = _template(r, t, "location", "mail", required=True)
-        if location is not None:
-            mail = MailConfig(location=location)
-            configured.append("mail")
-    fields = []
-    for path, raw in r.array(data, "field"):
-        r.unknown(raw, {"name", "value", "mode", "separator", "literal_percent"}, path)
-        name = r.take(
-            raw,
-            "name",
-            path,
-            str,
-            None,
-            lambda v: (
-                None
-                if _FIELD_NAME_RE.fullmatch(v) and v.upper() not in {"USER", "USERDB_KEYS"}
-                else "must be a userdb field name (letters, digits, _ / + . -; not USER or USERDB_KEYS)"
-            ),
-        )
-        if name is None and "name" not in raw:
-            r.problem(f"{path}.name", "required key missing")
-        value = _template(r, raw, "value", path, required=True)
-        mode = r.take(
-            raw,
-            "mode",
-            path,
-            str,
-            "set",
-            lambda v: (
-                None if v in {"set", "append", "default"} else "must be set, append or default"
-            ),
-        )
-        if name is not None and value is not None:
-            fields.append(
-                FieldConfig(
-                    name=name,
-                    value=value,
-                    mode=mode,
-                    separator=r.take(raw, "separator", path, str, ","),
-                    literal_percent=r.take(raw, "literal_percent", path, bool, False),
-                )
-            )
-    if fields:
-        configured.append("fields")
-    if has_spools:
-        configured.append("namespaces")
 
-    actions = r.table(data, "actions", "actions")
-    r.unknown(actions, {"imap", "pop3", "default"}, "actions")
-    imap_default = tuple(configured)
-    pop3_default = tuple(a for a in configured if a not in {"namespaces", "alert"})
-    lists: dict[str, tuple[str, ...]] = {}
-    for proto, fallback in (("imap", imap_default), ("pop3", pop3_default), ("default", None)):
-        given = r.strings(actions, proto, "actions")
-        if given is None:
-            lists[proto] = fallback if fallback is not None else lists["imap"]
+def action_alert(login: Login, config: Config) -> None:
+    """Queue the configured alerts (IMAP only); conditional ones are checked as the user."""
+    if login._protocol != "imap":
+        return
+    values = None
+    for alert in config.actions.alerts:
+        values = values or login.template_values()
+        text = alert.text.render(values)
+        if alert.if_exists is None:
+            login.alert(text)
             continue
-        for name in given:
-            if name not in ACTION_NAMES:
-                r.problem(
-                    f"actions.{proto}", f"unknown action {name!r}; known: {', '.join(ACTION_NAMES)}"
-                )
-            elif name not in configured and name != "acl_groups":
-                r.problem(f"actions.{proto}", f"action {name!r} is listed but not configured")
-        if len(set(given)) != len(given):
-            r.problem(f"actions.{proto}", "an action is listed twice")
-        lists[proto] = given
-    if (
-        "acl_groups" in set(lists["imap"]) | set(lists["pop3"]) | set(lists["default"])
-        and acl_groups is None
-    ):
-        acl_groups = AclGroupsConfig()
-    return ActionsConfig(
-        imap=lists["imap"],
-        pop3=lists["pop3"],
-        default=lists["default"],
-        deny=deny,
-        alerts=tuple(alerts),
-        acl_groups=acl_groups,
-        last_login=last_login,
-        mail=mail,
-        fields=tuple(fields),
+        path = alert.if_exists.render(values)
+        slot = len(login._client)
+        login._client.append(b"")
+
+        def check(path: str = path, text: str = text, slot: int = slot) -> None:
+            try:
+                os.stat(path)
+            except FileNotFoundError:
+                return
+            login._client[slot] = f"* OK [ALERT] {clean_text(text)}\r\n".encode("utf-8", "replace")
+
+        login.as_user(f"alert condition {path}", check)
+
+
+def acl_groups_value(names: list[str], dialect: str) -> str:
+    """The ``acl_groups`` value: comma-separated; 2.3 doubles ``%`` (plugin settings are expanded)."""
+    if dialect == "2.3":
+        return ",".join(n.replace("%", "%%") for n in names)
+    return ",".join(f'"{n}"' if any(c in n for c in ' ,"') else n for n in names)
+
+
+def action_acl_groups(login: Login, config: Config) -> None:
+    """Export the mail identity's UNIX groups as ``acl_groups`` (from NSS, never from ``groups``)."""
+    a = config.actions.acl_groups
+    names = group_names(login.mail_user, numeric=False)
+    if a is not None and (a.include or a.exclude):
+        from fnmatch import fnmatchcase  # noqa: PLC0415
+
+        names = [
+            n
+            for n in names
+            if (not a.include or any(fnmatchcase(n, p) for p in a.include))
+            and not any(fnmatchcase(n, p) for p in a.exclude)
+        ]
+    # 2.3 splits the value on "," with no escape; 2.4's list parser treats '"' and '\\'
+    # specially even inside quotes.  Such a name would be read as other groups' names, or break
+    # the whole value: left out, with one warning.
+    unsafe = "," if config.dialect == "2.3" else '"\\'
+    skipped = [n for n in names if any(c in n for c in unsafe)]
+    if skipped:
+        names = [n for n in names if n not in skipped]
+        login._warning(
+            f"acl_groups: left out group names Dovecot {config.dialect} cannot take: "
+            + ", ".join(map(repr, skipped))
+        )
+    if names:
+        login.append_field("acl_groups", acl_groups_value(names, config.dialect))
+
+
+def action_last_login(login: Login, config: Config) -> None:
+    """Record the login time: a file in the home (written as the user), SQLite or PostgreSQL."""
+    c = config.actions.last_login
+    if c is None:
+        return
+    now = int(time.time())
+    if c.backend == "file":
+        path = c.path.render(login.template_values())
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(now))} {login._protocol or '-'} {login.ip or '-'}\n"
+        login.as_user("last-login file", lambda: write_file_atomically(path, line))
+        return
+    from ._sql import record_login  # noqa: PLC0415
+
+    record_login(
+        c,
+        user=login.user,
+        protocol=login._protocol or "",
+        ip=login.ip,
+        when=now,
+        budget=login._remaining(reserve=0.3),
     )
+
+
+def write_file_atomically(path: str, text: str) -> None:
+    """Replace *path* by a new file holding *text*, mode 0600, with nsprov's one private writer.
+
+    Run as the user: rename replaces a planted symlink itself and never writes
+    through it; the temporary file is created with O_EXCL and O_NOFOLLOW, written
+    in full (a write may be short) and removed if anything fails.
+    """
+    from ._config import write_private  # noqa: PLC0415 - only for the file backend, as the user
+
+    directory = os.path.dirname(path)
+    old = os.umask(0o077)
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        write_private(path, text.encode())
+    finally:
+        os.umask(old)
+
+
+def action_mail(login: Login, config: Config) -> None:
+    """Override the mail location (2.3: ``MAIL``; 2.4: ``MAIL_DRIVER``, ``MAIL_PATH`` …)."""
+    m = config.actions.mail
+    if m is None:
+        return
+    from ._location import MailLocation  # noqa: PLC0415
+
+    location = MailLocation.parse(m.location.render(login.template_values()))
+    if config.dialect == "2.3":
+        login.set_field("mail", location.render())
+        return
+    from ._env import location_settings_24  # noqa: PLC0415
+
+    for key, value in location_settings_24(location):
+        login.set_field(key.lower(), value)
+
+
+def action_fields(login: Login, config: Config) -> None:
+    """Set, append to, or default arbitrary userdb fields from templates."""
+    values = login.template_values()
+    for f in config.actions.fields:
+        value = f.value.render(values)
+        if f.literal_percent and config.dialect == "2.3":
+            value = value.replace("%", "%%")
+        if f.mode == "set":
+            login.set_field(f.name, value)
+        elif f.mode == "append":
+            login.append_field(f.name, value, f.separator)
+        else:
+            login.default_field(f.name, value)
+
+
+def action_namespaces(login: Login, config: Config) -> None:
+    """The shared-namespace discovery."""
+    login.add_namespaces(config)
+
+
+ACTIONS: dict[str, Callable[[Login, Config], None]] = {
+    "deny": action_deny,
+    "alert": action_alert,
+    "acl_groups": action_acl_groups,
+    "last_login": action_last_login,
+    "mail": action_mail,
+    "fields": action_fields,
+    "namespaces": action_namespaces,
+}
+
+
+def run_actions(login: Login, config: Config) -> list[str]:
+    """Run the configured actions for the login's protocol; return one error line per failed action.
+
+    A failed action is logged and skipped (fail-open); with ``on_error =
+    "deny"`` the first failure denies the login.  A denial stops the rest.
+    """
+    errors: list[str] = []
+    for name in config.actions.for_protocol(login._protocol):
+        try:
+            ACTIONS[name](login, config)
+        except Denied:
+            break
+        except Exception as e:
+            errors.append(f"{name}: {describe_error(e)}")
+            if config.on_error == "deny":
+                raise
+    return errors
+
+
+def describe_error(e: BaseException) -> str:
+    """One line for a failed action or task: the message, the OS error, or the type and message."""
+    if isinstance(e, NsprovError | ValueError):
+        return str(e)
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+    return f"{type(e).__name__}: {e}"

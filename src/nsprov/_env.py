@@ -16,6 +16,7 @@ import attrs
 
 from ._location import MailLocation
 from ._model import Namespace
+from ._userdb import USERDB_KEYS, listed_keys, with_keys
 from .exceptions import InvalidLocationError
 
 if TYPE_CHECKING:
@@ -181,11 +182,6 @@ def dialect_for(version: str, *, inherited_driver: str | None = None) -> Dialect
     return dialect
 
 
-def _listed(environ: Mapping[str, str]) -> tuple[str, set[str]]:
-    keys = environ.get("USERDB_KEYS", "")
-    return keys, {k.upper() for k in keys.split(" ") if k}
-
-
 def _var_size(key: str, value: str) -> int:
     return len(key.encode()) + 1 + len(value.encode()) + 1
 
@@ -255,7 +251,7 @@ def fit_environ(
     exec fail with E2BIG and deny the login.  Namespaces named in *subscribe*
     are also auto-subscribed through *private_namespace* (Dovecot 2.3 only).
     """
-    base_keys, listed = _listed(environ)
+    base_keys, listed = listed_keys(environ)
     names = _ListVar(dialect.list_key, environ)
     mailboxes = _ListVar(f"NAMESPACE/{private_namespace.upper()}/MAILBOX", environ)
     new_keys: list[str] = []
@@ -299,13 +295,10 @@ def fit_environ(
         kept += 1
     if not kept:
         return {}, 0
-    joined = base_keys
-    if joined and not joined.endswith(" "):
-        joined += " "
     for v in (names, mailboxes):
         if v.changed or v.key in out:
             out[v.key] = " ".join(v.items)
-    out["USERDB_KEYS"] = joined + "".join(k + " " for k in new_keys)
+    out[USERDB_KEYS] = with_keys(base_keys, new_keys)
     return out, kept
 
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "Denied",
     "IdentityError",
     "InvalidAclError",
     "InvalidLocationError",
     "InvalidNamespaceError",
     "InvalidTemplateError",
     "NsprovError",
+    "ProtocolError",
+    "SocketInUseError",
     "UntrustedFileError",
 ]
 
@@ -65,12 +68,16 @@ class UntrustedFileError(NsprovError, PermissionError):
         self.component = component
 
 
-__all__ += ["ProtocolError", "SocketInUseError"]
-
-
 class SocketInUseError(NsprovError, OSError):
     """Another server is listening on the socket path."""
 
 
 class ProtocolError(NsprovError, ValueError):
     """The peer sent something the protocol does not allow; the connection must close."""
+
+
+class Denied(NsprovError):  # noqa: N818 - control flow, not a failure
+    """Raised by :meth:`nsprov.Login.deny` to stop the remaining actions.
+
+    .. versionadded:: 0.1.0
+    """

@@ -26,15 +26,6 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .._cli.serve import (
-        main as main,
-    )
-    from .._cli.serve import (
-        options_from_args as options_from_args,
-    )
-    from .._cli.serve import (
-        serve_parser as serve_parser,
-    )
     from .._identity import (
         identify as identify,
     )
@@ -235,9 +226,6 @@ _WHERE = {
         ("DEFAULT_DICT_FILE", "dovecot_config", "dovecot_dict_file", "dovecot_userdb_conf"),
         "nsprov._serve.wiring",
     ),
-    # The command line's names, for callers of the old module (tests/test_config.py): a
-    # lazy edge up to the front end, to drop once they import nsprov._cli.serve.
-    **dict.fromkeys(("main", "options_from_args", "serve_parser"), "nsprov._cli.serve"),
 }
 
 
