@@ -48,8 +48,10 @@ def test_collector_recurses_into_subpackages(
 
 
 def test_collects_nsprov_subpackages() -> None:
-    """The command-line package is collected."""
-    assert "nsprov._cli" in MODULES
+    """The command-line package and the modules inside it are collected."""
+    assert {"nsprov._cli", "nsprov._cli.cache", "nsprov._cli.errors", "nsprov._cli.show"} <= set(
+        MODULES
+    )
 
 
 @pytest.mark.parametrize("name", MODULES)
