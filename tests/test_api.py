@@ -7,7 +7,9 @@ import builtins
 import functools
 import importlib
 import inspect
+import re
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -218,3 +220,25 @@ def test_public_errors_are_the_exceptions_modules() -> None:
         obj = getattr(nsprov, name)
         if isinstance(obj, type) and issubclass(obj, BaseException) and name not in MOVING:
             assert obj is getattr(nsprov.exceptions, name)
+
+
+ROOT = Path(__file__).parent.parent
+API_PAGE = ROOT / "docs" / "api.md"
+
+
+def test_reference_page_lists_the_whole_api() -> None:
+    """docs/api.md documents every public name once, and the exceptions module; nothing else."""
+    text = API_PAGE.read_text()
+    documented = re.findall(
+        r"^\.\. (?:auto(?!module)\w+|py:data):: nsprov\.(\w+)\s*$", text, re.MULTILINE
+    )
+
+    assert sorted([*nsprov.__all__, "__version__"]) == sorted(documented)
+    assert ".. automodule:: nsprov.exceptions\n   :members:" in text
+
+
+def test_reference_page_example_runs() -> None:
+    """The page's example builds a Config without a file, as it says."""
+    [code] = re.findall(r"```python\n(.*?)```", API_PAGE.read_text(), re.DOTALL)
+
+    exec(compile(code, str(API_PAGE), "exec"), {})  # noqa: S102 - the page's own example
