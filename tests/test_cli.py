@@ -2,10 +2,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 
@@ -15,14 +12,10 @@ from nsprov.exceptions import ConfigError, IdentityError
 
 from .strategies import HOSTILE
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
 
 @pytest.fixture(name="setup")
-def _setup() -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="nsprov-cli-"))
-    base.chmod(0o755)
+def _setup(base: Path) -> Path:
+    """A spool under the shared ``base`` fixture: sales (0755), secret (0700), pct%u, bad\\xff."""
     spool = base / "spool"
     spool.mkdir(mode=0o755)
     for name, mode in (("sales", 0o755), ("secret", 0o700), ("pct%u", 0o755)):
@@ -33,8 +26,7 @@ def _setup() -> Iterator[Path]:
     (spool / os.fsdecode(b"bad\xff")).mkdir()
     cfg = base / "nsprov.toml"
     cfg.write_text(f'[[spool]]\npath = "{spool}"\nprefix = "Shared/{{name}}/"\n')
-    yield base
-    shutil.rmtree(base)
+    return base
 
 
 def show(setup: Path, *extra: str) -> list[str]:
