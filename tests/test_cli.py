@@ -178,6 +178,37 @@ class TestShow:
         assert 2 == main([])
         capsys.readouterr()
 
+    @pytest.mark.parametrize(
+        ("option", "message"),
+        [
+            ("--groups=1,x", "expected comma-separated gids, got '1,x'"),
+            ("--deadline=0", "expected seconds > 0, got '0'"),
+            ("--deadline=soon", "expected seconds > 0, got 'soon'"),
+        ],
+    )
+    def test_bad_option_values(
+        self, option: str, message: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A malformed --groups or a --deadline not above 0 is a usage error naming the value."""
+        with pytest.raises(SystemExit) as info:
+            main(["show", "--user=root", option])
+
+        assert 2 == info.value.code
+        assert message in capsys.readouterr().err
+
+    def test_groups_override(self, setup: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """--groups sets the supplementary gids the verdicts use: a group-only box is served."""
+        secret = setup / "spool" / "secret"
+        os.chown(secret, -1, 4)
+        secret.chmod(0o750)
+        served = []
+        for groups in ("", "4,5,"):
+            assert 0 == main([*show(setup, "--format=json"), f"--groups={groups}"])
+            doc = json.loads(capsys.readouterr().out)
+            served.append("Shared/secret/" in {ns["prefix"] for ns in doc["namespaces"]})
+
+        assert [False, True] == served
+
     def test_version(self, capsys: pytest.CaptureFixture[str]) -> None:
         """--version prints the package version."""
         assert 0 == main(["--version"])
