@@ -143,10 +143,12 @@ def _unresolved(module_name: str, annotation: str) -> Iterator[str]:
 
 def test_public_signatures_use_exported_types() -> None:
     """Each annotation of each public function, class, method and attrs field resolves to an export or the stdlib."""
+    public = [(name, getattr(nsprov, name)) for name in nsprov.__all__]
+    public += [(name, getattr(nsprov.exceptions, name)) for name in nsprov.exceptions.__all__]
     found = {
         (where, origin)
-        for name in nsprov.__all__
-        for where, module, annotation in _annotations(name, getattr(nsprov, name))
+        for name, obj in public
+        for where, module, annotation in _annotations(name, obj)
         for origin in _unresolved(module, annotation)
     }
 
@@ -157,6 +159,10 @@ def test_annotations_are_checked() -> None:
     """The walk sees fields, parameters and returns, and refuses a private type."""
     seen = {where for where, _, _ in _annotations("Config", nsprov.Config)}
     assert {"Config.identity", "Config.check_does_something ->"} <= seen
+    error = nsprov.exceptions.ConfigError
+    assert "ConfigError.__init__(problems)" in {
+        where for where, _, _ in _annotations("ConfigError", error)
+    }
     assert {"plan(config)", "plan ->"} <= {
         where for where, _, _ in _annotations("plan", nsprov.plan)
     }
