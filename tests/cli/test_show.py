@@ -1,16 +1,19 @@
+"""``nsprov show``: the dry run's output formats, options and errors."""
+
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from nsprov._cli import main
-from nsprov._cli.errors import report
-from nsprov.exceptions import ConfigError, IdentityError
 
-from .strategies import HOSTILE
+from ..strategies import HOSTILE
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 @pytest.fixture(name="setup")
@@ -170,14 +173,6 @@ class TestShow:
         )
         assert "unknown user" in capsys.readouterr().err
 
-    def test_usage(self, capsys: pytest.CaptureFixture[str]) -> None:
-        """Usage errors exit 2."""
-        with pytest.raises(SystemExit) as info:
-            main(["show"])
-        assert 2 == info.value.code
-        assert 2 == main([])
-        capsys.readouterr()
-
     @pytest.mark.parametrize(
         ("option", "message"),
         [
@@ -209,16 +204,6 @@ class TestShow:
 
         assert [False, True] == served
 
-    def test_version(self, capsys: pytest.CaptureFixture[str]) -> None:
-        """--version prints the package version."""
-        assert 0 == main(["--version"])
-        assert capsys.readouterr().out.startswith("nsprov 0.")
-
-    def test_post_login_dispatch(self, capsys: pytest.CaptureFixture[str]) -> None:
-        """main() hands post-login to the hot-path module."""
-        assert 2 == main(["post-login"], environ={})
-        assert "usage: nsprov post-login" in capsys.readouterr().err
-
 
 def test_virtual_user_note(setup: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A user whose uid belongs to another account gets a note about virtual users."""
@@ -227,44 +212,3 @@ def test_virtual_user_note(setup: Path, capsys: pytest.CaptureFixture[str]) -> N
 
     assert 0 == main(argv)
     assert "virtual users" in capsys.readouterr().err
-
-
-class TestErrors:
-    """The one error printer every front end uses."""
-
-    def test_one_escaped_line_per_problem(self, capsys: pytest.CaptureFixture[str]) -> None:
-        """Each problem of a ConfigError is a line of its own, control characters escaped."""
-        error = ConfigError("two problems", ("spool.path: missing", "name \x1b]0;x\x07: bad"))
-
-        assert 1 == report(error, prog="nsprov cache")
-
-        assert (
-            "nsprov cache: error: spool.path: missing\n"
-            "nsprov cache: error: name \\x1b]0;x\\x07: bad\n"
-        ) == capsys.readouterr().err
-
-    def test_plain_error_is_its_message(self, capsys: pytest.CaptureFixture[str]) -> None:
-        """An error without problems prints its message, escaped, under the default program name."""
-        assert 1 == report(IdentityError("no user\r"))
-
-        assert "nsprov: error: no user\\x0d\n" == capsys.readouterr().err
-
-
-def test_no_argparse_outside_cli() -> None:
-    """Argument parsing lives in the command-line package (and, until their wings move it, check and serve)."""
-    import ast
-
-    import nsprov
-
-    root = Path(nsprov.__file__).parent
-    users = set()
-    for path in root.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
-            if isinstance(node, ast.ImportFrom) and node.level == 0:
-                names = [node.module or ""]
-            if "argparse" in names:
-                users.add(path.relative_to(root).parts[0].removesuffix(".py"))
-
-    assert "_cli" in users
-    assert set() == users - {"_cli", "_check", "_serve"}
