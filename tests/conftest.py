@@ -8,6 +8,9 @@ machine without root or Dovecot, but when ``NSPROV_REQUIRE_LIVE=1`` (set by
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -35,6 +38,23 @@ REQUIRE_LIVE = os.environ.get("NSPROV_REQUIRE_LIVE") == "1"
 # nsprov._trust): files the tests write must not depend on the caller's umask (002 on some
 # desktops), or every config a test writes would be refused.
 os.umask(0o022)
+
+
+@pytest.fixture(name="base")
+def _base() -> Generator[Path]:
+    """A fresh 0755 directory under /var/tmp whose ancestors everybody may search.
+
+    Unlike pytest's ``tmp_path`` (under a 0700 ``/tmp/pytest-of-root``), a process that
+    dropped to another user can reach it: the permission checks run against what that
+    user may do.  Shared by the test modules of every wing; a module may still define
+    its own ``base``, which takes precedence.
+    """
+    path = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="nsprov-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from nsprov import _postlogin as nsprov_postlogin
 from nsprov._config import config_from_mapping, load_config
-from nsprov._dictproto import parse_postlogin_key
 from nsprov._env import from_environ
 from nsprov._login import Login, run_actions
 from nsprov._postlogin import (
@@ -32,6 +31,7 @@ from nsprov._postlogin import (
     serve_key,
 )
 from nsprov._serve import Resolver, load_stamped
+from nsprov._serve.codec import parse_postlogin_key
 
 from .test_serve import Identities, _base, running  # noqa: F401 - _base is the "base" fixture
 

@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from nsprov._check import check_scan_cache
 from nsprov._cli import main as cli_main
 from nsprov._config import ScanCacheConfig, config_from_mapping
-from nsprov._dictproto import UserdbKey
 from nsprov._engine import plan
 from nsprov._identity import MailUser
 from nsprov._perms import R_OK, X_OK, FileFacts, Identity, PosixAcl, decide
@@ -33,6 +32,7 @@ from nsprov._scancache import (
     update,
 )
 from nsprov._serve import Resolver
+from nsprov._serve.codec import UserdbKey
 from nsprov.exceptions import ConfigError, UntrustedFileError
 
 from .strategies import file_facts, identities

@@ -185,7 +185,7 @@ def action_last_login(login: Login, config: Config) -> None:
         line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(now))} {login._protocol or '-'} {login.ip or '-'}\n"
         login.as_user("last-login file", lambda: write_file_atomically(path, line))
         return
-    from ._sql import record_login  # noqa: PLC0415
+    from ._sql import record_login  # noqa: PLC0415 - sqlite3/psycopg only for the sql backend
 
     record_login(
         c,
@@ -220,13 +220,13 @@ def action_mail(login: Login, config: Config) -> None:
     m = config.actions.mail
     if m is None:
         return
-    from ._location import MailLocation  # noqa: PLC0415
+    from ._location import MailLocation  # noqa: PLC0415 - only logins with a [mail] action
 
     location = MailLocation.parse(m.location.render(login.template_values()))
     if config.dialect == "2.3":
         login.set_field("mail", location.render())
         return
-    from ._env import location_settings_24  # noqa: PLC0415
+    from ._env import location_settings_24  # noqa: PLC0415 - only [mail] on Dovecot 2.4
 
     for key, value in location_settings_24(location):
         login.set_field(key.lower(), value)

@@ -98,8 +98,8 @@ class Login:
     def mail_user(self) -> MailUser:
         """The identity the mail process will have (uid, gid, groups, home)."""
         if self._mail_user is None:
-            from ._config import IdentityConfig  # noqa: PLC0415
-            from ._identity import mail_user_from_environ  # noqa: PLC0415
+            from ._config import IdentityConfig  # noqa: PLC0415 - only for a Login built without one
+            from ._identity import mail_user_from_environ  # noqa: PLC0415 - as above
 
             ident = self._config.identity if self._config is not None else IdentityConfig()
             self._mail_user = mail_user_from_environ(self._env, ident)
@@ -176,13 +176,13 @@ class Login:
     def add_namespaces(self, config: Config | str | None = None) -> None:
         """Run the namespaces action: discover, export, create index directories as the user."""
         cfg = self._configured(config)
-        from ._engine import ensure_dirs, plan  # noqa: PLC0415
+        from ._engine import ensure_dirs, plan  # noqa: PLC0415 - the scan only for the namespaces action
 
         user = self.mail_user
         debug = user.user in cfg.debug_users
         p = plan(cfg, user, self._env, keep_skipped=debug, breaker=self._breaker)
         if debug:
-            from ._engine import explain_lines  # noqa: PLC0415
+            from ._engine import explain_lines  # noqa: PLC0415 - only for debug_users
 
             self._warnings += [f"debug: {line}" for line in explain_lines(p)]
         self._warnings += p.warnings
@@ -212,7 +212,7 @@ class Login:
         if config is None:
             if self._config is None:
                 from ._config import load_config  # noqa: PLC0415 - only for hooks without --config
-                from ._defaults import DEFAULT_CONFIG_PATH  # noqa: PLC0415
+                from ._defaults import DEFAULT_CONFIG_PATH  # noqa: PLC0415 - as above
 
                 self._config = load_config(DEFAULT_CONFIG_PATH)
             return self._config

@@ -680,7 +680,7 @@ def serve_key(
     stamp: str,
     dovecot: str | None = None,
 ) -> str:
-    """The key ``nsprov serve`` answers for this login (parsed by :func:`nsprov._dictproto.parse_postlogin_key`).
+    """The key ``nsprov serve`` answers for this login (parsed by :func:`nsprov._serve.codec.parse_postlogin_key`).
 
     ``postlogin?v=1&proto=imap&cfg=<path>&stat=<stamp>[&dovecot=2.3]&USER=…&HOME=…``: the
     configuration the login would read (its path and :func:`config_stamp`), the Dovecot

@@ -24,10 +24,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import imaplib
 import os
-import poplib
-import re
 import secrets
 import shutil
 import signal
@@ -38,9 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Self
 
-from .harness import postlogin_services
+from .harness import DovecotInstance, error_lines, postlogin_services
 
 if TYPE_CHECKING:
+    import imaplib
+    import poplib
     from collections.abc import Iterable, Iterator, Mapping, Sequence
     from types import TracebackType
 
@@ -83,10 +82,8 @@ _CHROOT = "/usr/sbin/chroot"
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
 _HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 _CHROOT_CA_BUNDLE = PurePosixPath("/etc/nsprov-host-ca.crt")
-_PROTOCOLS = ("imap", "pop3")
 # Dovecot starts with this environment; the canary must never reach a post-login script.
 _DOVECOT_ENV = {**_ENV, "TZ": "UTC", "NSPT_CANARY": "leaked"}
-_ERROR_RE = re.compile(r"\b(Error|Fatal|Panic):")
 
 
 # --- the root -------------------------------------------------------------------------
@@ -481,7 +478,7 @@ def _accepts(port: int) -> bool:
         return False
 
 
-class Dovecot24:
+class Dovecot24(DovecotInstance):
     """A private Dovecot 2.4 instance inside the root, listening on 127.0.0.1.
 
     ``workdir`` is a directory inside the root (for example from :func:`chroot_tempdir`);
@@ -491,6 +488,9 @@ class Dovecot24:
     (``imap``, ``pop3``) to the program part of ``executable = script-login <part>``;
     the part is split on single spaces by Dovecot, so it may hold ``-d`` and arguments.
     """
+
+    label = "Dovecot 2.4"
+    client_timeout = 30.0
 
     def __init__(
         self,
@@ -506,34 +506,14 @@ class Dovecot24:
             root, reason = chroot24_status()
             if root is None:
                 raise RuntimeError(reason)
-        unknown = set(postlogin or {}) - set(_PROTOCOLS)
-        if unknown:
-            raise ValueError(f"post-login only for {_PROTOCOLS}, not {sorted(unknown)}")
-        if any("\n" in program for program in (postlogin or {}).values()):
-            raise ValueError("a post-login program line cannot contain a newline")
+        super().__init__(
+            postlogin=postlogin, extra_conf=extra_conf, private_separator=private_separator
+        )
         self.root = root
         self.workdir = PurePosixPath(workdir)
         self.users = {user.name: user for user in users}
-        self.postlogin = dict(postlogin or {})
-        self.extra_conf = extra_conf
-        self.private_separator = private_separator
         self.conf_path = self.workdir / "dovecot.conf"
         self.log_path = self.workdir / "dovecot.log"
-        self.imap_port = 0
-        self.pop3_port = 0
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def outside(self, inside: str | PurePosixPath) -> Path:
         """Map a path inside the root to its host path."""
@@ -599,7 +579,7 @@ class Dovecot24:
 
     def start(self) -> None:
         """Write the config and start Dovecot in the foreground; return once both ports accept."""
-        if self._process is not None:
+        if self._proc is not None:
             raise RuntimeError("already started")
         failure = ""
         for _ in range(3):
@@ -607,7 +587,7 @@ class Dovecot24:
             self._write_files()
             self.outside(self.log_path).unlink(missing_ok=True)
             with self.outside(self.workdir / "dovecot.stderr").open("wb") as stderr:
-                self._process = subprocess.Popen(
+                self._proc = subprocess.Popen(
                     [_CHROOT, str(self.root), "/usr/sbin/dovecot", "-F", "-c", str(self.conf_path)],
                     env=_DOVECOT_ENV,
                     stdin=subprocess.DEVNULL,
@@ -615,7 +595,7 @@ class Dovecot24:
                     stderr=stderr,
                 )
             deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and self._process.poll() is None:
+            while time.monotonic() < deadline and self._proc.poll() is None:
                 if _accepts(self.imap_port) and _accepts(self.pop3_port):
                     return
                 time.sleep(0.05)
@@ -628,7 +608,7 @@ class Dovecot24:
 
     def stop(self) -> None:
         """Stop Dovecot (SIGTERM, then SIGKILL after 10 s); safe to call twice."""
-        process, self._process = self._process, None
+        process, self._proc = self._proc, None
         if process is None:
             return
         if process.poll() is None:
@@ -647,14 +627,13 @@ class Dovecot24:
             return ""
         return data[since:].decode("utf-8", errors="replace")
 
-    @property
-    def running(self) -> bool:
-        """Whether the master process is alive."""
-        return self._process is not None and self._process.poll() is None
+    def log_location(self) -> str:
+        """The log file's host path."""
+        return str(self.outside(self.log_path))
 
     def errors(self, since: int = 0) -> list[str]:
         """Log lines at Error, Fatal or Panic level (from the offset ``since``)."""
-        return [line for line in self.log(since).splitlines() if _ERROR_RE.search(line)]
+        return error_lines(self.log(since))
 
     def wait_for_log(self, text: str, *, since: int = 0, timeout: float = 10) -> str:
         """Wait until ``text`` appears in the log after ``since``; return that part of the log.
@@ -684,29 +663,12 @@ class Dovecot24:
     def imap(self, user: ChrootUser | str) -> imaplib.IMAP4:
         """Return an IMAP connection logged in as ``user``."""
         account = self._user(user)
-        client = imaplib.IMAP4("127.0.0.1", self.imap_port, timeout=30)
-        try:
-            client.login(account.name, account.password)
-        except Exception as e:
-            with contextlib.suppress(Exception):
-                client.shutdown()
-            e.add_note(f"Dovecot 2.4 log ({self.outside(self.log_path)}):\n{self.log()}")
-            raise
-        return client
+        return self.login_imap(account.name, account.password)
 
     def pop3(self, user: ChrootUser | str) -> poplib.POP3:
         """Return a POP3 connection logged in as ``user``."""
         account = self._user(user)
-        client = poplib.POP3("127.0.0.1", self.pop3_port, timeout=30)
-        try:
-            client.user(account.name)
-            client.pass_(account.password)
-        except Exception as e:
-            with contextlib.suppress(Exception):
-                client.close()
-            e.add_note(f"Dovecot 2.4 log ({self.outside(self.log_path)}):\n{self.log()}")
-            raise
-        return client
+        return self.login_pop3(account.name, account.password)
 
     def doveadm(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         """Run ``doveadm -c <conf> ARGS`` inside the root and return the finished process."""

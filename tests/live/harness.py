@@ -6,7 +6,9 @@ Three pieces, all cleaned up even when a test fails:
   them again, killing whatever those users still run.
 * :class:`Dovecot` writes a standalone ``dovecot.conf`` into a work directory and runs
   ``dovecot -F`` as a child process on free loopback ports, optionally wiring a post-login
-  program per protocol as described in the Dovecot contract, section 1.
+  program per protocol as described in the Dovecot contract, section 1.  Its base
+  :class:`DovecotInstance` (clients, error lines, life cycle) is shared with the Dovecot 2.4
+  of the chroot (``chroot24.Dovecot24``).
 * Small IMAP helpers (NAMESPACE and LIST parsing, modified UTF-7, quoting) and file helpers
   (:func:`make_maildir`, :func:`write_script`).
 
@@ -346,7 +348,119 @@ class DovecotStartError(RuntimeError):
     """Dovecot did not start listening in time."""
 
 
-class Dovecot:
+class DovecotInstance:
+    """What every live Dovecot shares: 2.3 on the host (:class:`Dovecot`), 2.4 in the chroot.
+
+    A private instance listening on loopback (:data:`HOST`), with an IMAP and a POP3 port,
+    an optional post-login program per protocol (contract section 1), started as a child
+    process by :meth:`start` and stopped by :meth:`stop` (or a ``with`` block).  Subclasses
+    write the config, start and stop the process and read the log; the clients, the error
+    lines and the life cycle are here.
+    """
+
+    #: How a client failure's note names the instance.
+    label = "Dovecot"
+    #: Socket timeout of the IMAP and POP3 clients (seconds).
+    client_timeout = CLIENT_TIMEOUT
+
+    def __init__(
+        self,
+        *,
+        postlogin: Mapping[str, str] | None = None,
+        extra_conf: str = "",
+        private_separator: str = "/",
+    ) -> None:
+        self.postlogin = dict(postlogin or {})
+        if unknown := set(self.postlogin) - set(PROTOCOLS):
+            raise ValueError(f"post-login only for {PROTOCOLS}, not {sorted(unknown)}")
+        if any("\n" in program for program in self.postlogin.values()):
+            raise ValueError("a post-login program line cannot contain a newline")
+        self.extra_conf = extra_conf
+        self.private_separator = private_separator
+        self.imap_port = 0
+        self.pop3_port = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # -- what a subclass provides
+
+    def start(self) -> None:
+        """Write the config and start Dovecot; return once both ports answer."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop Dovecot; safe to call twice."""
+        raise NotImplementedError
+
+    def log(self) -> str:
+        """Everything Dovecot logged so far."""
+        raise NotImplementedError
+
+    def log_location(self) -> str:
+        """Where the log is, as a host path (for the notes of a failed login)."""
+        raise NotImplementedError
+
+    # -- life cycle
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        """Whether the master process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    # -- observation
+
+    def errors(self) -> list[str]:
+        """Log lines at Error, Fatal or Panic level."""
+        return error_lines(self.log())
+
+    # -- clients
+
+    def _note(self, e: Exception) -> None:
+        e.add_note(f"{self.label} log ({self.log_location()}):\n{self.log()}")
+
+    def login_imap(self, name: str, password: str) -> imaplib.IMAP4:
+        """An IMAP client logged in as *name* with LOGIN; raises (the log in a note) on failure."""
+        client = imaplib.IMAP4(HOST, self.imap_port, timeout=self.client_timeout)
+        try:
+            client.login(name, password)
+        except Exception as e:
+            with contextlib.suppress(Exception):
+                client.shutdown()
+            self._note(e)
+            raise
+        return client
+
+    def login_pop3(self, name: str, password: str) -> poplib.POP3:
+        """A POP3 client logged in as *name* with USER/PASS; raises (the log in a note) on failure."""
+        client = poplib.POP3(HOST, self.pop3_port, timeout=self.client_timeout)
+        try:
+            client.user(name)
+            client.pass_(password)
+        except Exception as e:
+            with contextlib.suppress(Exception):
+                client.close()
+            self._note(e)
+            raise
+        return client
+
+
+def error_lines(log: str) -> list[str]:
+    """The lines of a Dovecot *log* at Error, Fatal or Panic level."""
+    return [line for line in log.splitlines() if _ERROR_RE.search(line)]
+
+
+class Dovecot(DovecotInstance):
     """A private Dovecot 2.3 instance on loopback, started in the foreground as a child process."""
 
     def __init__(
@@ -358,22 +472,15 @@ class Dovecot:
         extra_conf: str = "",
         private_separator: str = "/",
     ) -> None:
+        super().__init__(
+            postlogin=postlogin, extra_conf=extra_conf, private_separator=private_separator
+        )
         self.workdir = workdir
         self.users = list(users)
-        self.postlogin = dict(postlogin or {})
-        if unknown := set(self.postlogin) - set(PROTOCOLS):
-            raise ValueError(f"post-login only for {PROTOCOLS}, not {sorted(unknown)}")
-        if any("\n" in program for program in self.postlogin.values()):
-            raise ValueError("a post-login program line cannot contain a newline")
-        self.extra_conf = extra_conf
-        self.private_separator = private_separator
         self.conf_path = workdir / "dovecot.conf"
         self.passwd_path = workdir / "passwd"
         self.log_path = workdir / "log" / "dovecot.log"
         self.output_path = workdir / "log" / "master.out"
-        self.imap_port = 0
-        self.pop3_port = 0
-        self._proc: subprocess.Popen[bytes] | None = None
 
     # -- configuration
 
@@ -441,18 +548,6 @@ class Dovecot:
         return "".join(f"{u.name}:{{PLAIN}}{u.password}\n" for u in self.users)
 
     # -- life cycle
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self, *, attempts: int = 3) -> None:
         """Start Dovecot on fresh ports and wait until both greet; retry if a port was taken."""
@@ -537,11 +632,6 @@ class Dovecot:
             os.killpg(pgid, signal.SIGKILL)
         proc.wait(timeout=10)
 
-    @property
-    def running(self) -> bool:
-        """Whether the master process is alive."""
-        return self._proc is not None and self._proc.poll() is None
-
     # -- observation
 
     def log(self) -> str:
@@ -552,36 +642,19 @@ class Dovecot:
                 parts.append(path.read_bytes().decode("utf-8", "replace"))
         return "".join(parts)
 
-    def errors(self) -> list[str]:
-        """Log lines at Error, Fatal or Panic level."""
-        return [line for line in self.log().splitlines() if _ERROR_RE.search(line)]
+    def log_location(self) -> str:
+        """The log file (its master's output is in ``log/master.out`` beside it)."""
+        return str(self.log_path)
 
     # -- clients
 
     def imap(self, user: User) -> imaplib.IMAP4:
         """An IMAP client logged in as ``user`` with LOGIN; raises on failure."""
-        client = imaplib.IMAP4(HOST, self.imap_port, timeout=CLIENT_TIMEOUT)
-        try:
-            client.login(user.name, user.password)
-        except Exception as e:
-            with contextlib.suppress(Exception):
-                client.shutdown()
-            e.add_note(f"Dovecot log ({self.log_path}):\n{self.log()}")
-            raise
-        return client
+        return self.login_imap(user.name, user.password)
 
     def pop3(self, user: User) -> poplib.POP3:
         """A POP3 client logged in as ``user`` with USER/PASS; raises on failure."""
-        client = poplib.POP3(HOST, self.pop3_port, timeout=CLIENT_TIMEOUT)
-        try:
-            client.user(user.name)
-            client.pass_(user.password)
-        except Exception as e:
-            with contextlib.suppress(Exception):
-                client.close()
-            e.add_note(f"Dovecot log ({self.log_path}):\n{self.log()}")
-            raise
-        return client
+        return self.login_pop3(user.name, user.password)
 
     def doveadm(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run ``doveadm -c <conf> ARGS`` and return the finished process (no check)."""

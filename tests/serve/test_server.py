@@ -281,7 +281,7 @@ class TestImports:
     """``nsprov serve`` stays off the post-login path."""
 
     def test_postlogin_does_not_import_serve(self) -> None:
-        """Importing the post-login modules loads neither _serve, _dictproto nor asyncio."""
+        """Importing the post-login modules loads neither _serve, its codec nor asyncio."""
         code = "import sys, nsprov._main, nsprov._postlogin, nsprov._worker; print(' '.join(sorted(sys.modules)))"
         out = subprocess.run(
             [sys.executable, "-I", "-c", code],
@@ -291,7 +291,7 @@ class TestImports:
             timeout=30,
         ).stdout
 
-        assert set() == {"nsprov._serve", "nsprov._dictproto", "asyncio"} & set(out.split())
+        assert set() == {"nsprov._serve", "nsprov._serve.codec", "asyncio"} & set(out.split())
 
 
 class TestServerCorners:

@@ -20,7 +20,7 @@ _CACHE_VERSION = 1
 def _read_toml(fd: int, s: os.stat_result, path: str) -> dict[str, Any]:
     import tomllib  # noqa: PLC0415 - lazy: only when no cached copy is valid
 
-    from .._trust import MAX_FILE_SIZE, read_fd  # noqa: PLC0415
+    from .._trust import MAX_FILE_SIZE, read_fd  # noqa: PLC0415 - only when a file is read
 
     data = read_fd(fd, s, path=path, what="config file", limit=MAX_FILE_SIZE)
     try:
@@ -30,7 +30,7 @@ def _read_toml(fd: int, s: os.stat_result, path: str) -> dict[str, Any]:
 
 
 def _cache_file(cache_dir: str, path: str) -> str:
-    from .._names import entry_hash  # noqa: PLC0415
+    from .._names import entry_hash  # noqa: PLC0415 - hashlib only for the cache key
 
     return f"{cache_dir}/config-{entry_hash(b'config', os.fsencode(os.path.abspath(path)), 12)}"
 
@@ -53,7 +53,7 @@ def _load_raw(path: str, cache_dir: str | None) -> dict[str, Any]:
     """
     import marshal  # noqa: PLC0415 - builtin, cheap
 
-    from .._trust import open_trusted  # noqa: PLC0415
+    from .._trust import open_trusted  # noqa: PLC0415 - only when a file is read
 
     try:
         # Checked and opened component by component from /, never following a link
@@ -103,7 +103,7 @@ def _cache_dir_fd(cache_dir: str, *, create: bool) -> int | None:
     A cache directory someone else could write is not used at all: its files
     would decide what root reads as the configuration.
     """
-    from .._trust import open_trusted  # noqa: PLC0415
+    from .._trust import open_trusted  # noqa: PLC0415 - only when a file is read
 
     if create:
         try:

@@ -161,7 +161,7 @@ class Config:
     @property
     def output_dialect(self) -> Dialect:
         """The output dialect, with what dovecot.conf lets namespaces inherit."""
-        from .._env import dialect_for  # noqa: PLC0415
+        from .._env import dialect_for  # noqa: PLC0415 - _env (the model) sits above the schema
 
         return dialect_for(self.dialect, inherited_driver=self.global_mail_driver)
 

@@ -1,26 +1,24 @@
+"""``nsprov show``: the dry run's output formats, options and errors."""
+
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from nsprov._cli import main
 
-from .strategies import HOSTILE
+from ..strategies import HOSTILE
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from pathlib import Path
 
 
 @pytest.fixture(name="setup")
-def _setup() -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="nsprov-cli-"))
-    base.chmod(0o755)
+def _setup(base: Path) -> Path:
+    """A spool under the shared ``base`` fixture: sales (0755), secret (0700), pct%u, bad\\xff."""
     spool = base / "spool"
     spool.mkdir(mode=0o755)
     for name, mode in (("sales", 0o755), ("secret", 0o700), ("pct%u", 0o755)):
@@ -31,8 +29,7 @@ def _setup() -> Iterator[Path]:
     (spool / os.fsdecode(b"bad\xff")).mkdir()
     cfg = base / "nsprov.toml"
     cfg.write_text(f'[[spool]]\npath = "{spool}"\nprefix = "Shared/{{name}}/"\n')
-    yield base
-    shutil.rmtree(base)
+    return base
 
 
 def show(setup: Path, *extra: str) -> list[str]:
@@ -176,23 +173,36 @@ class TestShow:
         )
         assert "unknown user" in capsys.readouterr().err
 
-    def test_usage(self, capsys: pytest.CaptureFixture[str]) -> None:
-        """Usage errors exit 2."""
+    @pytest.mark.parametrize(
+        ("option", "message"),
+        [
+            ("--groups=1,x", "expected comma-separated gids, got '1,x'"),
+            ("--deadline=0", "expected seconds > 0, got '0'"),
+            ("--deadline=soon", "expected seconds > 0, got 'soon'"),
+        ],
+    )
+    def test_bad_option_values(
+        self, option: str, message: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A malformed --groups or a --deadline not above 0 is a usage error naming the value."""
         with pytest.raises(SystemExit) as info:
-            main(["show"])
+            main(["show", "--user=root", option])
+
         assert 2 == info.value.code
-        assert 2 == main([])
-        capsys.readouterr()
+        assert message in capsys.readouterr().err
 
-    def test_version(self, capsys: pytest.CaptureFixture[str]) -> None:
-        """--version prints the package version."""
-        assert 0 == main(["--version"])
-        assert capsys.readouterr().out.startswith("nsprov 0.")
+    def test_groups_override(self, setup: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """--groups sets the supplementary gids the verdicts use: a group-only box is served."""
+        secret = setup / "spool" / "secret"
+        os.chown(secret, -1, 4)
+        secret.chmod(0o750)
+        served = []
+        for groups in ("", "4,5,"):
+            assert 0 == main([*show(setup, "--format=json"), f"--groups={groups}"])
+            doc = json.loads(capsys.readouterr().out)
+            served.append("Shared/secret/" in {ns["prefix"] for ns in doc["namespaces"]})
 
-    def test_post_login_dispatch(self, capsys: pytest.CaptureFixture[str]) -> None:
-        """main() hands post-login to the hot-path module."""
-        assert 2 == main(["post-login"], environ={})
-        assert "usage: nsprov post-login" in capsys.readouterr().err
+        assert [False, True] == served
 
 
 def test_virtual_user_note(setup: Path, capsys: pytest.CaptureFixture[str]) -> None:
