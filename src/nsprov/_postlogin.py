@@ -426,15 +426,6 @@ def write_client(data: bytes, *, fd: int = 1, budget: float = 1.0) -> bool:
     return True
 
 
-def _worker(opts: Options, environ: Mapping[str, str]) -> Callable[[int], None]:
-    def work(fd: int) -> None:  # pragma: no cover - runs in the worker
-        from ._worker import run  # noqa: PLC0415
-
-        run(fd, opts, environ)
-
-    return work
-
-
 _COERCED = frozenset({"C.UTF-8", "C.utf8", "UTF-8"})
 
 
@@ -463,10 +454,15 @@ def main(
     *,
     environ: MutableMapping[str, str] | None = None,
     execve: Callable[[str, Sequence[str], Mapping[str, str]], object] = os_execve,
-    worker: Callable[[Options, Mapping[str, str]], Callable[[int], None]] = _worker,
+    worker: Callable[[Options, Mapping[str, str]], Callable[[int], None]] | None = None,
     standalone: bool = False,
 ) -> int:
     """Run the post-login step; returns only when exec failed or the login is denied.
+
+    *worker* makes the work to fork for a login, ``worker(opts, environ)(fd)``
+    (:func:`nsprov._worker.work`): the caller injects it, so that this module
+    imports nothing of nsprov.  Without one, a login the server does not answer
+    goes on with its environment untouched (an internal error, logged).
 
     The status is 0 for a deliberate denial (an action refused the login) and
     non-zero for usage errors, failed execs and errors under ``on_error=deny``.
@@ -507,6 +503,8 @@ def main(
         return 1
     timeout = opts.deadline if opts.deadline is not None else DEFAULT_DEADLINE
     try:
+        if worker is None:
+            raise RuntimeError("no post-login worker given")  # noqa: TRY301 - handled below
         result = run_worker(worker(opts, env), timeout)
     except Exception as e:  # fork or pipe failed: still never break the login
         result = Result()
@@ -908,6 +906,10 @@ def _is_list(key: str) -> bool:
     return len(parts) == 3 and parts[0] == "NAMESPACE" and parts[2] == "MAILBOX"
 
 
-def entrypoint(argv: Sequence[str]) -> NoReturn:
+def entrypoint(
+    argv: Sequence[str],
+    *,
+    worker: Callable[[Options, Mapping[str, str]], Callable[[int], None]] | None = None,
+) -> NoReturn:
     """``nsprov post-login ARGS``: exit only when the login is denied or exec failed."""
-    raise SystemExit(main(argv))
+    raise SystemExit(main(argv, worker=worker))

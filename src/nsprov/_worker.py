@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING
 
 from ._postlogin import (
     T_CLIENT,
@@ -22,17 +21,19 @@ from ._postlogin import (
     T_FAIL,
     T_OK,
     T_POLICY,
-    Options,
+    T_SCAN,
     frame,
     log,
 )
 from ._postlogin import installed_version as installed_version  # noqa: PLC0414 - re-exported (check)
 
+TYPE_CHECKING = False  # not typing's: the parent imports this module to pass work() on
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from ._config import Config
     from ._login import Login
+    from ._postlogin import Options
 
 
 def _send(fd: int, data: bytes) -> None:
@@ -139,7 +140,7 @@ def run(
 
         state_dir = state_dir or spool_state_dir()
         if state_dir is not None:
-            login.breaker = SpoolBreaker(state_dir, lambda data: _send(fd, data))
+            login.breaker = SpoolBreaker(state_dir, lambda data: _send(fd, frame(T_SCAN, data)))
         if (sign := version_signs(environ, config.dialect)) is not None:
             login.warning(sign)
         installed = installed_version(opts.next)
@@ -155,6 +156,19 @@ def run(
         finish(fd, login, errors)
     except Exception as e:
         _send(fd, _failure(e))
+
+
+def work(opts: Options, environ: Mapping[str, str]) -> Callable[[int], None]:
+    """The worker :func:`nsprov._postlogin.main` forks: :func:`run` on the frame pipe it is given.
+
+    The post-login parent does not import this module: its caller (``nsprov``'s
+    dispatch) passes this function in, so the parent stays standard library only.
+    """
+
+    def child(fd: int) -> None:  # pragma: no cover - runs in the forked worker
+        run(fd, opts, environ)
+
+    return child
 
 
 def run_hook(
