@@ -944,3 +944,36 @@ class TestInjectedWorker:
 
         assert [(NEXT[0], NEXT, env)] == ex.calls
         assert "cannot read" in capfd.readouterr().err
+
+
+class TestErrors:
+    """The post-login parent's UsageError and the scanner's SpoolError are under NsprovError."""
+
+    def test_usage_error_mapped(self) -> None:
+        """nsprov.exceptions.UsageError is an NsprovError and the parent's UsageError."""
+        from nsprov import exceptions
+
+        assert (True, True, True) == (
+            issubclass(exceptions.UsageError, exceptions.NsprovError),
+            issubclass(exceptions.UsageError, UsageError),
+            "UsageError" in exceptions.__all__,
+        )
+
+    def test_parse_args_raises_the_public_error(self) -> None:
+        """Given error=, parse_args raises nsprov.exceptions.UsageError, an NsprovError."""
+        from nsprov import exceptions
+
+        with pytest.raises(exceptions.NsprovError, match="no next program") as info:
+            parse_args(["--config=/c"], error=exceptions.UsageError)
+
+        assert exceptions.UsageError is type(info.value)
+
+    def test_spool_error_moved(self) -> None:
+        """SpoolError lives in nsprov.exceptions and stays importable from nsprov._scan."""
+        from nsprov import _scan, exceptions
+
+        assert (True, True, True) == (
+            _scan.SpoolError is exceptions.SpoolError,
+            issubclass(exceptions.SpoolError, exceptions.NsprovError),
+            "SpoolError" in exceptions.__all__,
+        )

@@ -84,7 +84,11 @@ class Options:
 
 
 class UsageError(Exception):
-    """The script-login line is malformed."""
+    """The script-login line is malformed.
+
+    Outside nsprov's error hierarchy, as this module imports no nsprov module;
+    ``nsprov.exceptions.UsageError`` is its subclass under ``NsprovError``.
+    """
 
 
 def escape(text: str) -> str:
@@ -131,7 +135,12 @@ def log(message: str) -> None:
 _VALUED = frozenset({"config", "protocol", "on-error", "deadline", "serve", "serve-timeout"})
 
 
-def parse_args(argv: Sequence[str], *, unknown: list[str] | None = None) -> Options | None:
+def parse_args(
+    argv: Sequence[str],
+    *,
+    unknown: list[str] | None = None,
+    error: type[UsageError] | None = None,
+) -> Options | None:
     """Parse ``[OPTIONS] NEXT [ARGS...]``; None means ``--help``.
 
     Leading ``--`` tokens belong to nsprov; ``--`` ends them; the first other
@@ -141,8 +150,11 @@ def parse_args(argv: Sequence[str], *, unknown: list[str] | None = None) -> Opti
     value is not an error either: the option keeps its default and the
     problem goes to :attr:`Options.bad`, for :func:`main` to log (or to deny
     the login under ``--on-error=deny``).  Only a line without NEXT raises
-    :class:`UsageError`: there is nothing to exec.
+    :class:`UsageError` (or *error*, a subclass such as
+    ``nsprov.exceptions.UsageError``, which is also an ``NsprovError``): there is
+    nothing to exec.
     """
+    error = error or UsageError
     opts = Options()
     i = 0
     while i < len(argv):
@@ -157,7 +169,7 @@ def parse_args(argv: Sequence[str], *, unknown: list[str] | None = None) -> Opti
             return None
         if name in _VALUED and not eq:
             if i + 1 >= len(argv):
-                raise UsageError(f"--{name} needs a value")
+                raise error(f"--{name} needs a value")
             value = argv[i + 1]
             i += 1
         if name in _VALUED:
@@ -171,7 +183,7 @@ def parse_args(argv: Sequence[str], *, unknown: list[str] | None = None) -> Opti
         i += 1
     opts.next = list(argv[i:])
     if not opts.next:
-        raise UsageError("no next program: Dovecot's script-login appends the rest of the chain")
+        raise error("no next program: Dovecot's script-login appends the rest of the chain")
     return opts
 
 

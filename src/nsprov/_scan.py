@@ -56,6 +56,7 @@ from ._model import Namespace, has_control
 from ._names import entry_id
 from ._perms import R_OK, X_OK, FileFacts, decide
 from .exceptions import InvalidLocationError, InvalidNamespaceError, NsprovError
+from .exceptions import SpoolError as SpoolError  # noqa: PLC0414 - re-exported (it lived here)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -81,10 +82,6 @@ Reason = Literal[
 ]
 REASONS: tuple[str, ...] = Reason.__args__  # type: ignore[attr-defined]
 _RX = R_OK | X_OK
-
-
-class SpoolError(NsprovError, OSError):
-    """A configured spool cannot be scanned at all (missing, not a directory, unreadable)."""
 
 
 def display(raw: bytes) -> str:
