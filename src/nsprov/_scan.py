@@ -367,6 +367,105 @@ def _is_mbox(fs: Fs, path: bytes) -> bool:
     return text is not None and text.startswith("From ")
 
 
+class _Skip(Exception):  # noqa: N818 - not an error: an entry's verdict
+    """An entry is not served: its reason code and detail (raised by the helpers of :func:`scan_spool`)."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(reason, detail)
+        self.reason: Reason = reason
+        self.detail = detail
+
+
+def _spool_names(
+    fs: Fs, spool: SpoolConfig, ident: Identity, scan_cache: ScanCacheConfig | None
+) -> tuple[bytes, Iterable[bytes]]:
+    """The spool's real path and the names to look at: the cache's candidates, or all, sorted.
+
+    Raises:
+        SpoolError: The spool cannot be resolved or listed.
+    """
+    try:
+        real = fs.realpath(spool.path_bytes)
+        names: Iterable[bytes] | None = None
+        if scan_cache is not None:
+            from ._scancache import candidates  # noqa: PLC0415 - only when configured
+
+            names = candidates(scan_cache, spool, real, ident, fs)
+        if names is None:
+            names = sorted(fs.listdir(real))
+    except OSError as e:
+        raise SpoolError(f"spool {spool.path}: {e.strerror or e}") from None
+    return real, names
+
+
+def _follow_link(
+    fs: Fs, spool: SpoolConfig, real: bytes, path: bytes, ident: Identity
+) -> tuple[bytes, os.stat_result, FileFacts]:
+    """The target of the symbolic link *path*, its stat and facts, if it may be served.
+
+    Raises:
+        _Skip: Links are not followed, or this one leads outside the spool, nowhere,
+            or through a directory *ident* may not search.
+    """
+    if spool.symlinks == "skip":
+        raise _Skip("symlink", 'symbolic links are not followed (symlinks = "skip")')
+    target = fs.realpath(path)
+    if not target.startswith(real + b"/") or target == real:
+        raise _Skip("symlink", "target is outside the spool")
+    try:
+        s, facts = fs.facts(target)
+    except FileNotFoundError:
+        raise _Skip("symlink", "dangling link") from None
+    why = _searchable(fs, _components(target)[len(_components(real)) : -1], ident)
+    if why is not None:
+        raise _Skip("no-access", f"link target not reachable: {why}")
+    return target, s, facts
+
+
+def _dir_verdict(
+    fs: Fs, real: bytes, prefix: bytes, path: bytes, facts: FileFacts, ident: Identity
+) -> tuple[Reason, str] | None:
+    """The path-based checks of a directory entry, then what one descriptor walk saw."""
+    verdict = _classify_dir(fs, path, facts, ident)
+    if verdict is None and fs.anchored is not None:
+        # The path-based checks may each have seen another inode (an entry swapped
+        # between two calls): only what one descriptor walk saw decides.
+        parts = path[len(prefix) :].split(b"/")
+        try:
+            verdict = anchored_verdict(fs.anchored(real, parts), len(parts), ident)
+        except OSError as e:
+            verdict = "no-access", f"cannot be checked by descriptor ({e.strerror or e})"
+    return verdict
+
+
+def _admit(
+    builder: _Builder,
+    raw: bytes,
+    name: str,
+    path: bytes,
+    taken_names: set[str],
+    taken_prefixes: set[str],
+) -> Served:
+    """The servable entry as a namespace, its name and prefix taken.
+
+    Raises:
+        _Skip: The namespace is invalid, or its name or prefix is taken.
+    """
+    try:
+        namespace = builder.build(raw, name, os.fsdecode(path))
+    except (InvalidNamespaceError, InvalidLocationError) as e:
+        raise _Skip("unservable-name", str(e)) from None
+    if namespace.name in taken_names:
+        raise _Skip(
+            "name-collision", f"namespace name {namespace.name} is taken by an earlier entry"
+        )
+    if namespace.prefix in taken_prefixes:
+        raise _Skip("duplicate-prefix", f"prefix {namespace.prefix!r} is taken")
+    taken_names.add(namespace.name)
+    taken_prefixes.add(namespace.prefix)
+    return Served(builder.spool.path, raw, os.fsdecode(path), namespace)
+
+
 def scan_spool(
     spool: SpoolConfig,
     user: MailUser,
@@ -392,18 +491,7 @@ def scan_spool(
     *warnings*: the spool is scanned without it.
     """
     ident = user.identity
-    spool_b = spool.path_bytes
-    try:
-        real = fs.realpath(spool_b)
-        names: Iterable[bytes] | None = None
-        if scan_cache is not None:
-            from ._scancache import candidates  # noqa: PLC0415 - only when configured
-
-            names = candidates(scan_cache, spool, real, ident, fs)
-        if names is None:
-            names = sorted(fs.listdir(real))
-    except OSError as e:
-        raise SpoolError(f"spool {spool.path}: {e.strerror or e}") from None
+    real, names = _spool_names(fs, spool, ident, scan_cache)
     why = _searchable(fs, _components(real), ident)
     if why is not None:
         skipped.append(Skipped(spool.path, b"", "no-access", f"spool not reachable: {why}"))
@@ -417,7 +505,8 @@ def scan_spool(
             skipped.append(Skipped(spool.path, raw, reason, detail))
 
     # The loop below runs once per spool entry: on a large spool, most entries are ones
-    # the user may not read, so that case is kept to the system calls and one decide().
+    # the user may not read, so that case is kept to the system calls and one decide(),
+    # inline; the helpers run only for links and for entries the user may read.
     facts_of, prefix = fs.facts, real + b"/"
     for raw in names:
         if raw.startswith(b"."):
@@ -444,23 +533,11 @@ def scan_spool(
         except FileNotFoundError:
             continue  # removed while we looked
         if st.S_ISLNK(s.st_mode):
-            if spool.symlinks == "skip":
-                skip(raw, "symlink", 'symbolic links are not followed (symlinks = "skip")')
-                continue
-            target = fs.realpath(path)
-            if not target.startswith(real + b"/") or target == real:
-                skip(raw, "symlink", "target is outside the spool")
-                continue
             try:
-                s, facts = fs.facts(target)
-            except FileNotFoundError:
-                skip(raw, "symlink", "dangling link")
+                path, s, facts = _follow_link(fs, spool, real, path, ident)
+            except _Skip as e:
+                skip(raw, e.reason, e.detail)
                 continue
-            why = _searchable(fs, _components(target)[len(_components(real)) : -1], ident)
-            if why is not None:
-                skip(raw, "no-access", f"link target not reachable: {why}")
-                continue
-            path = target
         if not st.S_ISDIR(s.st_mode):
             if st.S_ISREG(s.st_mode) and _is_mbox(fs, path):
                 skip(raw, "unsupported-format", "an mbox file; only maildir is served")
@@ -475,36 +552,15 @@ def scan_spool(
             if excluded is not None:
                 skip(raw, "excluded", excluded)
                 continue
-        verdict = _classify_dir(fs, path, facts, ident)
-        if verdict is None and fs.anchored is not None:
-            # The path-based checks above may each have seen another inode (an entry swapped
-            # between two calls): only what one descriptor walk saw decides.
-            parts = path[len(prefix) :].split(b"/")
-            try:
-                verdict = anchored_verdict(fs.anchored(real, parts), len(parts), ident)
-            except OSError as e:
-                verdict = "no-access", f"cannot be checked by descriptor ({e.strerror or e})"
+        verdict = _dir_verdict(fs, real, prefix, path, facts, ident)
         if verdict is not None:
             skip(raw, *verdict)
             continue
         try:
-            namespace = builder.build(raw, name, os.fsdecode(path))
-        except (InvalidNamespaceError, InvalidLocationError) as e:
-            skip(raw, "unservable-name", str(e))
+            served.append(_admit(builder, raw, name, path, taken_names, taken_prefixes))
+        except _Skip as e:
+            skip(raw, e.reason, e.detail)
             continue
-        if namespace.name in taken_names:
-            skip(
-                raw,
-                "name-collision",
-                f"namespace name {namespace.name} is taken by an earlier entry",
-            )
-            continue
-        if namespace.prefix in taken_prefixes:
-            skip(raw, "duplicate-prefix", f"prefix {namespace.prefix!r} is taken")
-            continue
-        taken_names.add(namespace.name)
-        taken_prefixes.add(namespace.prefix)
-        served.append(Served(spool.path, raw, os.fsdecode(path), namespace))
         if stop_after is not None and len(served) > stop_after:
             return True
     return False
