@@ -933,6 +933,20 @@ class TestInjectedWorker:
 
         assert (T_FAIL, True) == (tag, b"cannot read" in payload)
 
+    def test_parent_does_not_load_the_worker(self) -> None:
+        """Making the command's worker loads nsprov._worker only in the forked child."""
+        import subprocess
+
+        code = (
+            "import sys; from nsprov._main import _worker; from nsprov._postlogin import Options; "
+            "_worker(Options(), {}); print('nsprov._worker' in sys.modules)"
+        )
+        out = subprocess.run(
+            [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
+        )
+
+        assert "False\n" == out.stdout
+
     def test_cli_dispatch_injects_the_worker(self, capfd: pytest.CaptureFixture[str]) -> None:
         """nsprov.main(["post-login", ...]) forks the real worker: its failure is logged."""
         from nsprov._cli import main as cli_main

@@ -22,13 +22,18 @@ if TYPE_CHECKING:
 
 
 def _worker(opts: Options, environ: Mapping[str, str]) -> Callable[[int], None]:
-    """The post-login worker (:func:`nsprov._worker.work`), injected into :mod:`nsprov._postlogin`.
+    """The post-login worker (:func:`nsprov._worker.run`), injected into :mod:`nsprov._postlogin`.
 
-    Imported only when a worker is forked: a login ``nsprov serve`` answers never loads it.
+    :mod:`nsprov._worker` is imported in the forked worker, as before the
+    injection: the parent never loads it, and a login ``nsprov serve`` answers forks none.
     """
-    from ._worker import work  # noqa: PLC0415 - only for a login the server did not answer
 
-    return work(opts, environ)
+    def work(fd: int) -> None:
+        from ._worker import run  # noqa: PLC0415 - in the worker: the parent stays light
+
+        run(fd, opts, environ)
+
+    return work
 
 
 def entrypoint() -> NoReturn:
