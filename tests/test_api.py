@@ -192,20 +192,13 @@ ERRORS = [
     "InvalidTemplateError",
     "ProtocolError",
     "SocketInUseError",
+    "SpoolError",
     "UntrustedFileError",
+    "UsageError",
 ]
-#: Errors that still live elsewhere on this branch; the wing refactor moves them.
-MOVING = ["SpoolError", "UsageError"]
 
 
-@pytest.mark.parametrize(
-    "name",
-    ERRORS
-    + [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="moved by the wing refactor"))
-        for n in MOVING
-    ],
-)
+@pytest.mark.parametrize("name", ERRORS)
 def test_error_in_exceptions(name: str) -> None:
     """The error is importable from nsprov.exceptions, listed in its __all__, and an NsprovError."""
     error = getattr(nsprov.exceptions, name)
@@ -216,18 +209,18 @@ def test_error_in_exceptions(name: str) -> None:
 
 
 def test_every_exported_error_is_listed() -> None:
-    """nsprov.exceptions exports exactly the base class, the listed errors and the moving ones."""
+    """nsprov.exceptions exports exactly the base class and the listed errors."""
     exported = set(nsprov.exceptions.__all__) - {"NsprovError"}
 
-    assert set() == exported - set(ERRORS) - set(MOVING)
+    assert set() == exported - set(ERRORS)
     assert sorted(nsprov.exceptions.__all__) == nsprov.exceptions.__all__
 
 
 def test_public_errors_are_the_exceptions_modules() -> None:
-    """An error the package exports at the top level is the one nsprov.exceptions holds (once moved)."""
+    """An error the package exports at the top level is the one nsprov.exceptions holds."""
     for name in nsprov.__all__:
         obj = getattr(nsprov, name)
-        if isinstance(obj, type) and issubclass(obj, BaseException) and name not in MOVING:
+        if isinstance(obj, type) and issubclass(obj, BaseException):
             assert obj is getattr(nsprov.exceptions, name)
 
 

@@ -662,7 +662,7 @@ def test_server_identity_is_the_in_process_identity(base: Path) -> None:
         )
         login = Login(env, protocol="imap", config=config)
         errors = run_actions(login, config)
-        in_process = {**env, **login.changes()}
+        in_process = {**env, **login._changes()}
         key = parse_postlogin_key(serve_key("imap", env, config="/c.toml", stamp=stamp))
         assert key is not None
         out = Resolver().compute(config, 0, key, 0.0, stamp)

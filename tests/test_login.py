@@ -80,28 +80,13 @@ def documented_members() -> frozenset[str]:
 class TestLoginSurface:
     """Only the documented members of Login are public (docs/hooks.md lists them)."""
 
-    #: Old names kept for other wings' code (the worker) until the merge; they go then.
-    COMPAT = frozenset(
-        [
-            "config",
-            "deadline_at",
-            "breaker",
-            "denied",
-            "warnings",
-            "client",
-            "warning",
-            "deny_line",
-            "changes",
-        ]
-    )
-
     def test_public_members(self) -> None:
-        """Every public member is documented (or one of the compatibility names), and vice versa."""
+        """Every public member is documented, and vice versa."""
         documented = documented_members()
         public = {n for n in dir(login()) if not n.startswith("_")}
 
         assert "add_namespaces" in documented
-        assert set() == public - documented - self.COMPAT
+        assert set() == public - documented
         assert set() == documented - public
 
     def test_state_is_private(self) -> None:

@@ -875,3 +875,119 @@ class TestEscape:
 
         assert line.endswith("\n")
         assert printable(line[:-1])
+
+
+def _nsprov_imports(module: str) -> list[str]:
+    """Every import of nsprov in *module*'s source, at any depth (function level too)."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    assert spec is not None
+    assert spec.origin is not None
+    tree = ast.parse(Path(spec.origin).read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (
+            node.level or (node.module or "").split(".")[0] == "nsprov"
+        ):
+            found.append("." * node.level + (node.module or ""))
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.split(".")[0] == "nsprov"]
+    return found
+
+
+class TestInjectedWorker:
+    """The post-login parent imports no nsprov module: its caller injects the worker."""
+
+    @pytest.mark.parametrize(
+        ("module", "expected"), [("nsprov._postlogin", []), ("nsprov._breaker", ["._trust"])]
+    )
+    def test_nsprov_imports(self, module: str, expected: list[str]) -> None:
+        """The parent imports no nsprov module, the breaker only the trust rule (no circle)."""
+        imports = _nsprov_imports(module)
+
+        assert expected == imports
+
+    def test_no_worker_fails_open(self, capfd: pytest.CaptureFixture[str]) -> None:
+        """Without an injected worker the login goes on with its environment untouched."""
+        ex = Exec()
+        env = {"USER": "alice", "USERDB_KEYS": ""}
+
+        main(NEXT, environ=dict(env), execve=ex)
+
+        assert [(NEXT[0], NEXT, env)] == ex.calls
+        assert (
+            "nsprov: user alice: internal error: no post-login worker given; "
+            "continuing with the environment untouched\n"
+        ) == capfd.readouterr().err
+
+    def test_command_injects_the_worker(self) -> None:
+        """The nsprov command's worker runs nsprov._worker.run: a missing config is its failure."""
+        from nsprov._main import _worker
+
+        opts = Options()
+        opts.config = "/nonexistent/nsprov.toml"
+
+        [(tag, payload)] = collect_frames(_worker(opts, {"USER": "a"}))
+
+        assert (T_FAIL, True) == (tag, b"cannot read" in payload)
+
+    def test_parent_does_not_load_the_worker(self) -> None:
+        """Making the command's worker loads nsprov._worker only in the forked child."""
+        import subprocess
+
+        code = (
+            "import sys; from nsprov._main import _worker; from nsprov._postlogin import Options; "
+            "_worker(Options(), {}); print('nsprov._worker' in sys.modules)"
+        )
+        out = subprocess.run(
+            [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
+        )
+
+        assert "False\n" == out.stdout
+
+    def test_cli_dispatch_injects_the_worker(self, capfd: pytest.CaptureFixture[str]) -> None:
+        """nsprov.main(["post-login", ...]) forks the real worker: its failure is logged."""
+        from nsprov._cli import main as cli_main
+
+        ex = Exec()
+        env = {"USER": "alice", "USERDB_KEYS": ""}
+
+        cli_main(["post-login", "--config=/nonexistent/nsprov.toml", *NEXT], environ=env, execve=ex)
+
+        assert [(NEXT[0], NEXT, env)] == ex.calls
+        assert "cannot read" in capfd.readouterr().err
+
+
+class TestErrors:
+    """The post-login parent's UsageError and the scanner's SpoolError are under NsprovError."""
+
+    def test_usage_error_mapped(self) -> None:
+        """nsprov.exceptions.UsageError is an NsprovError and the parent's UsageError."""
+        from nsprov import exceptions
+
+        assert (True, True, True) == (
+            issubclass(exceptions.UsageError, exceptions.NsprovError),
+            issubclass(exceptions.UsageError, UsageError),
+            "UsageError" in exceptions.__all__,
+        )
+
+    def test_parse_args_raises_the_public_error(self) -> None:
+        """Given error=, parse_args raises nsprov.exceptions.UsageError, an NsprovError."""
+        from nsprov import exceptions
+
+        with pytest.raises(exceptions.NsprovError, match="no next program") as info:
+            parse_args(["--config=/c"], error=exceptions.UsageError)
+
+        assert exceptions.UsageError is type(info.value)
+
+    def test_spool_error_moved(self) -> None:
+        """SpoolError lives in nsprov.exceptions and stays importable from nsprov._scan."""
+        from nsprov import _scan, exceptions
+
+        assert (True, True, True) == (
+            _scan.SpoolError is exceptions.SpoolError,
+            issubclass(exceptions.SpoolError, exceptions.NsprovError),
+            "SpoolError" in exceptions.__all__,
+        )

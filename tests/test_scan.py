@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nsprov import _fs as fs_module
 from nsprov import _perms as perms_module
-from nsprov import _scan as scan_module
 from nsprov._config import config_from_mapping
 from nsprov._engine import plan
 from nsprov._env import from_environ
@@ -662,6 +662,6 @@ class TestSwappedEntry:
                 raise FileNotFoundError(path)
             return real_read_acl(path, **kw)
 
-        monkeypatch.setattr(scan_module, "read_acl", no_proc)
+        monkeypatch.setattr(fs_module, "read_acl", no_proc)
 
         assert ["box"] == [s.entry for s in discover(config(spool), OTHER).served]

@@ -17,9 +17,9 @@ from nsprov._check import check_scan_cache
 from nsprov._cli import main as cli_main
 from nsprov._config import ScanCacheConfig, config_from_mapping
 from nsprov._engine import plan
+from nsprov._fs import DEFAULT_FS, Fs
 from nsprov._identity import MailUser
 from nsprov._perms import R_OK, X_OK, FileFacts, Identity, PosixAcl, decide
-from nsprov._scan import DEFAULT_FS, Fs
 from nsprov._scancache import (
     OTHER,
     RACY_NS,

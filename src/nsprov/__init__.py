@@ -35,15 +35,17 @@ if TYPE_CHECKING:
     )
     from ._engine import Plan, plan
     from ._env import V23, V24, Dialect, EnvLimits, fit_environ, from_environ, to_environ
+    from ._fs import Fs
     from ._hook import run_hook
     from ._identity import MailUser, mail_user_from_environ, mail_user_from_nss
     from ._location import MailLocation
-    from ._login import Denied, Login
+    from ._login import Login
     from ._model import ListMode, Namespace, NamespaceType, check_namespaces, namespace_problems
     from ._perms import Decision, FileFacts, Identity, PosixAcl, decide
     from ._reply import ReplyBudget, reply_budget
-    from ._scan import Discovery, Fs, Reason, Served, Skipped, discover
+    from ._scan import Discovery, Reason, Served, Skipped, discover
     from ._template import Template
+    from .exceptions import Denied
 
 _LOCATIONS = {
     "AclGroupsConfig": "_config.actionconf",
@@ -77,7 +79,7 @@ _LOCATIONS = {
     "mail_user_from_environ": "_identity",
     "mail_user_from_nss": "_identity",
     "MailLocation": "_location",
-    "Denied": "_login",
+    "Denied": "exceptions",
     "Login": "_login",
     "ListMode": "_model",
     "Namespace": "_model",
@@ -90,7 +92,7 @@ _LOCATIONS = {
     "PosixAcl": "_perms",
     "decide": "_perms",
     "Discovery": "_scan",
-    "Fs": "_scan",
+    "Fs": "_fs",
     "Reason": "_scan",
     "Served": "_scan",
     "Skipped": "_scan",

@@ -204,7 +204,7 @@ def write_file_atomically(path: str, text: str) -> None:
     through it; the temporary file is created with O_EXCL and O_NOFOLLOW, written
     in full (a write may be short) and removed if anything fails.
     """
-    from ._config import write_private  # noqa: PLC0415 - only for the file backend, as the user
+    from ._fs import write_private  # noqa: PLC0415 - only for the file backend, as the user
 
     directory = os.path.dirname(path)
     old = os.umask(0o077)

@@ -6,7 +6,8 @@ the post-login deadline lets the login go on, but the worker stays, in state
 ``D``, about 14 MiB each.  Without a breaker every login of an outage adds one.
 
 So the worker takes a shared ``flock`` on ``<dir>/<key>.lock`` while it scans a
-spool, and tells its parent which spool it is in (a ``T_SCAN`` frame).  When the
+spool, and tells its parent which spool it is in (through the callback it was
+given: the worker sends the parent a ``T_SCAN`` frame).  When the
 deadline cuts the scan, the parent touches ``<key>.cut`` (it never touches the
 spool itself).  A later login, finding that marker:
 
@@ -27,8 +28,6 @@ import fcntl
 import hashlib
 import os
 import time
-
-from ._postlogin import T_SCAN, frame
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -53,7 +52,12 @@ def spool_key(path: str) -> str:
 
 
 class SpoolBreaker:
-    """The worker's side: :meth:`enter` before scanning a spool, :meth:`leave` after."""
+    """The worker's side: :meth:`enter` before scanning a spool, :meth:`leave` after.
+
+    *send* tells the parent which spool is being scanned: ``marker base NUL
+    spool path`` when a scan begins, empty bytes when it ends (the worker
+    wraps that in a ``T_SCAN`` frame).
+    """
 
     def __init__(
         self,
@@ -115,7 +119,7 @@ class SpoolBreaker:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)  # exclusive holders only probe, never wait
             base = os.path.join(self.directory, key).encode()
-            self.send(frame(T_SCAN, base + b"\0" + path.encode("utf-8", "surrogateescape")))
+            self.send(base + b"\0" + path.encode("utf-8", "surrogateescape"))
         except BaseException:
             os.close(fd)
             raise
@@ -126,7 +130,7 @@ class SpoolBreaker:
         """The scan of *path* returned: release its lock (and clear a marker it was probing)."""
         fd, probing = self._held.pop(path)
         try:
-            self.send(frame(T_SCAN, b""))
+            self.send(b"")
             if probing:
                 try:
                     os.unlink(f"{spool_key(path)}.cut", dir_fd=self._dir())

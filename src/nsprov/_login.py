@@ -237,54 +237,6 @@ class Login:
                 errors.append(f"{what}: {describe_error(e)}")
         return errors
 
-    # -- the old public names, for code of other wings (the worker, some tests) until it uses
-    # the private ones; undocumented, not part of the API, to be removed after the merge.
-
-    @property
-    def config(self) -> Config | None:
-        return self._config
-
-    @config.setter
-    def config(self, value: Config | None) -> None:
-        self._config = value
-
-    @property
-    def deadline_at(self) -> float | None:
-        return self._deadline_at
-
-    @deadline_at.setter
-    def deadline_at(self, value: float | None) -> None:
-        self._deadline_at = value
-
-    @property
-    def breaker(self) -> SpoolBreaker | None:
-        return self._breaker
-
-    @breaker.setter
-    def breaker(self, value: SpoolBreaker | None) -> None:
-        self._breaker = value
-
-    @property
-    def denied(self) -> str | None:
-        return self._denied
-
-    @property
-    def warnings(self) -> list[str]:
-        return self._warnings
-
-    @property
-    def client(self) -> list[bytes]:
-        return self._client
-
-    def warning(self, message: str) -> None:
-        self._warning(message)
-
-    def deny_line(self) -> bytes | None:
-        return self._deny_line()
-
-    def changes(self) -> dict[str, str]:
-        return self._changes()
-
 
 def _field_key(name: str) -> str:
     if not name or any(c.isspace() or c == "=" for c in name):

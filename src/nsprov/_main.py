@@ -15,16 +15,34 @@ import sys
 
 TYPE_CHECKING = False  # not typing's: see nsprov/__init__.py
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
     from typing import NoReturn
+
+    from ._postlogin import Options
+
+
+def _worker(opts: Options, environ: Mapping[str, str]) -> Callable[[int], None]:
+    """The post-login worker (:func:`nsprov._worker.run`), injected into :mod:`nsprov._postlogin`.
+
+    :mod:`nsprov._worker` is imported in the forked worker, as before the
+    injection: the parent never loads it, and a login ``nsprov serve`` answers forks none.
+    """
+
+    def work(fd: int) -> None:
+        from ._worker import run  # noqa: PLC0415 - in the worker: the parent stays light
+
+        run(fd, opts, environ)
+
+    return work
 
 
 def entrypoint() -> NoReturn:
     """Console-script entry point."""
     argv = sys.argv[1:]
     if argv and argv[0] == "post-login":
-        from ._postlogin import entrypoint as post_login  # noqa: PLC0415
+        from ._postlogin import entrypoint as post_login  # noqa: PLC0415 - the hot path first
 
-        post_login(argv[1:])
+        post_login(argv[1:], worker=_worker)
     from ._cli import main  # noqa: PLC0415
 
     raise SystemExit(main(argv))

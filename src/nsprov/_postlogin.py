@@ -84,7 +84,11 @@ class Options:
 
 
 class UsageError(Exception):
-    """The script-login line is malformed."""
+    """The script-login line is malformed.
+
+    Outside nsprov's error hierarchy, as this module imports no nsprov module;
+    ``nsprov.exceptions.UsageError`` is its subclass under ``NsprovError``.
+    """
 
 
 def escape(text: str) -> str:
@@ -131,7 +135,12 @@ def log(message: str) -> None:
 _VALUED = frozenset({"config", "protocol", "on-error", "deadline", "serve", "serve-timeout"})
 
 
-def parse_args(argv: Sequence[str], *, unknown: list[str] | None = None) -> Options | None:
+def parse_args(
+    argv: Sequence[str],
+    *,
+    unknown: list[str] | None = None,
+    error: type[UsageError] | None = None,
+) -> Options | None:
     """Parse ``[OPTIONS] NEXT [ARGS...]``; None means ``--help``.
 
     Leading ``--`` tokens belong to nsprov; ``--`` ends them; the first other
@@ -141,8 +150,11 @@ def parse_args(argv: Sequence[str], *, unknown: list[str] | None = None) -> Opti
     value is not an error either: the option keeps its default and the
     problem goes to :attr:`Options.bad`, for :func:`main` to log (or to deny
     the login under ``--on-error=deny``).  Only a line without NEXT raises
-    :class:`UsageError`: there is nothing to exec.
+    :class:`UsageError` (or *error*, a subclass such as
+    ``nsprov.exceptions.UsageError``, which is also an ``NsprovError``): there is
+    nothing to exec.
     """
+    error = error or UsageError
     opts = Options()
     i = 0
     while i < len(argv):
@@ -157,7 +169,7 @@ def parse_args(argv: Sequence[str], *, unknown: list[str] | None = None) -> Opti
             return None
         if name in _VALUED and not eq:
             if i + 1 >= len(argv):
-                raise UsageError(f"--{name} needs a value")
+                raise error(f"--{name} needs a value")
             value = argv[i + 1]
             i += 1
         if name in _VALUED:
@@ -171,7 +183,7 @@ def parse_args(argv: Sequence[str], *, unknown: list[str] | None = None) -> Opti
         i += 1
     opts.next = list(argv[i:])
     if not opts.next:
-        raise UsageError("no next program: Dovecot's script-login appends the rest of the chain")
+        raise error("no next program: Dovecot's script-login appends the rest of the chain")
     return opts
 
 
@@ -426,15 +438,6 @@ def write_client(data: bytes, *, fd: int = 1, budget: float = 1.0) -> bool:
     return True
 
 
-def _worker(opts: Options, environ: Mapping[str, str]) -> Callable[[int], None]:
-    def work(fd: int) -> None:  # pragma: no cover - runs in the worker
-        from ._worker import run  # noqa: PLC0415
-
-        run(fd, opts, environ)
-
-    return work
-
-
 _COERCED = frozenset({"C.UTF-8", "C.utf8", "UTF-8"})
 
 
@@ -463,10 +466,15 @@ def main(
     *,
     environ: MutableMapping[str, str] | None = None,
     execve: Callable[[str, Sequence[str], Mapping[str, str]], object] = os_execve,
-    worker: Callable[[Options, Mapping[str, str]], Callable[[int], None]] = _worker,
+    worker: Callable[[Options, Mapping[str, str]], Callable[[int], None]] | None = None,
     standalone: bool = False,
 ) -> int:
     """Run the post-login step; returns only when exec failed or the login is denied.
+
+    *worker* makes the work to fork for a login, ``worker(opts, environ)(fd)``
+    (:func:`nsprov._worker.work`): the caller injects it, so that this module
+    imports nothing of nsprov.  Without one, a login the server does not answer
+    goes on with its environment untouched (an internal error, logged).
 
     The status is 0 for a deliberate denial (an action refused the login) and
     non-zero for usage errors, failed execs and errors under ``on_error=deny``.
@@ -507,6 +515,8 @@ def main(
         return 1
     timeout = opts.deadline if opts.deadline is not None else DEFAULT_DEADLINE
     try:
+        if worker is None:
+            raise RuntimeError("no post-login worker given")  # noqa: TRY301 - handled below
         result = run_worker(worker(opts, env), timeout)
     except Exception as e:  # fork or pipe failed: still never break the login
         result = Result()
@@ -908,6 +918,10 @@ def _is_list(key: str) -> bool:
     return len(parts) == 3 and parts[0] == "NAMESPACE" and parts[2] == "MAILBOX"
 
 
-def entrypoint(argv: Sequence[str]) -> NoReturn:
+def entrypoint(
+    argv: Sequence[str],
+    *,
+    worker: Callable[[Options, Mapping[str, str]], Callable[[int], None]] | None = None,
+) -> NoReturn:
     """``nsprov post-login ARGS``: exit only when the login is denied or exec failed."""
-    raise SystemExit(main(argv))
+    raise SystemExit(main(argv, worker=worker))

@@ -136,11 +136,11 @@ def reply_budget(
     """
     if budget is None:
         budget = default_reply_budget(config.dialect)
-    from ._engine import plan  # noqa: PLC0415 - the scan only when a budget is asked for
+    from ._engine import resolve  # noqa: PLC0415 - the scan only when a budget is asked for
     from ._env import dialect_for  # noqa: PLC0415 - as above: nsprov.reply_budget stays light
 
     mail_user = identify(config, user, None) if isinstance(user, str) else user
-    p = plan(config, mail_user, {}, fs=fs, keep_skipped=False)
+    p = resolve(config, mail_user, fs=fs, keep_skipped=False)
     reply = fit_reply(p.discovery.namespaces, dialect_for(config.dialect), budget)
     return ReplyBudget(
         fits=reply.fits,

@@ -46,14 +46,20 @@ from typing import TYPE_CHECKING, Literal
 
 import attrs
 
+# Fs, DEFAULT_FS, Step and the readers live in nsprov._fs; importable from here as before.
+from ._fs import DEFAULT_FS as DEFAULT_FS  # noqa: PLC0414 - re-exported
+from ._fs import IGNORE_MAX_BYTES as IGNORE_MAX_BYTES  # noqa: PLC0414 - re-exported
+from ._fs import Fs as Fs  # noqa: PLC0414 - re-exported
+from ._fs import Step as Step  # noqa: PLC0414 - re-exported
 from ._location import MailLocation
 from ._model import Namespace, has_control
 from ._names import entry_id
-from ._perms import R_OK, X_OK, FileFacts, PosixAcl, decide, read_acl
-from .exceptions import InvalidLocationError, InvalidNamespaceError, NsprovError, UntrustedFileError
+from ._perms import R_OK, X_OK, FileFacts, decide
+from .exceptions import InvalidLocationError, InvalidNamespaceError, NsprovError
+from .exceptions import SpoolError as SpoolError  # noqa: PLC0414 - re-exported (it lived here)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Iterable, Sequence
 
     from ._breaker import SpoolBreaker
     from ._config import Config, ScanCacheConfig, SpoolConfig
@@ -76,10 +82,6 @@ Reason = Literal[
 ]
 REASONS: tuple[str, ...] = Reason.__args__  # type: ignore[attr-defined]
 _RX = R_OK | X_OK
-
-
-class SpoolError(NsprovError, OSError):
-    """A configured spool cannot be scanned at all (missing, not a directory, unreadable)."""
 
 
 def display(raw: bytes) -> str:
@@ -138,132 +140,14 @@ class Discovery:
         return tuple(s.namespace for s in self.served)
 
 
-def _read_regular_file(path: bytes, limit: int = 65536) -> str | None:
-    """A small regular file's text, or None when absent; never blocks on a FIFO."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        if not st.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return os.read(fd, limit).decode("utf-8", "replace")
-    finally:
-        os.close(fd)
-
-
-#: Caps on a spool's ignore file; beyond either, the file is not used (one warning).
-IGNORE_MAX_BYTES = 64 << 10
+#: The cap on the patterns of a spool's ignore file; beyond it, the file is not used (one warning).
 IGNORE_MAX_PATTERNS = 1000
-
-
-def _read_ignore_file(path: bytes) -> str | None:
-    """A spool's ignore file, or None when absent: it must pass the trust rule and the size cap.
-
-    Raises:
-        UntrustedFileError: Someone other than root (or us) could write or replace
-            it, it is no regular file, or it is larger than :data:`IGNORE_MAX_BYTES`.
-        OSError: It cannot be read.
-    """
-    from ._trust import read_trusted  # noqa: PLC0415
-
-    try:
-        data = read_trusted(path, what="ignore file", limit=IGNORE_MAX_BYTES)
-    except FileNotFoundError:
-        return None
-    except UntrustedFileError:
-        # A spool others may write (a group-writable shared spool is common) without an
-        # ignore file is no finding: nothing was planted.  One that exists is refused.
-        try:
-            os.lstat(path)
-        except FileNotFoundError:
-            return None
-        raise
-    return data.decode("utf-8", "replace")
-
-
-def _listing(path: bytes) -> list[tuple[bytes, int]]:
-    """A directory's names with their inode numbers, from ``readdir`` alone (no ``stat``)."""
-    with os.scandir(path) as it:
-        return [(e.name, e.inode()) for e in it]
-
-
-def _dir_sig(path: bytes) -> tuple[int, int, int]:
-    """``(dev, ino, mtime)`` of a directory: what moves when an entry is added or removed."""
-    s = os.lstat(path)
-    return (s.st_dev, s.st_ino, s.st_mtime_ns)
-
-
-#: How :func:`_anchored_facts` opens each directory: by descriptor, never through a symbolic link.
-_ANCHOR = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
-
-#: One step of an anchored walk: the name, its ``st_mode`` (0: absent), and for a directory its facts.
-Step = tuple[bytes, int, FileFacts | None]
-
-
-def _fd_acl(fd: int) -> PosixAcl | None:
-    """The access ACL of the inode open on *fd* (an ``O_PATH`` descriptor)."""
-    try:
-        # fgetxattr refuses O_PATH descriptors; the /proc magic link is that same inode.
-        return read_acl(f"/proc/self/fd/{fd}")
-    except FileNotFoundError:  # no /proc (a chroot): a real descriptor of the same directory
-        rfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
-        try:
-            return read_acl(b"", getxattr=lambda _path, name, **_kw: os.getxattr(rfd, name))
-        finally:
-            os.close(rfd)
-
-
-def _look(dir_fd: int, name: bytes) -> tuple[int | None, Step]:
-    """Open *name* in the directory *dir_fd* without following it; a descriptor only for a directory."""
-    try:
-        fd = os.open(name, _ANCHOR, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return None, (name, 0, None)
-    try:
-        s = os.fstat(fd)
-        if not st.S_ISDIR(s.st_mode):
-            os.close(fd)
-            return None, (name, s.st_mode, None)
-        return fd, (name, s.st_mode, FileFacts(s.st_mode, s.st_uid, s.st_gid, _fd_acl(fd)))
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _anchored_facts(real: bytes, parts: Sequence[bytes]) -> list[Step]:
-    """What the directories *real*/*parts*... and the last one's ``cur`` and ``new`` are, race-free.
-
-    Each name is opened with ``O_PATH | O_NOFOLLOW`` relative to the descriptor
-    of the directory before it, and its mode, owner and ACL are read from that
-    descriptor: renaming or swapping an entry (``RENAME_EXCHANGE``) between two
-    calls cannot make one inode's facts pass for another's, nor lead through a
-    symbolic link.  The walk stops at the first name that is no directory.
-    """
-    steps: list[Step] = []
-    fds = [os.open(real, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)]
-    try:
-        for name in parts:
-            fd, step = _look(fds[-1], name)
-            steps.append(step)
-            if fd is None:
-                return steps
-            fds.append(fd)
-        for child in (b"cur", b"new"):
-            fd, step = _look(fds[-1], child)
-            steps.append(step)
-            if fd is not None:
-                os.close(fd)
-        return steps
-    finally:
-        for fd in fds:
-            os.close(fd)
 
 
 def anchored_verdict(
     steps: Sequence[Step], depth: int, ident: Identity
 ) -> tuple[Reason, str] | None:
-    """Pure: the verdict on an anchored walk (:func:`_anchored_facts`) of *depth* names, then cur/new.
+    """Pure: the verdict on an anchored walk (:func:`nsprov._fs.anchored_facts`) of *depth* names, then cur/new.
 
     Every name but the last must be a directory *ident* may search, the last
     (the entry) one it may read and search, and its ``cur`` and ``new``
@@ -288,38 +172,6 @@ def anchored_verdict(
                 f"{what} not readable and searchable ({d.via}, checked by descriptor)",
             )
     return None
-
-
-@attrs.frozen
-class Fs:
-    """The filesystem calls the scanner makes; tests may inject their own."""
-
-    lstat: Callable[[bytes], os.stat_result] = os.lstat
-    listdir: Callable[[bytes], list[bytes]] = os.listdir
-    getxattr: Callable[..., bytes] = os.getxattr
-    realpath: Callable[[bytes], bytes] = os.path.realpath
-    read_text: Callable[[bytes], str | None] = attrs.field(factory=lambda: _read_regular_file)
-    #: A spool's ignore file under the trust rule (:func:`_read_ignore_file`).
-    read_ignore: Callable[[bytes], str | None] = attrs.field(factory=lambda: _read_ignore_file)
-    #: Names and inode numbers of a directory (the scan cache's view of a changed spool).
-    listing: Callable[[bytes], list[tuple[bytes, int]]] = attrs.field(factory=lambda: _listing)
-    #: ``(dev, ino, mtime_ns)`` of a directory (the scan cache's freshness check).
-    dir_sig: Callable[[bytes], tuple[int, int, int]] = attrs.field(factory=lambda: _dir_sig)
-    #: The race-free re-check of an entry about to be served (:func:`_anchored_facts`); None
-    #: leaves only the path-based checks (a test that fakes them: never in production).
-    anchored: Callable[[bytes, Sequence[bytes]], list[Step]] | None = attrs.field(
-        factory=lambda: _anchored_facts
-    )
-
-    def facts(self, path: bytes) -> tuple[os.stat_result, FileFacts]:
-        """lstat *path* and read its ACL."""
-        s = self.lstat(path)
-        # Positional, not FileFacts.from_stat: this runs once per spool entry.
-        acl = read_acl(path, getxattr=self.getxattr, follow_symlinks=False)
-        return s, FileFacts(s.st_mode, s.st_uid, s.st_gid, acl)
-
-
-DEFAULT_FS = Fs()
 
 
 def _components(path: bytes) -> list[bytes]:
@@ -515,6 +367,105 @@ def _is_mbox(fs: Fs, path: bytes) -> bool:
     return text is not None and text.startswith("From ")
 
 
+class _Skip(Exception):  # noqa: N818 - not an error: an entry's verdict
+    """An entry is not served: its reason code and detail (raised by the helpers of :func:`scan_spool`)."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(reason, detail)
+        self.reason: Reason = reason
+        self.detail = detail
+
+
+def _spool_names(
+    fs: Fs, spool: SpoolConfig, ident: Identity, scan_cache: ScanCacheConfig | None
+) -> tuple[bytes, Iterable[bytes]]:
+    """The spool's real path and the names to look at: the cache's candidates, or all, sorted.
+
+    Raises:
+        SpoolError: The spool cannot be resolved or listed.
+    """
+    try:
+        real = fs.realpath(spool.path_bytes)
+        names: Iterable[bytes] | None = None
+        if scan_cache is not None:
+            from ._scancache import candidates  # noqa: PLC0415 - only when configured
+
+            names = candidates(scan_cache, spool, real, ident, fs)
+        if names is None:
+            names = sorted(fs.listdir(real))
+    except OSError as e:
+        raise SpoolError(f"spool {spool.path}: {e.strerror or e}") from None
+    return real, names
+
+
+def _follow_link(
+    fs: Fs, spool: SpoolConfig, real: bytes, path: bytes, ident: Identity
+) -> tuple[bytes, os.stat_result, FileFacts]:
+    """The target of the symbolic link *path*, its stat and facts, if it may be served.
+
+    Raises:
+        _Skip: Links are not followed, or this one leads outside the spool, nowhere,
+            or through a directory *ident* may not search.
+    """
+    if spool.symlinks == "skip":
+        raise _Skip("symlink", 'symbolic links are not followed (symlinks = "skip")')
+    target = fs.realpath(path)
+    if not target.startswith(real + b"/") or target == real:
+        raise _Skip("symlink", "target is outside the spool")
+    try:
+        s, facts = fs.facts(target)
+    except FileNotFoundError:
+        raise _Skip("symlink", "dangling link") from None
+    why = _searchable(fs, _components(target)[len(_components(real)) : -1], ident)
+    if why is not None:
+        raise _Skip("no-access", f"link target not reachable: {why}")
+    return target, s, facts
+
+
+def _dir_verdict(
+    fs: Fs, real: bytes, prefix: bytes, path: bytes, facts: FileFacts, ident: Identity
+) -> tuple[Reason, str] | None:
+    """The path-based checks of a directory entry, then what one descriptor walk saw."""
+    verdict = _classify_dir(fs, path, facts, ident)
+    if verdict is None and fs.anchored is not None:
+        # The path-based checks may each have seen another inode (an entry swapped
+        # between two calls): only what one descriptor walk saw decides.
+        parts = path[len(prefix) :].split(b"/")
+        try:
+            verdict = anchored_verdict(fs.anchored(real, parts), len(parts), ident)
+        except OSError as e:
+            verdict = "no-access", f"cannot be checked by descriptor ({e.strerror or e})"
+    return verdict
+
+
+def _admit(
+    builder: _Builder,
+    raw: bytes,
+    name: str,
+    path: bytes,
+    taken_names: set[str],
+    taken_prefixes: set[str],
+) -> Served:
+    """The servable entry as a namespace, its name and prefix taken.
+
+    Raises:
+        _Skip: The namespace is invalid, or its name or prefix is taken.
+    """
+    try:
+        namespace = builder.build(raw, name, os.fsdecode(path))
+    except (InvalidNamespaceError, InvalidLocationError) as e:
+        raise _Skip("unservable-name", str(e)) from None
+    if namespace.name in taken_names:
+        raise _Skip(
+            "name-collision", f"namespace name {namespace.name} is taken by an earlier entry"
+        )
+    if namespace.prefix in taken_prefixes:
+        raise _Skip("duplicate-prefix", f"prefix {namespace.prefix!r} is taken")
+    taken_names.add(namespace.name)
+    taken_prefixes.add(namespace.prefix)
+    return Served(builder.spool.path, raw, os.fsdecode(path), namespace)
+
+
 def scan_spool(
     spool: SpoolConfig,
     user: MailUser,
@@ -540,18 +491,7 @@ def scan_spool(
     *warnings*: the spool is scanned without it.
     """
     ident = user.identity
-    spool_b = spool.path_bytes
-    try:
-        real = fs.realpath(spool_b)
-        names: Iterable[bytes] | None = None
-        if scan_cache is not None:
-            from ._scancache import candidates  # noqa: PLC0415 - only when configured
-
-            names = candidates(scan_cache, spool, real, ident, fs)
-        if names is None:
-            names = sorted(fs.listdir(real))
-    except OSError as e:
-        raise SpoolError(f"spool {spool.path}: {e.strerror or e}") from None
+    real, names = _spool_names(fs, spool, ident, scan_cache)
     why = _searchable(fs, _components(real), ident)
     if why is not None:
         skipped.append(Skipped(spool.path, b"", "no-access", f"spool not reachable: {why}"))
@@ -565,7 +505,8 @@ def scan_spool(
             skipped.append(Skipped(spool.path, raw, reason, detail))
 
     # The loop below runs once per spool entry: on a large spool, most entries are ones
-    # the user may not read, so that case is kept to the system calls and one decide().
+    # the user may not read, so that case is kept to the system calls and one decide(),
+    # inline; the helpers run only for links and for entries the user may read.
     facts_of, prefix = fs.facts, real + b"/"
     for raw in names:
         if raw.startswith(b"."):
@@ -592,23 +533,11 @@ def scan_spool(
         except FileNotFoundError:
             continue  # removed while we looked
         if st.S_ISLNK(s.st_mode):
-            if spool.symlinks == "skip":
-                skip(raw, "symlink", 'symbolic links are not followed (symlinks = "skip")')
-                continue
-            target = fs.realpath(path)
-            if not target.startswith(real + b"/") or target == real:
-                skip(raw, "symlink", "target is outside the spool")
-                continue
             try:
-                s, facts = fs.facts(target)
-            except FileNotFoundError:
-                skip(raw, "symlink", "dangling link")
+                path, s, facts = _follow_link(fs, spool, real, path, ident)
+            except _Skip as e:
+                skip(raw, e.reason, e.detail)
                 continue
-            why = _searchable(fs, _components(target)[len(_components(real)) : -1], ident)
-            if why is not None:
-                skip(raw, "no-access", f"link target not reachable: {why}")
-                continue
-            path = target
         if not st.S_ISDIR(s.st_mode):
             if st.S_ISREG(s.st_mode) and _is_mbox(fs, path):
                 skip(raw, "unsupported-format", "an mbox file; only maildir is served")
@@ -623,36 +552,15 @@ def scan_spool(
             if excluded is not None:
                 skip(raw, "excluded", excluded)
                 continue
-        verdict = _classify_dir(fs, path, facts, ident)
-        if verdict is None and fs.anchored is not None:
-            # The path-based checks above may each have seen another inode (an entry swapped
-            # between two calls): only what one descriptor walk saw decides.
-            parts = path[len(prefix) :].split(b"/")
-            try:
-                verdict = anchored_verdict(fs.anchored(real, parts), len(parts), ident)
-            except OSError as e:
-                verdict = "no-access", f"cannot be checked by descriptor ({e.strerror or e})"
+        verdict = _dir_verdict(fs, real, prefix, path, facts, ident)
         if verdict is not None:
             skip(raw, *verdict)
             continue
         try:
-            namespace = builder.build(raw, name, os.fsdecode(path))
-        except (InvalidNamespaceError, InvalidLocationError) as e:
-            skip(raw, "unservable-name", str(e))
+            served.append(_admit(builder, raw, name, path, taken_names, taken_prefixes))
+        except _Skip as e:
+            skip(raw, e.reason, e.detail)
             continue
-        if namespace.name in taken_names:
-            skip(
-                raw,
-                "name-collision",
-                f"namespace name {namespace.name} is taken by an earlier entry",
-            )
-            continue
-        if namespace.prefix in taken_prefixes:
-            skip(raw, "duplicate-prefix", f"prefix {namespace.prefix!r} is taken")
-            continue
-        taken_names.add(namespace.name)
-        taken_prefixes.add(namespace.prefix)
-        served.append(Served(spool.path, raw, os.fsdecode(path), namespace))
         if stop_after is not None and len(served) > stop_after:
             return True
     return False

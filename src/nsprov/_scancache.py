@@ -66,14 +66,15 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ._fs import write_private
 from ._perms import FileFacts, read_acl
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
     from ._config import ScanCacheConfig, SpoolConfig
+    from ._fs import Fs
     from ._perms import Identity
-    from ._scan import Fs
 
 VERSION = 1
 #: The principal "everybody else": other bits grant read and search.
@@ -311,8 +312,6 @@ class UpdateStats:
 
 def _write(path: str, data: dict[str, Any], dir_fd: int) -> None:
     import marshal  # noqa: PLC0415
-
-    from ._config import write_private  # noqa: PLC0415
 
     write_private(os.path.basename(path), marshal.dumps(data), dir_fd=dir_fd)
 

@@ -8,11 +8,12 @@ execs.  Every failure is reported in one frame, logged by the parent as one
 line.
 """
 
+# ruff: noqa: SLF001 - the worker drives the private state of the Login it creates
+
 from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING
 
 from ._postlogin import (
     T_CLIENT,
@@ -22,17 +23,19 @@ from ._postlogin import (
     T_FAIL,
     T_OK,
     T_POLICY,
-    Options,
+    T_SCAN,
     frame,
     log,
 )
 from ._postlogin import installed_version as installed_version  # noqa: PLC0414 - re-exported (check)
 
+TYPE_CHECKING = False  # not typing's: the parent imports this module to pass work() on
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from ._config import Config
     from ._login import Login
+    from ._postlogin import Options
 
 
 def _send(fd: int, data: bytes) -> None:
@@ -59,24 +62,24 @@ def finish(fd: int, login: Login, errors: list[str]) -> None:
     """Run the user's tasks (as the user), log one line, send the effects and OK."""
     from ._login import run_user_tasks  # noqa: PLC0415
 
-    if login.breaker is not None:
-        login.breaker.close()  # root's state directory stays out of the user's process
-    if login.denied is None:
+    if login._breaker is not None:
+        login._breaker.close()  # root's state directory stays out of the user's process
+    if login._denied is None:
         errors = errors + run_user_tasks(login)
-    problems = [*errors, *(w for w in login.warnings if not w.startswith("debug: "))]
-    for line in (w for w in login.warnings if w.startswith("debug: ")):
+    problems = [*errors, *(w for w in login._warnings if not w.startswith("debug: "))]
+    for line in (w for w in login._warnings if w.startswith("debug: ")):
         log(f"user {login.user}: {line}")
     if problems:
         log(f"user {login.user}: " + "; ".join(problems))
     out = []
-    deny = login.deny_line()
-    if login.denied is not None:
+    deny = login._deny_line()
+    if login._denied is not None:
         if deny is not None:
             out.append(frame(T_CLIENT, deny))
         out.append(frame(T_DENY, b""))
     else:
-        out += [_env_frame(k, v) for k, v in login.changes().items()]
-        out += [frame(T_CLIENT, line) for line in login.client if line]
+        out += [_env_frame(k, v) for k, v in login._changes().items()]
+        out += [frame(T_CLIENT, line) for line in login._client if line]
     out.append(frame(T_OK, b""))
     _send(fd, b"".join(out))
 
@@ -134,27 +137,40 @@ def run(
             _send(fd, frame(T_DEADLINE, str(config.deadline).encode()))
         _send(fd, frame(T_POLICY, config.on_error.encode()))
         login = Login(environ, protocol=opts.protocol, config=config)
-        login.deadline_at = started + (opts.deadline or config.deadline)
+        login._deadline_at = started + (opts.deadline or config.deadline)
         from ._breaker import SpoolBreaker, spool_state_dir  # noqa: PLC0415
 
         state_dir = state_dir or spool_state_dir()
         if state_dir is not None:
-            login.breaker = SpoolBreaker(state_dir, lambda data: _send(fd, data))
+            login._breaker = SpoolBreaker(state_dir, lambda data: _send(fd, frame(T_SCAN, data)))
         if (sign := version_signs(environ, config.dialect)) is not None:
-            login.warning(sign)
+            login._warning(sign)
         installed = installed_version(opts.next)
         if installed is not None and installed != config.dialect:
-            login.warning(
+            login._warning(
                 f"Dovecot {installed} is installed but [dovecot] version = "
                 f'"{config.dialect}": namespaces not exported (they would break every session); '
                 f'set version = "{installed}"'
             )
             config = without_namespaces(config)
-            login.config = config
+            login._config = config
         errors = run_actions(login, config)
         finish(fd, login, errors)
     except Exception as e:
         _send(fd, _failure(e))
+
+
+def work(opts: Options, environ: Mapping[str, str]) -> Callable[[int], None]:
+    """The worker :func:`nsprov._postlogin.main` forks: :func:`run` on the frame pipe it is given.
+
+    The post-login parent does not import this module: its caller (``nsprov``'s
+    dispatch) passes this function in, so the parent stays standard library only.
+    """
+
+    def child(fd: int) -> None:  # pragma: no cover - runs in the forked worker
+        run(fd, opts, environ)
+
+    return child
 
 
 def run_hook(

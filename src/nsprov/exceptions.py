@@ -17,7 +17,9 @@ __all__ = [
     "NsprovError",
     "ProtocolError",
     "SocketInUseError",
+    "SpoolError",
     "UntrustedFileError",
+    "UsageError",
 ]
 
 
@@ -80,4 +82,24 @@ class Denied(NsprovError):  # noqa: N818 - control flow, not a failure
     """Raised by :meth:`nsprov.Login.deny` to stop the remaining actions.
 
     .. versionadded:: 0.1.0
+    """
+
+
+class SpoolError(NsprovError, OSError):
+    """A configured spool cannot be scanned at all (missing, not a directory, unreadable)."""
+
+
+# The post-login parent is standard library only and runs without its package (as the
+# top-level ``_postlogin`` of ``_fast.py``), so it defines its own UsageError, outside
+# this hierarchy.  Importing it costs nothing more: it imports no nsprov module.
+from ._postlogin import UsageError as _PostLoginUsageError  # noqa: E402
+
+
+class UsageError(NsprovError, _PostLoginUsageError, ValueError):
+    """A command line is malformed (the ``nsprov post-login`` line Dovecot runs).
+
+    The post-login parent raises its own ``nsprov._postlogin.UsageError``, the
+    base of this class: ``except nsprov._postlogin.UsageError`` catches both,
+    and :func:`nsprov._postlogin.parse_args` raises this one when given
+    ``error=UsageError``.
     """

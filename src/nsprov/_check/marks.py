@@ -126,7 +126,7 @@ def store_marks(
     """
     import json  # noqa: PLC0415
 
-    from .._config import write_private  # noqa: PLC0415
+    from .._fs import write_private  # noqa: PLC0415
     from .._trust import open_trusted  # noqa: PLC0415
 
     path = DEFAULT_STATE_FILE if path is None else path

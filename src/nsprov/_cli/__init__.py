@@ -78,11 +78,12 @@ def main(
         return cache(argv[1:])
     if argv and argv[0] == "post-login":
         from .._postlogin import main as post_login  # noqa: PLC0415
+        from .._worker import work  # noqa: PLC0415 - injected: _postlogin imports no nsprov
 
         env = dict(os.environ if environ is None else environ)
         if execve is None:
-            return post_login(argv[1:], environ=env)
-        return post_login(argv[1:], environ=env, execve=execve)
+            return post_login(argv[1:], environ=env, worker=work)
+        return post_login(argv[1:], environ=env, execve=execve, worker=work)
     parser = main_parser()
     args = parser.parse_args(argv)
     if args.version:

@@ -15,7 +15,8 @@ imports it, never the other way round.
 
 from __future__ import annotations
 
-from .load import DEFAULT_CACHE_DIR, _cache_file, _load_raw, load_config, write_private
+from .._fs import write_private
+from .load import DEFAULT_CACHE_DIR, _cache_file, _load_raw, load_config
 from .reader import _Reader
 from .schema import (
     DEFAULT_SCAN_CACHE_DIR,

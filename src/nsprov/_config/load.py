@@ -6,6 +6,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .._defaults import DEFAULT_CONFIG_PATH
+from .._fs import write_private
 from ..exceptions import ConfigError, UntrustedFileError
 from .tables import config_from_mapping
 
@@ -117,38 +118,6 @@ def _cache_dir_fd(cache_dir: str, *, create: bool) -> int | None:
     except OSError:  # UntrustedFileError too: then there is no cache
         return None
     return fd
-
-
-def write_private(path: str, blob: bytes, *, dir_fd: int | None = None) -> None:
-    """Replace *path* atomically with *blob*, mode 0600: a temporary file, then a rename.
-
-    With *dir_fd*, *path* is a name in that directory (opened under the trust
-    rule by the caller), so no path is resolved again.
-
-    Raises:
-        OSError: The file could not be written (the temporary file is removed).
-    """
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(
-        tmp,
-        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-        0o600,
-        dir_fd=dir_fd,
-    )
-    try:
-        try:
-            view = memoryview(blob)
-            while view:  # a write may be short
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
-        try:
-            os.unlink(tmp, dir_fd=dir_fd)
-        except OSError:
-            pass
-        raise
 
 
 def _store(cache_dir: str, name: str, key: tuple[int, ...], data: dict[str, Any]) -> None:

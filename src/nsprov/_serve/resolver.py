@@ -229,7 +229,7 @@ class Resolver:
         return (ident.uid, ident.gid, tuple(sorted(ident.groups))), missing
 
     def _compute(self, config: Config, generation: int, key: UserdbKey, now: float) -> Outcome:
-        from .._engine import plan  # noqa: PLC0415
+        from .._engine import resolve  # noqa: PLC0415
         from .._scan import limit  # noqa: PLC0415
 
         try:
@@ -238,7 +238,7 @@ class Resolver:
             return self._not_found(str(e), now, generation)
         debug = user.user in config.debug_users
         recorder = self._recorder(config, debug)
-        p = plan(config, user, {}, fs=recorder.fs(), keep_skipped=debug)
+        p = resolve(config, user, fs=recorder.fs(), keep_skipped=debug)
         budget = self.budget if self.budget is not None else default_reply_budget(config.dialect)
         reply = fit_reply(p.discovery.namespaces, config.output_dialect, budget)
         logs: list[tuple[Level, str, dict[str, object]]] = [

@@ -1,0 +1,233 @@
+"""The filesystem seam: the calls the scanner makes, the small safe readers, the private writer.
+
+:class:`Fs` bundles every filesystem call a spool scan makes, so that tests
+(and ``nsprov serve``'s dependency recorder) can inject their own; the
+default, :data:`DEFAULT_FS`, is the real filesystem.  Its race-free part is
+the descriptor walk (:func:`anchored_facts`): each name opened relative to
+the descriptor of the directory above it, its facts read from that
+descriptor.  What the facts mean (may this user read it?) is decided
+elsewhere, by pure functions (:func:`nsprov._scan.anchored_verdict`,
+:func:`nsprov._perms.decide`).
+
+The readers are bounded and never follow a symbolic link nor block on a FIFO:
+:func:`read_regular_file` (an mbox file's first line), :func:`read_ignore_file`
+(a spool's ignore file, under the trust rule), and the trust rule's own
+:func:`~nsprov._trust.read_trusted` and :func:`~nsprov._trust.read_fd`
+(re-exported here; they live in :mod:`nsprov._trust`, below this module).
+:func:`write_private` is the one atomic writer of nsprov's own files.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as st
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ._perms import FileFacts, PosixAcl, read_acl
+from ._trust import read_fd, read_trusted
+from .exceptions import UntrustedFileError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+__all__ = [
+    "ANCHOR",
+    "DEFAULT_FS",
+    "IGNORE_MAX_BYTES",
+    "Fs",
+    "Step",
+    "anchored_facts",
+    "dir_sig",
+    "fd_acl",
+    "listing",
+    "look",
+    "read_fd",
+    "read_ignore_file",
+    "read_regular_file",
+    "read_trusted",
+    "write_private",
+]
+
+#: The cap on a spool's ignore file; beyond it, the file is not used (one warning).
+IGNORE_MAX_BYTES = 64 << 10
+
+
+def read_regular_file(path: bytes, limit: int = 65536) -> str | None:
+    """A small regular file's text, or None when absent; never blocks on a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        if not st.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit).decode("utf-8", "replace")
+    finally:
+        os.close(fd)
+
+
+def read_ignore_file(path: bytes) -> str | None:
+    """A spool's ignore file, or None when absent: it must pass the trust rule and the size cap.
+
+    Raises:
+        UntrustedFileError: Someone other than root (or us) could write or replace
+            it, it is no regular file, or it is larger than :data:`IGNORE_MAX_BYTES`.
+        OSError: It cannot be read.
+    """
+    try:
+        data = read_trusted(path, what="ignore file", limit=IGNORE_MAX_BYTES)
+    except FileNotFoundError:
+        return None
+    except UntrustedFileError:
+        # A spool others may write (a group-writable shared spool is common) without an
+        # ignore file is no finding: nothing was planted.  One that exists is refused.
+        try:
+            os.lstat(path)
+        except FileNotFoundError:
+            return None
+        raise
+    return data.decode("utf-8", "replace")
+
+
+def listing(path: bytes) -> list[tuple[bytes, int]]:
+    """A directory's names with their inode numbers, from ``readdir`` alone (no ``stat``)."""
+    with os.scandir(path) as it:
+        return [(e.name, e.inode()) for e in it]
+
+
+def dir_sig(path: bytes) -> tuple[int, int, int]:
+    """``(dev, ino, mtime)`` of a directory: what moves when an entry is added or removed."""
+    s = os.lstat(path)
+    return (s.st_dev, s.st_ino, s.st_mtime_ns)
+
+
+#: How :func:`anchored_facts` opens each directory: by descriptor, never through a symbolic link.
+ANCHOR = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+
+#: One step of an anchored walk: the name, its ``st_mode`` (0: absent), and for a directory its facts.
+Step = tuple[bytes, int, FileFacts | None]
+
+
+def fd_acl(fd: int) -> PosixAcl | None:
+    """The access ACL of the inode open on *fd* (an ``O_PATH`` descriptor)."""
+    try:
+        # fgetxattr refuses O_PATH descriptors; the /proc magic link is that same inode.
+        return read_acl(f"/proc/self/fd/{fd}")
+    except FileNotFoundError:  # no /proc (a chroot): a real descriptor of the same directory
+        rfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+        try:
+            return read_acl(b"", getxattr=lambda _path, name, **_kw: os.getxattr(rfd, name))
+        finally:
+            os.close(rfd)
+
+
+def look(dir_fd: int, name: bytes) -> tuple[int | None, Step]:
+    """Open *name* in the directory *dir_fd* without following it; a descriptor only for a directory."""
+    try:
+        fd = os.open(name, ANCHOR, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None, (name, 0, None)
+    try:
+        s = os.fstat(fd)
+        if not st.S_ISDIR(s.st_mode):
+            os.close(fd)
+            return None, (name, s.st_mode, None)
+        return fd, (name, s.st_mode, FileFacts(s.st_mode, s.st_uid, s.st_gid, fd_acl(fd)))
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def anchored_facts(real: bytes, parts: Sequence[bytes]) -> list[Step]:
+    """What the directories *real*/*parts*... and the last one's ``cur`` and ``new`` are, race-free.
+
+    Each name is opened with ``O_PATH | O_NOFOLLOW`` relative to the descriptor
+    of the directory before it, and its mode, owner and ACL are read from that
+    descriptor: renaming or swapping an entry (``RENAME_EXCHANGE``) between two
+    calls cannot make one inode's facts pass for another's, nor lead through a
+    symbolic link.  The walk stops at the first name that is no directory.
+    """
+    steps: list[Step] = []
+    fds = [os.open(real, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)]
+    try:
+        for name in parts:
+            fd, step = look(fds[-1], name)
+            steps.append(step)
+            if fd is None:
+                return steps
+            fds.append(fd)
+        for child in (b"cur", b"new"):
+            fd, step = look(fds[-1], child)
+            steps.append(step)
+            if fd is not None:
+                os.close(fd)
+        return steps
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+@attrs.frozen
+class Fs:
+    """The filesystem calls the scanner makes; tests may inject their own."""
+
+    lstat: Callable[[bytes], os.stat_result] = os.lstat
+    listdir: Callable[[bytes], list[bytes]] = os.listdir
+    getxattr: Callable[..., bytes] = os.getxattr
+    realpath: Callable[[bytes], bytes] = os.path.realpath
+    read_text: Callable[[bytes], str | None] = attrs.field(factory=lambda: read_regular_file)
+    #: A spool's ignore file under the trust rule (:func:`read_ignore_file`).
+    read_ignore: Callable[[bytes], str | None] = attrs.field(factory=lambda: read_ignore_file)
+    #: Names and inode numbers of a directory (the scan cache's view of a changed spool).
+    listing: Callable[[bytes], list[tuple[bytes, int]]] = attrs.field(factory=lambda: listing)
+    #: ``(dev, ino, mtime_ns)`` of a directory (the scan cache's freshness check).
+    dir_sig: Callable[[bytes], tuple[int, int, int]] = attrs.field(factory=lambda: dir_sig)
+    #: The race-free re-check of an entry about to be served (:func:`anchored_facts`); None
+    #: leaves only the path-based checks (a test that fakes them: never in production).
+    anchored: Callable[[bytes, Sequence[bytes]], list[Step]] | None = attrs.field(
+        factory=lambda: anchored_facts
+    )
+
+    def facts(self, path: bytes) -> tuple[os.stat_result, FileFacts]:
+        """lstat *path* and read its ACL."""
+        s = self.lstat(path)
+        # Positional, not FileFacts.from_stat: this runs once per spool entry.
+        acl = read_acl(path, getxattr=self.getxattr, follow_symlinks=False)
+        return s, FileFacts(s.st_mode, s.st_uid, s.st_gid, acl)
+
+
+DEFAULT_FS = Fs()
+
+
+def write_private(path: str, blob: bytes, *, dir_fd: int | None = None) -> None:
+    """Replace *path* atomically with *blob*, mode 0600: a temporary file, then a rename.
+
+    With *dir_fd*, *path* is a name in that directory (opened under the trust
+    rule by the caller), so no path is resolved again.
+
+    Raises:
+        OSError: The file could not be written (the temporary file is removed).
+    """
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(
+        tmp,
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o600,
+        dir_fd=dir_fd,
+    )
+    try:
+        try:
+            view = memoryview(blob)
+            while view:  # a write may be short
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except OSError:
+            pass
+        raise
