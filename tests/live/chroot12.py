@@ -133,7 +133,7 @@ def fresh_root(base: Path) -> Iterator[Path]:
     try:
         top.chmod(0o755)
         subprocess.run(["cp", "-a", "--", str(base), str(root)], check=True, timeout=600)
-        (root / MARKER).unlink()
+        (root / MARKER).unlink(missing_ok=True)  # a copy is never a cached base
         yield root
     finally:
         _remove(top)

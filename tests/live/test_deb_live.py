@@ -13,6 +13,7 @@ enabled, the conffile), and that reinstalling drops the caches and purging remov
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -23,7 +24,15 @@ from typing import TYPE_CHECKING
 import pytest
 
 from .chroot12 import Dovecot23, base_status, fresh_root, install_debs
-from .chroot24 import ChrootAccounts, chroot_run, chroot_tempdir, make_maildir, write_file
+from .chroot24 import (
+    ChrootAccounts,
+    Dovecot24,
+    chroot24_status,
+    chroot_run,
+    chroot_tempdir,
+    make_maildir,
+    write_file,
+)
 from .harness import list_mailboxes, namespaces, select_count
 
 if TYPE_CHECKING:
@@ -149,63 +158,89 @@ def test_installed_files(root12: Path) -> None:
     assert ["22.2.0", "0.11.0"] == versions
 
 
-@pytest.fixture(name="spool_setup")
-def _spool_setup(root12: Path) -> Iterator[tuple[ChrootAccounts, PurePosixPath, PurePosixPath]]:
-    """alice in group sales; /srv/.../spool/sales readable by that group; bob outside it."""
-    with ChrootAccounts(root12) as accounts, chroot_tempdir(root12, "deb-") as work:
+@contextlib.contextmanager
+def spool_setup(
+    root: Path, dovecot_version: str
+) -> Iterator[tuple[ChrootAccounts, PurePosixPath, PurePosixPath]]:
+    """alice in group sales; a spool whose maildir sales that group may read; bob outside it."""
+    with ChrootAccounts(root) as accounts, chroot_tempdir(root, "deb-") as work:
         group = accounts.add_group("sales")
         accounts.add_user("alice", groups=[group])
         accounts.add_user("bob")
         spool = work / "spool"
-        spool_outside = root12 / str(spool).lstrip("/")
-        spool_outside.mkdir(mode=0o755)
+        (root / str(spool).lstrip("/")).mkdir(mode=0o755)
         make_maildir(
-            root12, spool / "sales", messages=2, gid=group.gid, dir_mode=0o750, file_mode=0o640
+            root, spool / "sales", messages=2, gid=group.gid, dir_mode=0o750, file_mode=0o640
         )
         config = write_file(
-            root12,
+            root,
             work / "nsprov.toml",
+            f'[dovecot]\nversion = "{dovecot_version}"\n\n'
             f'[[spool]]\npath = "{spool}"\nprefix = "Shared/{{name}}/"\nseparator = "/"\n',
         )
         yield accounts, work, config
 
 
-@pytest.mark.parametrize(
-    "program",
-    [
-        "/usr/bin/nsprov post-login --config={config} --protocol=imap",
-        # The fast path's stable entry; no server listens, so it falls back to the full step.
-        (
-            "/usr/bin/python3 -I -S /usr/lib/nsprov/fast.py --config={config} --protocol=imap"
-            " --serve={work}/none.sock"
-        ),
-    ],
-    ids=["launcher", "fast-path"],
+def check_login(dovecot: Dovecot24, accounts: ChrootAccounts) -> None:
+    """alice sees the spool's shared namespace and its messages, bob sees none; no errors."""
+    alice = dovecot.imap(accounts.users["alice"])
+    try:
+        assert ("Shared/sales/", "/") in namespaces(alice)["shared"]
+        assert "Shared/sales" in list_mailboxes(alice)
+        assert 2 == select_count(alice, "Shared/sales")
+    finally:
+        alice.logout()
+    bob = dovecot.imap(accounts.users["bob"])
+    try:
+        assert [] == namespaces(bob)["shared"]
+        assert not [n for n in list_mailboxes(bob) if n.startswith("Shared")]
+    finally:
+        bob.logout()
+    assert [] == dovecot.errors()
+
+
+LAUNCHER = "/usr/bin/nsprov post-login --config={config} --protocol=imap"
+# The fast path's stable entry; no server listens, so it falls back to the full step.
+FAST_PATH = (
+    "/usr/bin/python3 -I -S /usr/lib/nsprov/fast.py --config={config} --protocol=imap"
+    " --serve={work}/none.sock"
 )
-def test_login_through_package(
-    root12: Path,
-    spool_setup: tuple[ChrootAccounts, PurePosixPath, PurePosixPath],
-    program: str,
-) -> None:
+
+
+@pytest.mark.parametrize("program", [LAUNCHER, FAST_PATH], ids=["launcher", "fast-path"])
+def test_login_through_package(root12: Path, program: str) -> None:
     """A Dovecot 2.3 login through the installed package gets the spool's shared namespace."""
-    accounts, work, config = spool_setup
-    users = list(accounts.users.values())
-    line = program.format(config=config, work=work)
-    with Dovecot23(work / "dovecot", users, postlogin={"imap": line}, root=root12) as dovecot:
-        alice = dovecot.imap(accounts.users["alice"])
-        try:
-            assert ("Shared/sales/", "/") in namespaces(alice)["shared"]
-            assert "Shared/sales" in list_mailboxes(alice)
-            assert 2 == select_count(alice, "Shared/sales")
-        finally:
-            alice.logout()
-        bob = dovecot.imap(accounts.users["bob"])
-        try:
-            assert [] == namespaces(bob)["shared"]
-            assert not [n for n in list_mailboxes(bob) if n.startswith("Shared")]
-        finally:
-            bob.logout()
-        assert [] == dovecot.errors()
+    with spool_setup(root12, "2.3") as (accounts, work, config):
+        line = program.format(config=config, work=work)
+        users = list(accounts.users.values())
+        with Dovecot23(work / "dovecot", users, postlogin={"imap": line}, root=root12) as dovecot:
+            check_login(dovecot, accounts)
+
+
+def test_debian13_install_and_login(deb: Path) -> None:
+    """The same .deb installs on Debian 13 (Python 3.13, Dovecot 2.4) and logs users in.
+
+    A throwaway copy of the Dovecot 2.4 test root (a Debian 13 debootstrap, see
+    :mod:`tests.live.chroot24`), so the shared root never sees the package.
+    """
+    root24, reason = chroot24_status()
+    if root24 is None:
+        pytest.skip(reason)
+    with fresh_root(root24) as root:
+        shutil.copyfile("/etc/resolv.conf", root / "etc/resolv.conf")
+        chroot_run(root, "apt-get", "update", timeout=900)  # the 2.4 root keeps no lists
+        install_debs(root, deb)
+        assert f"nsprov {VERSION}" == run(root, "/usr/bin/nsprov", "--version").strip()
+        minor = run(root, "/usr/bin/python3", "-I", "-c", "import sys; print(sys.version_info[1])")
+        assert "13" == minor.strip()
+        assert (root / "lib/systemd/system/nsprov-serve.service").is_file()
+        with spool_setup(root, "2.4") as (accounts, work, config):
+            users = list(accounts.users.values())
+            for program in (LAUNCHER, FAST_PATH):
+                line = program.format(config=config, work=work)
+                postlogin = {"imap": line}
+                with Dovecot24(work / "dovecot", users, postlogin=postlogin, root=root) as dovecot:
+                    check_login(dovecot, accounts)
 
 
 def test_reinstall_drops_caches_and_purge_removes_them(root12: Path, deb: Path) -> None:
