@@ -18,6 +18,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,7 @@ DEB_CACHE = Path("/var/cache/nsprov/deb")
 PACKAGED = (
     "pyproject.toml",
     "README.md",
+    "dev/package",
     "src",
     "scripts",
     "debian",
@@ -53,6 +55,8 @@ PACKAGED = (
     "examples",
     "docs",
 )
+#: Cached packages of other trees are removed once this old (seconds).
+DEB_CACHE_AGE = 2 * 86400
 VERSION = next(
     line.split('"')[1]
     for line in (SOURCE / "pyproject.toml").read_text().splitlines()
@@ -81,6 +85,10 @@ def _deb() -> Path:
     if shutil.which("dpkg-buildpackage") is None and shutil.which("apt-get") is None:
         pytest.skip("no dpkg-buildpackage and no apt-get to install it")
     outdir = DEB_CACHE / _tree_hash()
+    if DEB_CACHE.is_dir():
+        for old in DEB_CACHE.iterdir():
+            if old != outdir and time.time() - old.stat().st_mtime > DEB_CACHE_AGE:
+                shutil.rmtree(old, ignore_errors=True)
     deb = outdir / f"nsprov_{VERSION}_all.deb"
     if not deb.exists():
         outdir.mkdir(parents=True, exist_ok=True)
