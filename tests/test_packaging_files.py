@@ -97,6 +97,7 @@ def test_units_run_the_installed_command() -> None:
     assert serve["ExecStart"].startswith("/usr/bin/nsprov serve ")
     assert "nsprov" == serve["RuntimeDirectory"]
     assert "yes" == serve["RuntimeDirectoryPreserve"]
+    assert "0700" == serve["RuntimeDirectoryMode"]  # as post-login makes it (the deadline hint)
     assert "yes" == serve["NoNewPrivileges"]
     serve_help = subprocess.run(
         [NSPROV, "serve", "--help"], capture_output=True, text=True, check=True
