@@ -167,7 +167,7 @@ def test_annotations_are_checked() -> None:
         where for where, _, _ in _annotations("plan", nsprov.plan)
     }
     assert ["nsprov._scan._listing"] == list(_unresolved("nsprov._scan", "_listing | None"))
-    assert [] == list(_unresolved("nsprov._scan", "Callable[[bytes], list[Step]] | Fs"))
+    assert [] == list(_unresolved("nsprov._fs", "Callable[[bytes], list[Step]] | Fs"))
 
 
 def test_config_without_a_file() -> None:

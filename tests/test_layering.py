@@ -52,27 +52,10 @@ RENAMED = {("nsprov._fast", "_postlogin"): "nsprov._postlogin"}
 #: Today's violations, per rule; each must still be one (delete the entry with the violation).
 #: A circle is a strongly connected component of the import graph, its modules sorted.
 KNOWN: dict[str, set[tuple[str, ...]]] = {
-    "circle": {
-        ("nsprov._breaker", "nsprov._postlogin", "nsprov._worker"),
-    },
-    "login-path": {
-        ("nsprov._postlogin", "nsprov._worker"),
-    },
+    "circle": set(),
+    "login-path": set(),
     "core-imports-wing": set(),
-    "no-reason": {
-        ("nsprov._breaker", "nsprov._trust"),
-        ("nsprov._hook", "nsprov._postlogin"),
-        ("nsprov._hook", "nsprov._worker"),
-        ("nsprov._postlogin", "nsprov._worker"),
-        ("nsprov._scan", "nsprov._trust"),
-        ("nsprov._scancache", "nsprov._config"),
-        ("nsprov._scancache", "nsprov._names"),
-        ("nsprov._scancache", "nsprov._trust"),
-        ("nsprov._worker", "nsprov._breaker"),
-        ("nsprov._worker", "nsprov._config"),
-        ("nsprov._worker", "nsprov._login"),
-        ("nsprov._worker", "nsprov.exceptions"),
-    },
+    "no-reason": set(),
 }
 
 

@@ -76,7 +76,7 @@ class SpoolBreaker:
 
     def _dir(self) -> int:
         if self._dir_fd is None:
-            from ._trust import open_trusted  # noqa: PLC0415
+            from ._trust import open_trusted  # noqa: PLC0415 - only when a spool is marked
 
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
             self._dir_fd, _ = open_trusted(

@@ -51,14 +51,14 @@ def run_hook(
 
     .. versionadded:: 0.1.0
     """
-    from ._postlogin import Options, main, os_execve  # noqa: PLC0415
+    from ._postlogin import Options, main, os_execve  # noqa: PLC0415 - importing nsprov stays light
 
     args = list(sys.argv[1:] if argv is None else argv)
     config_given = any(a == "--config" or a.startswith("--config=") for a in args)
 
     def worker(opts: Options, env: Mapping[str, str]) -> Callable[[int], None]:
         def work(fd: int) -> None:  # pragma: no cover - runs in the worker
-            from ._worker import run_hook as run  # noqa: PLC0415
+            from ._worker import run_hook as run  # noqa: PLC0415 - in the forked child only
 
             run(fd, opts, env, hook, config_given=config_given)
 

@@ -241,9 +241,12 @@ def _matcher(
         return _Matcher(None, None)
     import pathspec  # noqa: PLC0415 - only when patterns are configured
 
+    # pathspec 1.0 names the gitignore rules "gitignore"; before (Debian 12 ships 0.11) that
+    # name is a deprecated alias of "gitwildmatch", the same rules.
+    kind = "gitignore" if int(pathspec.__version__.split(".")[0]) >= 1 else "gitwildmatch"
     return _Matcher(
-        pathspec.PathSpec.from_lines("gitignore", patterns) if patterns else None,
-        pathspec.PathSpec.from_lines("gitignore", spool.include) if spool.include else None,
+        pathspec.PathSpec.from_lines(kind, patterns) if patterns else None,
+        pathspec.PathSpec.from_lines(kind, spool.include) if spool.include else None,
     )
 
 

@@ -130,7 +130,7 @@ def keys_of(ident: Identity) -> tuple[int, ...]:
 
 def cache_files(directory: str, spool: bytes) -> tuple[str, str, str]:
     """The index, names and inode files of *spool* in *directory*."""
-    from ._names import entry_hash  # noqa: PLC0415
+    from ._names import entry_hash  # noqa: PLC0415 - hashlib only when a cache is used
 
     base = f"{directory}/scan-{entry_hash(b'scan-cache', spool, 12)}"
     return base + ".idx", base + ".names", base + ".inos"
@@ -143,7 +143,7 @@ def cache_dir_fd(directory: str, *, create: bool = False) -> int:
         UntrustedFileError: The directory, or one above it, fails the trust rule.
         OSError: It cannot be made or opened.
     """
-    from ._trust import open_trusted  # noqa: PLC0415
+    from ._trust import open_trusted  # noqa: PLC0415 - only when a cache is used
 
     if create:
         try:

@@ -52,7 +52,7 @@ def _env_frame(key: str, value: str) -> bytes:
 
 
 def _failure(e: BaseException) -> bytes:
-    from .exceptions import NsprovError  # noqa: PLC0415
+    from .exceptions import NsprovError  # noqa: PLC0415 - only on failure
 
     text = str(e) if isinstance(e, NsprovError) else f"internal error: {type(e).__name__}: {e}"
     return frame(T_FAIL, text.encode("utf-8", "backslashreplace"))
@@ -60,7 +60,7 @@ def _failure(e: BaseException) -> bytes:
 
 def finish(fd: int, login: Login, errors: list[str]) -> None:
     """Run the user's tasks (as the user), log one line, send the effects and OK."""
-    from ._login import run_user_tasks  # noqa: PLC0415
+    from ._login import run_user_tasks  # noqa: PLC0415 - loaded by run() already; no cost
 
     if login._breaker is not None:
         login._breaker.close()  # root's state directory stays out of the user's process
@@ -113,7 +113,7 @@ def version_signs(environ: Mapping[str, str], dialect: str) -> str | None:
 
 def cache_dir() -> str | None:
     """The config cache directory: only for root, whose /run/nsprov nobody else can write."""
-    from ._config import DEFAULT_CACHE_DIR  # noqa: PLC0415
+    from ._config import DEFAULT_CACHE_DIR  # noqa: PLC0415 - loaded by run() already
 
     return DEFAULT_CACHE_DIR if os.geteuid() == 0 else None
 
@@ -128,8 +128,8 @@ def run(
     """
     started = time.monotonic()
     try:
-        from ._config import load_config  # noqa: PLC0415
-        from ._login import Login, run_actions  # noqa: PLC0415
+        from ._config import load_config  # noqa: PLC0415 - inside the try: an import error fails open
+        from ._login import Login, run_actions  # noqa: PLC0415 - as above
 
         config = load_config(opts.config, cache_dir=cache_dir())
         config.check_does_something()
@@ -138,7 +138,7 @@ def run(
         _send(fd, frame(T_POLICY, config.on_error.encode()))
         login = Login(environ, protocol=opts.protocol, config=config)
         login._deadline_at = started + (opts.deadline or config.deadline)
-        from ._breaker import SpoolBreaker, spool_state_dir  # noqa: PLC0415
+        from ._breaker import SpoolBreaker, spool_state_dir  # noqa: PLC0415 - as above
 
         state_dir = state_dir or spool_state_dir()
         if state_dir is not None:
@@ -183,11 +183,11 @@ def run_hook(
 ) -> None:
     """A Python hook script's worker: call *hook*, then report like post-login."""
     try:
-        from ._login import Denied, Login  # noqa: PLC0415
+        from ._login import Denied, Login  # noqa: PLC0415 - inside the try: an import error fails open
 
         config = None
         if config_given:
-            from ._config import load_config  # noqa: PLC0415
+            from ._config import load_config  # noqa: PLC0415 - only for hooks given --config
 
             config = load_config(opts.config)
             if opts.deadline is None:
