@@ -178,13 +178,13 @@ class Fs:
     getxattr: Callable[..., bytes] = os.getxattr
     realpath: Callable[[bytes], bytes] = os.path.realpath
     read_text: Callable[[bytes], str | None] = attrs.field(factory=lambda: read_regular_file)
-    #: A spool's ignore file under the trust rule (:func:`read_ignore_file`).
+    #: A spool's ignore file under the trust rule (``nsprov._fs.read_ignore_file``).
     read_ignore: Callable[[bytes], str | None] = attrs.field(factory=lambda: read_ignore_file)
     #: Names and inode numbers of a directory (the scan cache's view of a changed spool).
     listing: Callable[[bytes], list[tuple[bytes, int]]] = attrs.field(factory=lambda: listing)
     #: ``(dev, ino, mtime_ns)`` of a directory (the scan cache's freshness check).
     dir_sig: Callable[[bytes], tuple[int, int, int]] = attrs.field(factory=lambda: dir_sig)
-    #: The race-free re-check of an entry about to be served (:func:`anchored_facts`); None
+    #: The race-free re-check of an entry about to be served (``nsprov._fs.anchored_facts``); None
     #: leaves only the path-based checks (a test that fakes them: never in production).
     anchored: Callable[[bytes, Sequence[bytes]], list[Step]] | None = attrs.field(
         factory=lambda: anchored_facts
