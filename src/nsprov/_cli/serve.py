@@ -28,7 +28,7 @@ from .._serve.options import (
     ServeOptions,
 )
 from .._serve.server import exit_if_threads_hang, run
-from .._serve.wiring import DEFAULT_DICT_FILE, dovecot_config
+from .._serve.wiring import DEFAULT_DICT_FILE, DEFAULT_LUA_FILE, dovecot_config
 from ..exceptions import NsprovError
 
 if TYPE_CHECKING:
@@ -106,10 +106,23 @@ def serve_parser() -> argparse.ArgumentParser:
         "--dialect", choices=("2.3", "2.4"), default="2.3", help="Dovecot version to print for"
     )
     p.add_argument(
-        "--client", choices=("redis", "proxy"), default="redis", help="Dovecot dict client to print"
+        "--client",
+        choices=("redis", "proxy", "lua"),
+        help="Dovecot client to print: a dict userdb (redis, proxy; 2.3 only) or the Lua "
+        "userdb (lua; the default for --dialect=2.4)",
     )
     p.add_argument(
         "--dict-file", default=DEFAULT_DICT_FILE, help="path of the dict userdb's args file"
+    )
+    p.add_argument(
+        "--lua-file",
+        default=DEFAULT_LUA_FILE,
+        help=f"where the Lua userdb script goes (printed under its own header; {DEFAULT_LUA_FILE})",
+    )
+    p.add_argument(
+        "--status",
+        action="store_true",
+        help="ask the server on --socket for its health and counters; exit 0 when it answers",
     )
     p.add_argument("--dir-helper", action="store_true", help=argparse.SUPPRESS)
     return p
@@ -163,6 +176,7 @@ def main(argv: Sequence[str]) -> int:
                     client=args.client,
                     deadline=args.deadline or DEFAULT_DEADLINE,
                     dict_file=args.dict_file,
+                    lua_file=args.lua_file,
                 )
             )
             return 0
