@@ -167,6 +167,8 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     if args.dir_helper:
         return dir_helper()
+    if args.status:
+        return _status(args.socket or _configured_socket(args.config))
     try:
         if args.print_dovecot_config:
             sys.stdout.write(
@@ -187,6 +189,26 @@ def main(argv: Sequence[str]) -> int:
     status = asyncio.run(run(options))
     exit_if_threads_hang(status)
     return status
+
+
+def _status(path: str) -> int:
+    """``nsprov serve --status``: print the server's status; 0 when it answered, 1 when not."""
+    from .._serve.probe import ProbeError, format_status, probe_lookup, server_status  # noqa: PLC0415
+
+    try:
+        status = server_status(path)
+        took = probe_lookup(path)
+    except ProbeError as e:
+        print(f"nsprov serve: error: {e}", file=sys.stderr)
+        return 1
+    sys.stdout.write(f"socket: {path}\n" + format_status(status) + f"probe_ms: {took * 1000:.2f}\n")
+    return 0
+
+
+def _configured_socket(path: str) -> str:
+    """``[serve] socket`` of the config at *path*, or the default."""
+    defaults = _serve_defaults(path)
+    return (defaults.socket if defaults is not None else None) or DEFAULT_SOCKET
 
 
 def _serve_defaults(path: str) -> ServeConfig | None:
