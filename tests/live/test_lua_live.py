@@ -546,7 +546,7 @@ class TestWiring:
             conf = site.base / "doveconf.conf"
             site.out(conf).write_text(dovecot24.config())
             proc = chroot_run(site.root, "/usr/bin/doveconf", "-n", "-c", str(conf), check=False)
-            want = "lua_file = /usr/share/nsprov/nsprov-userdb.lua"
+            want = "lua_file = /etc/dovecot/nsprov-userdb.lua"
         else:
             conf_path = site.out(site.base / "doveconf.conf")
             conf_path.write_text(LuaDovecot(conf_path.parent, [], userdb=block).config_text())
@@ -556,7 +556,7 @@ class TestWiring:
                 text=True,
                 check=False,
             )
-            want = "args = file=/usr/share/nsprov/nsprov-userdb.lua blocking=yes cache_key="
+            want = "args = file=/etc/dovecot/nsprov-userdb.lua blocking=yes cache_key="
 
         assert (0, True) == (proc.returncode, want in proc.stdout), proc.stderr
 
