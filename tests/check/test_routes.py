@@ -356,16 +356,37 @@ class TestGather:
         assert 0 != st.luac_status
         assert "syntax error" in st.luac_message
 
-    def test_unreadable(self, base: Path) -> None:
-        """A symlinked or missing script is not read; no doveconf: no routes."""
+    def test_untrusted(self, base: Path, spool: Path) -> None:
+        """A script others may write is an untrusted-file error, not read; a symlink to a trusted one is read."""
         (base / "real.lua").write_text(lua_script())
+        (base / "real.lua").chmod(0o644)
         (base / "link.lua").symlink_to(base / "real.lua")
-        states = gather_routes(
+        (base / "open.lua").write_text(lua_script())
+        (base / "open.lua").chmod(0o666)
+        (linked,) = gather_routes(
             conf_of(LUA_24, script=str(base / "link.lua"), socket="/s"), probe=False
+        )
+        conf = conf_of(LUA_24, script=str(base / "open.lua"), socket="/s")
+        (st,) = gather_routes(conf, probe=False)
+        found = check_routes(
+            make_config(spool), conf, [st], installed_script=lua_script(), serve_deadline=0.8
+        )
+
+        assert (lua_script(), False) == (linked.text, linked.probed)
+        assert (None, None) == (st.text, st.file_error)
+        assert [("untrusted-file", "error", str(base / "open.lua"))] == [
+            (f.code, f.severity, f.subject) for f in found
+        ]
+        assert "writable by group or other" in found[0].message
+
+    def test_unreadable(self, base: Path) -> None:
+        """A missing script is not read; no doveconf: no routes."""
+        states = gather_routes(
+            conf_of(LUA_24, script=str(base / "none.lua"), socket="/s"), probe=False
         )
 
         assert (None, False) == (states[0].text, states[0].probed)
-        assert states[0].file_error
+        assert "No such file" in (states[0].file_error or "")
         assert () == gather_routes(None)
         assert (
             "no file given"

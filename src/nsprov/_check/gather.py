@@ -248,19 +248,23 @@ def dovecot_lua_version(libs: Sequence[str] = _DOVECOT_LUA_LIBS) -> str | None:
     return None
 
 
-def _read_text(path: str | None) -> tuple[str | None, str | None]:
-    """The text of *path* (at most 1 MiB, not following a final symlink), or why not."""
+def _read_text(path: str | None, what: str) -> tuple[str | None, str | None, str | None]:
+    """The text of *path* under the trust rule (at most 1 MiB): text, why not, why untrusted.
+
+    The Lua script runs as root in Dovecot's auth workers: one that others may write is
+    an ``untrusted-file``, not merely a script to compare.
+    """
+    from .._trust import read_trusted  # noqa: PLC0415
+
     if not path:
-        return None, "no file given"
+        return None, "no file given", None
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        data = read_trusted(path, what=what, limit=_MAX_SCRIPT)
+    except UntrustedFileError as e:
+        return None, None, str(e)
     except OSError as e:
-        return None, e.strerror or str(e)
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(_MAX_SCRIPT + 1)
-    if len(data) > _MAX_SCRIPT:
-        return None, "larger than 1 MiB"
-    return data.decode("utf-8", "replace"), None
+        return None, e.strerror or str(e), None
+    return data.decode("utf-8", "replace"), None, None
 
 
 def _luac(path: str, version: str | None) -> tuple[str | None, int, str]:
@@ -289,9 +293,17 @@ def gather_routes(conf: DovecotConf | None, *, probe: bool = True) -> tuple[Rout
     out: list[RouteState] = []
     version = None
     for route in zero_fork_userdbs(conf):
-        text, error = _read_text(route.path)
+        what = "Lua userdb script" if route.kind == "lua" else "dict userdb args file"
+        text, error, untrusted = _read_text(route.path, what)
         socket, timeout = route_settings(route, text)
-        state = RouteState(route=route, text=text, file_error=error, socket=socket, timeout=timeout)
+        state = RouteState(
+            route=route,
+            text=text,
+            file_error=error,
+            untrusted=untrusted,
+            socket=socket,
+            timeout=timeout,
+        )
         if probe and socket is not None:
             deadline = None
             why: str | None = None

@@ -58,6 +58,8 @@ class RouteState:
     #: The file at ``route.path`` (None: unreadable, see ``file_error``).
     text: str | None = None
     file_error: str | None = None
+    #: Why the file fails the trust rule (then it was not read).
+    untrusted: str | None = None
     #: The socket and the client's timeout the route uses (None: unknown).
     socket: str | None = None
     timeout: float | None = None
@@ -200,6 +202,8 @@ def check_routes(
     """
     out: list[Finding] = []
     for state in states:
+        if state.untrusted is not None:
+            out.append(_untrusted(state))
         out += _socket_findings(state)
         out += _timeout_findings(state, serve_deadline)
         if state.route.kind == "lua":
@@ -207,6 +211,22 @@ def check_routes(
     if states:
         out += _both_routes(config, conf, states)
     return out
+
+
+def _untrusted(state: RouteState) -> Finding:
+    path = state.route.path or state.route.subject
+    return _f(
+        "error",
+        "untrusted-file",
+        path,
+        f"{state.untrusted}: Dovecot's auth workers run {state.route.subject} as root, so whoever "
+        f"may write {path} (or a directory above it) controls every login"
+        if state.route.kind == "lua"
+        else f"{state.untrusted}: whoever may write it chooses where Dovecot's auth workers ask "
+        "for userdb fields",
+        f"Make {path} and every directory above it owned by root and not writable by group or "
+        "other (chown root:, chmod go-w), or use a path that is.",
+    )
 
 
 def _socket_findings(state: RouteState) -> list[Finding]:
@@ -280,6 +300,8 @@ def _lua_findings(state: RouteState, installed_script: str, conf: DovecotConf) -
                 "nsprov serve has its own cache, invalidated by every change.",
             )
         )
+    if state.untrusted is not None:
+        return out
     if state.text is None:
         out.append(
             _f(
