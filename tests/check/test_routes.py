@@ -395,6 +395,12 @@ class TestGather:
             )[0].file_error
         )
 
+    def test_no_luac_of_that_version(self, base: Path) -> None:
+        """Dovecot linking a Lua whose luac is not installed: no program, nothing run."""
+        from nsprov._check.gather import _luac
+
+        assert (None, 0, "") == _luac(str(base / "x.lua"), "9.9")
+
     def test_lua_version(self, base: Path) -> None:
         """The liblua a library names; None when no library is there."""
         lib = base / "libdovecot-lua.so.0"
