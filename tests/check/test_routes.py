@@ -428,6 +428,25 @@ class TestReport:
         assert ("route-socket-down", "warning") in report.codes()
         assert ("wiring-missing", "error") not in report.codes()
 
+    def test_dict_with_deny(self, spool: Path) -> None:
+        """A dict route and [deny] with no post-login: route-actions (error), not wiring-missing."""
+        config = make_config(spool, {"deny": {"users": ["guest"]}})
+        conf = conf_of(DICT_23, version="2.3", protocols="imap pop3", script="/d")
+        st = state(conf, "uri = redis:path=/s:timeout_msecs=1800\n")
+        world = World(
+            config_path=CONFIG, config=config, doveconf=conf, dovecot_version="2.3", routes=(st,)
+        )
+        found = [
+            (f.code, f.severity, f.subject)
+            for f in run_checks(world).findings
+            if f.code.startswith(("route", "wiring"))
+        ]
+
+        assert [
+            ("route-actions", "error", "service imap"),
+            ("route-actions", "error", "service pop3"),
+        ] == found
+
     def test_serve_mode_for_24(self, spool: Path) -> None:
         """check_user computes the 2.4 budget (it was 2.3 only) and warns when a route is wired."""
         from nsprov._check.users import check_user
