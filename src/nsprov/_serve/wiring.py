@@ -168,6 +168,7 @@ def lua_userdb_conf(
 # the script's timeout; "result_failure = continue" keeps the first userdb's fields.
 # The lookup runs in the auth workers (as root, one login each): keep them on.
 # nsprov's answer is never put in Dovecot's auth cache: serve has its own, invalidated cache.
+# nsprov.toml needs [dovecot] version = "{dialect}": serve answers in that version's dialect.
 """
     if dialect == "2.3":
         return (
