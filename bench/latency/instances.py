@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 #: The dict file of the ``nsprov-serve`` subject, as docs/serve.md ships it.
 DICT_CONF = """\
-uri = redis:path={socket}:timeout_msecs=2500
+uri = redis:path={socket}:timeout_msecs=1800
 iterate_disable = yes
 key userdb {{
   key = userdb/%u/%{{userdb:home}}

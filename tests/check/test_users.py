@@ -85,15 +85,15 @@ class TestUsers:
 
         assert [("serve-budget", severity)] == [(f.code, f.severity) for f in findings]
 
-    def test_no_budget_for_24(self, five: Path) -> None:
-        """Serve mode needs 2.3: no budget is computed for the 2.4 dialect."""
+    def test_budget_for_24(self, five: Path) -> None:
+        """The 2.4 dialect has a zero-fork route too (Lua): its budget is computed and reported."""
         config = make_config(five, {"dovecot": {"version": "2.4"}})
 
         report, _, _ = check_user(config, ALICE, budget=budget_of(3))
 
         assert report is not None
-        assert report.serve is None
-        assert report.as_dict()["serve"] is None
+        assert report.serve is not None
+        assert 3 == report.as_dict()["serve"]["fits"]
 
     def test_error(self, five: Path) -> None:
         """A user without a home, with {home} templates, is an error."""

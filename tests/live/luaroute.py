@@ -2,7 +2,7 @@
 
 What is wired is what is shipped: the script is the installed package's
 ``nsprov/lua/nsprov-userdb.lua`` (byte for byte, copied where the Dovecot under test reads
-it, as a package would install it to ``/usr/share/nsprov/``), and the userdb blocks are
+it, as the printer writes it to ``/etc/dovecot/``), and the userdb blocks are
 the ones ``docs/serve.md`` documents (:func:`userdb_conf`), in place of the harness's own
 ``userdb passwd`` block.  No post-login script is configured.
 
@@ -98,7 +98,7 @@ def userdb_conf(
 
 
 #: Where docs/serve.md installs the script and puts the socket.
-DOCUMENTED_SCRIPT = "/usr/share/nsprov/nsprov-userdb.lua"
+DOCUMENTED_SCRIPT = "/etc/dovecot/nsprov-userdb.lua"
 DOCUMENTED_SOCKET = "/run/nsprov/userdb.sock"
 
 

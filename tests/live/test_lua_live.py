@@ -17,6 +17,7 @@ with at most one warning line from the script.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -545,7 +546,7 @@ class TestWiring:
             conf = site.base / "doveconf.conf"
             site.out(conf).write_text(dovecot24.config())
             proc = chroot_run(site.root, "/usr/bin/doveconf", "-n", "-c", str(conf), check=False)
-            want = "lua_file = /usr/share/nsprov/nsprov-userdb.lua"
+            want = "lua_file = /etc/dovecot/nsprov-userdb.lua"
         else:
             conf_path = site.out(site.base / "doveconf.conf")
             conf_path.write_text(LuaDovecot(conf_path.parent, [], userdb=block).config_text())
@@ -555,9 +556,160 @@ class TestWiring:
                 text=True,
                 check=False,
             )
-            want = "args = file=/usr/share/nsprov/nsprov-userdb.lua blocking=yes cache_key="
+            want = "args = file=/etc/dovecot/nsprov-userdb.lua blocking=yes cache_key="
 
         assert (0, True) == (proc.returncode, want in proc.stdout), proc.stderr
+
+
+def printed_wiring(world: LuaWorld, name: str) -> tuple[str, PurePosixPath]:
+    """``nsprov serve --print-dovecot-config --client=lua`` for this world: the userdb blocks, the script.
+
+    The script section is written where its header says (``--lua-file``, inside the
+    version's root); the dovecot.conf section is returned as printed.
+    """
+    script = world.site.base / name
+    argv = [
+        str(Path(sys.executable).with_name("nsprov")),
+        "serve",
+        "--print-dovecot-config",
+        "--client=lua",
+        f"--dialect={world.version}",
+        f"--socket={world.socket}",
+        f"--deadline={DEADLINE}",
+        f"--lua-file={script}",
+    ]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    head, sep, body = out.partition(f"# ---- {script} ----\n")
+    assert sep, out
+    path = world.site.out(script)
+    path.write_text(body, encoding="utf-8")
+    path.chmod(0o644)
+    return head, script
+
+
+class TestPrintedWiring:
+    """What ``--print-dovecot-config --client=lua`` prints is valid, and logins through it get the namespaces."""
+
+    def test_doveconf_and_login(self, world: LuaWorld) -> None:
+        """doveconf -n takes the printed blocks; IMAP and doveadm see the namespaces; no warning."""
+        userdb, script = printed_wiring(world, "printed.lua")
+        dovecot = world.start_dovecot("dovecot-printed", userdb)
+        if isinstance(dovecot, Dovecot24):
+            proc = chroot_run(
+                world.site.root,
+                "/usr/bin/doveconf",
+                "-n",
+                "-c",
+                str(dovecot.conf_path),
+                check=False,
+            )
+            want = f"lua_file = {script}"
+        else:
+            proc = subprocess.run(
+                ["/usr/bin/doveconf", "-n", "-c", str(dovecot.conf_path)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            want = f"args = file={script} blocking=yes cache_key="
+        mark = world.mark(dovecot)
+        seen = world.shared(world.bob, dovecot)
+        listed = world.doveadm("mailbox", "list", "-u", world.bob.name, dovecot=dovecot)
+        warnings = world.warnings_since(mark, dovecot, expect=0, wait=0.3)
+        dovecot.stop()
+
+        assert (0, True) == (proc.returncode, want in proc.stdout), proc.stderr
+        assert expected() == seen.counts
+        assert 0 == listed.returncode, listed.stderr
+        assert {f"Shared/{n}" for n in expected()} <= set(listed.stdout.splitlines())
+        assert [] == warnings
+
+    def test_worker_default(self, world: LuaWorld) -> None:
+        """Without use_worker / blocking= the Lua lookup still runs in the auth worker (as root).
+
+        Why check warns only on an explicit use_worker = no / blocking=no: the route's
+        0600 root socket is reached, so logins get their namespaces.
+        """
+        userdb, _ = printed_wiring(world, "noworker.lua")
+        userdb = userdb.replace("  use_worker = yes\n", "").replace(" blocking=yes", "")
+        assert "use_worker" not in userdb
+        assert "blocking" not in userdb
+        dovecot = world.start_dovecot("dovecot-noworker", userdb)
+        seen = world.shared(world.bob, dovecot)
+        dovecot.stop()
+
+        assert expected() == seen.counts
+
+    def test_worker_off(self, world: LuaWorld) -> None:
+        """use_worker = no / blocking=no: the script runs in the auth process, cannot open the socket.
+
+        What check's lua-no-worker error is about: the login succeeds without namespaces.
+        """
+        userdb, _ = printed_wiring(world, "worker-off.lua")
+        userdb = userdb.replace("use_worker = yes", "use_worker = no").replace(
+            "blocking=yes", "blocking=no"
+        )
+        dovecot = world.start_dovecot("dovecot-worker-off", userdb)
+        mark = world.mark(dovecot)
+        seen = world.shared(world.bob, dovecot)
+        lines = world.warnings_since(mark, dovecot)
+        dovecot.stop()
+
+        assert NOTHING == seen
+        assert 1 == len(lines), lines
+        assert "cannot connect" in lines[0]
+
+
+class TestCheckLive:
+    """``nsprov check`` against the printed Lua wiring, with the server up and down."""
+
+    def run_check(self, world: LuaWorld, conf: PurePosixPath) -> set[str]:
+        """The finding codes of ``nsprov check --json`` for this world's config and *conf*."""
+        argv = [
+            world.site.nsprov,
+            "check",
+            f"--config={world.config}",
+            f"--dovecot-config={conf}",
+            f"--user={world.bob.name}",
+            "--format=json",
+        ]
+        if isinstance(world.site, Site24):
+            proc = chroot_run(world.site.root, *argv, check=False)
+        else:
+            proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        report = json.loads(proc.stdout)
+        return {f["code"] for f in report["findings"]}
+
+    def test_route_recognised(self, fresh: LuaWorld) -> None:
+        """Up: no route finding; socket moved away: route-socket-down; script edited: lua-script-differs."""
+        userdb, script = printed_wiring(fresh, "check.lua")
+        dovecot = fresh.start_dovecot("dovecot-check", userdb)
+        conf = PurePosixPath(str(dovecot.conf_path))
+        up = self.run_check(fresh, conf)
+        sock = fresh.site.out(fresh.socket)
+        park_socket(sock)
+        try:
+            down = self.run_check(fresh, conf)
+        finally:
+            shutil.move(sock.with_name(sock.name + ".parked"), sock)
+        path = fresh.site.out(script)
+        path.write_text(path.read_text() + "\n-- edited\n")
+        edited = self.run_check(fresh, conf)
+        path.write_text(path.read_text() + "\nthis is not lua\n")
+        broken = self.run_check(fresh, conf)
+        dovecot.stop()
+
+        # The 2.4 root has Dovecot's Lua but not necessarily the lua5.4 package: then an info.
+        luac = fresh.site.out(PurePosixPath("/usr/bin/luac5.4")).exists()
+        none = set() if luac else {"luac-unavailable"}
+        route_codes = {c for c in up | down | edited | broken if c.startswith(("route-", "lua"))}
+        assert none == {c for c in up if c in route_codes}
+        assert {"route-socket-down"} | none == {c for c in down if c in route_codes}
+        assert {"lua-script-differs"} | none == {c for c in edited if c in route_codes}
+        assert {"lua-script-differs", "lua-syntax" if luac else "luac-unavailable"} == {
+            c for c in broken if c in route_codes
+        }
+        assert "wiring-missing" not in up
 
 
 class TestLoading:

@@ -68,6 +68,17 @@ CODES: dict[str, str] = {
     "wiring-config-path": "the post-login line reads another configuration file",
     "wiring-service-user": "the post-login service does not run as root",
     "wiring-not-isolated": "a post-login program starts Python without -I",
+    # the zero-fork routes (a Lua or dict userdb asking nsprov serve)
+    "route-socket-down": "the socket a Lua or dict userdb names does not answer a probe lookup",
+    "route-timeouts": "nsprov serve's per-lookup deadline is not shorter than the client's timeout",
+    "route-double": "a zero-fork route and nsprov post-login both add namespaces",
+    "route-actions": "[actions] runs more than namespaces where only a zero-fork route is wired",
+    "lua-no-worker": "the Lua userdb runs without the auth worker",
+    "lua-cache-key": "Dovecot 2.3 caches the Lua userdb's answer (no empty cache_key=)",
+    "lua-script-missing": "the Lua userdb's script cannot be read",
+    "lua-script-differs": "the Lua userdb's script differs from this nsprov's (beyond DEFAULTS)",
+    "lua-syntax": "luac -p rejects the Lua userdb's script",
+    "luac-unavailable": "no luac of Dovecot's Lua version is installed to check the script",
     "acl-no-grants": "the ACL plugin is on, but no ACL grants lookup on public mailboxes",
     "acl-plugin-setting": "[dovecot] acl_plugin does not match Dovecot's mail_plugins",
     # users
@@ -78,7 +89,7 @@ CODES: dict[str, str] = {
     "virtual-users": "several users share one uid",
     "namespace-max": "a user may read more mailboxes than namespace.max",
     "env-limit": "a user's namespaces do not all fit the kernel's environment limits",
-    "serve-budget": "a user's namespaces do not all fit a serve-mode userdb reply",
+    "serve-budget": "a user's namespaces do not all fit a zero-fork route's userdb reply",
     # per-user directories
     "stale-dir": "a per-user directory of a renamed or removed mailbox",
     "stale-other-scheme": "a per-user directory named by another nsprov naming scheme",

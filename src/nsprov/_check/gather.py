@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ from ..exceptions import ConfigError, NsprovError, UntrustedFileError
 from .doveconf import DovecotConf, major_minor
 from .findings import Finding, _f
 from .marks import SpoolMark, cache_marks, load_marks, store_marks
+from .routes import RouteState, route_settings, zero_fork_userdbs
 from .stale import clean_stale_as
 from .trust import check_trusted_files
 from .users import select_users
@@ -63,6 +65,8 @@ class World:
     gid_name: Callable[[int], str] = str
     #: Seconds each user's scan may take (--deadline).
     deadline: float = DEFAULT_DEADLINE
+    #: The zero-fork routes ``doveconf -n`` wires, and what was found of each.
+    routes: tuple[RouteState, ...] = ()
 
 
 def _find_program(name: str, given: str | None) -> str | None:
@@ -219,6 +223,114 @@ def _resolve_users(
     return users, findings, {uid: tuple(n) for uid, n in uid_names.items()}
 
 
+#: Where Dovecot's Lua library may be (it names the liblua it links).
+_DOVECOT_LUA_LIBS = (
+    "/usr/lib/dovecot/libdovecot-lua.so.0",
+    "/usr/lib64/dovecot/libdovecot-lua.so.0",
+    "/usr/lib/dovecot/modules/auth/libauthdb_lua.so",
+    "/usr/lib64/dovecot/auth/libauthdb_lua.so",
+)
+_MAX_SCRIPT = 1 << 20
+
+
+def dovecot_lua_version(libs: Sequence[str] = _DOVECOT_LUA_LIBS) -> str | None:
+    """The Lua version Dovecot links (``"5.4"``), read from the liblua name in its library."""
+    import re  # noqa: PLC0415
+
+    for lib in libs:
+        try:
+            with open(lib, "rb") as f:
+                data = f.read(16 << 20)
+        except OSError:
+            continue
+        if m := re.search(rb"liblua-?(5\.\d)", data):
+            return m.group(1).decode()
+    return None
+
+
+def _read_text(path: str | None, what: str) -> tuple[str | None, str | None, str | None]:
+    """The text of *path* under the trust rule (at most 1 MiB): text, why not, why untrusted.
+
+    The Lua script runs as root in Dovecot's auth workers: one that others may write is
+    an ``untrusted-file``, not merely a script to compare.
+    """
+    from .._trust import read_trusted  # noqa: PLC0415
+
+    if not path:
+        return None, "no file given", None
+    try:
+        data = read_trusted(path, what=what, limit=_MAX_SCRIPT)
+    except UntrustedFileError as e:
+        return None, None, str(e)
+    except OSError as e:
+        return None, e.strerror or str(e), None
+    return data.decode("utf-8", "replace"), None, None
+
+
+def _luac(path: str, version: str | None) -> tuple[str | None, int, str]:
+    """``luacX.Y -p PATH``: the program (None: none installed), its status and message."""
+    import subprocess  # noqa: PLC0415
+
+    names = [f"luac{version}"] if version else ["luac5.4", "luac5.3"]
+    program = next((p for n in names if (p := _find_program(n, None))), None)
+    if program is None:
+        return None, 0, ""
+    try:
+        proc = subprocess.run(
+            [program, "-p", path], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return program, 1, str(e)
+    return program, proc.returncode, proc.stderr
+
+
+def gather_routes(conf: DovecotConf | None, *, probe: bool = True) -> tuple[RouteState, ...]:
+    """Each zero-fork route of *conf*: its file, socket and timeout, a probe, ``luac -p``."""
+    from .._serve.probe import ProbeError, probe_lookup, server_status  # noqa: PLC0415
+
+    if conf is None:
+        return ()
+    out: list[RouteState] = []
+    version = None
+    for route in zero_fork_userdbs(conf):
+        what = "Lua userdb script" if route.kind == "lua" else "dict userdb args file"
+        text, error, untrusted = _read_text(route.path, what)
+        socket, timeout = route_settings(route, text)
+        state = RouteState(
+            route=route,
+            text=text,
+            file_error=error,
+            untrusted=untrusted,
+            socket=socket,
+            timeout=timeout,
+        )
+        if probe and socket is not None:
+            deadline = None
+            why: str | None = None
+            try:
+                probe_lookup(socket)
+            except ProbeError as e:
+                why = str(e)
+            else:
+                # A server that answers lookups but not INFO (another version): deadline unknown.
+                with contextlib.suppress(ProbeError):
+                    deadline = server_status(socket).get("deadline")
+            state = attrs.evolve(
+                state,
+                probed=True,
+                probe_error=why,
+                server_deadline=deadline if isinstance(deadline, (int, float)) else None,
+            )
+        if route.kind == "lua" and text is not None and route.path:
+            version = version or dovecot_lua_version()
+            luac, status, message = _luac(route.path, version)
+            state = attrs.evolve(
+                state, luac=luac, luac_status=status, luac_message=message, lua_version=version
+            )
+        out.append(state)
+    return tuple(out)
+
+
 def _uid_name(uid: int) -> str:
     import pwd  # noqa: PLC0415
 
@@ -245,6 +357,7 @@ def gather(args: Any) -> World:
     trust = check_trusted_files(args.config, config, deadline=args.deadline)
     conf, conf_finding = _run_doveconf(args)
     version, source = _dovecot_version(args, conf)
+    routes = gather_routes(conf)
     users: list[MailUser] = []
     user_findings: list[Finding] = []
     uid_names: dict[int, tuple[str, ...]] = {}
@@ -252,7 +365,7 @@ def gather(args: Any) -> World:
         users, user_findings, uid_names = _resolve_users(args, config, conf)
 
     def budget(cfg: Config, user: MailUser) -> ReplyBudget:
-        return reply_budget(cfg, user)
+        return reply_budget(cfg, user, budget=cfg.serve.reply_budget)
 
     state: str | None = args.state  # None: marks.DEFAULT_STATE_FILE
 
@@ -279,4 +392,5 @@ def gather(args: Any) -> World:
         record_marks=lambda seen: store_marks(state, seen),
         uid_name=_uid_name,
         gid_name=_gid_name,
+        routes=routes,
     )

@@ -20,6 +20,7 @@ from .dovecot import (
 )
 from .findings import SEVERITIES, Finding, _f
 from .marks import changed_spools, spool_marks
+from .routes import check_routes, zero_fork_userdbs
 from .scancache import check_scan_cache, check_scan_slow
 from .stale import _removed, find_stale
 from .structure import scan_structure, structure_findings
@@ -123,6 +124,7 @@ def run_checks(world: World) -> Report:
         findings += check_wiring(
             config, conf, config_path=world.config_path, executable=world.executable
         )
+        findings += _route_findings(world, config, conf)
         findings += check_mail_driver(config, conf)
         findings += check_identity(config, conf)
         findings += check_acl_plugin(config, conf, acl_plugin=world.acl_plugin)
@@ -147,6 +149,19 @@ def run_checks(world: World) -> Report:
     findings += check_virtual(config, world.users, world.uid_names)
     findings += _stale_findings(world, config, scans, shown)
     return _report({**base, "dialect": config.dialect}, findings, reports)
+
+
+def _route_findings(world: World, config: Config, conf: DovecotConf) -> list[Finding]:
+    """The zero-fork routes (:func:`check_routes`), against this nsprov's Lua script."""
+    from .._serve.options import DEFAULT_DEADLINE  # noqa: PLC0415
+    from .._serve.wiring import lua_script  # noqa: PLC0415
+
+    if not world.routes:
+        return []
+    deadline = config.serve.deadline if config.serve.deadline is not None else DEFAULT_DEADLINE
+    return check_routes(
+        config, conf, list(world.routes), installed_script=lua_script(), serve_deadline=deadline
+    )
 
 
 def _stale_findings(
@@ -190,7 +205,7 @@ def _check_users(
 ) -> tuple[
     list[UserReport], list[Finding], dict[tuple[str, bytes], list[MailUser]], list[MailUser]
 ]:
-    serve_mode = None if conf is None else "dict" in conf.userdb_drivers
+    serve_mode = None if conf is None else bool(zero_fork_userdbs(conf))
     reports: list[UserReport] = []
     findings: list[Finding] = []
     access: dict[tuple[str, bytes], list[MailUser]] = {}

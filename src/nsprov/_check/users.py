@@ -149,7 +149,7 @@ def check_user(
         userdb_keys_bytes=_var_size("USERDB_KEYS", env["USERDB_KEYS"]),
     )
     out = _limit_findings(config, user, found, len(served))
-    if budget is not None and served and config.dialect == "2.3":
+    if budget is not None and served:
         rb = budget(config, user)
         report = attrs.evolve(report, serve=rb)
         if rb.fits < rb.total:

@@ -51,8 +51,13 @@ def check_wiring(
     config_path: str,
     executable: Callable[[str], bool] = lambda p: os.access(p, os.X_OK),
 ) -> list[Finding]:
-    """The post-login services of IMAP and POP3: present, calling nsprov right, as root."""
-    serve_wired = "dict" in conf.userdb_drivers
+    """The post-login services of IMAP and POP3: present, calling nsprov right, as root.
+
+    With a zero-fork route wired (a Lua or dict userdb), a protocol without
+    post-login is no ``wiring-missing``: :mod:`~nsprov._check.routes` says what
+    that route cannot run (``route-actions``).
+    """
+    serve_wired = any(d in {"dict", "lua"} for d in conf.userdb_drivers)
     out: list[Finding] = []
     for protocol in ("imap", "pop3"):
         if protocol in conf.protocols:
@@ -78,7 +83,7 @@ def _protocol_wiring(
     socket = _socket_of(service.get("executable")) if service is not None else None
     example = f"examples/dovecot-{config.dialect}/10-master.conf (docs: Dovecot wiring)"
     if socket is None:
-        if actions and not (serve_wired and set(actions) <= {"namespaces"}):
+        if actions and not serve_wired:
             deny = " (its deny rules do not apply)" if "deny" in actions else ""
             out.append(
                 _f(

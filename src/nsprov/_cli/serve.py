@@ -28,7 +28,7 @@ from .._serve.options import (
     ServeOptions,
 )
 from .._serve.server import exit_if_threads_hang, run
-from .._serve.wiring import DEFAULT_DICT_FILE, dovecot_config
+from .._serve.wiring import DEFAULT_DICT_FILE, DEFAULT_LUA_FILE, dovecot_config
 from ..exceptions import NsprovError
 
 if TYPE_CHECKING:
@@ -106,10 +106,23 @@ def serve_parser() -> argparse.ArgumentParser:
         "--dialect", choices=("2.3", "2.4"), default="2.3", help="Dovecot version to print for"
     )
     p.add_argument(
-        "--client", choices=("redis", "proxy"), default="redis", help="Dovecot dict client to print"
+        "--client",
+        choices=("redis", "proxy", "lua"),
+        help="Dovecot client to print: a dict userdb (redis, proxy; 2.3 only) or the Lua "
+        "userdb (lua; the default for --dialect=2.4)",
     )
     p.add_argument(
         "--dict-file", default=DEFAULT_DICT_FILE, help="path of the dict userdb's args file"
+    )
+    p.add_argument(
+        "--lua-file",
+        default=DEFAULT_LUA_FILE,
+        help=f"where the Lua userdb script goes (printed under its own header; {DEFAULT_LUA_FILE})",
+    )
+    p.add_argument(
+        "--status",
+        action="store_true",
+        help="ask the server on --socket for its health and counters; exit 0 when it answers",
     )
     p.add_argument("--dir-helper", action="store_true", help=argparse.SUPPRESS)
     return p
@@ -154,6 +167,8 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     if args.dir_helper:
         return dir_helper()
+    if args.status:
+        return _status(args.socket or _configured_socket(args.config))
     try:
         if args.print_dovecot_config:
             sys.stdout.write(
@@ -163,6 +178,7 @@ def main(argv: Sequence[str]) -> int:
                     client=args.client,
                     deadline=args.deadline or DEFAULT_DEADLINE,
                     dict_file=args.dict_file,
+                    lua_file=args.lua_file,
                 )
             )
             return 0
@@ -173,6 +189,26 @@ def main(argv: Sequence[str]) -> int:
     status = asyncio.run(run(options))
     exit_if_threads_hang(status)
     return status
+
+
+def _status(path: str) -> int:
+    """``nsprov serve --status``: print the server's status; 0 when it answered, 1 when not."""
+    from .._serve.probe import ProbeError, format_status, probe_lookup, server_status  # noqa: PLC0415
+
+    try:
+        status = server_status(path)
+        took = probe_lookup(path)
+    except ProbeError as e:
+        print(f"nsprov serve: error: {e}", file=sys.stderr)
+        return 1
+    sys.stdout.write(f"socket: {path}\n" + format_status(status) + f"probe_ms: {took * 1000:.2f}\n")
+    return 0
+
+
+def _configured_socket(path: str) -> str:
+    """``[serve] socket`` of the config at *path*, or the default."""
+    defaults = _serve_defaults(path)
+    return (defaults.socket if defaults is not None else None) or DEFAULT_SOCKET
 
 
 def _serve_defaults(path: str) -> ServeConfig | None:

@@ -17,7 +17,10 @@ DEFAULT_SOCKET = "/run/nsprov/userdb.sock"
 DEFAULT_SOCKET_MODE = 0o600
 DEFAULT_CACHE_TTL = 5.0
 DEFAULT_CACHE_SIZE = 10_000
-DEFAULT_DEADLINE = 1.5
+#: Seconds per lookup: shorter than every client's timeout (the Lua script's 1 s, the redis
+#: dict client's deadline + 1 s), so that a slow scan's answer, or serve's own failure,
+#: reaches the client before it gives up (docs/serve.md, "Timeouts").
+DEFAULT_DEADLINE = 0.8
 DEFAULT_MAX_CONNECTIONS = 256
 #: Seconds a connection may go without a complete request before it is closed.
 DEFAULT_IDLE_TIMEOUT = 5.0

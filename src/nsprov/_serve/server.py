@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .._postlogin import config_stamp
+from .._reply import default_reply_budget
 from ..exceptions import NsprovError, ProtocolError
 from .codec import PostloginKey, detect
 from .dirs import DirMaker
@@ -92,6 +93,7 @@ class Server:
         self._ids = 0
         self._refused_at = 0.0
         self._refresher: asyncio.Task[None] | None = None
+        self._started = clock()
 
     # -- life cycle
 
@@ -444,7 +446,31 @@ class Server:
             busy=functools.partial(self.busy.add, cid),
             idle=idle,
             stopping=self._is_stopping,
+            status=self.status_json,
         )
+
+    def status_json(self) -> bytes:
+        """What redis ``INFO`` answers: health, settings and counters as one JSON object."""
+        import json  # noqa: PLC0415
+
+        o = self.options
+        status = {
+            "nsprov": "serve",
+            "pid": os.getpid(),
+            "uptime": round(self.clock() - self._started, 3),
+            "config": self.config.source,
+            "dialect": self.config.dialect,
+            "config_reload_failed": self._failed_stamp is not None,
+            "deadline": o.deadline,
+            "cache_ttl": o.cache_ttl,
+            "reply_budget": o.reply_budget or default_reply_budget(self.config.dialect),
+            "connections": len(self.connections),
+            "max_connections": o.max_connections,
+            "cached_users": len(self.cache),
+            "lookups_in_flight": len(self.inflight),
+            **self.stats,
+        }
+        return json.dumps(status, separators=(",", ":")).encode()
 
     def _is_stopping(self) -> bool:
         return self._stopping is not None and self._stopping.is_set()

@@ -75,6 +75,8 @@ class Channel:
     idle: Callable[[bool], None] = _nothing
     #: True once the server is stopping: the session returns after the batch it is answering.
     stopping: Callable[[], bool] = _never
+    #: The server's health and counters as a JSON object (redis ``INFO``); None: not offered.
+    status: Callable[[], bytes] | None = None
 
 
 async def _batches(
@@ -190,7 +192,11 @@ async def redis_session(
     *,
     max_line: int,
 ) -> None:
-    """Answer a redis client (``GET``, ``AUTH``, ``SELECT``, ``PING``), starting with *first*."""
+    """Answer a redis client (``GET``, ``AUTH``, ``SELECT``, ``PING``, ``INFO``), starting with *first*.
+
+    ``INFO`` answers the server's status (``nsprov serve --status``): a JSON object
+    with counters and settings, no user's data.
+    """
     parser = RespParser(max_bulk=max_line)
 
     def parse(data: bytes, out: list[Awaitable[_Out]]) -> None:
@@ -202,6 +208,8 @@ async def redis_session(
                 out.append(_ready(resp_simple("OK")))
             elif name == b"PING":
                 out.append(_ready(resp_simple("PONG")))
+            elif name == b"INFO" and channel.status is not None:
+                out.append(_status(channel.status))
             else:
                 out.append(_ready(resp_error(f"nsprov: unsupported command {name[:20]!r}")))
 
@@ -247,6 +255,11 @@ def log_lookup(
         size=len(answer.value) if answer.kind == "found" else None,
         ms=f"{(clock() - received) * 1000:.2f}",
     )
+
+
+async def _status(status: Callable[[], bytes]) -> _Out:
+    """``INFO``, computed when its turn comes: it counts the lookups pipelined before it."""
+    return resp_bulk(status()), None
 
 
 async def _ready(data: bytes) -> _Out:

@@ -16,7 +16,7 @@
 --     result_success = continue-ok
 --   }
 --   userdb lua {
---     lua_file = /usr/share/nsprov/nsprov-userdb.lua
+--     lua_file = /etc/dovecot/nsprov-userdb.lua
 --     use_worker = yes
 --     result_failure = continue
 --     result_internalfail = continue
@@ -35,7 +35,7 @@
 --   }
 --   userdb {
 --     driver = lua
---     args = file=/usr/share/nsprov/nsprov-userdb.lua blocking=yes cache_key=
+--     args = file=/etc/dovecot/nsprov-userdb.lua blocking=yes cache_key=
 --     result_failure = continue
 --     result_internalfail = continue
 --   }
