@@ -57,7 +57,7 @@ README, one ``imap-postlogin`` service):
     root auth-worker can use), wired as docs/serve.md ships it: ``userdb passwd`` with
     ``result_success = continue-ok``, then ``userdb dict`` with ``result_failure = continue``,
     ``result_internalfail = continue`` and a dict file with ``uri =
-    redis:path=<socket>:timeout_msecs=2500`` and ``key = userdb/%u/%{userdb:home}``; no post-login
+    redis:path=<socket>:timeout_msecs=1800`` and ``key = userdb/%u/%{userdb:home}``; no post-login
     process.  The wiring is compared with what ``nsprov serve --print-dovecot-config`` prints.
     Its replies are capped at 7,000 bytes of JSON (about 24 namespaces; Dovecot refuses userdb
     replies over 8 KiB), so on the 1,000-entry spool it delivers fewer namespaces than the others.
