@@ -466,14 +466,15 @@ def main(
     *,
     environ: MutableMapping[str, str] | None = None,
     execve: Callable[[str, Sequence[str], Mapping[str, str]], object] = os_execve,
-    worker: Callable[[Options, Mapping[str, str]], Callable[[int], None]] | None = None,
+    worker: Callable[[Options, Mapping[str, str]], Callable[[int], None] | None] | None = None,
     standalone: bool = False,
 ) -> int:
     """Run the post-login step; returns only when exec failed or the login is denied.
 
     *worker* makes the work to fork for a login, ``worker(opts, environ)(fd)``
-    (:func:`nsprov._worker.work`): the caller injects it, so that this module
-    imports nothing of nsprov.  Without one, a login the server does not answer
+    (``nsprov._main._worker``): the caller injects it, so that this module
+    imports nothing of nsprov.  A worker factory that returns None says the
+    login's protocol has nothing configured: the next program is exec'd at once.  Without one, a login the server does not answer
     goes on with its environment untouched (an internal error, logged).
 
     The status is 0 for a deliberate denial (an action refused the login) and
@@ -517,7 +518,11 @@ def main(
     try:
         if worker is None:
             raise RuntimeError("no post-login worker given")  # noqa: TRY301 - handled below
-        result = run_worker(worker(opts, env), timeout)
+        work = worker(opts, env)
+        if work is None:  # nothing is configured for this protocol: exec at once
+            _exec(execve, opts.next, env, fallback=None)
+            return 1
+        result = run_worker(work, timeout)
     except Exception as e:  # fork or pipe failed: still never break the login
         result = Result()
         result.error = f"internal error: {e}"
@@ -921,7 +926,7 @@ def _is_list(key: str) -> bool:
 def entrypoint(
     argv: Sequence[str],
     *,
-    worker: Callable[[Options, Mapping[str, str]], Callable[[int], None]] | None = None,
+    worker: Callable[[Options, Mapping[str, str]], Callable[[int], None] | None] | None = None,
 ) -> NoReturn:
     """``nsprov post-login ARGS``: exit only when the login is denied or exec failed."""
     raise SystemExit(main(argv, worker=worker))

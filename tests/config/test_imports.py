@@ -10,7 +10,17 @@ import nsprov._config
 
 #: The modules of nsprov the configuration may import: the layers below it.
 BELOW = frozenset(
-    {"_defaults", "_env", "_model", "_names", "_template", "_trust", "_userdb", "exceptions"}
+    {
+        "_atomic",
+        "_defaults",
+        "_env",
+        "_model",
+        "_names",
+        "_template",
+        "_trust",
+        "_userdb",
+        "exceptions",
+    }
 )
 
 
