@@ -6,17 +6,25 @@ import importlib.metadata
 import importlib.util
 import marshal
 import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from nsprov import _defaults, _postlogin, _profile
+from nsprov import _defaults, _lean, _postlogin, _profile
 from nsprov._config import DEFAULT_CACHE_DIR
 from nsprov._lean import PROFILE_SCHEMA
+from nsprov._postlogin import T_DEADLINE, T_ENV, T_OK, T_POLICY, Options
+from nsprov._worker import run
+
+from .test_fastpath import ENV, box_toml
+from .test_postlogin import Exec, collect_frames
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from collections.abc import Iterator, Mapping
 
 NOBODY = 65534
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown)")
@@ -238,3 +246,168 @@ class TestProtocols:
     )
     def test_protocol_actions(self, protocol: str | None, expected: tuple[str, ...]) -> None:
         assert expected == _profile.protocol_actions(PROFILE, protocol)
+
+
+# --- the choice of path: cold (full, stores), warm (lean), nothing configured (exec) ----------
+
+
+class Paths:
+    """Runs a login's worker in-process; records which path served it."""
+
+    def __init__(self, config: Path, state: Path) -> None:
+        self.config = config
+        self.state = state
+        self.full: list[str] = []
+
+    def full_worker(self, fd: int, opts: Options, environ: Mapping[str, str], why: str) -> None:
+        self.full.append(why)
+        run(fd, opts, environ, profile=why, profile_dir=str(self.state))
+
+    def login(
+        self, protocol: str | None = "imap", env: Mapping[str, str] = ENV, next_: str = ""
+    ) -> list[tuple[bytes, bytes]] | None:
+        opts = Options()
+        opts.config = str(self.config)
+        opts.protocol = protocol
+        opts.next = [next_ or "/nonexistent/script-login"]
+        work = _profile.dispatch(opts, env, full=self.full_worker, directory=str(self.state))
+        return None if work is None else collect_frames(work)
+
+
+def env_frames(frames: list[tuple[bytes, bytes]] | None) -> dict[bytes, bytes]:
+    assert frames is not None
+    assert (T_OK, b"") == frames[-1]
+    return dict(p.split(b"\0", 1) for t, p in frames if t == T_ENV)
+
+
+@pytest.fixture(name="paths")
+def _paths(tmp_path: Path) -> Iterator[Paths]:
+    base = Path(tempfile.mkdtemp(prefix="nsprov-profile-"))  # /tmp: every user may reach it
+    base.chmod(0o755)
+    box = base / "fast"
+    for name in ("sales", "Weird Name"):
+        for sub in ("cur", "new", "tmp"):
+            (box / name / sub).mkdir(parents=True)
+    for d in (box, *box.rglob("*")):
+        d.chmod(0o755)
+    config = base / "nsprov.toml"
+    config.write_text(box_toml(box, '[actions]\nimap = ["namespaces"]\npop3 = []\n'))
+    try:
+        yield Paths(config, tmp_path / "state")
+    finally:
+        shutil.rmtree(base)
+
+
+class TestDispatch:
+    def test_cold_then_warm(self, paths: Paths) -> None:
+        """The first login takes the full path and stores the profile; the next one is lean."""
+        cold = env_frames(paths.login())
+        assert b"NAMESPACE" in cold
+        assert ["missing"] == paths.full
+        assert _profile.load(str(paths.config), str(paths.state)) is not None
+        stored = os.stat(paths.state / _profile.file_name(str(paths.config)))
+
+        warm = env_frames(paths.login())
+
+        assert ["missing"] == paths.full  # the lean path served
+        assert b"NAMESPACE" in warm
+        assert cold == warm
+        again = os.stat(paths.state / _profile.file_name(str(paths.config)))
+        assert (stored.st_ino, stored.st_mtime_ns) == (again.st_ino, again.st_mtime_ns)
+
+    def test_nothing_configured_execs_at_once(self, paths: Paths) -> None:
+        """A warm profile whose protocol runs no action: no worker at all (None)."""
+        paths.login()
+        assert paths.login("pop3") is None
+        assert ["missing"] == paths.full
+
+    def test_edited_config_rebuilds(self, paths: Paths) -> None:
+        paths.login()
+        paths.config.write_text(paths.config.read_text() + "\n")
+        paths.login()
+        paths.login()
+        assert ["missing", "stale"] == paths.full
+
+    def test_corrupt_profile_takes_the_full_path(self, paths: Paths) -> None:
+        paths.login()
+        (paths.state / _profile.file_name(str(paths.config))).write_bytes(b"junk")
+        paths.login()
+        paths.login()
+        assert ["missing", "corrupt"] == paths.full
+
+    @root_only
+    def test_foreign_profile_takes_the_full_path(self, paths: Paths) -> None:
+        paths.login()
+        os.chown(paths.state / _profile.file_name(str(paths.config)), NOBODY, NOBODY)
+        paths.login()
+        assert ["missing", "missing"] == paths.full
+        assert 0 == os.stat(paths.state / _profile.file_name(str(paths.config))).st_uid
+
+    def test_other_actions_store_no_profile(self, paths: Paths) -> None:
+        """A config the lean path cannot serve (here a [[field]]) keeps the full path."""
+        text = paths.config.read_text().replace(
+            'imap = ["namespaces"]', 'imap = ["namespaces", "fields"]'
+        )
+        paths.config.write_text(text + '[[field]]\nname = "x"\nvalue = "1"\n')
+        frames = paths.login()
+        paths.login()
+        assert ["missing", "missing"] == paths.full
+        assert env_frames(frames)[b"X"] == b"1"
+        assert not (paths.state / _profile.file_name(str(paths.config))).exists()
+
+    def test_compute_failing_takes_the_full_path(
+        self, paths: Paths, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        cold = env_frames(paths.login())
+
+        def broken(*_args: object, **_kw: object) -> None:
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(_lean, "compute", broken)
+        capfd.readouterr()
+        assert cold == env_frames(paths.login())
+        assert ["missing", "lean path failed"] == paths.full
+        err = capfd.readouterr().err
+        assert (
+            "the lean login path failed (RuntimeError: boom); this login takes the full path" in err
+        )
+        assert 1 == err.count("\n")
+
+    def test_debug_user_takes_the_full_path(
+        self, paths: Paths, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        paths.config.write_text(paths.config.read_text() + '[postlogin]\ndebug_users = ["other"]\n')
+        paths.login()
+        capfd.readouterr()
+        paths.login()
+        assert ["missing", "warm; a debug user"] == paths.full
+        assert (
+            "debug: the full login path served (profile: warm; a debug user)"
+            in capfd.readouterr().err
+        )
+
+    def test_other_dovecot_installed_takes_the_full_path(
+        self, paths: Paths, tmp_path: Path
+    ) -> None:
+        libexec = tmp_path / "libexec"
+        libexec.mkdir()
+        (libexec / "libdovecot-language.so").touch()
+        paths.login()
+        frames = paths.login(next_=str(libexec / "script-login"))
+        assert ["missing", "Dovecot 2.4 installed, profile for 2.3"] == paths.full
+        assert {} == env_frames(frames)
+
+    def test_deadline_and_policy_first(self, paths: Paths) -> None:
+        paths.login()
+        frames = paths.login()
+        assert frames is not None
+        assert [(T_DEADLINE, b"2.0"), (T_POLICY, b"continue")] == frames[:2]
+
+
+def test_main_execs_when_the_worker_factory_says_nothing(capfd: pytest.CaptureFixture[str]) -> None:
+    """main() execs the next program untouched, forking nothing, when the factory gives None."""
+    ex = Exec()
+    env = {"USER": "a", "USERDB_KEYS": ""}
+    _postlogin.main(["/bin/next", "x"], environ=env, execve=ex, worker=lambda _o, _e: None)
+    assert [("/bin/next", ["/bin/next", "x"], env)] == ex.calls
+    assert "" == capfd.readouterr().err
