@@ -41,7 +41,6 @@ LOGIN_PATH = (
     "nsprov",
     "nsprov._atomic",
     "nsprov._defaults",
-    "nsprov._fast",
     "nsprov._lean",
     "nsprov._postlogin",
     "nsprov._profile",
@@ -51,13 +50,13 @@ LOGIN_PATH = (
 #: The wings: front ends and services over the core; the core never imports them.
 WINGS = ("nsprov._serve", "nsprov._check", "nsprov._cli")
 #: The entry points, which dispatch to the wings.
-ENTRY_POINTS = ("nsprov.__main__", "nsprov._main")
+ENTRY_POINTS = ("nsprov.__main__", "nsprov._fast", "nsprov._main")
 #: The reason a function-level import gives, after the rule it is exempt from:
 #: ``noqa: PLC0415 - why it is not at the top`` (a bare exemption does not count).
 REASON = re.compile(r"#\s*noqa:\s*PLC0415\s+-\s+\S")
 
-#: Imports under another name: ``_fast`` runs as a script and imports ``_postlogin`` top-level.
-RENAMED = {("nsprov._fast", "_postlogin"): "nsprov._postlogin"}
+#: Imports under another name (none today: ``_fast`` imports the package it puts on the path).
+RENAMED: dict[tuple[str, str], str] = {}
 
 #: Today's violations, per rule; each must still be one (delete the entry with the violation).
 #: A circle is a strongly connected component of the import graph, its modules sorted.

@@ -42,13 +42,18 @@ def _full(fd: int, opts: Options, environ: Mapping[str, str], profile: str) -> N
     run(fd, opts, environ, profile=profile)
 
 
+def post_login(argv: list[str]) -> NoReturn:
+    """``nsprov post-login ARGS`` with the worker injected (the console script and ``_fast.py``)."""
+    from ._postlogin import entrypoint as post_login  # noqa: PLC0415 - the hot path first
+
+    post_login(argv, worker=_worker)
+
+
 def entrypoint() -> NoReturn:
     """Console-script entry point."""
     argv = sys.argv[1:]
     if argv and argv[0] == "post-login":
-        from ._postlogin import entrypoint as post_login  # noqa: PLC0415 - the hot path first
-
-        post_login(argv[1:], worker=_worker)
+        post_login(argv[1:])
     from ._cli import main  # noqa: PLC0415
 
     raise SystemExit(main(argv))
