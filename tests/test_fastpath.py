@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -484,6 +485,40 @@ class TestStandalone:
             check=True,
         )
         assert 2 == len(out.stdout.split()), out.stderr
+
+    @pytest.mark.skipif(not shutil.which("strace"), reason="needs strace")
+    def test_script_fallback_does_not_reexec(self, box: Path, base: Path) -> None:
+        """No server: two execs in all (the step, then the next program), not a third interpreter."""
+        config = base / "fast.toml"
+        config.write_text(f'[[spool]]\npath = "{box}"\n[namespace]\ncreate_dirs = false\n')
+        trace = base / "trace"
+        out = subprocess.run(
+            [
+                "strace",
+                "-f",
+                "-qq",
+                "-e",
+                "trace=execve",
+                "-o",
+                str(trace),
+                sys.executable,
+                "-I",
+                "-S",
+                FAST,
+                f"--serve={base}/none.sock",
+                f"--config={config}",
+                "--protocol=imap",
+                "/bin/true",
+            ],
+            env={**ENV, "GID": "70002"},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        execs = [line for line in trace.read_text().splitlines() if "execve(" in line]
+        assert 0 == out.returncode, out.stderr
+        assert 2 == len(execs), execs
+        assert "/bin/true" in execs[-1]
 
 
 # --- the server computes what the in-process path computes (issue 16, finding 4) -------------
