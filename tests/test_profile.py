@@ -179,6 +179,9 @@ class TestLoadStore:
         [
             {**PROFILE, "schema": PROFILE_SCHEMA + 1},
             {k: v for k, v in PROFILE.items() if k != "postlogin"},
+            {**PROFILE, "postlogin": {**PROFILE["postlogin"], "actions": (("namespaces",),)}},  # type: ignore[dict-item]
+            {**PROFILE, "postlogin": {**PROFILE["postlogin"], "on_error": "maybe"}},  # type: ignore[dict-item]
+            {**PROFILE, "postlogin": {**PROFILE["postlogin"], "deadline": "2"}},  # type: ignore[dict-item]
             ["not a dict"],
         ],
     )

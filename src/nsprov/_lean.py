@@ -24,6 +24,12 @@ def compute(
     fs: object = None,  # noqa: ARG001 - STUB
 ) -> tuple[dict[str, str], list[str]]:  # STUB
     """STUB: the namespaces action of the full path, creating the index dirs as the user."""
+    import sys  # noqa: PLC0415 - STUB
+
+    if sys.flags.no_site:  # STUB: under -S the stand-in needs site for attrs
+        import site  # noqa: PLC0415 - STUB
+
+        site.main()
     from ._actions import ACTIONS  # noqa: PLC0415 - STUB: the real compute is stdlib only
     from ._config import load_config  # noqa: PLC0415 - STUB
     from ._login import Login, run_user_tasks  # noqa: PLC0415 - STUB

@@ -142,9 +142,25 @@ def load_status(
         return None, "stale", key
     if not isinstance(profile, dict) or profile.get("schema") != PROFILE_SCHEMA:
         return None, "corrupt", key
-    if not isinstance(profile.get("postlogin"), dict):
+    if not _plain_part(profile.get("postlogin")):
         return None, "corrupt", key
     return profile, WARM, key
+
+
+def _plain_part(part: object) -> bool:
+    """Whether *part* has the shape :func:`postlogin_part` gives (the dispatch relies on it)."""
+    if not isinstance(part, dict):
+        return False
+    actions = part.get("actions")
+    return (
+        isinstance(part.get("deadline"), float)
+        and part.get("on_error") in ("continue", "deny")
+        and isinstance(part.get("dialect"), str)
+        and isinstance(part.get("debug_users"), tuple)
+        and isinstance(actions, tuple)
+        and len(actions) == 3
+        and all(isinstance(a, tuple) and all(isinstance(n, str) for n in a) for a in actions)
+    )
 
 
 def load(config_path: str, directory: str | None = None) -> dict[str, object] | None:
