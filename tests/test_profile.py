@@ -7,6 +7,7 @@ import importlib.util
 import marshal
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -414,3 +415,44 @@ def test_main_execs_when_the_worker_factory_says_nothing(capfd: pytest.CaptureFi
     _postlogin.main(["/bin/next", "x"], environ=env, execve=ex, worker=lambda _o, _e: None)
     assert [("/bin/next", ["/bin/next", "x"], env)] == ex.calls
     assert "" == capfd.readouterr().err
+
+
+@root_only
+def test_nothing_configured_imports_nothing_more(paths: Paths) -> None:
+    """A warm pop3 login with no pop3 action: the parent execs with only these modules loaded."""
+    fast = str(Path(_postlogin.__file__).with_name("_fast.py"))
+    argv = [sys.executable, "-I", "-S", "-X", "importtime", fast, f"--config={paths.config}"]
+    profile = Path(_defaults.STATE_DIR) / _profile.file_name(str(paths.config))
+    try:
+        cold = subprocess.run(
+            [*argv, "--protocol=imap", "/bin/true"], env=ENV, capture_output=True, check=True
+        )
+        assert profile.exists(), cold.stderr
+        warm = subprocess.run(
+            [*argv, "--protocol=pop3", "/bin/true"],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        profile.unlink(missing_ok=True)
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in warm.stderr.splitlines()
+        if line.startswith("import time:") and "imported package" not in line
+    }
+    nsprov_modules = {m for m in imported if m.split(".")[0] == "nsprov"}
+    assert {
+        "nsprov",
+        "nsprov._defaults",
+        "nsprov._lean",
+        "nsprov._main",
+        "nsprov._postlogin",
+        "nsprov._profile",
+        "nsprov._trust",
+        "nsprov.exceptions",
+    } == nsprov_modules
+    assert (
+        set() == {"site", "attrs", "typing", "re", "select", "errno", "importlib.util"} & imported
+    )
