@@ -4,7 +4,7 @@ Run as root from the repository root (one command; ``--quick`` takes about a min
 
     sudo .venv/bin/python bench/login_latency.py [--quick] [--rounds N] [--commit REV]
                                                  [--baseline COMMIT]
-                                                 [--sizes 10,1000,100000] [--skip abcdefg]
+                                                 [--sizes 10,1000,100000] [--skip abcdefgh]
                                                  [--serve-arg=--cache-ttl=0 ...]
                                                  [--cache-runs N] [--cache-live-rounds N]
     sudo .venv/bin/python bench/login_latency.py --clean     # remove the kept 100,000-entry spools
@@ -42,6 +42,14 @@ README, one ``imap-postlogin`` service):
     for any attrs-based Python step.
 ``nsprov-ns``
     ``nsprov post-login --config=... --protocol=imap`` with one ``[[spool]]`` and no actions.
+``nsprov-ns-s``
+    the same step as ``python -I -S <nsprov>/_fast.py --config=<ns config> --protocol=imap``
+    (no ``site``; no server: the lean path in-process).  With a login profile, ``nsprov-ns``
+    and ``nsprov-ns-s`` are the lean path with a warm profile (the warm-up login wrote it).
+``nsprov-cold``
+    ``sh`` running ``/bin/rm -f <profile>`` then ``exec``-ing ``nsprov-ns``'s step on a config
+    of its own: every login finds no profile, takes the full path and stores one (the cold
+    case; subtract ``sh``'s added time for the step alone).
 ``nsprov-all``
     every action: ``[deny]`` with a rule that never matches, an ``[[alert]]``, ``[acl_groups]``,
     ``[last_login]`` (file backend, in the home), one ``[[field]]`` and the namespaces.
@@ -168,13 +176,24 @@ live latency
     restart.  On 2.4 the snapshot's ``src/nsprov`` is copied into a scratch directory of the
     chroot with a venv of the chroot's Python (attrs and pathspec copied from its test venv),
     and users, spool and configs of its own are created there and removed at the end.
+(h) the login paths alone
+    no Dovecot, 10-, 100- and 1,000-entry spools: ``sh exec``, the Perl example (``perl-naive``
+    above), the attrs floor (``python-attrs``), nsprov's lean path with a warm login profile
+    (the console script, and ``python -I -S <nsprov>/_fast.py`` with the venv's interpreter and
+    with Debian's ``/usr/bin/python3``), the cold profile (removed before each run by this
+    process: the full path, which compiles and stores it again), the full path (every action
+    configured: no profile), and a pop3 login whose protocol has nothing configured (the step
+    execs before forking).  Per case: median and p90 wall time of ``--step-runs`` interleaved
+    runs, added over ``/bin/true`` alone, and system calls per login (``strace -f -c`` from the
+    step's exec to ``/bin/true``'s exit, median of three); ratios of the lean path to the Perl
+    example and to the attrs floor.
 
 The code lives in the package ``bench/latency/``, a module per concern: ``cli`` (options, the
 order of the parts, clean-up), ``settings``, ``report`` (printing, statistics, the machine),
 ``target`` (the snapshot), ``spools`` and ``subjects`` (the scenarios), ``instances`` (Dovecot,
 its wiring, the servers), ``imap`` (the client), ``live`` and ``tables`` (live latency, (d)),
 ``children`` (timed child processes), and one module per measurement: ``step`` (a),
-``imports`` (b), ``scan`` (c), ``rss`` (e), ``scancache`` (f), ``lua`` (g).
+``imports`` (b), ``scan`` (c), ``rss`` (e), ``scancache`` (f), ``lua`` (g), ``syscalls`` (h).
 """
 
 from __future__ import annotations

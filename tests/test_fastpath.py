@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,9 +23,11 @@ from nsprov._env import from_environ
 from nsprov._login import Login, run_actions
 from nsprov._postlogin import (
     STAMP_FIELD,
+    T_ENV,
+    T_OK,
     ask_serve,
     config_stamp,
-    fallback_argv,
+    frame,
     main,
     merge_fields,
     parse_json_object,
@@ -33,6 +36,7 @@ from nsprov._postlogin import (
 from nsprov._serve import Resolver, load_stamped
 from nsprov._serve.codec import parse_postlogin_key
 
+from .test_postlogin import worker_sending
 from .test_serve import Identities, _base, running  # noqa: F401 - _base is the "base" fixture
 
 if TYPE_CHECKING:
@@ -387,42 +391,10 @@ FAST = str(Path(nsprov_postlogin.__file__).with_name("_fast.py"))
 
 
 class TestStandalone:
-    """The fast path run as a script: the server's answer, or the full step re-exec'd."""
-
-    def test_fallback_argv(self) -> None:
-        """--serve and --serve-timeout go (either spelling); every other option and the chain stay."""
-        argv = [
-            "--serve=/s",
-            "--config",
-            "/c.toml",
-            "--serve",
-            "/t",
-            "--serve-timeout=0.2",
-            "--protocol=imap",
-            "--deadline",
-            "3",
-            "--",
-            "/next",
-            "--serve=/x",
-        ]
-        assert [
-            "/py",
-            "-I",
-            "-m",
-            "nsprov",
-            "post-login",
-            "--config",
-            "/c.toml",
-            "--protocol=imap",
-            "--deadline",
-            "3",
-            "--",
-            "/next",
-            "--serve=/x",
-        ] == fallback_argv("/py", argv)
+    """The fast path run as a script: the server's answer, or the same step in-process."""
 
     def test_answer_from_server(self, box: Path, base: Path) -> None:
-        """Standalone, a served login execs the chain with the namespaces, as the console script does."""
+        """A served login execs the chain with the namespaces, forking no worker."""
         ex = Exec()
         with serving(base, box_toml(box)) as (server, path):
             main(
@@ -430,81 +402,29 @@ class TestStandalone:
                 environ=dict(ENV),
                 execve=ex,
                 worker=no_worker,
-                standalone=True,
             )
 
         [(program, _, env)] = ex.calls
         assert "/next" == program
         assert 2 == len(from_environ(env))
 
-    def test_no_answer_reexecs_full_step(self, base: Path) -> None:
-        """No server: the full step with the same interpreter, --serve dropped, env untouched."""
+    def test_no_answer_computes_in_process(self, base: Path) -> None:
+        """No server: the worker runs in this process's child; nothing is re-exec'd."""
         ex = Exec()
 
         main(
             [f"--serve={base}/none.sock", "--protocol=pop3", "/next"],
             environ=dict(ENV),
             execve=ex,
-            worker=no_worker,
-            standalone=True,
+            worker=worker_sending(frame(T_ENV, b"X\x001"), frame(T_OK, b"")),
         )
 
-        (path, argv, env), _ = ex.calls  # a real exec does not return: no second call then
-        assert sys.executable == path
-        assert [
-            sys.executable,
-            "-I",
-            "-m",
-            "nsprov",
-            "post-login",
-            "--protocol=pop3",
-            "/next",
-        ] == argv
-        assert ENV == env
-
-    def test_bad_values_logged_once(self, base: Path, capfd: pytest.CaptureFixture[str]) -> None:
-        """Bad values are logged by the fast path and left out of the full step, which would log them again."""
-        ex = Exec()
-
-        main(
-            [f"--serve={base}/none.sock", "--deadline=abc", "--serve-timeout=9", "/next"],
-            environ=dict(ENV),
-            execve=ex,
-            worker=no_worker,
-            standalone=True,
-        )
-
-        (_, argv, _), _ = ex.calls
-        assert [sys.executable, "-I", "-m", "nsprov", "post-login", "/next"] == argv
-        assert [
-            "nsprov: ignoring a bad option value: --deadline must be a number, got 'abc'",
-            "nsprov: ignoring a bad option value: --serve-timeout must be > 0 and <= 5 seconds, got '9'",
-        ] == capfd.readouterr().err.splitlines()[:2]
-
-    def test_reexec_fails(self, base: Path, capfd: pytest.CaptureFixture[str]) -> None:
-        """If even that exec fails, the chain goes on with the environment untouched."""
-        calls: list[str] = []
-
-        def execve(path: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
-            calls.append(path)
-            if path != "/next":
-                raise OSError(2, "No such file or directory")
-            assert ENV == dict(env)
-
-        main(
-            [f"--serve={base}/none.sock", "/next"],
-            environ=dict(ENV),
-            execve=execve,
-            standalone=True,
-        )
-
-        assert [sys.executable, "/next"] == calls
-        err = capfd.readouterr().err
-        assert "failed: No such file or directory" in err
-        assert "continuing with the environment untouched" in err
+        [(path, argv, env)] = ex.calls
+        assert ("/next", ["/next"]) == (path, argv)
+        assert "1" == env["X"]
 
     def test_script(self, box: Path, base: Path) -> None:
-        """``python -I -S _fast.py`` for real: no site, no package, no select: _postlogin alone."""
+        """``python -I -S _fast.py`` for real: no site, no attrs, no select: the post-login module."""
         probe = base / "probe.py"
         probe.write_text(
             "import os, sys\n"
@@ -536,11 +456,11 @@ class TestStandalone:
         namespaces = out.stdout.splitlines()[0].split()
         imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines()}
         assert 2 == len(namespaces)
-        assert "_postlogin" in imported
-        assert set() == {"site", "nsprov", "attrs", "typing", "re", "select", "errno"} & imported
+        assert "nsprov._postlogin" in imported
+        assert set() == {"site", "attrs", "typing", "re", "select", "errno"} & imported
 
     def test_script_fallback(self, box: Path, base: Path) -> None:
-        """``_fast.py`` with no server: the full step runs (with site) and exports the namespaces."""
+        """``_fast.py`` with no server: the step runs in-process (site in the worker) and exports the namespaces."""
         config = base / "fast.toml"
         config.write_text(f'[[spool]]\npath = "{box}"\n[namespace]\ncreate_dirs = false\n')
         probe = base / "probe.py"
@@ -566,26 +486,39 @@ class TestStandalone:
         )
         assert 2 == len(out.stdout.split()), out.stderr
 
-    def test_reexec_fails_on_error_deny(
-        self, base: Path, capfd: pytest.CaptureFixture[str]
-    ) -> None:
-        """With --on-error=deny, a failed re-exec refuses the login instead of going on."""
-        calls: list[str] = []
-
-        def execve(path: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
-            calls.append(path)
-            raise OSError(2, "No such file or directory")
-
-        status = main(
-            [f"--serve={base}/none.sock", "--on-error=deny", "/next"],
-            environ=dict(ENV),
-            execve=execve,
-            standalone=True,
+    @pytest.mark.skipif(not shutil.which("strace"), reason="needs strace")
+    def test_script_fallback_does_not_reexec(self, box: Path, base: Path) -> None:
+        """No server: two execs in all (the step, then the next program), not a third interpreter."""
+        config = base / "fast.toml"
+        config.write_text(f'[[spool]]\npath = "{box}"\n[namespace]\ncreate_dirs = false\n')
+        trace = base / "trace"
+        out = subprocess.run(
+            [
+                "strace",
+                "-f",
+                "-qq",
+                "-e",
+                "trace=execve",
+                "-o",
+                str(trace),
+                sys.executable,
+                "-I",
+                "-S",
+                FAST,
+                f"--serve={base}/none.sock",
+                f"--config={config}",
+                "--protocol=imap",
+                "/bin/true",
+            ],
+            env={**ENV, "GID": "70002"},
+            capture_output=True,
+            text=True,
+            check=False,
         )
-
-        assert 1 == status
-        assert [sys.executable] == calls
-        assert "denying the login (on_error=deny)" in capfd.readouterr().err
+        execs = [line for line in trace.read_text().splitlines() if "execve(" in line]
+        assert 0 == out.returncode, out.stderr
+        assert 2 == len(execs), execs
+        assert "/bin/true" in execs[-1]
 
 
 # --- the server computes what the in-process path computes (issue 16, finding 4) -------------

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
 from importlib.metadata import version
 from pathlib import Path
+
+import pytest
 
 import nsprov
 
@@ -148,6 +151,31 @@ class TestLauncher:
         assert "xtrace" not in shellopts
         assert not marker.exists(), marker.read_text()
         assert 1 == proc.stderr.count(b"\n"), proc.stderr  # the one line: no config
+
+    @pytest.mark.skipif(not shutil.which("strace"), reason="needs strace")
+    def test_post_login_skips_site(self, tmp_path: Path) -> None:
+        """post-login starts Python with -I -S (no .pth files, no site-packages listing); others with -I."""
+        trace = tmp_path / "trace"
+
+        def python_flags(*argv: str) -> list[str]:
+            subprocess.run(
+                ["strace", "-f", "-qq", "-e", "trace=execve", "-o", str(trace), str(NSPROV), *argv],
+                env={"USER": "alice", "USERDB_KEYS": ""},
+                capture_output=True,
+                check=False,
+            )
+            return [
+                flag
+                for line in trace.read_text().splitlines()
+                if "execve(" in line and "/python" in line.split(",", 1)[0]
+                for flag in ("-IS", "-I")
+                if f', "{flag}", "-c", ' in line
+            ]
+
+        assert ["-IS"] == python_flags(
+            "post-login", f"--config={tmp_path}/absent.toml", "/bin/true"
+        )
+        assert ["-I"] == python_flags("--version")
 
     def test_python_m_nsprov_isolated(self, tmp_path: Path) -> None:
         """``python -I -m nsprov`` (the fast path's fallback) ignores the same planted code."""

@@ -935,7 +935,10 @@ class TestInjectedWorker:
         opts = Options()
         opts.config = "/nonexistent/nsprov.toml"
 
-        [(tag, payload)] = collect_frames(_worker(opts, {"USER": "a"}))
+        work = _worker(opts, {"USER": "a"})
+        assert work is not None
+
+        [(tag, payload)] = collect_frames(work)
 
         assert (T_FAIL, True) == (tag, b"cannot read" in payload)
 

@@ -24,7 +24,8 @@ from .scancache import scan_cache_part
 from .settings import BIG, DEV_NSPROV, KEEP, SIZES, USERS
 from .spools import build_spools
 from .step import post_login_step
-from .subjects import PY_ATTRS_BODY, make_subjects
+from .subjects import PERL_BODY, PY_ATTRS_BODY, SH_BODY, make_subjects
+from .syscalls import login_paths
 from .target import remove_cache_entries, scan_cache_problem, serve_status, snapshot
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--skip",
         default="",
-        help="measurements to leave out, letters of 'abcdefg' ((d) runs with the 10-entry spool)",
+        help="measurements to leave out, letters of 'abcdefgh' ((d) runs with the 10-entry spool)",
     )
     parser.add_argument(
         "--cache-runs", type=int, default=15, help="runs per case of (f)'s step (default 15)"
@@ -97,8 +98,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--clean", action="store_true", help=f"remove {KEEP} (the kept spools) and exit"
     )
     args = parser.parse_args(argv)
-    if unknown := set(args.skip) - set("abcdefg"):
-        parser.error(f"--skip takes letters of 'abcdefg', not {''.join(sorted(unknown))!r}")
+    if unknown := set(args.skip) - set("abcdefgh"):
+        parser.error(f"--skip takes letters of 'abcdefgh', not {''.join(sorted(unknown))!r}")
     if args.big_rounds is None:
         args.big_rounds = args.rounds
     if args.quick:
@@ -199,6 +200,31 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
             args.step_runs,
             workdir=workdir / "step-serve" if serve_problem is None else None,
             serve_extra=args.serve_arg,
+        )
+    if "h" not in args.skip:
+        scripts = workdir / "scripts" / "paths"
+        scripts.mkdir(parents=True)
+        sized = {size: configs[size] for size in (10, 100, 1_000) if size in configs}
+        login_paths(
+            target,
+            sized,
+            {
+                "sh": write_script(scripts / "sh", SH_BODY),
+                "python-attrs": write_script(
+                    scripts / "python-attrs", PY_ATTRS_BODY, f"{target.python} -I"
+                ),
+                **{
+                    f"perl-{size}": write_script(
+                        scripts / f"perl-{size}",
+                        PERL_BODY.replace("@SPOOL@", str(spools[size])),
+                        "/usr/bin/perl",
+                    )
+                    for size in sized
+                },
+            },
+            users[0],
+            args.step_runs,
+            rng,
         )
     if "b" not in args.skip:
         import_times(target)

@@ -94,6 +94,11 @@ class Configs:
     #: The ns config under another path, for ``nsprov-ns-base`` (``--baseline``): another
     #: commit's worker must not share (and rewrite) the config-cache entry of the measured one.
     base: Path
+    #: The ns config under another path, for ``nsprov-cold``: its login profile is removed
+    #: before each login, so that every one takes the full path and stores it again.
+    cold: Path
+    #: Namespaces for imap, nothing for pop3: a pop3 login with a warm profile execs at once.
+    nothing_pop3: Path
 
 
 def write_configs(directory: Path, spool: Path, written: list[Path]) -> Configs:
@@ -105,6 +110,9 @@ def write_configs(directory: Path, spool: Path, written: list[Path]) -> Configs:
         "fast": NS_CONF.format(spool=spool),
         "fast_s": NS_CONF.format(spool=spool),
         "base": NS_CONF.format(spool=spool),
+        "cold": NS_CONF.format(spool=spool),
+        "nothing_pop3": NS_CONF.format(spool=spool)
+        + '\n[actions]\nimap = ["namespaces"]\npop3 = []\n',
     }
     paths = {}
     for name, text in texts.items():

@@ -94,6 +94,15 @@ def serve_command(target: Target, config: Path, extra: Sequence[str] = ()) -> tu
     return (str(target.script), *args, *extra)
 
 
+def cold_body(target: Target, config: Path) -> str:
+    """``nsprov-cold``: remove the config's login profile, then the step (an ``sh`` more)."""
+    from .syscalls import profile_file  # noqa: PLC0415 - the snapshot's nsprov, imported late
+
+    profile = profile_file(config)
+    remove = f"/bin/rm -f '{profile}'\n" if profile is not None else ""
+    return f'{remove}exec {nsprov_line(target, config)} "$@"\n'
+
+
 def make_subjects(
     scripts: Path,
     spool: Path,
@@ -116,6 +125,19 @@ def make_subjects(
         Subject(name="perl-naive", program=str(perl)),
         Subject(name="python-attrs", program=str(py)),
         Subject(name="nsprov-ns", program=nsprov_line(target, configs.ns), nsprov=True),
+        Subject(
+            name="nsprov-ns-s",
+            program=(
+                f"{target.python} -I -S {target.src / 'nsprov' / '_fast.py'} "
+                f"--config={configs.ns} --protocol=imap"
+            ),
+            nsprov=True,
+        ),
+        Subject(
+            name="nsprov-cold",
+            program=str(write_script(scripts / "nsprov-cold", cold_body(target, configs.cold))),
+            nsprov=True,
+        ),
         Subject(name="nsprov-all", program=nsprov_line(target, configs.all), nsprov=True),
     ]
     if baseline is not None:

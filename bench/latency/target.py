@@ -149,9 +149,16 @@ def config_cached(config: Path) -> bool:
 
 
 def remove_cache_entries(configs: Iterable[Path]) -> None:
-    """Drop the entries nsprov's root post-login cached for this run's config files."""
+    """Drop the entries (config cache, login profile) root's post-login kept for this run's configs."""
     from nsprov._config import DEFAULT_CACHE_DIR, _cache_file  # noqa: PLC0415
 
     for config in configs:
         with contextlib.suppress(FileNotFoundError):
             Path(_cache_file(DEFAULT_CACHE_DIR, str(config))).unlink()
+    try:
+        from nsprov._profile import file_name  # noqa: PLC0415 - the snapshot's, if it has one
+    except ImportError:
+        return
+    for config in configs:
+        with contextlib.suppress(FileNotFoundError):
+            (Path(DEFAULT_CACHE_DIR) / file_name(str(config))).unlink()

@@ -15,3 +15,11 @@ ACTION_TABLES = ("deny", "alert", "acl_groups", "last_login", "mail", "field")
 #: for a post-login script, so nsprov must give up well before).
 POSTLOGIN_DEADLINE = 2.0
 POSTLOGIN_DEADLINE_MAX = 50.0
+
+#: nsprov's version, as ``pyproject.toml`` gives it (a test keeps them equal): the login
+#: profile's key, read without :mod:`importlib.metadata` on every login.
+VERSION = "0.1.0"
+
+#: Where ``nsprov post-login`` running as root keeps its state between logins: the parsed-config
+#: cache, the compiled login profiles, the per-spool breaker, the deadline hint's marker.
+STATE_DIR = "/run/nsprov"

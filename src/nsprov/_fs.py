@@ -14,7 +14,8 @@ The readers are bounded and never follow a symbolic link nor block on a FIFO:
 (a spool's ignore file, under the trust rule), and the trust rule's own
 :func:`~nsprov._trust.read_trusted` and :func:`~nsprov._trust.read_fd`
 (re-exported here; they live in :mod:`nsprov._trust`, below this module).
-:func:`write_private` is the one atomic writer of nsprov's own files.
+:func:`write_private` is the one atomic writer of nsprov's own files (it lives in
+:mod:`nsprov._atomic`, standard library only, for the login path; re-exported here).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from ._atomic import write_private
 from ._perms import FileFacts, PosixAcl, read_acl
 from ._trust import read_fd, read_trusted
 from .exceptions import UntrustedFileError
@@ -199,35 +201,3 @@ class Fs:
 
 
 DEFAULT_FS = Fs()
-
-
-def write_private(path: str, blob: bytes, *, dir_fd: int | None = None) -> None:
-    """Replace *path* atomically with *blob*, mode 0600: a temporary file, then a rename.
-
-    With *dir_fd*, *path* is a name in that directory (opened under the trust
-    rule by the caller), so no path is resolved again.
-
-    Raises:
-        OSError: The file could not be written (the temporary file is removed).
-    """
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(
-        tmp,
-        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-        0o600,
-        dir_fd=dir_fd,
-    )
-    try:
-        try:
-            view = memoryview(blob)
-            while view:  # a write may be short
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
-        try:
-            os.unlink(tmp, dir_fd=dir_fd)
-        except OSError:
-            pass
-        raise

@@ -21,28 +21,39 @@ if TYPE_CHECKING:
     from ._postlogin import Options
 
 
-def _worker(opts: Options, environ: Mapping[str, str]) -> Callable[[int], None]:
-    """The post-login worker (:func:`nsprov._worker.run`), injected into :mod:`nsprov._postlogin`.
+def _worker(opts: Options, environ: Mapping[str, str]) -> Callable[[int], None] | None:
+    """The post-login work, injected into :mod:`nsprov._postlogin`: lean or full, or None.
 
-    :mod:`nsprov._worker` is imported in the forked worker, as before the
-    injection: the parent never loads it, and a login ``nsprov serve`` answers forks none.
+    :func:`nsprov._profile.dispatch` (standard library only) loads the login profile in
+    the parent: warm, the forked worker runs the lean path; a protocol the profile
+    configures nothing for returns None (the parent execs at once); otherwise the forked
+    worker imports :mod:`nsprov._worker` (the full path, attrs and all) and runs it.
+    The parent never loads the full worker, and a login ``nsprov serve`` answers forks none.
     """
+    from ._profile import dispatch  # noqa: PLC0415 - stdlib only; after the serve answer
 
-    def work(fd: int) -> None:
-        from ._worker import run  # noqa: PLC0415 - in the worker: the parent stays light
+    return dispatch(opts, environ, full=_full)
 
-        run(fd, opts, environ)
 
-    return work
+def _full(fd: int, opts: Options, environ: Mapping[str, str], profile: str) -> None:
+    """The full worker (:func:`nsprov._worker.run`), told the profile's state."""
+    from ._worker import run  # noqa: PLC0415 - in the worker: the parent stays light
+
+    run(fd, opts, environ, profile=profile)
+
+
+def post_login(argv: list[str]) -> NoReturn:
+    """``nsprov post-login ARGS`` with the worker injected (the console script and ``_fast.py``)."""
+    from ._postlogin import entrypoint as post_login  # noqa: PLC0415 - the hot path first
+
+    post_login(argv, worker=_worker)
 
 
 def entrypoint() -> NoReturn:
     """Console-script entry point."""
     argv = sys.argv[1:]
     if argv and argv[0] == "post-login":
-        from ._postlogin import entrypoint as post_login  # noqa: PLC0415 - the hot path first
-
-        post_login(argv[1:], worker=_worker)
+        post_login(argv[1:])
     from ._cli import main  # noqa: PLC0415
 
     raise SystemExit(main(argv))

@@ -19,11 +19,11 @@ import sys
 
 TYPE_CHECKING = False  # not typing's: importing typing costs every login ~7 ms
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Mapping, MutableMapping, Sequence
+    from collections.abc import Callable, Mapping, MutableMapping, Sequence
     from typing import NoReturn
 
-# Copies of nsprov._defaults (this module also runs as the top-level ``_postlogin`` of
-# _fast.py, without its package, so it imports nothing of nsprov): a test keeps them equal.
+# Copies of nsprov._defaults (this module imports nothing of nsprov: its caller injects
+# the worker): a test keeps them equal.
 DEFAULT_CONFIG = "/etc/nsprov/nsprov.toml"
 DEFAULT_DEADLINE = 2.0
 DEADLINE_MAX = 50.0
@@ -466,21 +466,18 @@ def main(
     *,
     environ: MutableMapping[str, str] | None = None,
     execve: Callable[[str, Sequence[str], Mapping[str, str]], object] = os_execve,
-    worker: Callable[[Options, Mapping[str, str]], Callable[[int], None]] | None = None,
-    standalone: bool = False,
+    worker: Callable[[Options, Mapping[str, str]], Callable[[int], None] | None] | None = None,
 ) -> int:
     """Run the post-login step; returns only when exec failed or the login is denied.
 
     *worker* makes the work to fork for a login, ``worker(opts, environ)(fd)``
-    (:func:`nsprov._worker.work`): the caller injects it, so that this module
-    imports nothing of nsprov.  Without one, a login the server does not answer
+    (``nsprov._main._worker``): the caller injects it, so that this module
+    imports nothing of nsprov.  A worker factory that returns None says the
+    login's protocol has nothing configured: the next program is exec'd at once.  Without one, a login the server does not answer
     goes on with its environment untouched (an internal error, logged).
 
     The status is 0 for a deliberate denial (an action refused the login) and
     non-zero for usage errors, failed execs and errors under ``on_error=deny``.
-    *standalone* is ``python -I -S .../nsprov/_fast.py`` (see :func:`fallback_argv`):
-    without ``site`` the worker's dependencies may not be importable, so when
-    the server gives no answer, the full ``nsprov post-login`` is exec'd.
     """
     env = original_environ(os.environ if environ is None else environ)
     try:
@@ -504,20 +501,15 @@ def main(
         if fields is not None:
             _exec(execve, opts.next, merge_fields(env, fields), fallback=env)
             return 1
-    if standalone:
-        bad = {name for name, _ in opts.bad}  # logged above: not again by the full step
-        _exec(execve, fallback_argv(sys.executable, argv, drop=bad), env, fallback=None)
-        if opts.on_error == "deny":
-            log(f"user {env.get('USER', '?')}: denying the login (on_error=deny)")
-            return 1
-        log(f"user {env.get('USER', '?')}: continuing with the environment untouched")
-        _exec(execve, opts.next, env, fallback=None)
-        return 1
     timeout = opts.deadline if opts.deadline is not None else DEFAULT_DEADLINE
     try:
         if worker is None:
             raise RuntimeError("no post-login worker given")  # noqa: TRY301 - handled below
-        result = run_worker(worker(opts, env), timeout)
+        work = worker(opts, env)
+        if work is None:  # nothing is configured for this protocol: exec at once
+            _exec(execve, opts.next, env, fallback=None)
+            return 1
+        result = run_worker(work, timeout)
     except Exception as e:  # fork or pipe failed: still never break the login
         result = Result()
         result.error = f"internal error: {e}"
@@ -603,33 +595,6 @@ def deadline_hint(directory: str | None = None, *, now: float | None = None) -> 
         os.close(dfd)
     log(DEADLINE_HINT)
     return True
-
-
-def fallback_argv(python: str, argv: Sequence[str], *, drop: Collection[str] = ()) -> list[str]:
-    """The full ``nsprov post-login`` for *argv*, minus ``--serve``: ``python -I -m nsprov ...``.
-
-    ``python -I -S .../nsprov/_fast.py`` loads this module alone (no ``site``,
-    which a console script cannot skip); the worker's dependencies may be out of
-    its reach, so a login the server does not answer re-runs as the full step
-    with the same interpreter, with ``site``.  Options are kept as given, but
-    for those named in *drop* (the bad values, already logged).
-    """
-    out = [python, "-I", "-m", "nsprov", "post-login"]
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--" or not arg.startswith("--"):
-            break
-        name, eq, _ = arg[2:].partition("=")
-        if name in {"serve", "serve-timeout", *drop}:
-            i += 1 if eq else 2
-            continue
-        out.append(arg)
-        if not eq and name in _VALUED and i + 1 < len(argv):
-            out.append(argv[i + 1])
-            i += 1
-        i += 1
-    return [*out, *argv[i:]]
 
 
 def _exec(
@@ -921,7 +886,7 @@ def _is_list(key: str) -> bool:
 def entrypoint(
     argv: Sequence[str],
     *,
-    worker: Callable[[Options, Mapping[str, str]], Callable[[int], None]] | None = None,
+    worker: Callable[[Options, Mapping[str, str]], Callable[[int], None] | None] | None = None,
 ) -> NoReturn:
     """``nsprov post-login ARGS``: exit only when the login is denied or exec failed."""
     raise SystemExit(main(argv, worker=worker))

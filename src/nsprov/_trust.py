@@ -263,3 +263,60 @@ def check_trusted(path: str | bytes, *, what: str = "file", directory: bool = Fa
     """Raise unless *path* passes the trust rule (see :func:`open_trusted`)."""
     fd, _ = open_trusted(path, what=what, directory=directory)
     os.close(fd)
+
+
+# --- nsprov's own state files: the config cache, the login profile ----------------------------
+
+
+def is_private(s: os.stat_result) -> bool:
+    """Whether a state file nsprov wrote may be trusted: a regular file this uid owns, that
+    neither group nor other may write (the rule of the config cache and the login profile)."""
+    return st.S_ISREG(s.st_mode) and s.st_uid == os.geteuid() and not s.st_mode & 0o022
+
+
+def private_dir_fd(directory: str, *, create: bool, what: str = "cache directory") -> int | None:
+    """An ``O_PATH`` descriptor of *directory* if it passes the trust rule, else None.
+
+    With *create*, the directory is made first (mode 0700) when it is missing: a
+    ``stat`` first, so a login does not ``mkdir`` a directory that exists.  A
+    directory someone else could write is not used at all: its files would decide
+    what root reads.
+    """
+    if create:
+        try:
+            os.stat(directory)
+        except FileNotFoundError:
+            try:
+                os.mkdir(directory, 0o700)
+            except FileExistsError:
+                pass
+            except OSError:
+                return None
+        except OSError:
+            return None
+    try:
+        fd, _ = open_trusted(directory, what=what, directory=True)
+    except OSError:  # UntrustedFileError too: then there is no cache
+        return None
+    return fd
+
+
+def read_private(dir_fd: int, name: str, *, limit: int) -> bytes | None:
+    """The contents of nsprov's own state file *name* in *dir_fd*, None unless :func:`is_private`.
+
+    Opened without following a link, without blocking; a file larger than *limit*,
+    missing or unreadable is None too.
+    """
+    try:
+        fd = os.open(name, _READ, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        s = os.fstat(fd)
+        if not is_private(s) or s.st_size > limit:
+            return None
+        return read_fd(fd, s, path=name, what="state file", limit=limit)
+    except (OSError, UntrustedFileError):
+        return None
+    finally:
+        os.close(fd)

@@ -13,6 +13,7 @@ line.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from ._postlogin import (
@@ -28,6 +29,7 @@ from ._postlogin import (
     log,
 )
 from ._postlogin import installed_version as installed_version  # noqa: PLC0414 - re-exported (check)
+from ._profile import version_signs as version_signs  # noqa: PLC0414 - re-exported
 
 TYPE_CHECKING = False  # not typing's: the parent imports this module to pass work() on
 if TYPE_CHECKING:
@@ -99,18 +101,6 @@ def without_namespaces(config: Config) -> Config:
     )
 
 
-def version_signs(environ: Mapping[str, str], dialect: str) -> str | None:
-    """A warning when userdb fields look like the other Dovecot version's."""
-    if dialect == "2.3" and any(k in environ for k in ("NAMESPACE+", "MAIL_DRIVER", "MAIL_PATH")):
-        return (
-            "userdb fields look like Dovecot 2.4 (NAMESPACE+/MAIL_DRIVER/MAIL_PATH) but "
-            '[dovecot] version = "2.3": on 2.4 the 2.3 dialect replaces every namespace'
-        )
-    if dialect == "2.4" and any(k in environ for k in ("MAIL", "MAIL_LOCATION")):
-        return 'userdb fields look like Dovecot 2.3 (MAIL) but [dovecot] version = "2.4"'
-    return None
-
-
 def cache_dir() -> str | None:
     """The config cache directory: only for root, whose /run/nsprov nobody else can write."""
     from ._config import DEFAULT_CACHE_DIR  # noqa: PLC0415 - loaded by run() already
@@ -119,18 +109,31 @@ def cache_dir() -> str | None:
 
 
 def run(
-    fd: int, opts: Options, environ: Mapping[str, str], *, state_dir: str | None = None
+    fd: int,
+    opts: Options,
+    environ: Mapping[str, str],
+    *,
+    state_dir: str | None = None,
+    profile: str | None = None,
+    profile_dir: str | None = None,
 ) -> None:
     """``nsprov post-login``: the configured actions, reported on *fd*.
 
     *state_dir* holds the per-spool breaker's markers (:mod:`nsprov._breaker`);
     by default root's :data:`~nsprov._breaker.SPOOL_STATE_DIR`, none for others.
+    *profile* is the state of the login profile that sent this login here
+    (:func:`nsprov._profile.load_status`): unless ``warm``, the profile is compiled
+    from the configuration just read and written to *profile_dir* (default
+    :func:`nsprov._profile.default_dir`) for the next logins.
     """
     started = time.monotonic()
     try:
+        _site()
         from ._config import load_config  # noqa: PLC0415 - inside the try: an import error fails open
         from ._login import Login, run_actions  # noqa: PLC0415 - as above
+        from ._profile import config_key  # noqa: PLC0415 - as above
 
+        key = config_key(opts.config) if profile not in (None, "warm") else None
         config = load_config(opts.config, cache_dir=cache_dir())
         config.check_does_something()
         if opts.deadline is None:
@@ -145,6 +148,10 @@ def run(
             login._breaker = SpoolBreaker(state_dir, lambda data: _send(fd, frame(T_SCAN, data)))
         if (sign := version_signs(environ, config.dialect)) is not None:
             login._warning(sign)
+        if profile is not None and login.user in config.debug_users:
+            login._warning(f"debug: the full login path served (profile: {profile})")
+        if key is not None:
+            store_profile(opts.config, config, key, profile_dir)
         installed = installed_version(opts.next)
         if installed is not None and installed != config.dialect:
             login._warning(
@@ -158,6 +165,45 @@ def run(
         finish(fd, login, errors)
     except Exception as e:
         _send(fd, _failure(e))
+
+
+def _site() -> None:
+    """Under ``python -I -S`` (the fast-path script), add the site directories the full path needs.
+
+    The parent started without ``site`` to spare every login its work; the full path
+    imports attrs, which lives in site-packages: the forked worker adds them itself
+    (``site.main()``: with ``-I``, no user site and no environment variable count).
+    """
+    if sys.flags.no_site:
+        import site  # noqa: PLC0415 - only in a worker started with -S
+
+        site.main()
+
+
+def store_profile(
+    config_path: str, config: Config, key: tuple[object, ...], directory: str | None
+) -> bool:
+    """Compile *config* into a login profile and write it keyed *key*; True if written.
+
+    Nothing is written for a configuration the lean path cannot serve
+    (:func:`nsprov._profile_compile.compile_profile` gives None); then every login
+    takes the full path.
+    """
+    from ._profile import postlogin_part, store  # noqa: PLC0415 - loaded by the caller
+    from ._profile_compile import compile_profile  # noqa: PLC0415 - only when a profile is due
+
+    compiled = compile_profile(config)
+    if compiled is None:
+        return False
+    a = config.actions
+    compiled["postlogin"] = postlogin_part(
+        deadline=config.deadline,
+        on_error=config.on_error,
+        dialect=config.dialect,
+        debug_users=config.debug_users,
+        actions=(a.imap, a.pop3, a.default),
+    )
+    return store(config_path, compiled, key=key, directory=directory)
 
 
 def work(opts: Options, environ: Mapping[str, str]) -> Callable[[int], None]:

@@ -11,6 +11,7 @@ import nsprov._config
 #: The modules of nsprov the configuration may import: the layers below it.
 BELOW = frozenset(
     {
+        "_atomic",
         "_defaults",
         "_env",
         "_fs",

@@ -74,7 +74,7 @@ def test_served_and_fallback(base: Path, form: str) -> None:
     """Namespaces come from the server while it runs, from the worker once it is stopped.
 
     Both wirings: ``nsprov post-login --serve=...`` and ``python -I -S .../_fast.py --serve=...``,
-    which re-runs as ``python -I -m nsprov post-login`` when the server does not answer.
+    which goes on in-process (the full worker, then the lean path) when the server does not answer.
     """
     spool = base / "spool"
     spool.mkdir(mode=0o755)

@@ -15,7 +15,7 @@ imports it, never the other way round.
 
 from __future__ import annotations
 
-from .._fs import write_private
+from .._atomic import write_private
 from .load import DEFAULT_CACHE_DIR, _cache_file, _load_raw, load_config
 from .reader import _Reader
 from .schema import (

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from .._atomic import write_private
 from .._defaults import DEFAULT_CONFIG_PATH
-from .._fs import write_private
+from .._trust import private_dir_fd, read_private
 from ..exceptions import ConfigError, UntrustedFileError
 from .tables import config_from_mapping
 
@@ -36,12 +37,6 @@ def _cache_file(cache_dir: str, path: str) -> str:
     return f"{cache_dir}/config-{entry_hash(b'config', os.fsencode(os.path.abspath(path)), 12)}"
 
 
-def _trusted(fd: int) -> bool:
-    """A cache file is trusted only if this identity owns it and nobody else may write it."""
-    st = os.fstat(fd)
-    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
-
-
 def _load_raw(path: str, cache_dir: str | None) -> dict[str, Any]:
     """The parsed TOML of *path*, from a cache keyed by the file's identity when possible.
 
@@ -69,20 +64,14 @@ def _load_raw(path: str, cache_dir: str | None) -> dict[str, Any]:
         cache = os.path.basename(_cache_file(cache_dir, path)) if cache_dir else None
         dir_fd = _cache_dir_fd(cache_dir, create=False) if cache_dir else None
         if cache is not None and dir_fd is not None:
-            try:
-                cfd = os.open(cache, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-            except OSError:
-                pass
-            else:
+            blob = read_private(dir_fd, cache, limit=1 << 22)
+            if blob is not None:
                 try:
-                    if _trusted(cfd):
-                        cached_key, data = marshal.loads(os.read(cfd, 1 << 22))  # noqa: S302 - our own file, owner and mode checked
-                        if cached_key == key:
-                            return data  # type: ignore[no-any-return]
-                except (EOFError, ValueError, TypeError, OSError):
+                    cached_key, data = marshal.loads(blob)  # noqa: S302 - our own file, owner and mode checked
+                    if cached_key == key:
+                        return data  # type: ignore[no-any-return]
+                except (EOFError, ValueError, TypeError):
                     pass
-                finally:
-                    os.close(cfd)
         try:
             data = _read_toml(fd, st, path)
         except UntrustedFileError:
@@ -99,25 +88,8 @@ def _load_raw(path: str, cache_dir: str | None) -> dict[str, Any]:
 
 
 def _cache_dir_fd(cache_dir: str, *, create: bool) -> int | None:
-    """A descriptor of *cache_dir* if it passes the trust rule (made first with *create*), else None.
-
-    A cache directory someone else could write is not used at all: its files
-    would decide what root reads as the configuration.
-    """
-    from .._trust import open_trusted  # noqa: PLC0415 - only when a file is read
-
-    if create:
-        try:
-            os.mkdir(cache_dir, 0o700)
-        except FileExistsError:
-            pass
-        except OSError:
-            return None
-    try:
-        fd, _ = open_trusted(cache_dir, what="cache directory", directory=True)
-    except OSError:  # UntrustedFileError too: then there is no cache
-        return None
-    return fd
+    """A descriptor of *cache_dir* if it passes the trust rule (made first with *create*), else None."""
+    return private_dir_fd(cache_dir, create=create)
 
 
 def _store(cache_dir: str, name: str, key: tuple[int, ...], data: dict[str, Any]) -> None:
