@@ -37,7 +37,19 @@ ROOT = Path(nsprov.__file__).parent
 
 #: Run on every login, before the worker: standard library only (they may import each other).
 #: ``nsprov`` is the package's ``__init__``, which importing any of them runs.
-LOGIN_PATH = ("nsprov", "nsprov._defaults", "nsprov._fast", "nsprov._postlogin")
+LOGIN_PATH = (
+    "nsprov",
+    "nsprov._access",
+    "nsprov._defaults",
+    "nsprov._fast",
+    "nsprov._fields",
+    "nsprov._lean",
+    "nsprov._names",
+    "nsprov._plainscan",
+    "nsprov._postlogin",
+    "nsprov._userdb",
+    "nsprov.exceptions",
+)
 #: The wings: front ends and services over the core; the core never imports them.
 WINGS = ("nsprov._serve", "nsprov._check", "nsprov._cli")
 #: The entry points, which dispatch to the wings.

@@ -1,0 +1,119 @@
+"""The login profile: what :func:`nsprov._lean.compute` needs from a configuration, as plain data.
+
+:func:`compile_profile` turns a validated :class:`~nsprov._config.Config` into
+dicts, tuples, strings, numbers, booleans and None (``marshal`` can write it),
+or None when the configuration needs the full login path.  The layout, by key
+(``PROFILE_SCHEMA`` 1):
+
+``schema``
+    :data:`nsprov._lean.PROFILE_SCHEMA`
+``source``
+    the config file
+``deadline``, ``on_error``
+    what the worker's ``T_DEADLINE`` and ``T_POLICY`` frames carry
+``actions``
+    ``{"imap": bool, "pop3": bool, "default": bool}``: whether that
+    protocol's action list is ``["namespaces"]`` (else it is empty)
+``dialect``, ``global_mail_driver``, ``private_namespace``
+    the output dialect and what it needs
+``reserved_names``, ``config_prefixes``, ``max_namespaces``, ``create_dirs``, ``debug_users``
+    as in ``[namespace]``/``[dovecot]``/``[post_login]``
+``identity``
+    ``{"mail_uid", "mail_gid", "mail_access_groups", "first_valid_gid", "last_valid_gid"}``
+``spools``
+    one dict per ``[[spool]]`` in order (:func:`spool_profile`): ``path``,
+    ``separator``, ``list``, ``subscriptions``, ``hidden``, ``subscribe``,
+    ``symlinks``, ``ignore_file``, and the templates ``name``, ``prefix``,
+    ``index``, ``control``, ``index_private``, ``inbox``, each ``(text, parts)``
+    with the parsed parts of :class:`~nsprov._template.Template` (or None)
+
+Not on the login path: it reads the attrs configuration.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._lean import PROFILE_SCHEMA
+
+if TYPE_CHECKING:
+    from ._config import Config, SpoolConfig
+    from ._template import Template
+
+#: The only action the lean path runs.
+LEAN_ACTIONS = ((), ("namespaces",))
+
+
+def _template(t: Template | None) -> tuple[str, tuple[tuple[str, bool], ...]] | None:
+    return None if t is None else (t.text, tuple(t.parts))
+
+
+def spool_profile(spool: SpoolConfig) -> dict[str, Any]:
+    """One spool as the profile carries it (what :class:`nsprov._plainscan.Builder` reads)."""
+    return {
+        "path": spool.path,
+        "separator": spool.separator,
+        "list": spool.list,
+        "subscriptions": spool.subscriptions,
+        "hidden": spool.hidden,
+        "subscribe": spool.subscribe,
+        "symlinks": spool.symlinks,
+        "ignore_file": spool.ignore_file,
+        "name": _template(spool.name),
+        "prefix": _template(spool.prefix),
+        "index": _template(spool.index),
+        "control": _template(spool.control),
+        "index_private": _template(spool.index_private),
+        "inbox": _template(spool.inbox),
+    }
+
+
+def why_full(config: Config) -> str | None:
+    """Why *config* needs the full login path, or None when the lean path serves it."""
+    a = config.actions
+    for protocol, names in (("imap", a.imap), ("pop3", a.pop3), ("default", a.default)):
+        if names not in LEAN_ACTIONS:
+            return f"actions for {protocol}: {', '.join(names)}"
+    if not (a.imap or a.pop3 or a.default):
+        return "no action"
+    if config.scan_cache is not None:
+        return "[scan_cache]"
+    for s in config.spools:
+        if s.include or s.exclude:
+            return f"spool {s.path}: include/exclude patterns"
+    return None
+
+
+def compile_profile(config: Config) -> dict[str, Any] | None:
+    """The login profile of *config*, or None when it needs the full login path.
+
+    A spool's ignore file is read at login (its presence sends that login down
+    the full path), so editing it takes effect at the next login.
+    """
+    if why_full(config) is not None:
+        return None
+    a = config.actions
+    ident = config.identity
+    return {
+        "schema": PROFILE_SCHEMA,
+        "source": config.source,
+        "deadline": config.deadline,
+        "on_error": config.on_error,
+        "actions": {"imap": bool(a.imap), "pop3": bool(a.pop3), "default": bool(a.default)},
+        "dialect": config.dialect,
+        "global_mail_driver": config.global_mail_driver,
+        "private_namespace": config.private_namespace,
+        "reserved_names": tuple(config.reserved_names),
+        "config_prefixes": tuple(config.config_prefixes),
+        "max_namespaces": config.max_namespaces,
+        "create_dirs": config.create_dirs,
+        "debug_users": tuple(config.debug_users),
+        "identity": {
+            "mail_uid": ident.mail_uid,
+            "mail_gid": ident.mail_gid,
+            "mail_access_groups": tuple(ident.mail_access_groups),
+            "first_valid_gid": ident.first_valid_gid,
+            "last_valid_gid": ident.last_valid_gid,
+        },
+        "spools": tuple(spool_profile(s) for s in config.spools),
+    }

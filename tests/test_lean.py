@@ -1,0 +1,465 @@
+"""The lean login path: the same fields as the full path, from a compiled profile, stdlib only.
+
+The equivalence property builds real spools in a temporary directory (random
+names, kinds, modes, owners and POSIX ACLs), random users and random
+namespaces-only configurations, and requires :func:`nsprov._lean.compute` to
+give exactly the variables and warnings of the full in-process path
+(:func:`nsprov.plan` on the user the full worker computes), in both dialects;
+or, where the full path fails, to fail too.
+"""
+
+from __future__ import annotations
+
+import ast
+import marshal
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from nsprov._access import ACL_XATTR
+from nsprov._config import config_from_mapping
+from nsprov._engine import plan
+from nsprov._identity import mail_user_from_environ
+from nsprov._lean import PROFILE_SCHEMA, FullPathNeeded, compute
+from nsprov._perms import PosixAcl
+from nsprov._profile_compile import compile_profile, why_full
+from nsprov._render import env_escape
+from nsprov._worker import version_signs
+from nsprov.exceptions import NsprovError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown spool entries")
+#: Owners of spool entries, and the ids users and ACL entries draw from.
+IDS = (70001, 70002, 70003)
+NAMES = (
+    b"a",
+    b"b",
+    b"Sales Team",
+    b"x:INDEX=evil",
+    b".hidden",
+    b"caf\xc3\xa9",
+    b"\xff\xfe",
+    b"dot.sep",
+    b"ctl\x01",
+    b"INBOX",
+)
+KINDS = (
+    "maildir",
+    "maildir",
+    "maildir",
+    "no-new",
+    "cur-file",
+    "file",
+    "link-in",
+    "link-out",
+    "dangling",
+)
+MODES = (0o755, 0o755, 0o755, 0o755, 0o755, 0o750, 0o705, 0o700, 0o711, 0o000)
+
+
+@pytest.fixture(name="base")
+def _base() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="nsprov-lean-", dir="/var/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+acls = (
+    st.none()
+    | st.none()
+    | st.builds(
+        lambda users, groups, obj, other, mask: PosixAcl(
+            user_obj=obj, group_obj=obj & 5, other=other, mask=mask, users=users, groups=groups
+        ),
+        st.dictionaries(st.sampled_from(IDS), st.integers(0, 7), max_size=2).map(dict.items),
+        st.dictionaries(st.sampled_from(IDS), st.integers(0, 7), max_size=2).map(dict.items),
+        st.integers(0, 7),
+        st.integers(0, 7),
+        st.integers(0, 7),
+    )
+)
+entries = st.lists(
+    st.tuples(
+        st.sampled_from(NAMES),
+        st.sampled_from(KINDS),
+        st.sampled_from(MODES),
+        st.sampled_from(MODES),
+        st.sampled_from(IDS),
+        acls,
+    ),
+    min_size=1,
+    max_size=8,
+    unique_by=lambda e: e[0],
+)
+
+
+def _make(path: Path, mode: int, owner: int, acl: PosixAcl | None) -> None:
+    os.chown(path, owner, owner)
+    path.chmod(mode)
+    if acl is not None:
+        os.setxattr(path, ACL_XATTR, acl.to_xattr())
+
+
+def build_spool(base: Path, spec: list[tuple[Any, ...]], spool_mode: int) -> Path:
+    """A spool under *base* with one entry per *spec* row (name, kind, mode, sub mode, owner, ACL)."""
+    spool = base / "spool"
+    spool.mkdir()
+    outside = base / "outside"
+    outside.mkdir(exist_ok=True)
+    for sub in ("cur", "new"):
+        (outside / sub).mkdir(exist_ok=True)
+    for raw, kind, mode, sub_mode, owner, acl in spec:
+        path = Path(os.fsdecode(os.fsencode(spool) + b"/" + raw))
+        if kind in {"maildir", "no-new", "cur-file"}:
+            path.mkdir()
+            (path / "cur").mkdir()
+            if kind == "maildir":
+                (path / "new").mkdir()
+            if kind == "cur-file":
+                (path / "new").write_text("")
+            for sub in ("cur", "new"):
+                if (path / sub).is_dir():
+                    _make(path / sub, sub_mode, owner, None)
+            _make(path, mode, owner, acl)
+        elif kind == "file":
+            path.write_text("From someone\n")
+        elif kind == "link-in":
+            target = spool / ".target"
+            if not target.exists():
+                for sub in ("cur", "new"):
+                    (target / sub).mkdir(parents=True)
+            path.symlink_to(target)
+        elif kind == "link-out":
+            path.symlink_to(outside)
+        else:
+            path.symlink_to(base / "nowhere")
+    spool.chmod(spool_mode)
+    return spool
+
+
+configs = st.fixed_dictionaries(
+    {
+        "version": st.sampled_from(("2.3", "2.4")),
+        "symlinks": st.sampled_from(("skip", "inside")),
+        "list": st.sampled_from(("yes", "children", "no")),
+        "hidden": st.booleans(),
+        "subscriptions": st.booleans(),
+        "max": st.sampled_from((1, 2, 6, 6, 6)),
+        "separator": st.sampled_from(("/", ".")),
+        "name": st.sampled_from(("s-{id}", "x-{hash}")),
+        "prefix": st.sampled_from(("Shared{sep}{name}{sep}", "P{sep}{name}{sep}")),
+        "index": st.sampled_from(("{home}/.nsprov/{ns}", "/var/idx/{user}/{id}")),
+        "control": st.sampled_from((None, "same", "{home}/ctl/{hash}")),
+        "subscribe": st.booleans(),
+        "driver": st.sampled_from((None, "maildir", "sdbox")),
+        "reserved": st.sampled_from(((), ("s-sal-xxxxxxxx",))),
+    }
+)
+users = st.fixed_dictionaries(
+    {
+        "uid": st.sampled_from((*IDS, 70004)),
+        "gid": st.sampled_from(IDS),
+        "access": st.lists(st.sampled_from(IDS), max_size=2),
+        "home": st.sampled_from(("/home/u", "/home/u/", None, "rel")),
+        "keys": st.sampled_from(("", "HOME UID ", "HOME NAMESPACE")),
+        "namespace": st.sampled_from((None, "inbox", "inbox,s-x")),
+        "signs": st.booleans(),
+    }
+)
+
+
+def make_config(spool: Path, c: Mapping[str, Any]) -> Any:
+    table: dict[str, Any] = {
+        "path": str(spool),
+        "symlinks": c["symlinks"],
+        "list": c["list"] if c["list"] != "yes" or not c["subscribe"] else "children",
+        "hidden": c["hidden"],
+        "subscriptions": c["subscriptions"],
+        "separator": c["separator"],
+        "name": c["name"],
+        "prefix": c["prefix"],
+        "index": c["index"],
+    }
+    if c["control"] == "same":
+        table["control"] = c["index"]
+    elif c["control"] is not None:
+        table["control"] = c["control"]
+    if c["subscribe"] and c["version"] == "2.3" and table["list"] == "children":
+        table["subscribe"] = True
+    dovecot: dict[str, Any] = {"version": c["version"], "reserved_names": list(c["reserved"])}
+    if c["driver"] is not None:
+        dovecot["global_mail_driver"] = c["driver"]
+    return config_from_mapping(
+        {"spool": [table], "namespace": {"max": c["max"]}, "dovecot": dovecot}
+    )
+
+
+def make_environ(u: Mapping[str, Any]) -> dict[str, str]:
+    env = {"USER": "lean-user", "UID": str(u["uid"]), "GID": str(u["gid"])}
+    env["MAIL_ACCESS_GROUPS"] = ",".join(map(str, u["access"]))
+    if u["home"] is not None:
+        env["HOME"] = u["home"]
+    if u["keys"]:
+        env["USERDB_KEYS"] = u["keys"]
+    if u["namespace"] is not None:
+        env["NAMESPACE"] = u["namespace"]
+    if u["signs"]:
+        env["MAIL"] = "maildir:~/Maildir"
+        env["MAIL_PATH"] = "~/Maildir"
+    return env
+
+
+def full_path(config: Any, environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """What the full worker sends and logs for the namespaces action (no directories made)."""
+    user = mail_user_from_environ(environ, config.identity)
+    p = plan(config, user, environ, keep_skipped=False)
+    changes = {k: v for k, v in p.environ.items() if environ.get(k) != v}
+    sign = version_signs(environ, config.dialect)
+    return changes, [*([sign] if sign else []), *p.warnings]
+
+
+@ROOT_ONLY
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    spec=entries,
+    config=configs,
+    user=users,
+    spool_mode=st.sampled_from((0o755, 0o755, 0o755, 0o750)),
+)
+def test_lean_equals_full_path(
+    base: Path,
+    spec: list[tuple[Any, ...]],
+    config: dict[str, Any],
+    user: dict[str, Any],
+    spool_mode: int,
+) -> None:
+    """Random spools, users and configs: the lean path's fields and warnings are the full path's."""
+    for child in base.iterdir():
+        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    spool = build_spool(base, spec, spool_mode)
+    try:
+        cfg = make_config(spool, config)
+    except NsprovError:
+        return  # a combination the config refuses (e.g. subscribe on 2.4)
+    environ = make_environ(user)
+    profile = compile_profile(cfg)
+    assert profile is not None
+    profile = marshal.loads(marshal.dumps(profile))  # noqa: S302 - our own bytes
+    try:
+        expected = full_path(cfg, environ)
+    except NsprovError as e:
+        event(f"full path fails: {type(e).__name__}")
+        with pytest.raises(NsprovError):
+            compute(profile, environ, user_tasks=False)
+        return
+    event(f"namespaces: {sum(k.endswith('/PREFIX') for k in expected[0])}")
+    event(f"warnings: {len(expected[1])}")
+    assert expected == compute(profile, environ, user_tasks=False)
+
+
+def _one_spool(base: Path, names: tuple[str, ...] = ("a", "b", "c")) -> Path:
+    spool = base / "spool"
+    for name in names:
+        for sub in ("cur", "new"):
+            (spool / name / sub).mkdir(parents=True, mode=0o755)
+            (spool / name / sub).chmod(0o755)
+        (spool / name).chmod(0o755)
+    spool.chmod(0o755)
+    return spool
+
+
+def test_profile_is_plain_data(base: Path) -> None:
+    """The profile survives marshal and carries its schema."""
+    cfg = config_from_mapping({"spool": [{"path": str(_one_spool(base))}]})
+    profile = compile_profile(cfg)
+
+    assert profile is not None
+    assert PROFILE_SCHEMA == profile["schema"]
+    assert profile == marshal.loads(marshal.dumps(profile))  # noqa: S302 - our own bytes
+
+
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        ({"scan_cache": {}}, "[scan_cache]"),
+        (
+            {"actions": {"imap": ["namespaces", "alert"]}, "alert": [{"text": "hi"}]},
+            "actions for imap",
+        ),
+    ],
+)
+def test_full_path_configs(base: Path, extra: dict[str, Any], why: str) -> None:
+    """Actions besides namespaces and a scan cache need the full path: no profile."""
+    spool = _one_spool(base)
+    try:
+        cfg = config_from_mapping({"spool": [{"path": str(spool)}], **extra})
+    except NsprovError as e:  # the action's own table is required
+        pytest.skip(str(e))
+    assert compile_profile(cfg) is None
+    assert why in (why_full(cfg) or "")
+
+
+def test_patterns_need_the_full_path(base: Path) -> None:
+    """Include/exclude patterns are not compiled (yet): no profile."""
+    cfg = config_from_mapping({"spool": [{"path": str(_one_spool(base)), "exclude": ["a*"]}]})
+
+    assert compile_profile(cfg) is None
+
+
+def test_ignore_file_and_debug_user_need_the_full_path(base: Path) -> None:
+    """A spool's ignore file, or a debug user, sends that login to the full path."""
+    spool = _one_spool(base)
+    env = {"USER": "u", "UID": "70001", "GID": "70001", "HOME": "/home/u"}
+    cfg = config_from_mapping(
+        {"spool": [{"path": str(spool)}], "postlogin": {"debug_users": ["u"]}}
+    )
+    profile = compile_profile(cfg)
+    assert profile is not None
+    with pytest.raises(FullPathNeeded, match="debug_users"):
+        compute(profile, env, user_tasks=False)
+    (spool / ".nsprovignore").write_text("a\n")
+    profile = compile_profile(config_from_mapping({"spool": [{"path": str(spool)}]}))
+    assert profile is not None
+    with pytest.raises(FullPathNeeded, match="ignore file"):
+        compute(profile, env, user_tasks=False)
+    with pytest.raises(FullPathNeeded, match="schema"):
+        compute({**profile, "schema": PROFILE_SCHEMA + 1}, env, user_tasks=False)
+
+
+def test_protocol_without_actions_and_installed_mismatch(base: Path) -> None:
+    """POP3 with nothing configured adds nothing; another installed Dovecot exports nothing."""
+    spool = _one_spool(base)
+    env = {"USER": "u", "UID": "70001", "GID": "70001", "HOME": "/home/u"}
+    cfg = config_from_mapping(
+        {"spool": [{"path": str(spool)}], "actions": {"imap": ["namespaces"], "pop3": []}}
+    )
+    profile = compile_profile(cfg)
+    assert profile is not None
+
+    assert ({}, []) == compute(profile, env, protocol="pop3", user_tasks=False)
+    got, warnings = compute(profile, env, protocol="imap", installed="2.4", user_tasks=False)
+    assert {} == got
+    assert ["Dovecot 2.4 is installed"] == [w[:24] for w in warnings]
+    got, _ = compute(profile, env, protocol="imap", user_tasks=False)
+    assert "NAMESPACE" in got
+
+
+@ROOT_ONLY
+def test_same_as_show_format_env(base: Path) -> None:
+    """``nsprov show --format=env`` prints exactly the lean path's variables, both dialects."""
+    spool = _one_spool(base, ("a", "b", "Sales Team", "x:y"))
+    (spool / "b").chmod(0o700)
+    for version in ("2.3", "2.4"):
+        conf = base / f"nsprov-{version}.toml"
+        conf.write_text(f'[dovecot]\nversion = "{version}"\n[[spool]]\npath = "{spool}"\n')
+        cfg = config_from_mapping(
+            {"spool": [{"path": str(spool)}], "dovecot": {"version": version}}
+        )
+        profile = compile_profile(cfg)
+        assert profile is not None
+        env = {
+            "USER": "nsprov-lean-nouser",
+            "UID": "70001",
+            "GID": "70002",
+            "HOME": "/home/x",
+            "MAIL_ACCESS_GROUPS": "70003",
+            "USERDB_KEYS": "UID GID HOME SYSTEM_GROUPS_USER ",
+        }
+        got, _ = compute(profile, env, user_tasks=False)
+        shown = subprocess.run(
+            [
+                *(sys.executable, "-m", "nsprov", "show", "--user", env["USER"]),
+                *("--uid", "70001", "--gid", "70002", "--groups", "70003", "--home", "/home/x"),
+                *("--config", str(conf), "--format", "env"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert len(got) > 3
+        assert shown == "".join(f"{k}={env_escape(v)}\n" for k, v in sorted(got.items()))
+
+
+@ROOT_ONLY
+def test_directories_created_as_the_user(base: Path) -> None:
+    """In a throwaway child as root: the index directories are made as the mail user, 0700."""
+    spool = _one_spool(base, ("a",))
+    home = base / "home"
+    home.mkdir()
+    os.chown(home, 70001, 70001)
+    cfg = config_from_mapping({"spool": [{"path": str(spool)}]})
+    profile = compile_profile(cfg)
+    env = {"USER": "u", "UID": "70001", "GID": "70001", "HOME": str(home)}
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            _, warnings = compute(profile, env)  # type: ignore[arg-type]
+            os._exit(0 if not warnings and os.getuid() == 70001 else 3)
+        except BaseException:
+            os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    assert 0 == os.waitstatus_to_exitcode(status)
+    (made,) = (home / ".nsprov").iterdir()
+    s = made.stat()
+    assert (70001, 70001, 0o700) == (s.st_uid, s.st_gid, s.st_mode & 0o777)
+
+
+#: What the lean path may import on a warm profile: built-in and os-level modules, and its own.
+ALLOWED = {
+    "__future__",
+    "_blake2",
+    "errno",
+    "grp",
+    "itertools",
+    "marshal",
+    "pwd",
+    "nsprov",
+    "nsprov._access",
+    "nsprov._fields",
+    "nsprov._lean",
+    "nsprov._names",
+    "nsprov._plainscan",
+    "nsprov._postlogin",
+    "nsprov._userdb",
+    "nsprov.exceptions",
+}
+
+
+def test_imported_modules(base: Path, tmp_path: Path) -> None:
+    """A fresh ``python -I`` loading a profile and computing a login imports only the allowed set."""
+    spool = _one_spool(base)
+    cfg = config_from_mapping({"spool": [{"path": str(spool)}], "identity": {"mail_gid": "root"}})
+    blob = tmp_path / "profile"
+    blob.write_bytes(marshal.dumps(compile_profile(cfg)))
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import marshal, nsprov._lean\n"
+        f"profile = marshal.loads(open({str(blob)!r}, 'rb').read())\n"
+        "env = {'USER': 'u', 'UID': 'nobody', 'HOME': '/home/u', 'MAIL_ACCESS_GROUPS': 'daemon'}\n"
+        "got, _ = nsprov._lean.compute(profile, env, user_tasks=False)\n"
+        "assert 'NAMESPACE' in got, got\n"
+        "print(sorted(set(sys.modules) - before))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    imported = set(ast.literal_eval(out))
+
+    assert set() == imported - ALLOWED
+    assert not imported & {"attrs", "typing", "re", "pathspec", "tomllib", "hashlib"}
