@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Iterable, Mapping, Sequence
     from typing import Any
 
+#: Linux MAX_ARG_STRLEN: one ``NAME=value`` string, NUL included.
+MAX_ARG_STRLEN = 32 * 4096
+#: Budget for everything nsprov adds, far below the usual 2 MiB exec limit.
+DEFAULT_ENV_BUDGET = 1024 * 1024
 #: ASCII and C1 control characters (what ``has_control`` looks for).
 CONTROL = frozenset(chr(c) for c in (*range(0x20), *range(0x7F, 0xA0)))
 #: The characters of a namespace name (``[a-z0-9_-]+``).

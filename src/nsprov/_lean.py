@@ -20,7 +20,7 @@ import os
 import stat as st
 
 from . import _access
-from ._fields import fit, namespace_problems, user_dirs
+from ._fields import DEFAULT_ENV_BUDGET, MAX_ARG_STRLEN, fit, namespace_problems, user_dirs
 from ._plainscan import (
     RX,
     X_OK,
@@ -41,11 +41,6 @@ if TYPE_CHECKING:
 
 #: The version of the profile's layout; a profile carries it as ``"schema"``.
 PROFILE_SCHEMA = 1
-
-#: Linux MAX_ARG_STRLEN: one ``NAME=value`` string, NUL included.
-MAX_ARG_STRLEN = 32 * 4096
-#: Budget for everything nsprov adds, far below the usual 2 MiB exec limit.
-DEFAULT_ENV_BUDGET = 1024 * 1024
 
 
 class FullPathNeeded(NsprovError):  # noqa: N818 - not a failure: the full path serves this login
