@@ -107,7 +107,7 @@ def test_ensure_dirs_makes_only_missing_directories(tmp_path: Path) -> None:
         made.append(os.fsdecode(path))
         real_mkdir(path, mode, **kw)
 
-    os.mkdir = mkdir  # type: ignore[assignment]
+    os.mkdir = mkdir
     try:
         assert [] == ensure_dirs([str(there), str(missing)])
     finally:
