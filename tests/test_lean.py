@@ -21,17 +21,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from nsprov._access import ACL_XATTR
 from nsprov._config import config_from_mapping
 from nsprov._engine import plan
 from nsprov._identity import mail_user_from_environ
-from nsprov._lean import PROFILE_SCHEMA, FullPathNeeded, compute
+from nsprov._lean import PROFILE_SCHEMA, FullPathNeeded, _matcher, compute
 from nsprov._perms import PosixAcl
-from nsprov._profile_compile import compile_profile, why_full
+from nsprov._profile_compile import compile_patterns, compile_profile, path_spec, why_full
 from nsprov._render import env_escape
+from nsprov._scan import _Matcher
 from nsprov._worker import version_signs
 from nsprov.exceptions import NsprovError
 
@@ -164,6 +165,8 @@ configs = st.fixed_dictionaries(
         "subscribe": st.booleans(),
         "driver": st.sampled_from((None, "maildir", "sdbox")),
         "reserved": st.sampled_from(((), ("s-sal-xxxxxxxx",))),
+        "exclude": st.sampled_from(((), (), ("a*",), ("*", "!b", "!S*"), ("[!a]*",))),
+        "include": st.sampled_from(((), (), ("*a*",), ("b", "caf*", "x*"))),
     }
 )
 users = st.fixed_dictionaries(
@@ -190,6 +193,8 @@ def make_config(spool: Path, c: Mapping[str, Any]) -> Any:
         "name": c["name"],
         "prefix": c["prefix"],
         "index": c["index"],
+        "exclude": list(c["exclude"]),
+        "include": list(c["include"]),
     }
     if c["control"] == "same":
         table["control"] = c["index"]
@@ -314,11 +319,50 @@ def test_full_path_configs(base: Path, extra: dict[str, Any], why: str) -> None:
     assert why in (why_full(cfg) or "")
 
 
-def test_patterns_need_the_full_path(base: Path) -> None:
-    """Include/exclude patterns are not compiled (yet): no profile."""
-    cfg = config_from_mapping({"spool": [{"path": str(_one_spool(base)), "exclude": ["a*"]}]})
+def test_patterns_compile_to_pathspecs_regexes(base: Path) -> None:
+    """Include/exclude patterns are compiled: the profile carries pathspec's regular expressions."""
+    spool = _one_spool(base)
+    cfg = config_from_mapping({"spool": [{"path": str(spool), "exclude": ["a*", "# c", "!ab"]}]})
+    profile = compile_profile(cfg)
 
-    assert compile_profile(cfg) is None
+    assert profile is not None
+    assert [True, False] == [inc for _, _, inc in profile["spools"][0]["exclude"]]
+    assert profile["spools"][0]["include"] is None
+
+
+PATTERN_TEXT = st.text(alphabet="ab*?[]!/\\#. -", max_size=6)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    exclude=st.lists(PATTERN_TEXT, max_size=4),
+    include=st.lists(PATTERN_TEXT, max_size=3),
+    # The scan tests dot entries before patterns: a name reaching a matcher never starts with ".".
+    names=st.lists(
+        st.text(alphabet="ab.- *?[]!\\#", min_size=1, max_size=5).filter(
+            lambda n: not n.startswith(".")
+        ),
+        max_size=8,
+    ),
+)
+def test_compiled_patterns_match_as_pathspec(
+    exclude: list[str], include: list[str], names: list[str]
+) -> None:
+    """The lean matcher excludes exactly the names pathspec's matcher of the full path does."""
+    try:
+        full = _Matcher(
+            path_spec(exclude) if exclude else None, path_spec(include) if include else None
+        )
+        ex = compile_patterns(tuple(exclude)) if exclude else ()
+        inc = compile_patterns(tuple(include)) if include else None
+    except Exception:
+        assume(False)
+        return
+    assert ex is not None
+    lean = _matcher(ex, inc)
+    for name in names:
+        expected = full.excluded(name + "/") is not None
+        assert expected == (lean is not None and lean(name + "/")), name
 
 
 def test_ignore_file_and_debug_user_need_the_full_path(base: Path) -> None:

@@ -9,6 +9,8 @@ checks, the fields of the Dovecot dialect within the kernel's limits
 user.  It imports only built-in and ``os``-level standard library modules
 (a test asserts the set) and nsprov's standard-library-only modules.
 
+A spool with include/exclude patterns imports :mod:`re` to match them
+(compiled at profile time to the regular expressions pathspec uses).
 What it does not do, it refuses with :class:`FullPathNeeded` (a
 :class:`~nsprov.exceptions.NsprovError`): the caller then runs the full path
 for that login, which reports like any other login.
@@ -159,6 +161,7 @@ class _Scan:
                 pass
             else:
                 raise FullPathNeeded(f"spool {spool['path']} has an ignore file")
+        matcher = _matcher(spool["exclude"], spool["include"])
         builder = Builder(spool, self.user, self.home)
         sep = spool["separator"].encode("utf-8")
         prefix = real + b"/"
@@ -186,6 +189,9 @@ class _Scan:
                 path, s, facts = followed
             if not st.S_ISDIR(s.st_mode) or not check(facts, ident, RX) & 1:
                 continue
+            # Patterns last: matching a name against a long list costs more than any test above.
+            if matcher is not None and matcher(name + "/"):
+                continue
             if not self.verdict(real, prefix, path):
                 continue
             try:
@@ -200,6 +206,34 @@ class _Scan:
             if len(self.served) > stop_after:
                 return True
         return False
+
+
+def _matcher(
+    exclude: Sequence[tuple[str, int, bool]], include: Sequence[tuple[str, int, bool]] | None
+) -> Callable[[str], bool] | None:
+    """Whether a name is excluded by the compiled patterns (None: no patterns, nothing is)."""
+    if not exclude and include is None:
+        return None
+    import re  # noqa: PLC0415 - only for a spool with patterns
+
+    def compiled(patterns: Sequence[tuple[str, int, bool]]) -> list[tuple[Any, bool]]:
+        return [(re.compile(rx, flags).search, inc) for rx, flags, inc in patterns]
+
+    out, into = compiled(exclude), None if include is None else compiled(include)
+
+    def decide(patterns: list[tuple[Any, bool]], name: str) -> bool:
+        matched = False
+        for search, inc in patterns:
+            if search(name) is not None:
+                matched = inc
+        return matched
+
+    def excluded(name: str) -> bool:
+        if into is not None and not decide(into, name):
+            return True
+        return bool(out) and decide(out, name)
+
+    return excluded
 
 
 def _discover(profile: Mapping[str, Any], scan: _Scan, breaker: Any) -> bool:

@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Any
 from ._lean import PROFILE_SCHEMA
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ._config import Config, SpoolConfig
     from ._template import Template
 
@@ -48,9 +50,53 @@ def _template(t: Template | None) -> tuple[str, tuple[tuple[str, bool], ...]] | 
     return None if t is None else (t.text, tuple(t.parts))
 
 
+#: A compiled pattern list: ``(regex, flags, include)`` per pattern, in order.
+Patterns = tuple[tuple[str, int, bool], ...]
+
+
+def path_spec(patterns: Iterable[str]) -> object:
+    """A :class:`pathspec.PathSpec` of gitignore *patterns*: what include/exclude lists mean."""
+    import pathspec  # noqa: PLC0415 - only when patterns are configured
+
+    # pathspec 1.0 names the gitignore rules "gitignore"; before (Debian 12 ships 0.11) that
+    # name is a deprecated alias of "gitwildmatch", the same rules.
+    kind = "gitignore" if int(pathspec.__version__.split(".")[0]) >= 1 else "gitwildmatch"
+    return pathspec.PathSpec.from_lines(kind, patterns)
+
+
+def compile_patterns(lines: tuple[str, ...]) -> Patterns | None:
+    """*lines* (gitignore patterns) as the regular expressions pathspec matches with.
+
+    pathspec decides a name by the last pattern whose regular expression
+    ``search``-es it (its include flag: matched, or un-matched by ``!``); a
+    pattern without one (a comment, a blank line) never counts.  None when
+    the installed pathspec matches otherwise (another pattern class or
+    backend): the full path then runs.
+    """
+    from pathspec.pattern import RegexPattern  # noqa: PLC0415 - only when patterns are configured
+
+    spec: Any = path_spec(lines)
+    if type(getattr(spec, "_backend", None)).__name__ not in {"SimplePsBackend", "NoneType"}:
+        return None
+    out = []
+    for p in spec.patterns:
+        if type(p).match_file is not RegexPattern.match_file:
+            return None
+        if p.include is None or p.regex is None:
+            continue
+        out.append((p.regex.pattern, p.regex.flags, bool(p.include)))
+    return tuple(out)
+
+
 def spool_profile(spool: SpoolConfig) -> dict[str, Any]:
-    """One spool as the profile carries it (what :class:`nsprov._plainscan.Builder` reads)."""
+    """One spool as the profile carries it (what :class:`nsprov._plainscan.Builder` reads).
+
+    ``exclude`` and ``include`` are compiled (:func:`compile_patterns`): an
+    empty ``exclude`` excludes nothing, a None ``include`` includes all.
+    """
     return {
+        "exclude": compile_patterns(spool.exclude) if spool.exclude else (),
+        "include": compile_patterns(spool.include) if spool.include else None,
         "path": spool.path,
         "separator": spool.separator,
         "list": spool.list,
@@ -79,14 +125,18 @@ def why_full(config: Config) -> str | None:
     if config.scan_cache is not None:
         return "[scan_cache]"
     for s in config.spools:
-        if s.include or s.exclude:
-            return f"spool {s.path}: include/exclude patterns"
+        if (s.exclude and compile_patterns(s.exclude) is None) or (
+            s.include and compile_patterns(s.include) is None
+        ):
+            return f"spool {s.path}: include/exclude patterns pathspec matches otherwise"
     return None
 
 
 def compile_profile(config: Config) -> dict[str, Any] | None:
     """The login profile of *config*, or None when it needs the full login path.
 
+    Include/exclude patterns are compiled to the regular expressions pathspec
+    matches with (:func:`compile_patterns`); the login imports :mod:`re` then.
     A spool's ignore file is read at login (its presence sends that login down
     the full path), so editing it takes effect at the next login.
     """

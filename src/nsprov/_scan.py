@@ -56,6 +56,7 @@ from ._fs import Step as Step  # noqa: PLC0414 - re-exported
 from ._location import MailLocation
 from ._model import Namespace, has_control
 from ._perms import R_OK, X_OK, FileFacts, decide
+from ._profile_compile import path_spec, spool_profile
 from .exceptions import InvalidLocationError, InvalidNamespaceError, NsprovError
 from .exceptions import SpoolError as SpoolError  # noqa: PLC0414 - re-exported (it lived here)
 
@@ -214,14 +215,9 @@ def _matcher(
         warnings.append(warning)
     if not patterns and not spool.include:
         return _Matcher(None, None)
-    import pathspec  # noqa: PLC0415 - only when patterns are configured
-
-    # pathspec 1.0 names the gitignore rules "gitignore"; before (Debian 12 ships 0.11) that
-    # name is a deprecated alias of "gitwildmatch", the same rules.
-    kind = "gitignore" if int(pathspec.__version__.split(".")[0]) >= 1 else "gitwildmatch"
     return _Matcher(
-        pathspec.PathSpec.from_lines(kind, patterns) if patterns else None,
-        pathspec.PathSpec.from_lines(kind, spool.include) if spool.include else None,
+        path_spec(patterns) if patterns else None,
+        path_spec(spool.include) if spool.include else None,
     )
 
 
@@ -229,8 +225,6 @@ class _Builder:
     """Turns a served entry into a :class:`Namespace`: the plain builder, then the model."""
 
     def __init__(self, spool: SpoolConfig, user: MailUser) -> None:
-        from ._profile_compile import spool_profile  # noqa: PLC0415 - _profile_compile imports the model
-
         self.spool = spool
         self.plain = _plainscan.Builder(spool_profile(spool), user.user, user.home)
 
