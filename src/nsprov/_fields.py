@@ -472,6 +472,10 @@ def _var_size(key: str, value: str) -> int:
     return len(key.encode()) + 1 + len(value.encode()) + 1
 
 
+#: ``len("USERDB_KEYS=")``: the fixed part of that variable's size.
+_KEYS_VAR = len(USERDB_KEYS) + 1
+
+
 class _ListVar:
     """A variable holding a space-separated list that nsprov extends (``NAMESPACE`` …)."""
 
@@ -556,12 +560,14 @@ def fit(
         add_keys_len = sum(len(k.encode()) + 1 for k in add_keys)
         growth = {v.key: v.growth(item) for v, item in lists}
         list_sizes = [v.var_size(growth.get(v.key, 0)) for v in (names, mailboxes)]
-        add_total = sum(_var_size(k, v) for k, v in pairs)
-        fixed = _var_size(USERDB_KEYS, "x" * (keys_len + add_keys_len)) + sum(list_sizes)
+        sizes = [_var_size(k, v) for k, v in pairs]
+        add_total = sum(sizes)
+        # The size of USERDB_KEYS=<keys> with its NUL, without building the string.
+        fixed = _KEYS_VAR + keys_len + add_keys_len + 1 + sum(list_sizes)
         if (
-            len("USERDB_KEYS=") + keys_len + add_keys_len + 1 > max_var
+            _KEYS_VAR + keys_len + add_keys_len + 1 > max_var
             or any(size > max_var for size in list_sizes)
-            or any(_var_size(k, v) > max_var for k, v in pairs)
+            or any(size > max_var for size in sizes)
             or total + add_total + fixed > budget
         ):
             break
