@@ -182,20 +182,34 @@ def root_problem(value: str) -> str | None:
     return text_problem(value, "root")
 
 
+def param_problem(key: str, field: str, value: str) -> str | None:
+    """What is wrong with one location parameter *key* (model field *field*), or None."""
+    problem = text_problem(value, key)
+    if problem is not None:
+        return problem
+    if field in PATH_PARAMS and value != "MEMORY" and not value.startswith(("/", "~")):
+        return f"{key}={value!r} must be an absolute path or start with ~"
+    return None
+
+
 def params_problem(loc: Any) -> str | None:
     """What is wrong with a location's parameters, or None."""
     for key, field in PARAMS:
         value = getattr(loc, field)
-        if value is None:
-            continue
-        problem = text_problem(value, key)
-        if problem is not None:
+        if value is not None and (problem := param_problem(key, field, value)) is not None:
             return problem
-        if field in PATH_PARAMS and value != "MEMORY" and not value.startswith(("/", "~")):
-            return f"{key}={value!r} must be an absolute path or start with ~"
     if loc.layout is not None and loc.layout not in LAYOUTS:
         return f"LAYOUT={loc.layout!r}: Dovecot knows fs, maildir++, index and none"
     return None
+
+
+#: The parameters a spool's templates set, in :data:`PARAMS` order.
+_USER_PARAMS = (
+    ("INBOX", "inbox"),
+    ("INDEX", "index"),
+    ("INDEXPVT", "index_private"),
+    ("CONTROL", "control"),
+)
 
 
 def driver_ok(value: str) -> bool:
@@ -207,9 +221,23 @@ def driver_ok(value: str) -> bool:
 
 
 class Loc:
-    """A mail location as plain values (the fields of :class:`nsprov.MailLocation`)."""
+    """A mail location as plain values (the fields of :class:`nsprov.MailLocation`).
 
-    __slots__ = tuple(f for _, f in PARAMS) + tuple(f for _, f in FLAGS) + ("driver", "root")
+    Every field but the root and the four per-user paths keeps its class default.
+    """
+
+    driver = "maildir"
+    layout: str | None = None
+    index_cache: str | None = None
+    alt: str | None = None
+    subscriptions: str | None = None
+    dirname: str | None = None
+    full_dirname: str | None = None
+    mailboxdir: str | None = None
+    volatile_dir: str | None = None
+    list_index: str | None = None
+    broken_char: str | None = None
+    utf8 = alt_nocheck = iter_index = no_noselect = no_fs_validation = False
 
     def __init__(
         self,
@@ -219,12 +247,7 @@ class Loc:
         index_private: str | None = None,
         inbox: str | None = None,
     ) -> None:
-        self.driver = "maildir"
         self.root = root
-        for _, field in PARAMS:
-            setattr(self, field, None)
-        for _, field in FLAGS:
-            setattr(self, field, False)
         self.index = index
         self.control = control
         self.index_private = index_private
@@ -301,7 +324,12 @@ def make_location(
         None if index_private is None else strip_slash(index_private),
         None if inbox is None else strip_slash(inbox),
     )
-    problem = root_problem(loc.root) or params_problem(loc)
+    problem = root_problem(loc.root)
+    if problem is None:  # params_problem(loc), for the only parameters a Loc sets
+        for key, field in _USER_PARAMS:
+            value = getattr(loc, field)
+            if value is not None and (problem := param_problem(key, field, value)) is not None:
+                break
     if problem is not None:
         raise InvalidLocationError(problem)
     return loc
