@@ -90,6 +90,8 @@ class _Scan:
         #: ``(spool path, namespace)`` of each served entry, in discovery order.
         self.served: list[tuple[str, Any]] = []
         self.warnings: list[str] = []
+        #: The descriptor of the spool being scanned, for the descriptor walks.
+        self.real_fd: int | None = None
 
     def facts(self, path: bytes) -> tuple[os.stat_result, _access.Facts]:
         s = self.fs.lstat(path)
@@ -120,10 +122,18 @@ class _Scan:
 
     def verdict(self, real: bytes, prefix: bytes, path: bytes) -> bool:
         """Whether one descriptor walk finds entry *path* a maildir the user may read."""
-        from ._plainscan import anchored_verdict  # noqa: PLC0415 - loaded with the module; no cost
+        from ._plainscan import anchored_at, anchored_verdict  # noqa: PLC0415 - loaded; no cost
 
         parts = path[len(prefix) :].split(b"/")
         anchored: Callable[[bytes, Sequence[bytes]], Any] | None = self.fs.anchored
+        if anchored is anchored_facts:  # the real filesystem: the spool's descriptor, opened once
+            try:
+                if self.real_fd is None:
+                    self.real_fd = os.open(real, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                steps = anchored_at(self.real_fd, parts)
+            except OSError:
+                return False
+            return anchored_verdict(steps, len(parts), self.ident) is None
         if anchored is None:  # a test that fakes the filesystem: the path-based checks
             for child in (b"cur", b"new"):
                 try:
@@ -257,6 +267,9 @@ def _discover(profile: Mapping[str, Any], scan: _Scan, breaker: Any) -> bool:
             if scan.spool(spool, taken_names, taken_prefixes, stop_after):
                 return True
         finally:
+            if scan.real_fd is not None:
+                os.close(scan.real_fd)
+                scan.real_fd = None
             if entered and breaker is not None:
                 breaker.leave(spool["path"])
     return False

@@ -238,8 +238,17 @@ def anchored_facts(real: bytes, parts: Sequence[bytes]) -> list[tuple[bytes, int
     inode's facts pass for another's, nor lead through a symbolic link.  The
     walk stops at the first name that is no directory.
     """
+    fd = os.open(real, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return anchored_at(fd, parts)
+    finally:
+        os.close(fd)
+
+
+def anchored_at(real_fd: int, parts: Sequence[bytes]) -> list[tuple[bytes, int, Facts | None]]:
+    """:func:`anchored_facts` from a descriptor of the spool (a scan opens it once per spool)."""
     steps: list[tuple[bytes, int, Facts | None]] = []
-    fds = [os.open(real, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)]
+    fds = [real_fd]
     try:
         for name in parts:
             fd, step = look(fds[-1], name)
@@ -254,7 +263,7 @@ def anchored_facts(real: bytes, parts: Sequence[bytes]) -> list[tuple[bytes, int
                 os.close(fd)
         return steps
     finally:
-        for fd in fds:
+        for fd in fds[1:]:
             os.close(fd)
 
 
