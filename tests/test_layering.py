@@ -47,6 +47,7 @@ LOGIN_PATH = (
     "nsprov._names",
     "nsprov._plainscan",
     "nsprov._postlogin",
+    "nsprov._trust",
     "nsprov._userdb",
     "nsprov.exceptions",
 )

@@ -167,6 +167,7 @@ configs = st.fixed_dictionaries(
         "reserved": st.sampled_from(((), ("s-sal-xxxxxxxx",))),
         "exclude": st.sampled_from(((), (), ("a*",), ("*", "!b", "!S*"), ("[!a]*",))),
         "include": st.sampled_from(((), (), ("*a*",), ("b", "caf*", "x*"))),
+        "ignore": st.sampled_from((None, None, "a*\n", "*\n!b\n", "# only\n")),
     }
 )
 users = st.fixed_dictionaries(
@@ -257,6 +258,8 @@ def test_lean_equals_full_path(
     for child in base.iterdir():
         shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     spool = build_spool(base, spec, spool_mode)
+    if config["ignore"] is not None:
+        (spool / ".nsprovignore").write_text(config["ignore"])
     try:
         cfg = make_config(spool, config)
     except NsprovError:
@@ -365,8 +368,8 @@ def test_compiled_patterns_match_as_pathspec(
         assert expected == (lean is not None and lean(name + "/")), name
 
 
-def test_ignore_file_and_debug_user_need_the_full_path(base: Path) -> None:
-    """A spool's ignore file, or a debug user, sends that login to the full path."""
+def test_debug_user_and_other_schema_need_the_full_path(base: Path) -> None:
+    """A debug user, or a profile of another schema, sends that login to the full path."""
     spool = _one_spool(base)
     env = {"USER": "u", "UID": "70001", "GID": "70001", "HOME": "/home/u"}
     cfg = config_from_mapping(
@@ -376,13 +379,69 @@ def test_ignore_file_and_debug_user_need_the_full_path(base: Path) -> None:
     assert profile is not None
     with pytest.raises(FullPathNeeded, match="debug_users"):
         compute(profile, env, user_tasks=False)
-    (spool / ".nsprovignore").write_text("a\n")
-    profile = compile_profile(config_from_mapping({"spool": [{"path": str(spool)}]}))
-    assert profile is not None
-    with pytest.raises(FullPathNeeded, match="ignore file"):
-        compute(profile, env, user_tasks=False)
     with pytest.raises(FullPathNeeded, match="schema"):
         compute({**profile, "schema": PROFILE_SCHEMA + 1}, env, user_tasks=False)
+
+
+@ROOT_ONLY
+@pytest.mark.parametrize(
+    ("text", "file_mode", "spool_mode", "warned"),
+    [
+        ("a\n", 0o644, 0o755, False),
+        ("*\n!b\n", 0o644, 0o755, False),
+        ("# nothing\n", 0o644, 0o755, False),
+        ("", 0o644, 0o755, False),
+        ("a\n", 0o666, 0o755, True),  # writable by others: not used
+        ("a\n", 0o644, 0o777, True),  # in a spool anybody may write: not used
+        ("".join(f"p{i}\n" for i in range(1001)), 0o644, 0o755, True),  # too many patterns
+    ],
+)
+def test_ignore_file_as_the_full_path_reads_it(
+    base: Path, text: str, file_mode: int, spool_mode: int, warned: bool
+) -> None:
+    """The ignore file is read at login under the trust rule: the same fields and warnings."""
+    spool = _one_spool(base)
+    ignore = spool / ".nsprovignore"
+    ignore.write_text(text)
+    ignore.chmod(file_mode)
+    spool.chmod(spool_mode)
+    env = {"USER": "u", "UID": "70001", "GID": "70001", "HOME": "/home/u"}
+    cfg = config_from_mapping({"spool": [{"path": str(spool)}]})
+    profile = compile_profile(cfg)
+    assert profile is not None
+    expected = full_path(cfg, env)
+
+    assert expected == compute(profile, env, user_tasks=False)
+    assert warned == any("ignore file not used" in w for w in expected[1])
+
+
+def test_edited_ignore_file_needs_the_full_path(base: Path) -> None:
+    """An ignore file edited after the profile was built is not matched with stale patterns."""
+    spool = _one_spool(base)
+    (spool / ".nsprovignore").write_text("a\n")
+    env = {"USER": "u", "UID": "70001", "GID": "70001", "HOME": "/home/u"}
+    cfg = config_from_mapping({"spool": [{"path": str(spool)}]})
+    profile = compile_profile(cfg)
+    assert profile is not None
+    got, _ = compute(profile, env, user_tasks=False)
+    assert "a" not in {v.split("/")[1] for k, v in got.items() if k.endswith("/PREFIX")}
+    (spool / ".nsprovignore").write_text("b\n")
+
+    with pytest.raises(FullPathNeeded, match="ignore file"):
+        compute(profile, env, user_tasks=False)
+    (spool / ".nsprovignore").unlink()
+    got, _ = compute(profile, env, user_tasks=False)
+    assert 3 == sum(k.endswith("/PREFIX") for k in got)
+
+
+def test_caps_are_the_full_paths() -> None:
+    """The lean path's ignore-file caps are the full path's."""
+    from nsprov import _fs, _lean, _scan
+
+    assert (_fs.IGNORE_MAX_BYTES, _scan.IGNORE_MAX_PATTERNS) == (
+        _lean.IGNORE_MAX_BYTES,
+        _lean.IGNORE_MAX_PATTERNS,
+    )
 
 
 def test_protocol_without_actions_and_installed_mismatch(base: Path) -> None:
@@ -479,6 +538,7 @@ ALLOWED = {
     "nsprov._names",
     "nsprov._plainscan",
     "nsprov._postlogin",
+    "nsprov._trust",
     "nsprov._userdb",
     "nsprov.exceptions",
 }

@@ -10,7 +10,9 @@ user.  It imports only built-in and ``os``-level standard library modules
 (a test asserts the set) and nsprov's standard-library-only modules.
 
 A spool with include/exclude patterns imports :mod:`re` to match them
-(compiled at profile time to the regular expressions pathspec uses).
+(compiled at profile time to the regular expressions pathspec uses); a
+spool's ignore file is read at every login under the trust rule, and its
+patterns are the profile's when its text is the one the profile compiled.
 What it does not do, it refuses with :class:`FullPathNeeded` (a
 :class:`~nsprov.exceptions.NsprovError`): the caller then runs the full path
 for that login, which reports like any other login.
@@ -34,7 +36,13 @@ from ._plainscan import (
     identity_from_environ,
     read_acl,
 )
-from .exceptions import InvalidLocationError, InvalidNamespaceError, NsprovError, SpoolError
+from .exceptions import (
+    InvalidLocationError,
+    InvalidNamespaceError,
+    NsprovError,
+    SpoolError,
+    UntrustedFileError,
+)
 
 TYPE_CHECKING = False  # not typing's: importing typing costs every login ~7 ms
 if TYPE_CHECKING:
@@ -43,6 +51,35 @@ if TYPE_CHECKING:
 
 #: The version of the profile's layout; a profile carries it as ``"schema"``.
 PROFILE_SCHEMA = 1
+
+
+#: The cap on a spool's ignore file (:data:`nsprov._fs.IGNORE_MAX_BYTES`).
+IGNORE_MAX_BYTES = 64 << 10
+#: The cap on its patterns (:data:`nsprov._scan.IGNORE_MAX_PATTERNS`).
+IGNORE_MAX_PATTERNS = 1000
+
+
+def read_ignore_file(path: bytes) -> str | None:
+    """A spool's ignore file, or None when absent (:func:`nsprov._fs.read_ignore_file`'s rule).
+
+    Raises:
+        UntrustedFileError: It breaks the trust rule or the size cap.
+        OSError: It cannot be read.
+    """
+    from ._trust import read_trusted  # noqa: PLC0415 - only for a spool with an ignore file
+
+    try:
+        data = read_trusted(path, what="ignore file", limit=IGNORE_MAX_BYTES)
+    except FileNotFoundError:
+        return None
+    except UntrustedFileError:
+        # A spool others may write without an ignore file is no finding: nothing was planted.
+        try:
+            os.lstat(path)
+        except FileNotFoundError:
+            return None
+        raise
+    return data.decode("utf-8", "replace")
 
 
 class FullPathNeeded(NsprovError):  # noqa: N818 - not a failure: the full path serves this login
@@ -148,6 +185,43 @@ class _Scan:
         except OSError:
             return False
 
+    def exclude(self, spool: Mapping[str, Any], real: bytes) -> Sequence[tuple[str, int, bool]]:
+        """The spool's compiled exclude patterns, with its ignore file's as the full path reads it.
+
+        The ignore file is read under the trust rule, at every login; its
+        patterns are the profile's, compiled for this very text.
+
+        Raises:
+            FullPathNeeded: The ignore file's text is not the one the profile compiled.
+        """
+        if not spool["ignore_file"]:
+            return spool["exclude"]  # type: ignore[no-any-return]
+        path = os.path.join(real, os.fsencode(spool["ignore_file"]))
+        try:
+            self.fs.lstat(path)
+        except FileNotFoundError:
+            return spool["exclude"]  # type: ignore[no-any-return]
+        try:
+            text = read_ignore_file(path)
+        except OSError as e:  # UntrustedFileError names the file and the rule
+            reason = str(e) if isinstance(e, NsprovError) else f"{os.fsdecode(path)}: {e.strerror}"
+            self.warnings.append(f"spool {spool['path']}: ignore file not used: {reason}")
+            return spool["exclude"]  # type: ignore[no-any-return]
+        lines = text.splitlines() if text else []
+        count = sum(1 for line in lines if line.strip() and not line.startswith("#"))
+        if count > IGNORE_MAX_PATTERNS:
+            self.warnings.append(
+                f"spool {spool['path']}: ignore file not used: {os.fsdecode(path)} has {count} "
+                f"patterns, more than {IGNORE_MAX_PATTERNS}"
+            )
+            return spool["exclude"]  # type: ignore[no-any-return]
+        if not lines:
+            return spool["exclude"]  # type: ignore[no-any-return]
+        compiled = spool["ignore"]
+        if compiled is None or compiled[0] != text:
+            raise FullPathNeeded(f"spool {spool['path']}: the ignore file is not the profile's")
+        return compiled[1]  # type: ignore[no-any-return]
+
     def spool(
         self,
         spool: Mapping[str, Any],
@@ -164,14 +238,7 @@ class _Scan:
             raise SpoolError(f"spool {spool['path']}: {e.strerror or e}") from None
         if not self.searchable(components(real)):
             return False
-        if spool["ignore_file"]:
-            try:
-                fs.lstat(os.path.join(real, os.fsencode(spool["ignore_file"])))
-            except FileNotFoundError:
-                pass
-            else:
-                raise FullPathNeeded(f"spool {spool['path']} has an ignore file")
-        matcher = _matcher(spool["exclude"], spool["include"])
+        matcher = _matcher(self.exclude(spool, real), spool["include"])
         builder = Builder(spool, self.user, self.home)
         sep = spool["separator"].encode("utf-8")
         prefix = real + b"/"
@@ -309,7 +376,8 @@ def compute(
 
     Raises:
         FullPathNeeded: The profile is of another schema, the user is in
-            ``debug_users``, or a spool has an ignore file.
+            ``debug_users``, or a spool's ignore file is not the one the
+            profile compiled (rebuild the profile).
         NsprovError: A subclass, on input the full path reports as an error
             (no user, a spool that cannot be read, namespaces Dovecot would
             refuse): the caller runs the full path, which reports it.

@@ -21,7 +21,9 @@ or None when the configuration needs the full login path.  The layout, by key
 ``identity``
     ``{"mail_uid", "mail_gid", "mail_access_groups", "first_valid_gid", "last_valid_gid"}``
 ``spools``
-    one dict per ``[[spool]]`` in order (:func:`spool_profile`): ``path``,
+    one dict per ``[[spool]]`` in order (:func:`spool_profile`): ``exclude``
+    and ``include`` compiled (:func:`compile_patterns`), ``ignore`` (the
+    ignore file's text and the exclude patterns compiled with it, or None), ``path``,
     ``separator``, ``list``, ``subscriptions``, ``hidden``, ``subscribe``,
     ``symlinks``, ``ignore_file``, and the templates ``name``, ``prefix``,
     ``index``, ``control``, ``index_private``, ``inbox``, each ``(text, parts)``
@@ -32,6 +34,7 @@ Not on the login path: it reads the attrs configuration.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from ._lean import PROFILE_SCHEMA
@@ -88,6 +91,31 @@ def compile_patterns(lines: tuple[str, ...]) -> Patterns | None:
     return tuple(out)
 
 
+def ignore_profile(spool: SpoolConfig) -> tuple[str, Patterns] | None:
+    """The spool's ignore file as read now, with the exclude patterns compiled after it.
+
+    None when there is none, or it is not used (untrusted, too large, no
+    patterns): the login reads it again either way, and uses these patterns
+    only for this exact text.
+    """
+    if not spool.ignore_file:
+        return None
+    from ._fs import read_ignore_file  # noqa: PLC0415 - the full path's own reader
+    from ._lean import IGNORE_MAX_PATTERNS  # noqa: PLC0415 - as above
+
+    path = os.path.join(os.path.realpath(spool.path_bytes), os.fsencode(spool.ignore_file))
+    try:
+        text = read_ignore_file(path)
+    except OSError:
+        return None
+    lines = text.splitlines() if text else []
+    count = sum(1 for line in lines if line.strip() and not line.startswith("#"))
+    if not lines or count > IGNORE_MAX_PATTERNS or text is None:
+        return None
+    patterns = compile_patterns((*spool.exclude, *lines))
+    return None if patterns is None else (text, patterns)
+
+
 def spool_profile(spool: SpoolConfig) -> dict[str, Any]:
     """One spool as the profile carries it (what :class:`nsprov._plainscan.Builder` reads).
 
@@ -95,8 +123,16 @@ def spool_profile(spool: SpoolConfig) -> dict[str, Any]:
     empty ``exclude`` excludes nothing, a None ``include`` includes all.
     """
     return {
+        **spool_templates(spool),
+        "ignore": ignore_profile(spool),
         "exclude": compile_patterns(spool.exclude) if spool.exclude else (),
         "include": compile_patterns(spool.include) if spool.include else None,
+    }
+
+
+def spool_templates(spool: SpoolConfig) -> dict[str, Any]:
+    """What :class:`nsprov._plainscan.Builder` reads of a spool: no patterns, no file read."""
+    return {
         "path": spool.path,
         "separator": spool.separator,
         "list": spool.list,
@@ -137,8 +173,10 @@ def compile_profile(config: Config) -> dict[str, Any] | None:
 
     Include/exclude patterns are compiled to the regular expressions pathspec
     matches with (:func:`compile_patterns`); the login imports :mod:`re` then.
-    A spool's ignore file is read at login (its presence sends that login down
-    the full path), so editing it takes effect at the next login.
+    Each spool's ignore file is read now (under the trust rule) and its
+    patterns compiled for its text; the login reads it again, so editing it
+    takes effect at the next login (through the full path, which should then
+    rebuild the profile).
     """
     if why_full(config) is not None:
         return None

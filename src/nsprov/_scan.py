@@ -56,7 +56,7 @@ from ._fs import Step as Step  # noqa: PLC0414 - re-exported
 from ._location import MailLocation
 from ._model import Namespace, has_control
 from ._perms import R_OK, X_OK, FileFacts, decide
-from ._profile_compile import path_spec, spool_profile
+from ._profile_compile import path_spec, spool_templates
 from .exceptions import InvalidLocationError, InvalidNamespaceError, NsprovError
 from .exceptions import SpoolError as SpoolError  # noqa: PLC0414 - re-exported (it lived here)
 
@@ -226,7 +226,7 @@ class _Builder:
 
     def __init__(self, spool: SpoolConfig, user: MailUser) -> None:
         self.spool = spool
-        self.plain = _plainscan.Builder(spool_profile(spool), user.user, user.home)
+        self.plain = _plainscan.Builder(spool_templates(spool), user.user, user.home)
 
     def build(self, raw: bytes, name: str, path: str) -> Namespace:
         ns = self.plain.build(raw, name, path)
