@@ -567,3 +567,46 @@ def test_imported_modules(base: Path, tmp_path: Path) -> None:
 
     assert set() == imported - ALLOWED
     assert not imported & {"attrs", "typing", "re", "pathspec", "tomllib", "hashlib"}
+
+
+@ROOT_ONLY
+@pytest.mark.parametrize("version", ["2.3", "2.4"])
+def test_same_as_serves_reply(base: Path, version: str) -> None:
+    """``nsprov serve``'s post-login reply, merged as the parent merges it, carries the lean fields."""
+    import json
+
+    from nsprov._config import load_config
+    from nsprov._postlogin import STAMP_FIELD, merge_fields, serve_key
+    from nsprov._serve.codec import parse_postlogin_key
+    from nsprov._serve.resolver import Resolver, load_stamped
+
+    spool = _one_spool(base, ("a", "b", "Sales Team", "x:y"))
+    (spool / "b").chmod(0o700)
+    conf = base / "nsprov.toml"
+    conf.write_text(f'[dovecot]\nversion = "{version}"\n[[spool]]\npath = "{spool}"\n')
+    config, stamp = load_stamped(load_config, str(conf))
+    assert stamp is not None
+    env = {
+        "USER": "u",
+        "UID": "70001",
+        "GID": "70002",
+        "HOME": "/home/x",
+        "USERDB_KEYS": "UID GID HOME ",
+    }
+    key = parse_postlogin_key(serve_key("imap", env, config=str(conf), stamp=stamp))
+    assert key is not None
+    out = Resolver().compute(config, 0, key, 0.0, stamp)
+    assert "found" == out.answer.kind, out.answer.error
+    fields = json.loads(out.answer.value)
+    del fields[STAMP_FIELD]
+    served = {k: v for k, v in merge_fields(env, fields).items() if env.get(k) != v}
+    profile = compile_profile(config)
+    assert profile is not None
+    got, _ = compute(profile, env, protocol="imap", user_tasks=False)
+
+    def keys(d: dict[str, str]) -> set[str]:
+        return set(d.pop("USERDB_KEYS").split())
+
+    assert len(got) > 3
+    assert keys(served) == keys(got)  # the same keys listed (serve lists them in its order)
+    assert served == got
