@@ -25,19 +25,22 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from nsprov._access import ACL_XATTR
-from nsprov._config import config_from_mapping
+from nsprov._breaker import SpoolBreaker
+from nsprov._config import config_from_mapping, load_config
 from nsprov._engine import plan
 from nsprov._identity import mail_user_from_environ
 from nsprov._lean import PROFILE_SCHEMA, FullPathNeeded, _matcher, compute
 from nsprov._perms import PosixAcl
+from nsprov._postlogin import T_ENV, Options, log
 from nsprov._profile_compile import compile_patterns, compile_profile, path_spec, why_full
 from nsprov._render import env_escape
 from nsprov._scan import _Matcher
+from nsprov._worker import run as worker_run
 from nsprov._worker import version_signs
 from nsprov.exceptions import NsprovError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown spool entries")
 #: Owners of spool entries, and the ids users and ACL entries draw from.
@@ -610,3 +613,86 @@ def test_same_as_serves_reply(base: Path, version: str) -> None:
     assert len(got) > 3
     assert keys(served) == keys(got)  # the same keys listed (serve lists them in its order)
     assert served == got
+
+
+def _in_child(work: Callable[[int], None]) -> tuple[bytes, bytes]:
+    """Run *work(fd)* in a forked child with stderr captured: (what it wrote on fd, stderr)."""
+    r, w = os.pipe()
+    with tempfile.TemporaryFile() as err:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 0
+            try:
+                os.close(r)
+                os.dup2(err.fileno(), 2)
+                work(w)
+            except BaseException:
+                code = 3
+            os._exit(code)
+        os.close(w)
+        chunks = []
+        while chunk := os.read(r, 65536):
+            chunks.append(chunk)
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+        assert 0 == os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        return b"".join(chunks), err.read()
+
+
+def _env_frames(data: bytes) -> dict[str, str]:
+    out = {}
+    while data:
+        tag, size = data[:1], int.from_bytes(data[1:5], "big")
+        payload, data = data[5 : 5 + size], data[5 + size :]
+        if tag == T_ENV:
+            key, _, value = payload.partition(b"\0")
+            out[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+    return out
+
+
+@ROOT_ONLY
+@pytest.mark.parametrize(
+    ("names", "extra", "env_extra"),
+    [
+        (("a", "b", "c"), "", {}),
+        (("a", "b", "c", "d"), "[namespace]\nmax = 2\n", {"MAIL": "maildir:~/Maildir"}),
+        (("a", "b"), '[dovecot]\nversion = "2.4"\n', {"NAMESPACE+": "inbox"}),
+    ],
+)
+def test_same_as_the_forked_worker(
+    base: Path, names: tuple[str, ...], extra: str, env_extra: dict[str, str]
+) -> None:
+    """The full worker, forked as a login forks it: the same T_ENV frames, the same log line,
+    the same index directories made as the user (with the spool breaker both times)."""
+    spool = _one_spool(base, names)
+    home = base / "home"
+    home.mkdir()
+    os.chown(home, 70001, 70001)
+    conf = base / "nsprov.toml"
+    conf.write_text(f'{extra}[[spool]]\npath = "{spool}"\n')
+    env = {"USER": "u", "UID": "70001", "GID": "70001", "HOME": str(home), **env_extra}
+    opts = Options()
+    opts.config, opts.protocol = str(conf), "imap"
+    state = base / "state"
+
+    frames, full_err = _in_child(lambda fd: worker_run(fd, opts, env, state_dir=str(state)))
+    full_dirs = sorted(p.name for p in (home / ".nsprov").iterdir())
+    shutil.rmtree(home / ".nsprov")
+    profile = compile_profile(load_config(str(conf)))
+    assert profile is not None
+
+    def lean(fd: int) -> None:
+        breaker = SpoolBreaker(str(state), lambda _data: None)
+        got, lines = compute(profile, env, protocol="imap", breaker=breaker)
+        if lines:
+            log("user u: " + "; ".join(lines))
+        os.write(fd, marshal.dumps(got))
+
+    out, lean_err = _in_child(lean)
+
+    assert _env_frames(frames) == marshal.loads(out)  # noqa: S302 - our own bytes
+    assert full_err == lean_err
+    assert (b"namespace.max=2" in full_err) == ("max" in extra)
+    assert full_dirs == sorted(p.name for p in (home / ".nsprov").iterdir())
+    assert len(full_dirs) == min(len(names), 2 if "max" in extra else 9)
