@@ -28,19 +28,21 @@ from nsprov._access import ACL_XATTR
 from nsprov._breaker import SpoolBreaker
 from nsprov._config import config_from_mapping, load_config
 from nsprov._engine import plan
+from nsprov._fs import Fs
 from nsprov._identity import mail_user_from_environ
-from nsprov._lean import PROFILE_SCHEMA, FullPathNeeded, _matcher, compute
+from nsprov._lean import PROFILE_SCHEMA, FullPathNeeded, LeanError, _matcher, compute
 from nsprov._perms import PosixAcl
+from nsprov._plainscan import anchored_facts
 from nsprov._postlogin import T_ENV, Options, log
 from nsprov._profile_compile import compile_patterns, compile_profile, path_spec, why_full
 from nsprov._render import env_escape
 from nsprov._scan import _Matcher
 from nsprov._worker import run as worker_run
 from nsprov._worker import version_signs
-from nsprov.exceptions import NsprovError
+from nsprov.exceptions import NsprovError, SpoolError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown spool entries")
 #: Owners of spool entries, and the ids users and ACL entries draw from.
@@ -58,6 +60,8 @@ NAMES = (
     b"INBOX",
 )
 KINDS = (
+    "link-deep",
+    "dangling-in",
     "maildir",
     "maildir",
     "maildir",
@@ -144,6 +148,15 @@ def build_spool(base: Path, spec: list[tuple[Any, ...]], spool_mode: int) -> Pat
                 for sub in ("cur", "new"):
                     (target / sub).mkdir(parents=True)
             path.symlink_to(target)
+        elif kind == "link-deep":  # into a directory of the spool the user may not search
+            private = spool / ".private"
+            if not private.exists():
+                for sub in ("cur", "new"):
+                    (private / "inner" / sub).mkdir(parents=True)
+                private.chmod(0o700)
+            path.symlink_to(private / "inner")
+        elif kind == "dangling-in":
+            path.symlink_to(spool / ".gone")
         elif kind == "link-out":
             path.symlink_to(outside)
         else:
@@ -168,6 +181,7 @@ configs = st.fixed_dictionaries(
         "subscribe": st.booleans(),
         "driver": st.sampled_from((None, "maildir", "sdbox")),
         "reserved": st.sampled_from(((), ("s-sal-xxxxxxxx",))),
+        "taken": st.sampled_from(((), ("Shared/a/", "P.b."))),
         "exclude": st.sampled_from(((), (), ("a*",), ("*", "!b", "!S*"), ("[!a]*",))),
         "include": st.sampled_from(((), (), ("*a*",), ("b", "caf*", "x*"))),
         "ignore": st.sampled_from((None, None, "a*\n", "*\n!b\n", "# only\n")),
@@ -206,7 +220,11 @@ def make_config(spool: Path, c: Mapping[str, Any]) -> Any:
         table["control"] = c["control"]
     if c["subscribe"] and c["version"] == "2.3" and table["list"] == "children":
         table["subscribe"] = True
-    dovecot: dict[str, Any] = {"version": c["version"], "reserved_names": list(c["reserved"])}
+    dovecot: dict[str, Any] = {
+        "version": c["version"],
+        "reserved_names": list(c["reserved"]),
+        "config_prefixes": list(c["taken"]),
+    }
     if c["driver"] is not None:
         dovecot["global_mail_driver"] = c["driver"]
     return config_from_mapping(
@@ -653,22 +671,23 @@ def _env_frames(data: bytes) -> dict[str, str]:
 
 @ROOT_ONLY
 @pytest.mark.parametrize(
-    ("names", "extra", "env_extra"),
+    ("names", "extra", "env_extra", "home_uid"),
     [
-        (("a", "b", "c"), "", {}),
-        (("a", "b", "c", "d"), "[namespace]\nmax = 2\n", {"MAIL": "maildir:~/Maildir"}),
-        (("a", "b"), '[dovecot]\nversion = "2.4"\n', {"NAMESPACE+": "inbox"}),
+        (("a", "b", "c"), "", {}, 70001),
+        (("a", "b", "c", "d"), "[namespace]\nmax = 2\n", {"MAIL": "maildir:~/Maildir"}, 70001),
+        (("a", "b"), '[dovecot]\nversion = "2.4"\n', {"NAMESPACE+": "inbox"}, 70001),
+        (("a", "b"), "", {}, 0),  # a home the user may not write: the directories fail
     ],
 )
 def test_same_as_the_forked_worker(
-    base: Path, names: tuple[str, ...], extra: str, env_extra: dict[str, str]
+    base: Path, names: tuple[str, ...], extra: str, env_extra: dict[str, str], home_uid: int
 ) -> None:
     """The full worker, forked as a login forks it: the same T_ENV frames, the same log line,
     the same index directories made as the user (with the spool breaker both times)."""
     spool = _one_spool(base, names)
     home = base / "home"
     home.mkdir()
-    os.chown(home, 70001, 70001)
+    os.chown(home, home_uid, home_uid)
     conf = base / "nsprov.toml"
     conf.write_text(f'{extra}[[spool]]\npath = "{spool}"\n')
     env = {"USER": "u", "UID": "70001", "GID": "70001", "HOME": str(home), **env_extra}
@@ -677,8 +696,9 @@ def test_same_as_the_forked_worker(
     state = base / "state"
 
     frames, full_err = _in_child(lambda fd: worker_run(fd, opts, env, state_dir=str(state)))
-    full_dirs = sorted(p.name for p in (home / ".nsprov").iterdir())
-    shutil.rmtree(home / ".nsprov")
+    made = home / ".nsprov"
+    full_dirs = sorted(p.name for p in made.iterdir()) if made.exists() else []
+    shutil.rmtree(made, ignore_errors=True)
     profile = compile_profile(load_config(str(conf)))
     assert profile is not None
 
@@ -694,5 +714,117 @@ def test_same_as_the_forked_worker(
     assert _env_frames(frames) == marshal.loads(out)  # noqa: S302 - our own bytes
     assert full_err == lean_err
     assert (b"namespace.max=2" in full_err) == ("max" in extra)
-    assert full_dirs == sorted(p.name for p in (home / ".nsprov").iterdir())
-    assert len(full_dirs) == min(len(names), 2 if "max" in extra else 9)
+    assert full_dirs == (sorted(p.name for p in made.iterdir()) if made.exists() else [])
+    assert len(full_dirs) == (min(len(names), 2 if "max" in extra else 9) if home_uid else 0)
+    assert (b"cannot create" in full_err) == (not home_uid)
+
+
+@pytest.mark.parametrize("anchored", ["none", "custom"])
+def test_injected_filesystem(base: Path, anchored: str) -> None:
+    """An injected Fs is used as the full path uses it: path-based checks without a walk."""
+    spool = _one_spool(base, ("a", "b", "c"))
+    (spool / "c" / "new").rmdir()
+
+    def walk(real: bytes, parts: Sequence[bytes]) -> list[Any]:
+        return anchored_facts(real, parts)  # another callable than the default: called as given
+
+    fs = Fs(anchored=None) if anchored == "none" else Fs(anchored=walk)
+    cfg = config_from_mapping({"spool": [{"path": str(spool)}]})
+    env = {"USER": "u", "UID": "70001", "GID": "70001", "HOME": "/home/u"}
+    p = plan(cfg, mail_user_from_environ(env, cfg.identity), env, fs=fs, keep_skipped=False)
+    profile = compile_profile(cfg)
+    assert profile is not None
+
+    assert (p.environ, list(p.warnings)) == compute(profile, env, fs=fs, user_tasks=False)
+    assert 2 == sum(k.endswith("/PREFIX") for k in p.environ)
+
+
+class _Breaker:
+    """A breaker that refuses one spool and fails for another (what SpoolBreaker may do)."""
+
+    def __init__(self, refuse: str, fail: str) -> None:
+        self.refuse, self.fail = refuse, fail
+        self.closed = False
+        self.left: list[str] = []
+
+    def enter(self, path: str) -> str | None:
+        if path == self.fail:
+            raise OSError(13, "Permission denied")
+        return f"spool {path} skipped: test" if path == self.refuse else None
+
+    def leave(self, path: str) -> None:
+        self.left.append(path)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_breaker_warnings_as_the_full_path(base: Path) -> None:
+    """A refused spool is skipped with the breaker's reason; a failing breaker is dropped, warned."""
+    spools = []
+    for name in ("one", "two", "three"):
+        (base / name).mkdir()
+        spools.append(_one_spool(base / name, ("a",)))
+    cfg = config_from_mapping({"spool": [{"path": str(s)} for s in spools]})
+    env = {"USER": "u", "UID": "70001", "GID": "70001", "HOME": "/home/u"}
+    full = _Breaker(str(spools[0]), str(spools[1]))
+    user = mail_user_from_environ(env, cfg.identity)
+    p = plan(cfg, user, env, keep_skipped=False, breaker=full)  # type: ignore[arg-type]
+    profile = compile_profile(cfg)
+    assert profile is not None
+    lean = _Breaker(str(spools[0]), str(spools[1]))
+
+    assert (p.environ, list(p.warnings)) == compute(profile, env, breaker=lean, user_tasks=False)
+    assert 2 == len(p.warnings)
+    assert lean.closed
+    assert [] == lean.left  # dropped after it failed, as the full path drops it
+
+
+def test_filesystem_errors_are_nsprov_errors(base: Path) -> None:
+    """An unexpected OSError of the scan reaches the caller as an NsprovError (it runs the full path)."""
+    spool = _one_spool(base, ("a",))
+
+    def lstat(path: bytes) -> os.stat_result:
+        if path.endswith(b"/a"):
+            raise PermissionError(13, "Permission denied", os.fsdecode(path))
+        return os.lstat(path)
+
+    profile = compile_profile(config_from_mapping({"spool": [{"path": str(spool)}]}))
+    assert profile is not None
+    env = {"USER": "u", "UID": "70001", "GID": "70001", "HOME": "/home/u"}
+    with pytest.raises(LeanError, match="Permission denied"):
+        compute(profile, env, fs=Fs(lstat=lstat), user_tasks=False)
+    with pytest.raises(SpoolError):
+        compute({**profile, "spools": ({**profile["spools"][0], "path": str(base / "no")},)}, env)
+
+
+def test_breaker_closed_when_nothing_runs(base: Path) -> None:
+    """A protocol without actions still closes the breaker it was given."""
+    cfg = config_from_mapping(
+        {
+            "spool": [{"path": str(_one_spool(base))}],
+            "actions": {"imap": ["namespaces"], "pop3": []},
+        }
+    )
+    profile = compile_profile(cfg)
+    assert profile is not None
+    breaker = _Breaker("", "")
+    assert ({}, []) == compute(profile, {"USER": "u"}, protocol="pop3", breaker=breaker)
+    assert breaker.closed
+
+
+@ROOT_ONLY
+def test_kernel_limits_as_the_full_path(base: Path) -> None:
+    """More namespaces than the kernel's limits take: the same cut and the same warning."""
+    names = tuple(f"mailbox-with-a-long-name-{i:05d}" for i in range(1300))
+    spool = _one_spool(base, names)
+    cfg = config_from_mapping(
+        {"spool": [{"path": str(spool)}], "namespace": {"max": 5000}, "dovecot": {"version": "2.4"}}
+    )
+    env = {"USER": "u", "UID": "70001", "GID": "70001", "HOME": "/home/u"}
+    expected = full_path(cfg, env)
+    profile = compile_profile(cfg)
+    assert profile is not None
+
+    assert expected == compute(profile, env, user_tasks=False)
+    assert "fit the kernel's environment limits" in expected[1][-1]
