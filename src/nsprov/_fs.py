@@ -25,18 +25,16 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from ._perms import FileFacts, read_acl
-
 # The descriptor walk is the lean path's, one implementation (nsprov._plainscan).
+from . import _plainscan
+from ._perms import FileFacts, PosixAcl, read_acl
 from ._plainscan import ANCHOR as ANCHOR  # noqa: PLC0414 - re-exported
-from ._plainscan import anchored_facts as anchored_facts  # noqa: PLC0414 - re-exported
-from ._plainscan import fd_acl as fd_acl  # noqa: PLC0414 - re-exported
-from ._plainscan import look as look  # noqa: PLC0414 - re-exported
 from ._trust import read_fd, read_trusted
 from .exceptions import UntrustedFileError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from typing import Any
 
     from ._access import Facts
 
@@ -111,9 +109,46 @@ def dir_sig(path: bytes) -> tuple[int, int, int]:
     return (s.st_dev, s.st_ino, s.st_mtime_ns)
 
 
-#: One step of an anchored walk: the name, its ``st_mode`` (0: absent), and for a directory its facts
-#: (:class:`nsprov._access.Facts`, which the permission engine reads like :class:`nsprov.FileFacts`).
-Step = tuple[bytes, int, "Facts | None"]
+#: One step of an anchored walk: the name, its ``st_mode`` (0: absent), and for a directory its facts.
+Step = tuple[bytes, int, FileFacts | None]
+
+
+def _model_acl(acl: Any) -> PosixAcl | None:
+    if acl is None:
+        return None
+    return PosixAcl(acl.user_obj, acl.group_obj, acl.other, acl.mask, acl.users, acl.groups)
+
+
+def _model_step(step: tuple[bytes, int, Facts | None]) -> Step:
+    name, mode, facts = step
+    if facts is None:
+        return name, mode, None
+    return name, mode, FileFacts(facts.mode, facts.uid, facts.gid, _model_acl(facts.acl))
+
+
+def fd_acl(fd: int) -> PosixAcl | None:
+    """The access ACL of the inode open on *fd* (an ``O_PATH`` descriptor)."""
+    return _model_acl(_plainscan.fd_acl(fd))
+
+
+def look(dir_fd: int, name: bytes) -> tuple[int | None, Step]:
+    """Open *name* in the directory *dir_fd* without following it; a descriptor only for a directory."""
+    fd, step = _plainscan.look(dir_fd, name)
+    return fd, _model_step(step)
+
+
+def anchored_facts(real: bytes, parts: Sequence[bytes]) -> list[Step]:
+    """What the directories *real*/*parts*... and the last one's ``cur`` and ``new`` are, race-free.
+
+    Each name is opened with ``O_PATH | O_NOFOLLOW`` relative to the descriptor
+    of the directory before it, and its mode, owner and ACL are read from that
+    descriptor: renaming or swapping an entry (``RENAME_EXCHANGE``) between two
+    calls cannot make one inode's facts pass for another's, nor lead through a
+    symbolic link.  The walk stops at the first name that is no directory.  It
+    is :func:`nsprov._plainscan.anchored_facts`, the lean path's, with the facts
+    as the public model's classes.
+    """
+    return [_model_step(step) for step in _plainscan.anchored_facts(real, parts)]
 
 
 @attrs.frozen
@@ -125,13 +160,13 @@ class Fs:
     getxattr: Callable[..., bytes] = os.getxattr
     realpath: Callable[[bytes], bytes] = os.path.realpath
     read_text: Callable[[bytes], str | None] = attrs.field(factory=lambda: read_regular_file)
-    #: A spool's ignore file under the trust rule (:func:`read_ignore_file`).
+    #: A spool's ignore file under the trust rule (``nsprov._fs.read_ignore_file``).
     read_ignore: Callable[[bytes], str | None] = attrs.field(factory=lambda: read_ignore_file)
     #: Names and inode numbers of a directory (the scan cache's view of a changed spool).
     listing: Callable[[bytes], list[tuple[bytes, int]]] = attrs.field(factory=lambda: listing)
     #: ``(dev, ino, mtime_ns)`` of a directory (the scan cache's freshness check).
     dir_sig: Callable[[bytes], tuple[int, int, int]] = attrs.field(factory=lambda: dir_sig)
-    #: The race-free re-check of an entry about to be served (:func:`anchored_facts`); None
+    #: The race-free re-check of an entry about to be served (``nsprov._fs.anchored_facts``); None
     #: leaves only the path-based checks (a test that fakes them: never in production).
     anchored: Callable[[bytes, Sequence[bytes]], list[Step]] | None = attrs.field(
         factory=lambda: anchored_facts
