@@ -117,7 +117,16 @@ def version_signs(environ: Mapping[str, str], dialect: str) -> str | None:
 
 
 class _Scan:
-    """One login's scan of every spool: what :func:`nsprov._scan.discover` does without skips."""
+    """One login's scan of every spool: what :func:`nsprov._scan.discover` does without skips.
+
+    It serves exactly the entries the full scan serves, with fewer system
+    calls: a skipped entry's reason is never built, so an mbox file is not
+    read and no sdbox/mdbox marker looked for (they only name the reason);
+    and an entry the user may read is checked by the descriptor walk alone,
+    where the full scan first checks ``cur`` and ``new`` by path too.
+    Without a concurrent rename both see the same inodes; with one, the
+    walk, which sees what is served, decides.
+    """
 
     def __init__(self, fs: Any, ident: _access.Ident, user: str, home: str | None) -> None:
         self.fs = fs
