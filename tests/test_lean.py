@@ -814,12 +814,24 @@ def test_breaker_closed_when_nothing_runs(base: Path) -> None:
 
 
 @ROOT_ONLY
-def test_kernel_limits_as_the_full_path(base: Path) -> None:
-    """More namespaces than the kernel's limits take: the same cut and the same warning."""
-    names = tuple(f"mailbox-with-a-long-name-{i:05d}" for i in range(1300))
+@pytest.mark.parametrize(
+    ("version", "names", "cut"),
+    [
+        ("2.4", tuple(f"mailbox-with-a-long-name-{i:05d}" for i in range(1300)), True),
+        ("2.3", tuple(f"box{i:04d}" for i in range(1000)), False),  # 1,000 on 2.3 all fit
+    ],
+)
+def test_kernel_limits_as_the_full_path(
+    base: Path, version: str, names: tuple[str, ...], cut: bool
+) -> None:
+    """Many namespaces: the same variables within the kernel's limits, the same cut and warning."""
     spool = _one_spool(base, names)
     cfg = config_from_mapping(
-        {"spool": [{"path": str(spool)}], "namespace": {"max": 5000}, "dovecot": {"version": "2.4"}}
+        {
+            "spool": [{"path": str(spool)}],
+            "namespace": {"max": 5000},
+            "dovecot": {"version": version},
+        }
     )
     env = {"USER": "u", "UID": "70001", "GID": "70001", "HOME": "/home/u"}
     expected = full_path(cfg, env)
@@ -827,4 +839,6 @@ def test_kernel_limits_as_the_full_path(base: Path) -> None:
     assert profile is not None
 
     assert expected == compute(profile, env, user_tasks=False)
-    assert "fit the kernel's environment limits" in expected[1][-1]
+    assert cut == any("fit the kernel's environment limits" in w for w in expected[1])
+    if not cut:
+        assert len(names) == sum(k.endswith("/PREFIX") for k in expected[0])
