@@ -476,6 +476,7 @@ def test_protocol_without_actions_and_installed_mismatch(base: Path) -> None:
     assert profile is not None
 
     assert ({}, []) == compute(profile, env, protocol="pop3", user_tasks=False)
+    assert "NAMESPACE" in compute(profile, env, user_tasks=False)[0]  # the caller checked
     got, warnings = compute(profile, env, protocol="imap", installed="2.4", user_tasks=False)
     assert {} == got
     assert ["Dovecot 2.4 is installed"] == [w[:24] for w in warnings]

@@ -104,6 +104,10 @@ class _OsFs:
 OS_FS = _OsFs()
 
 
+#: :func:`compute`'s default *protocol*: the caller has checked that the protocol runs namespaces.
+CHECKED = "*"
+
+
 def version_signs(environ: Mapping[str, str], dialect: str) -> str | None:
     """A warning when userdb fields look like the other Dovecot version's."""
     if dialect == "2.3" and any(k in environ for k in ("NAMESPACE+", "MAIL_DRIVER", "MAIL_PATH")):
@@ -356,7 +360,7 @@ def compute(
     environ: Mapping[str, str],
     *,
     fs: Any = None,
-    protocol: str | None = None,
+    protocol: str | None = CHECKED,
     installed: str | None = None,
     breaker: Any = None,
     user_tasks: bool = True,
@@ -373,7 +377,9 @@ def compute(
         environ: The post-login environment.
         fs: The filesystem calls (the attributes of :class:`nsprov._fs.Fs`);
             the real filesystem by default.
-        protocol: ``--protocol`` (``imap``, ``pop3`` or None).
+        protocol: ``--protocol`` (``imap``, ``pop3`` or None), whose action
+            list (the profile's ``actions``) says whether namespaces run; by
+            default (:data:`CHECKED`) the caller has checked that they do.
         installed: The Dovecot version detected for this login
             (:func:`nsprov._postlogin.installed_version`); a mismatch with the
             profile's dialect exports no namespaces, with a warning.
@@ -397,7 +403,9 @@ def compute(
     warnings: list[str] = []
     if (sign := version_signs(environ, dialect)) is not None:
         warnings.append(sign)
-    runs = profile["actions"].get(protocol if protocol in ("imap", "pop3") else "default")
+    runs = protocol == CHECKED or profile["actions"].get(
+        protocol if protocol in ("imap", "pop3") else "default"
+    )
     if installed is not None and installed != dialect:
         warnings.append(
             f"Dovecot {installed} is installed but [dovecot] version = "
