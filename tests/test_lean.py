@@ -843,3 +843,15 @@ def test_kernel_limits_as_the_full_path(
     assert cut == any("fit the kernel's environment limits" in w for w in expected[1])
     if not cut:
         assert len(names) == sum(k.endswith("/PREFIX") for k in expected[0])
+
+
+@pytest.mark.parametrize("dialect", ["2.3", "2.4"])
+@pytest.mark.parametrize(
+    "keys", [(), ("NAMESPACE+",), ("MAIL_DRIVER",), ("MAIL_PATH",), ("MAIL",), ("MAIL_LOCATION",)]
+)
+def test_version_signs_are_the_workers(dialect: str, keys: tuple[str, ...]) -> None:
+    """The lean path warns of the other dialect's userdb fields exactly as the full worker."""
+    from nsprov import _lean
+
+    env = dict.fromkeys(keys, "x")
+    assert version_signs(env, dialect) == _lean.version_signs(env, dialect)
