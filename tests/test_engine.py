@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from nsprov._config import config_from_mapping
-from nsprov._engine import Resolved, fit, plan, resolve
+from nsprov._engine import Resolved, ensure_dirs, fit, plan, resolve
 from nsprov._env import EnvLimits
 from nsprov._identity import MailUser
 from nsprov._perms import Identity
@@ -94,3 +94,23 @@ class TestResolveFit:
         expected = "5 namespaces found, namespace.max=2; the first 2 in discovery order are served"
 
         assert ((expected,), (expected,)) == (resolved.warnings, fit(resolved, {}).warnings)
+
+
+def test_ensure_dirs_makes_only_missing_directories(tmp_path: Path) -> None:
+    """An index directory that exists costs a stat, no mkdir; a missing one is made 0700."""
+    there, missing = tmp_path / "there", tmp_path / "a" / "missing"
+    there.mkdir()
+    made: list[str] = []
+    real_mkdir = os.mkdir
+
+    def mkdir(path: Any, mode: int = 0o777, **kw: Any) -> None:
+        made.append(os.fsdecode(path))
+        real_mkdir(path, mode, **kw)
+
+    os.mkdir = mkdir
+    try:
+        assert [] == ensure_dirs([str(there), str(missing)])
+    finally:
+        os.mkdir = real_mkdir
+    assert [str(missing.parent), str(missing)] == made
+    assert 0o700 == missing.stat().st_mode & 0o777

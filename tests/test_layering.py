@@ -39,12 +39,18 @@ ROOT = Path(nsprov.__file__).parent
 #: ``nsprov`` is the package's ``__init__``, which importing any of them runs.
 LOGIN_PATH = (
     "nsprov",
+    "nsprov._access",
     "nsprov._atomic",
+    "nsprov._breaker",
     "nsprov._defaults",
+    "nsprov._fields",
     "nsprov._lean",
+    "nsprov._names",
+    "nsprov._plainscan",
     "nsprov._postlogin",
     "nsprov._profile",
     "nsprov._trust",
+    "nsprov._userdb",
     "nsprov.exceptions",
 )
 #: The wings: front ends and services over the core; the core never imports them.
@@ -62,12 +68,7 @@ RENAMED: dict[tuple[str, str], str] = {}
 #: A circle is a strongly connected component of the import graph, its modules sorted.
 KNOWN: dict[str, set[tuple[str, ...]]] = {
     "circle": set(),
-    # STUB: h13-core's nsprov._lean replaces the stand-in that computes with the full engine.
-    "login-path": {
-        ("nsprov._lean", "nsprov._actions"),
-        ("nsprov._lean", "nsprov._config"),
-        ("nsprov._lean", "nsprov._login"),
-    },
+    "login-path": set(),
     "core-imports-wing": set(),
     "no-reason": set(),
 }

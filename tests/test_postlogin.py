@@ -907,7 +907,8 @@ class TestInjectedWorker:
     """The post-login parent imports no nsprov module: its caller injects the worker."""
 
     @pytest.mark.parametrize(
-        ("module", "expected"), [("nsprov._postlogin", []), ("nsprov._breaker", ["._trust"])]
+        ("module", "expected"),
+        [("nsprov._postlogin", []), ("nsprov._breaker", ["._names", "._trust"])],
     )
     def test_nsprov_imports(self, module: str, expected: list[str]) -> None:
         """The parent imports no nsprov module, the breaker only the trust rule (no circle)."""

@@ -446,7 +446,6 @@ def test_nothing_configured_imports_nothing_more(paths: Paths) -> None:
     assert {
         "nsprov",
         "nsprov._defaults",
-        "nsprov._lean",
         "nsprov._main",
         "nsprov._postlogin",
         "nsprov._profile",

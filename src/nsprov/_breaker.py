@@ -25,7 +25,6 @@ write would let one user switch spools off for all.  Standard library only.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import time
 
@@ -48,7 +47,9 @@ def spool_state_dir() -> str | None:
 
 def spool_key(path: str) -> str:
     """The file name stem of a spool's marker and lock."""
-    return hashlib.sha256(os.fsencode(path)).hexdigest()[:32]
+    from ._names import blake2b  # type: ignore[attr-defined]  # noqa: PLC0415 - loaded by the scan; not hashlib
+
+    return blake2b(os.fsencode(path), digest_size=16, person=b"nsprov-breaker").hexdigest()
 
 
 class SpoolBreaker:

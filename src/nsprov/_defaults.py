@@ -23,3 +23,7 @@ VERSION = "0.1.0"
 #: Where ``nsprov post-login`` running as root keeps its state between logins: the parsed-config
 #: cache, the compiled login profiles, the per-spool breaker, the deadline hint's marker.
 STATE_DIR = "/run/nsprov"
+
+#: The version of the compiled login profile's layout (``nsprov._lean`` reads it,
+#: ``nsprov._profile_compile`` writes it, ``nsprov._profile`` keys the file on it).
+PROFILE_SCHEMA = 1

@@ -14,20 +14,17 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from . import _fields
 from ._location import MailLocation
 from ._model import Namespace
-from ._userdb import USERDB_KEYS, listed_keys, with_keys
 from .exceptions import InvalidLocationError
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable, Mapping, Sequence
 
-#: Linux MAX_ARG_STRLEN: one ``NAME=value`` string, NUL included.
-MAX_ARG_STRLEN = 32 * 4096
-#: Budget for everything nsprov adds, far below the usual 2 MiB exec limit.
-DEFAULT_ENV_BUDGET = 1024 * 1024
-
-_BOOL_FIELDS = ("inbox", "hidden", "subscriptions", "ignore_on_failure", "disabled")
+MAX_ARG_STRLEN = _fields.MAX_ARG_STRLEN
+DEFAULT_ENV_BUDGET = _fields.DEFAULT_ENV_BUDGET
+_BOOL_FIELDS = _fields.BOOL_FIELDS
 
 
 def _yes(value: bool) -> str:
@@ -44,61 +41,13 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"Invalid boolean value: {text} (use yes or no)")
 
 
-#: 2.4 settings for each 2.3 location parameter or flag (docs 2.4, "2.3 to 2.4"; some inferred).
-_V24_PATHS: tuple[tuple[str, str], ...] = (
-    ("index", "MAIL_INDEX_PATH"),
-    ("control", "MAIL_CONTROL_PATH"),
-    ("index_private", "MAIL_INDEX_PRIVATE_PATH"),
-    ("index_cache", "MAIL_CACHE_PATH"),
-    ("inbox", "MAIL_INBOX_PATH"),
-    ("alt", "MAIL_ALT_PATH"),
-    ("volatile_dir", "MAIL_VOLATILE_PATH"),
-    ("layout", "MAILBOX_LIST_LAYOUT"),
-    ("list_index", "MAILBOX_LIST_INDEX_PREFIX"),
-    ("subscriptions", "MAILBOX_SUBSCRIPTIONS_FILENAME"),
-    ("mailboxdir", "MAILBOX_ROOT_DIRECTORY_NAME"),
-    ("full_dirname", "MAILBOX_DIRECTORY_NAME"),
-    ("broken_char", "MAILBOX_LIST_VISIBLE_ESCAPE_CHAR"),
-)
-#: 2.4 boolean settings for 2.3 location flags: (model field, key, value when the flag is set).
-_V24_FLAGS: tuple[tuple[str, str, str], ...] = (
-    ("utf8", "MAILBOX_LIST_UTF8", "yes"),
-    ("alt_nocheck", "MAIL_ALT_CHECK", "no"),
-    ("iter_index", "MAILBOX_LIST_ITER_FROM_INDEX_DIR", "yes"),
-    ("no_noselect", "MAILBOX_LIST_DROP_NOSELECT", "no"),
-    ("no_fs_validation", "MAILBOX_LIST_VALIDATE_FS_NAMES", "no"),
-)
+_V24_PATHS = _fields.V24_PATHS
+_V24_FLAGS = _fields.V24_FLAGS
 
 
 def location_settings_24(loc: MailLocation) -> list[tuple[str, str]]:
     """A 2.3 location as Dovecot 2.4 settings (``MAIL_DRIVER``, ``MAIL_PATH`` …)."""
-    if loc.dirname is not None:
-        raise InvalidLocationError(
-            "DIRNAME has no exact Dovecot 2.4 equivalent "
-            "(mailbox_directory_name with mailbox_directory_name_legacy); use FULLDIRNAME"
-        )
-    out = [("MAIL_DRIVER", loc.driver), ("MAIL_PATH", loc.root)]
-    out += [
-        (key, getattr(loc, field)) for field, key in _V24_PATHS if getattr(loc, field) is not None
-    ]
-    out += [(key, value) for field, key, value in _V24_FLAGS if getattr(loc, field)]
-    return out
-
-
-def _common_settings(ns: Namespace) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """Settings both versions share: (leading ones, trailing ones), defaults left out."""
-    head: list[tuple[str, str]] = [("TYPE", ns.type)] if ns.type != "private" else []
-    head += [("SEPARATOR", ns.separator), ("PREFIX", ns.prefix)]
-    tail: list[tuple[str, str]] = []
-    if ns.list != "yes":
-        tail.append(("LIST", ns.list))
-    for field in _BOOL_FIELDS:
-        value = getattr(ns, field)
-        if value != (field == "subscriptions"):
-            tail.append((field.upper(), _yes(value)))
-    if ns.order:
-        tail.append(("ORDER", str(ns.order)))
-    return head, tail
+    return _fields.location_settings_24(loc)
 
 
 def _common_kwargs(name: str, settings: Mapping[str, str]) -> dict[str, object]:
@@ -135,13 +84,7 @@ class Dialect:
 
     def settings(self, ns: Namespace) -> list[tuple[str, str]]:
         """``(KEY, value)`` pairs for *ns*, Dovecot defaults left out."""
-        head, tail = _common_settings(ns)
-        if self.version == "2.3":
-            return [*head, ("MAIL", ns.location.render()), *tail]
-        settings = location_settings_24(ns.location)
-        if self.inherited_driver == ns.location.driver:
-            settings = [kv for kv in settings if kv[0] != "MAIL_DRIVER"]
-        return [*head, *settings, *tail]
+        return _fields.settings(ns, self.version, self.inherited_driver)
 
     def parse(self, name: str, settings: Mapping[str, str]) -> Namespace:
         """Build a namespace from its ``KEY -> value`` settings (keys uppercase)."""
@@ -182,44 +125,12 @@ def dialect_for(version: str, *, inherited_driver: str | None = None) -> Dialect
     return dialect
 
 
-def _var_size(key: str, value: str) -> int:
-    return len(key.encode()) + 1 + len(value.encode()) + 1
-
-
 @attrs.frozen
 class EnvLimits:
     """Size limits for the variables nsprov sets."""
 
     max_var: int = MAX_ARG_STRLEN
     budget: int = DEFAULT_ENV_BUDGET
-
-
-class _ListVar:
-    """A variable holding a space-separated list that nsprov extends (``NAMESPACE`` …)."""
-
-    def __init__(self, key: str, environ: Mapping[str, str]) -> None:
-        self.key = key
-        old = environ.get(key, "")
-        self.items = [n for n in old.replace(",", " ").replace("\t", " ").split(" ") if n]
-        self.known = {n.lower() for n in self.items}
-        self.size = len(old.encode())
-        self.changed = False
-
-    def growth(self, item: str) -> int:
-        if item.lower() in self.known:
-            return 0
-        return len(item.encode()) + (1 if self.size else 0)
-
-    def add(self, item: str) -> None:
-        grow = self.growth(item)
-        if grow:
-            self.items.append(item)
-            self.known.add(item.lower())
-            self.size += grow
-            self.changed = True
-
-    def var_size(self, extra: int = 0) -> int:
-        return len(self.key.encode()) + 1 + self.size + extra + 1
 
 
 def subscribe_settings(ns: Namespace, private: str) -> list[tuple[str, str]]:
@@ -230,9 +141,7 @@ def subscribe_settings(ns: Namespace, private: str) -> list[tuple[str, str]]:
     mailbox; an entry in the private namespace with the full name can.  The
     public namespace must use ``list=children`` or LIST shows the mailbox twice.
     """
-    stem = f"NAMESPACE/{private.upper()}/MAILBOX/{ns.name.upper()}"
-    name = ns.prefix.removesuffix(ns.separator)
-    return [(f"{stem}/NAME", name), (f"{stem}/AUTO", "subscribe")]
+    return _fields.subscribe_settings(ns, private)
 
 
 def fit_environ(
@@ -250,56 +159,19 @@ def fit_environ(
     over ``max_var`` bytes, or all of them together over ``budget``, would make
     exec fail with E2BIG and deny the login.  Namespaces named in *subscribe*
     are also auto-subscribed through *private_namespace* (Dovecot 2.3 only).
+    The one renderer, :func:`nsprov._fields.fit`, does the work.
     """
-    base_keys, listed = listed_keys(environ)
-    names = _ListVar(dialect.list_key, environ)
-    mailboxes = _ListVar(f"NAMESPACE/{private_namespace.upper()}/MAILBOX", environ)
-    new_keys: list[str] = []
-    keys_len = len(base_keys.encode())
-    if base_keys and not base_keys.endswith(" "):
-        keys_len += 1
-    out: dict[str, str] = {}
-    total = 0
-    kept = 0
-    for ns in namespaces:
-        pairs = [(f"{ns.key}/{k}", v) for k, v in dialect.settings(ns)]
-        lists = [(names, ns.name)]
-        if ns.name in subscribe:
-            if dialect.version != "2.3":
-                raise InvalidLocationError(
-                    "auto-subscribing shared mailboxes is verified on Dovecot 2.3 only"
-                )
-            pairs += subscribe_settings(ns, private_namespace)
-            lists.append((mailboxes, ns.name))
-        add_keys = [v.key for v, _ in lists if v.key not in listed]
-        add_keys += [k for k, _ in pairs if k not in listed]
-        add_keys_len = sum(len(k.encode()) + 1 for k in add_keys)
-        growth = {v.key: v.growth(item) for v, item in lists}
-        list_sizes = [v.var_size(growth.get(v.key, 0)) for v in (names, mailboxes)]
-        add_total = sum(_var_size(k, v) for k, v in pairs)
-        fixed = _var_size("USERDB_KEYS", "x" * (keys_len + add_keys_len)) + sum(list_sizes)
-        if (
-            len("USERDB_KEYS=") + keys_len + add_keys_len + 1 > limits.max_var
-            or any(size > limits.max_var for size in list_sizes)
-            or any(_var_size(k, v) > limits.max_var for k, v in pairs)
-            or total + add_total + fixed > limits.budget
-        ):
-            break
-        out.update(pairs)
-        listed.update(add_keys)
-        new_keys += add_keys
-        keys_len += add_keys_len
-        total += add_total
-        for v, item in lists:
-            v.add(item)
-        kept += 1
-    if not kept:
-        return {}, 0
-    for v in (names, mailboxes):
-        if v.changed or v.key in out:
-            out[v.key] = " ".join(v.items)
-    out[USERDB_KEYS] = with_keys(base_keys, new_keys)
-    return out, kept
+    return _fields.fit(
+        namespaces,
+        environ=environ,
+        version=dialect.version,
+        list_key=dialect.list_key,
+        inherited_driver=dialect.inherited_driver,
+        max_var=limits.max_var,
+        budget=limits.budget,
+        subscribe=subscribe,
+        private_namespace=private_namespace,
+    )
 
 
 def to_environ(

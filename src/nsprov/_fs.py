@@ -26,13 +26,19 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+# The descriptor walk is the lean path's, one implementation (nsprov._plainscan).
+from . import _plainscan
 from ._atomic import write_private
 from ._perms import FileFacts, PosixAcl, read_acl
+from ._plainscan import ANCHOR as ANCHOR  # noqa: PLC0414 - re-exported
 from ._trust import read_fd, read_trusted
 from .exceptions import UntrustedFileError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from typing import Any
+
+    from ._access import Facts
 
 __all__ = [
     "ANCHOR",
@@ -105,41 +111,32 @@ def dir_sig(path: bytes) -> tuple[int, int, int]:
     return (s.st_dev, s.st_ino, s.st_mtime_ns)
 
 
-#: How :func:`anchored_facts` opens each directory: by descriptor, never through a symbolic link.
-ANCHOR = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
-
 #: One step of an anchored walk: the name, its ``st_mode`` (0: absent), and for a directory its facts.
 Step = tuple[bytes, int, FileFacts | None]
 
 
+def _model_acl(acl: Any) -> PosixAcl | None:
+    if acl is None:
+        return None
+    return PosixAcl(acl.user_obj, acl.group_obj, acl.other, acl.mask, acl.users, acl.groups)
+
+
+def _model_step(step: tuple[bytes, int, Facts | None]) -> Step:
+    name, mode, facts = step
+    if facts is None:
+        return name, mode, None
+    return name, mode, FileFacts(facts.mode, facts.uid, facts.gid, _model_acl(facts.acl))
+
+
 def fd_acl(fd: int) -> PosixAcl | None:
     """The access ACL of the inode open on *fd* (an ``O_PATH`` descriptor)."""
-    try:
-        # fgetxattr refuses O_PATH descriptors; the /proc magic link is that same inode.
-        return read_acl(f"/proc/self/fd/{fd}")
-    except FileNotFoundError:  # no /proc (a chroot): a real descriptor of the same directory
-        rfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
-        try:
-            return read_acl(b"", getxattr=lambda _path, name, **_kw: os.getxattr(rfd, name))
-        finally:
-            os.close(rfd)
+    return _model_acl(_plainscan.fd_acl(fd))
 
 
 def look(dir_fd: int, name: bytes) -> tuple[int | None, Step]:
     """Open *name* in the directory *dir_fd* without following it; a descriptor only for a directory."""
-    try:
-        fd = os.open(name, ANCHOR, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return None, (name, 0, None)
-    try:
-        s = os.fstat(fd)
-        if not st.S_ISDIR(s.st_mode):
-            os.close(fd)
-            return None, (name, s.st_mode, None)
-        return fd, (name, s.st_mode, FileFacts(s.st_mode, s.st_uid, s.st_gid, fd_acl(fd)))
-    except BaseException:
-        os.close(fd)
-        raise
+    fd, step = _plainscan.look(dir_fd, name)
+    return fd, _model_step(step)
 
 
 def anchored_facts(real: bytes, parts: Sequence[bytes]) -> list[Step]:
@@ -149,26 +146,11 @@ def anchored_facts(real: bytes, parts: Sequence[bytes]) -> list[Step]:
     of the directory before it, and its mode, owner and ACL are read from that
     descriptor: renaming or swapping an entry (``RENAME_EXCHANGE``) between two
     calls cannot make one inode's facts pass for another's, nor lead through a
-    symbolic link.  The walk stops at the first name that is no directory.
+    symbolic link.  The walk stops at the first name that is no directory.  It
+    is :func:`nsprov._plainscan.anchored_facts`, the lean path's, with the facts
+    as the public model's classes.
     """
-    steps: list[Step] = []
-    fds = [os.open(real, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)]
-    try:
-        for name in parts:
-            fd, step = look(fds[-1], name)
-            steps.append(step)
-            if fd is None:
-                return steps
-            fds.append(fd)
-        for child in (b"cur", b"new"):
-            fd, step = look(fds[-1], child)
-            steps.append(step)
-            if fd is not None:
-                os.close(fd)
-        return steps
-    finally:
-        for fd in fds:
-            os.close(fd)
+    return [_model_step(step) for step in _plainscan.anchored_facts(real, parts)]
 
 
 @attrs.frozen

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from . import _plainscan
 from ._perms import Identity
 from .exceptions import IdentityError
 
@@ -40,21 +41,11 @@ class MailUser:
 
 
 def _uid(value: str, getpwnam: Callable[[str], object]) -> int:
-    if value.isdigit():
-        return int(value)
-    try:
-        return int(getpwnam(value).pw_uid)  # type: ignore[attr-defined]
-    except KeyError:
-        raise IdentityError(f"unknown user name {value!r} for the mail uid") from None
+    return _plainscan._uid(value, getpwnam)  # noqa: SLF001 - the one rule
 
 
 def _gid(value: str, getgrnam: Callable[[str], object]) -> int:
-    if value.isdigit():
-        return int(value)
-    try:
-        return int(getgrnam(value).gr_gid)  # type: ignore[attr-defined]
-    except KeyError:
-        raise IdentityError(f"unknown group name {value!r}") from None
+    return _plainscan._gid(value, getgrnam)  # noqa: SLF001 - the one rule
 
 
 def _groups(
@@ -66,35 +57,19 @@ def _groups(
     getgrouplist: Callable[[str, int], list[int]],
     getgrnam: Callable[[str], object],
 ) -> frozenset[int]:
-    groups: set[int] = set()
-    if system_groups_user:
-        try:
-            listed = getgrouplist(system_groups_user, gid)
-        except OSError as e:
-            raise IdentityError(
-                f"getgrouplist({system_groups_user!r}) failed: {e.strerror or e}"
-            ) from None
-        groups.update(
-            g
-            for g in listed
-            if g >= cfg.first_valid_gid and (cfg.last_valid_gid == 0 or g <= cfg.last_valid_gid)
-        )
-    groups.update(_gid(name, getgrnam) for name in access_groups if name)
-    groups.discard(gid)
-    return frozenset(groups)
+    return _plainscan.groups_of(
+        gid=gid,
+        system_groups_user=system_groups_user,
+        access_groups=access_groups,
+        first_valid_gid=cfg.first_valid_gid,
+        last_valid_gid=cfg.last_valid_gid,
+        getgrouplist=getgrouplist,
+        getgrnam=getgrnam,
+    )
 
 
-def refuse_root(user: str, uid: int) -> None:
-    """Raise :class:`IdentityError` for uid 0: the one rule post-login and serve share.
-
-    Dovecot never runs a mail process as root, so nothing is computed for one.
-    """
-    if uid == 0:
-        raise IdentityError(f"user {user}: uid 0; Dovecot does not run mail processes as root")
-
-
-def _split_groups(value: str) -> list[str]:
-    return [g for g in value.replace(",", " ").split() if g]
+refuse_root = _plainscan.refuse_root
+_split_groups = _plainscan.split_groups
 
 
 def mail_user_from_environ(
@@ -105,40 +80,26 @@ def mail_user_from_environ(
     getgrnam: Callable[[str], object] | None = None,
     getgrouplist: Callable[[str, int], list[int]] = os.getgrouplist,
 ) -> MailUser:
-    """The mail user of a post-login environment (``USER``, userdb ``UID``, ``GID`` …)."""
-    import grp  # noqa: PLC0415 - lazy, C modules but not free
-    import pwd  # noqa: PLC0415
+    """The mail user of a post-login environment (``USER``, userdb ``UID``, ``GID`` …).
 
-    getpwnam = getpwnam or pwd.getpwnam
-    getgrnam = getgrnam or grp.getgrnam
-    user = environ.get("USER", "")
-    if not user:
-        raise IdentityError("USER is not set: not called by Dovecot's script-login")
-    uid_text = environ.get("UID") or cfg.mail_uid
-    if not uid_text:
-        raise IdentityError(f"user {user}: userdb returned no uid and identity.mail_uid is not set")
-    gid_text = environ.get("GID") or cfg.mail_gid
-    if not gid_text:
-        raise IdentityError(f"user {user}: userdb returned no gid and identity.mail_gid is not set")
-    uid = _uid(uid_text, getpwnam)
-    gid = _gid(gid_text, getgrnam)
-    refuse_root(user, uid)
-    system_groups_user = environ.get("SYSTEM_GROUPS_USER") or None
-    access = environ.get("MAIL_ACCESS_GROUPS")
-    access_groups = _split_groups(access) if access is not None else cfg.mail_access_groups
-    groups = _groups(
-        gid=gid,
-        system_groups_user=system_groups_user,
-        access_groups=access_groups,
-        cfg=cfg,
-        getgrouplist=getgrouplist,
+    The rule is :func:`nsprov._plainscan.identity_from_environ`, the lean path's.
+    """
+    user, home, uid, gid, groups, sgu = _plainscan.identity_from_environ(
+        environ,
+        mail_uid=cfg.mail_uid,
+        mail_gid=cfg.mail_gid,
+        mail_access_groups=cfg.mail_access_groups,
+        first_valid_gid=cfg.first_valid_gid,
+        last_valid_gid=cfg.last_valid_gid,
+        getpwnam=getpwnam,
         getgrnam=getgrnam,
+        getgrouplist=getgrouplist,
     )
     return MailUser(
         user=user,
-        home=environ.get("HOME") or None,
+        home=home,
         identity=Identity(uid=uid, gid=gid, groups=groups),
-        system_groups_user=system_groups_user,
+        system_groups_user=sgu,
     )
 
 

@@ -1,41 +1,497 @@
-"""STUB of h13-core's lean computation (the lead replaces this file at merge).
+"""The lean login path: a compiled profile and a post-login environment in, variables out.
 
-# STUB: h13-path writes against the interface only; h13-core's branch owns this module.
+:func:`compute` does what the full worker does for a configuration whose only
+action is ``namespaces`` (:func:`nsprov._profile_compile.compile_profile`
+decides which configurations those are): the identity, the scan of every
+spool with the one permission engine (:mod:`nsprov._access`), the namespace
+checks, the fields of the Dovecot dialect within the kernel's limits
+(:mod:`nsprov._fields`), and the index/control directories created as the
+user.  It imports only built-in and ``os``-level standard library modules
+(a test asserts the set) and nsprov's standard-library-only modules.
 
-The real module is standard library only and computes the fields from the plain profile.
-This stand-in computes them with the full in-process engine (attrs and all), from the
-configuration file the stub profile names, so that the dispatch around it can be tested.
+A spool with include/exclude patterns imports :mod:`re` to match them
+(compiled at profile time to the regular expressions pathspec uses); a
+spool's ignore file is read at every login under the trust rule, and its
+patterns are the profile's when its text is the one the profile compiled.
+What it does not do, it refuses with :class:`FullPathNeeded` (a
+:class:`~nsprov.exceptions.NsprovError`): the caller then runs the full path
+for that login, which reports like any other login.
 """
 
 from __future__ import annotations
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Mapping
+import os
+import stat as st
 
-#: The version of the profile's layout; the profile dict carries it as ``"schema"``.
-PROFILE_SCHEMA = 1
+from . import _access
+from ._fields import DEFAULT_ENV_BUDGET, MAX_ARG_STRLEN, fit, namespace_problems, user_dirs
+from ._plainscan import (
+    RX,
+    X_OK,
+    Builder,
+    anchored_facts,
+    components,
+    drop_privileges,
+    ensure_dirs,
+    identity_from_environ,
+    read_acl,
+)
+from .exceptions import (
+    InvalidLocationError,
+    InvalidNamespaceError,
+    NsprovError,
+    SpoolError,
+    UntrustedFileError,
+)
+
+TYPE_CHECKING = False  # not typing's: importing typing costs every login ~7 ms
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any
+
+#: The version of the profile's layout; a profile carries it as ``"schema"``.
+from ._defaults import PROFILE_SCHEMA as PROFILE_SCHEMA  # noqa: E402, PLC0414 - re-exported
+
+#: The cap on a spool's ignore file (:data:`nsprov._fs.IGNORE_MAX_BYTES`).
+IGNORE_MAX_BYTES = 64 << 10
+#: The cap on its patterns (:data:`nsprov._scan.IGNORE_MAX_PATTERNS`).
+IGNORE_MAX_PATTERNS = 1000
+
+
+def read_ignore_file(path: bytes) -> str | None:
+    """A spool's ignore file, or None when absent (:func:`nsprov._fs.read_ignore_file`'s rule).
+
+    Raises:
+        UntrustedFileError: It breaks the trust rule or the size cap.
+        OSError: It cannot be read.
+    """
+    from ._trust import read_trusted  # noqa: PLC0415 - only for a spool with an ignore file
+
+    try:
+        data = read_trusted(path, what="ignore file", limit=IGNORE_MAX_BYTES)
+    except FileNotFoundError:
+        return None
+    except UntrustedFileError:
+        # A spool others may write without an ignore file is no finding: nothing was planted.
+        try:
+            os.lstat(path)
+        except FileNotFoundError:
+            return None
+        raise
+    return data.decode("utf-8", "replace")
+
+
+class FullPathNeeded(NsprovError):  # noqa: N818 - not a failure: the full path serves this login
+    """This login needs the full path (a debug user, an ignore file, a stale profile …)."""
+
+
+class LeanError(NsprovError, OSError):
+    """A filesystem error the lean path does not report itself (the full path does)."""
+
+
+class _OsFs:
+    """The real filesystem, as the lean scan calls it (the attributes of :class:`nsprov._fs.Fs`)."""
+
+    __slots__ = ()
+    lstat = staticmethod(os.lstat)
+    listdir = staticmethod(os.listdir)
+    getxattr = staticmethod(os.getxattr)
+    realpath = staticmethod(os.path.realpath)
+    anchored = staticmethod(anchored_facts)
+
+
+OS_FS = _OsFs()
+
+
+#: :func:`compute`'s default *protocol*: the caller has checked that the protocol runs namespaces.
+CHECKED = "*"
+
+
+def version_signs(environ: Mapping[str, str], dialect: str) -> str | None:
+    """A warning when userdb fields look like the other Dovecot version's."""
+    if dialect == "2.3" and any(k in environ for k in ("NAMESPACE+", "MAIL_DRIVER", "MAIL_PATH")):
+        return (
+            "userdb fields look like Dovecot 2.4 (NAMESPACE+/MAIL_DRIVER/MAIL_PATH) but "
+            '[dovecot] version = "2.3": on 2.4 the 2.3 dialect replaces every namespace'
+        )
+    if dialect == "2.4" and any(k in environ for k in ("MAIL", "MAIL_LOCATION")):
+        return 'userdb fields look like Dovecot 2.3 (MAIL) but [dovecot] version = "2.4"'
+    return None
+
+
+class _Scan:
+    """One login's scan of every spool: what :func:`nsprov._scan.discover` does without skips.
+
+    It serves exactly the entries the full scan serves, with fewer system
+    calls: a skipped entry's reason is never built, so an mbox file is not
+    read and no sdbox/mdbox marker looked for (they only name the reason);
+    and an entry the user may read is checked by the descriptor walk alone,
+    where the full scan first checks ``cur`` and ``new`` by path too.
+    Without a concurrent rename both see the same inodes; with one, the
+    walk, which sees what is served, decides.
+    """
+
+    def __init__(self, fs: Any, ident: _access.Ident, user: str, home: str | None) -> None:
+        self.fs = fs
+        self.ident = ident
+        self.user = user
+        self.home = home
+        #: ``(spool path, namespace)`` of each served entry, in discovery order.
+        self.served: list[tuple[str, Any]] = []
+        self.warnings: list[str] = []
+        #: The descriptor of the spool being scanned, for the descriptor walks.
+        self.real_fd: int | None = None
+
+    def facts(self, path: bytes) -> tuple[os.stat_result, _access.Facts]:
+        s = self.fs.lstat(path)
+        acl = read_acl(path, self.fs.getxattr)
+        return s, _access.Facts(s.st_mode, s.st_uid, s.st_gid, acl)
+
+    def searchable(self, dirs: Sequence[bytes]) -> bool:
+        for d in dirs:
+            s, facts = self.facts(d)
+            if not st.S_ISDIR(s.st_mode) or not _access.check(facts, self.ident, X_OK) & 1:
+                return False
+        return True
+
+    def follow(self, spool: Mapping[str, Any], real: bytes, path: bytes) -> Any:
+        """``(path, stat, facts)`` of a link's target if it may be served, else None."""
+        if spool["symlinks"] == "skip":
+            return None
+        target = self.fs.realpath(path)
+        if not target.startswith(real + b"/") or target == real:
+            return None
+        try:
+            s, facts = self.facts(target)
+        except FileNotFoundError:
+            return None
+        if not self.searchable(components(target)[len(components(real)) : -1]):
+            return None
+        return target, s, facts
+
+    def verdict(self, real: bytes, prefix: bytes, path: bytes) -> bool:
+        """Whether one descriptor walk finds entry *path* a maildir the user may read."""
+        from ._plainscan import anchored_at, anchored_verdict  # noqa: PLC0415 - loaded; no cost
+
+        parts = path[len(prefix) :].split(b"/")
+        anchored: Callable[[bytes, Sequence[bytes]], Any] | None = self.fs.anchored
+        if anchored is anchored_facts:  # the real filesystem: the spool's descriptor, opened once
+            try:
+                if self.real_fd is None:
+                    self.real_fd = os.open(real, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                steps = anchored_at(self.real_fd, parts)
+            except OSError:
+                return False
+            return anchored_verdict(steps, len(parts), self.ident) is None
+        if anchored is None:  # a test that fakes the filesystem: the path-based checks
+            for child in (b"cur", b"new"):
+                try:
+                    s, facts = self.facts(path + b"/" + child)
+                except FileNotFoundError:
+                    return False
+                if not st.S_ISDIR(s.st_mode) or not _access.check(facts, self.ident, RX) & 1:
+                    return False
+            return True
+        try:
+            return anchored_verdict(anchored(real, parts), len(parts), self.ident) is None
+        except OSError:
+            return False
+
+    def exclude(self, spool: Mapping[str, Any], real: bytes) -> Sequence[tuple[str, int, bool]]:
+        """The spool's compiled exclude patterns, with its ignore file's as the full path reads it.
+
+        The ignore file is read under the trust rule, at every login; its
+        patterns are the profile's, compiled for this very text.
+
+        Raises:
+            FullPathNeeded: The ignore file's text is not the one the profile compiled.
+        """
+        if not spool["ignore_file"]:
+            return spool["exclude"]  # type: ignore[no-any-return]
+        path = os.path.join(real, os.fsencode(spool["ignore_file"]))
+        try:
+            self.fs.lstat(path)
+        except FileNotFoundError:
+            return spool["exclude"]  # type: ignore[no-any-return]
+        try:
+            text = read_ignore_file(path)
+        except OSError as e:  # UntrustedFileError names the file and the rule
+            reason = str(e) if isinstance(e, NsprovError) else f"{os.fsdecode(path)}: {e.strerror}"
+            self.warnings.append(f"spool {spool['path']}: ignore file not used: {reason}")
+            return spool["exclude"]  # type: ignore[no-any-return]
+        lines = text.splitlines() if text else []
+        count = sum(1 for line in lines if line.strip() and not line.startswith("#"))
+        if count > IGNORE_MAX_PATTERNS:
+            self.warnings.append(
+                f"spool {spool['path']}: ignore file not used: {os.fsdecode(path)} has {count} "
+                f"patterns, more than {IGNORE_MAX_PATTERNS}"
+            )
+            return spool["exclude"]  # type: ignore[no-any-return]
+        if not lines:
+            return spool["exclude"]  # type: ignore[no-any-return]
+        compiled = spool["ignore"]
+        if compiled is None or compiled[0] != text:
+            raise FullPathNeeded(f"spool {spool['path']}: the ignore file is not the profile's")
+        return compiled[1]  # type: ignore[no-any-return]
+
+    def spool(
+        self,
+        spool: Mapping[str, Any],
+        taken_names: set[str],
+        taken_prefixes: set[str],
+        stop_after: int,
+    ) -> bool:
+        """Scan one spool (see :func:`nsprov._scan.scan_spool`); True when past *stop_after*."""
+        fs, ident = self.fs, self.ident
+        try:
+            real = fs.realpath(os.fsencode(spool["path"]))
+            names = sorted(fs.listdir(real))
+        except OSError as e:
+            raise SpoolError(f"spool {spool['path']}: {e.strerror or e}") from None
+        if not self.searchable(components(real)):
+            return False
+        matcher = _matcher(self.exclude(spool, real), spool["include"])
+        builder = Builder(spool, self.user, self.home)
+        sep = spool["separator"].encode("utf-8")
+        prefix = real + b"/"
+        check = _access.check
+        from ._fields import CONTROL  # noqa: PLC0415 - loaded with the module; no cost
+
+        for raw in names:
+            if raw.startswith(b".") or sep in raw:
+                continue
+            try:
+                name = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            if not CONTROL.isdisjoint(name):
+                continue
+            path = prefix + raw
+            try:
+                s, facts = self.facts(path)
+            except FileNotFoundError:
+                continue
+            if st.S_ISLNK(s.st_mode):
+                followed = self.follow(spool, real, path)
+                if followed is None:
+                    continue
+                path, s, facts = followed
+            if not st.S_ISDIR(s.st_mode) or not check(facts, ident, RX) & 1:
+                continue
+            # Patterns last: matching a name against a long list costs more than any test above.
+            if matcher is not None and matcher(name + "/"):
+                continue
+            if not self.verdict(real, prefix, path):
+                continue
+            try:
+                ns = builder.build(raw, name, os.fsdecode(path))
+            except (InvalidNamespaceError, InvalidLocationError):
+                continue
+            if ns.name in taken_names or ns.prefix in taken_prefixes:
+                continue
+            taken_names.add(ns.name)
+            taken_prefixes.add(ns.prefix)
+            self.served.append((spool["path"], ns))
+            if len(self.served) > stop_after:
+                return True
+        return False
+
+
+def _matcher(
+    exclude: Sequence[tuple[str, int, bool]], include: Sequence[tuple[str, int, bool]] | None
+) -> Callable[[str], bool] | None:
+    """Whether a name is excluded by the compiled patterns (None: no patterns, nothing is)."""
+    if not exclude and include is None:
+        return None
+    import re  # noqa: PLC0415 - only for a spool with patterns
+
+    def compiled(patterns: Sequence[tuple[str, int, bool]]) -> list[tuple[Any, bool]]:
+        return [(re.compile(rx, flags).search, inc) for rx, flags, inc in patterns]
+
+    out, into = compiled(exclude), None if include is None else compiled(include)
+
+    def decide(patterns: list[tuple[Any, bool]], name: str) -> bool:
+        matched = False
+        for search, inc in patterns:
+            if search(name) is not None:
+                matched = inc
+        return matched
+
+    def excluded(name: str) -> bool:
+        if into is not None and not decide(into, name):
+            return True
+        return bool(out) and decide(out, name)
+
+    return excluded
+
+
+def _discover(profile: Mapping[str, Any], scan: _Scan, breaker: Any) -> bool:
+    """Scan every spool in profile order, with the breaker; True when cut at ``namespace.max``."""
+    taken_prefixes = set(profile["config_prefixes"])
+    taken_names = {n.lower() for n in profile["reserved_names"]}
+    stop_after = profile["max_namespaces"]
+    for spool in profile["spools"]:
+        entered = False
+        if breaker is not None:
+            try:
+                why = breaker.enter(spool["path"])
+            except OSError as e:
+                scan.warnings.append(f"spool breaker not used: {e}")
+                breaker, why = None, None
+            if why is not None:
+                scan.warnings.append(why)
+                continue
+            entered = breaker is not None
+        try:
+            if scan.spool(spool, taken_names, taken_prefixes, stop_after):
+                return True
+        finally:
+            if scan.real_fd is not None:
+                os.close(scan.real_fd)
+                scan.real_fd = None
+            if entered and breaker is not None:
+                breaker.leave(spool["path"])
+    return False
 
 
 def compute(
-    profile: dict[str, object],
+    profile: Mapping[str, Any],
     environ: Mapping[str, str],
     *,
-    fs: object = None,  # noqa: ARG001 - STUB
-) -> tuple[dict[str, str], list[str]]:  # STUB
-    """STUB: the namespaces action of the full path, creating the index dirs as the user."""
-    import sys  # noqa: PLC0415 - STUB
+    fs: Any = None,
+    protocol: str | None = CHECKED,
+    installed: str | None = None,
+    breaker: Any = None,
+    user_tasks: bool = True,
+) -> tuple[dict[str, str], list[str]]:
+    """The variables to add or replace for this login, and the lines to log.
 
-    if sys.flags.no_site:  # STUB: under -S the stand-in needs site for attrs
-        import site  # noqa: PLC0415 - STUB
+    The variables are exactly what the full worker's ``T_ENV`` frames carry for
+    the profile's configuration (``NAMESPACE``/``USERDB_KEYS`` merged with
+    *environ*, only what changed); the lines are what its one log line joins
+    with ``"; "`` after ``user <name>: `` (action errors first, then warnings).
 
-        site.main()
-    from ._actions import ACTIONS  # noqa: PLC0415 - STUB: the real compute is stdlib only
-    from ._config import load_config  # noqa: PLC0415 - STUB
-    from ._login import Login, run_user_tasks  # noqa: PLC0415 - STUB
+    Args:
+        profile: From :func:`nsprov._profile_compile.compile_profile`.
+        environ: The post-login environment.
+        fs: The filesystem calls (the attributes of :class:`nsprov._fs.Fs`);
+            the real filesystem by default.
+        protocol: ``--protocol`` (``imap``, ``pop3`` or None), whose action
+            list (the profile's ``actions``) says whether namespaces run; by
+            default (:data:`CHECKED`) the caller has checked that they do.
+        installed: The Dovecot version detected for this login
+            (:func:`nsprov._postlogin.installed_version`); a mismatch with the
+            profile's dialect exports no namespaces, with a warning.
+        breaker: The per-spool breaker (:class:`nsprov._breaker.SpoolBreaker`)
+            when running as root; closed here before the user's work.
+        user_tasks: Create the index/control directories: the process drops
+            to the mail user's identity first, irreversibly (call it in the
+            forked worker, as root; False only in tests and dry runs).
 
-    config = load_config(str(profile["source"]))
-    login = Login(environ, config=config)
-    ACTIONS["namespaces"](login, config)
-    errors = run_user_tasks(login)
-    return login._changes(), [*errors, *login._warnings]  # noqa: SLF001 - STUB
+    Raises:
+        FullPathNeeded: The profile is of another schema, the user is in
+            ``debug_users``, or a spool's ignore file is not the one the
+            profile compiled (rebuild the profile).
+        NsprovError: A subclass, on input the full path reports as an error
+            (no user, a spool that cannot be read, namespaces Dovecot would
+            refuse): the caller runs the full path, which reports it.
+    """
+    if profile.get("schema") != PROFILE_SCHEMA:
+        raise FullPathNeeded(f"login profile schema {profile.get('schema')!r}")
+    dialect = profile["dialect"]
+    warnings: list[str] = []
+    if (sign := version_signs(environ, dialect)) is not None:
+        warnings.append(sign)
+    runs = protocol == CHECKED or profile["actions"].get(
+        protocol if protocol in ("imap", "pop3") else "default"
+    )
+    if installed is not None and installed != dialect:
+        warnings.append(
+            f"Dovecot {installed} is installed but [dovecot] version = "
+            f'"{dialect}": namespaces not exported (they would break every session); '
+            f'set version = "{installed}"'
+        )
+        runs = False
+    if not runs:
+        if breaker is not None:
+            breaker.close()
+        return {}, warnings
+    try:
+        env, dirs, (uid, gid, groups), found = _namespaces(profile, environ, fs or OS_FS, breaker)
+    except OSError as e:
+        if isinstance(e, NsprovError):
+            raise
+        raise LeanError(f"{e.strerror or e}: {e.filename}" if e.filename else str(e)) from e
+    finally:
+        if breaker is not None:
+            breaker.close()  # root's state directory stays out of the user's process
+    changes = {k: v for k, v in env.items() if environ.get(k) != v}
+    errors: list[str] = []
+    if user_tasks and profile["create_dirs"] and dirs:
+        drop_privileges(uid, gid, groups)
+        failures = ensure_dirs(dirs)
+        if failures:
+            errors.append(
+                f"index directories: OSError: cannot create {len(failures)} index/control "
+                f"directories (Dovecot will try itself): {failures[0]}"
+            )
+    return changes, [*errors, *warnings, *found]
+
+
+def _namespaces(
+    profile: Mapping[str, Any], environ: Mapping[str, str], fs: Any, breaker: Any
+) -> tuple[dict[str, str], tuple[str, ...], tuple[int, int, frozenset[int]], list[str]]:
+    """The namespaces action: variables, directories, ``(uid, gid, groups)``, warnings."""
+    idc = profile["identity"]
+    user, home, uid, gid, groups, _sgu = identity_from_environ(
+        environ,
+        mail_uid=idc["mail_uid"],
+        mail_gid=idc["mail_gid"],
+        mail_access_groups=idc["mail_access_groups"],
+        first_valid_gid=idc["first_valid_gid"],
+        last_valid_gid=idc["last_valid_gid"],
+    )
+    if user in profile["debug_users"]:
+        raise FullPathNeeded(f"user {user} is in debug_users")
+    scan = _Scan(fs, _access.Ident(uid, gid, groups), user, home)
+    truncated = _discover(profile, scan, breaker)
+    maximum = profile["max_namespaces"]
+    served = scan.served
+    over = len(served) - maximum
+    if over > 0:
+        served = served[:maximum]
+    namespaces = [ns for _, ns in served]
+    problems = namespace_problems(
+        namespaces,
+        reserved_names=profile["reserved_names"],
+        taken_prefixes=profile["config_prefixes"],
+    )
+    if problems:
+        raise InvalidNamespaceError("; ".join(problems), tuple(problems))
+    warnings = list(scan.warnings)
+    if over > 0:
+        count = f"more than {len(served)}" if truncated else str(len(served) + over)
+        warnings.append(
+            f"{count} namespaces found, namespace.max="
+            f"{maximum}; the first {len(served)} in discovery order are served"
+        )
+    subscribing = {s["path"] for s in profile["spools"] if s["subscribe"]}
+    env, kept = fit(
+        namespaces,
+        environ=environ,
+        version=profile["dialect"],
+        list_key="NAMESPACE" if profile["dialect"] == "2.3" else "NAMESPACE+",
+        inherited_driver=profile["global_mail_driver"] if profile["dialect"] == "2.4" else None,
+        max_var=MAX_ARG_STRLEN,
+        budget=DEFAULT_ENV_BUDGET,
+        subscribe={ns.name for path, ns in served if path in subscribing},
+        private_namespace=profile["private_namespace"],
+    )
+    if kept < len(namespaces):
+        cut = (
+            f"{len(namespaces)} namespaces found, {kept} fit the kernel's "
+            f"environment limits; the first {kept} in discovery order are served"
+        )
+        warnings = [*scan.warnings, cut]
+        namespaces = namespaces[:kept]
+    return env, user_dirs(namespaces), (uid, gid, groups), warnings

@@ -12,39 +12,17 @@ import re
 
 import attrs
 
+from . import _fields
 from .exceptions import InvalidLocationError
 
 _DRIVER_RE = re.compile(r"[A-Za-z0-9_]+")
 
 #: ``KEY=value`` parameters, in the order nsprov renders them, with the model field.
-_PARAMS: tuple[tuple[str, str], ...] = (
-    ("LAYOUT", "layout"),
-    ("INBOX", "inbox"),
-    ("INDEX", "index"),
-    ("INDEXPVT", "index_private"),
-    ("INDEXCACHE", "index_cache"),
-    ("CONTROL", "control"),
-    ("ALT", "alt"),
-    ("SUBSCRIPTIONS", "subscriptions"),
-    ("DIRNAME", "dirname"),
-    ("FULLDIRNAME", "full_dirname"),
-    ("MAILBOXDIR", "mailboxdir"),
-    ("VOLATILEDIR", "volatile_dir"),
-    ("LISTINDEX", "list_index"),
-    ("BROKENCHAR", "broken_char"),
-)
+_PARAMS = _fields.PARAMS
 #: Flags (no ``=value``) and the model field.
-_FLAGS: tuple[tuple[str, str], ...] = (
-    ("UTF-8", "utf8"),
-    ("ALTNOCHECK", "alt_nocheck"),
-    ("ITERINDEX", "iter_index"),
-    ("NO-NOSELECT", "no_noselect"),
-    ("NO-FS-VALIDATION", "no_fs_validation"),
-)
+_FLAGS = _fields.FLAGS
 #: Parameters whose value is a path (Dovecot strips one trailing ``/``).
-_PATH_PARAMS = frozenset(
-    {"inbox", "index", "index_private", "index_cache", "control", "alt", "volatile_dir"}
-)
+_PATH_PARAMS = _fields.PATH_PARAMS
 _PARAM_BY_KEY = dict(_PARAMS)
 _FLAG_BY_KEY = dict(_FLAGS)
 
@@ -55,7 +33,7 @@ def escape(value: str) -> str:
     >>> escape("/spool/co:lon")
     '/spool/co::lon'
     """
-    return value.replace(":", "::")
+    return _fields.escape(value)
 
 
 def split(text: str) -> list[str]:
@@ -86,9 +64,7 @@ def split(text: str) -> list[str]:
 
 
 def _strip_slash(value: str) -> str:
-    if len(value) > 1 and value.endswith("/"):
-        return value[:-1]
-    return value
+    return _fields.strip_slash(value)
 
 
 def _opt_path(value: str | None) -> str | None:
@@ -96,36 +72,15 @@ def _opt_path(value: str | None) -> str | None:
 
 
 def _check_root(_inst: object, _attr: object, value: str) -> None:
-    if not value:
-        raise InvalidLocationError("mail root directory not given")
-    if value.startswith("INBOX="):
-        raise InvalidLocationError(
-            f"mail root {value!r} starts with INBOX=: Dovecot reports 'Mail root directory not given'"
-        )
-    _check_text(value, "root")
-
-
-def _check_text(value: str, what: str) -> None:
-    if "\0" in value or "\n" in value or "\t" in value or "\r" in value:
-        raise InvalidLocationError(f"{what} {value!r} contains a control character")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidLocationError(f"{what} {value!r} is not valid UTF-8") from None
+    problem = _fields.root_problem(value)
+    if problem is not None:
+        raise InvalidLocationError(problem)
 
 
 def _check_params(inst: MailLocation, _attr: object, _value: str | None) -> None:
-    for key, field in _PARAMS:
-        value = getattr(inst, field)
-        if value is None:
-            continue
-        _check_text(value, key)
-        if field in _PATH_PARAMS and value != "MEMORY" and not value.startswith(("/", "~")):
-            raise InvalidLocationError(f"{key}={value!r} must be an absolute path or start with ~")
-    if inst.layout is not None and inst.layout not in {"fs", "maildir++", "index", "none"}:
-        raise InvalidLocationError(
-            f"LAYOUT={inst.layout!r}: Dovecot knows fs, maildir++, index and none"
-        )
+    problem = _fields.params_problem(inst)
+    if problem is not None:
+        raise InvalidLocationError(problem)
 
 
 @attrs.frozen(kw_only=True)
@@ -163,15 +118,7 @@ class MailLocation:
 
     def render(self) -> str:
         """The location string, every element escaped."""
-        out = [self.driver, ":", escape(self.root)]
-        for key, field in _PARAMS:
-            value = getattr(self, field)
-            if value is not None:
-                out += [":", key, "=", escape(value)]
-        for key, field in _FLAGS:
-            if getattr(self, field):
-                out += [":", key]
-        return "".join(out)
+        return _fields.render_location(self)
 
     def __str__(self) -> str:
         return self.render()
@@ -206,8 +153,4 @@ class MailLocation:
 
     def paths(self) -> dict[str, str]:
         """The per-user path parameters that are set, by Dovecot key."""
-        return {
-            key: getattr(self, field)
-            for key, field in _PARAMS
-            if field in _PATH_PARAMS and getattr(self, field) is not None
-        }
+        return _fields.paths(self)

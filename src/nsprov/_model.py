@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 import attrs
 
+from . import _fields
 from ._location import MailLocation
 from .exceptions import InvalidNamespaceError
 
@@ -27,21 +28,8 @@ _LIST_MODES = ("yes", "no", "children")
 DEFAULT_RESERVED_NAMES: tuple[str, ...] = ("inbox",)
 
 
-_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
-
-
-def has_control(text: str) -> bool:
-    """True if *text* contains an ASCII or C1 control character."""
-    return _CONTROL_RE.search(text) is not None
-
-
-def is_utf8(text: str) -> bool:
-    """True if *text* encodes to UTF-8 (no lone surrogates from undecodable bytes)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+has_control = _fields.has_control
+is_utf8 = _fields.is_utf8
 
 
 def _lower(value: str) -> str:
@@ -49,49 +37,21 @@ def _lower(value: str) -> str:
 
 
 def _check_name(_inst: object, _attr: object, value: str) -> None:
-    if not NAME_RE.fullmatch(value):
-        raise InvalidNamespaceError(
-            f"namespace name {value!r} must match [a-z0-9_-]+ "
-            "(Dovecot splits names on ',', tab and space)"
-        )
-    if value.startswith("__"):
-        raise InvalidNamespaceError(f"namespace name {value!r} must not start with '__'")
+    problem = _fields.name_problem(value)
+    if problem is not None:
+        raise InvalidNamespaceError(problem)
 
 
 def _check_separator(_inst: object, _attr: object, value: str) -> None:
-    if len(value) != 1:
-        raise InvalidNamespaceError(
-            f"separator {value!r}: Dovecot says 'Hierarchy separator must be only one character long'"
-        )
-    if has_control(value) or value.isspace():
-        raise InvalidNamespaceError(f"separator {value!r} is a control or space character")
+    problem = _fields.separator_problem(value)
+    if problem is not None:
+        raise InvalidNamespaceError(problem)
 
 
 def _check_prefix(inst: Namespace, _attr: object, value: str) -> None:
-    if not value:
-        raise InvalidNamespaceError(
-            f"namespace {inst.name}: empty prefix collides with the inbox namespace "
-            "('Duplicate namespace prefix')"
-        )
-    if not is_utf8(value):
-        raise InvalidNamespaceError(
-            f"namespace {inst.name}: prefix {value!r}: 'Namespace prefix not valid UTF8'"
-        )
-    if has_control(value):
-        raise InvalidNamespaceError(
-            f"namespace {inst.name}: prefix {value!r} contains a control character"
-        )
-    if inst.list != "no":
-        if not value.endswith(inst.separator):
-            raise InvalidNamespaceError(
-                f"namespace {inst.name}: 'list={inst.list} requires prefix={value} "
-                f"to end with separator {inst.separator}'"
-            )
-        if value.startswith(inst.separator):
-            raise InvalidNamespaceError(
-                f"namespace {inst.name}: 'list={inst.list} requires prefix={value} "
-                "not to start with separator'"
-            )
+    problem = _fields.prefix_problem(inst.name, value, inst.list, inst.separator)
+    if problem is not None:
+        raise InvalidNamespaceError(problem)
 
 
 @attrs.frozen(kw_only=True)
@@ -133,48 +93,9 @@ def namespace_problems(
     unique prefixes, one separator among listed namespaces, at most one
     ``inbox=yes``, unique per-user index and control paths.
     """
-    problems: list[str] = []
-    reserved = {r.lower() for r in reserved_names}
-    seen_names: dict[str, str] = {}
-    seen_prefixes: dict[str, str] = dict.fromkeys(taken_prefixes, "(configuration)")
-    seen_paths: dict[str, str] = {}
-    separators: dict[str, str] = {}
-    inboxes: list[str] = []
-    for ns in namespaces:
-        folded = ns.name.casefold()
-        if folded in reserved:
-            problems.append(f"namespace name {ns.name!r} is reserved for a configured namespace")
-        if folded in seen_names:
-            problems.append(f"namespace name {ns.name!r} given twice (names ignore case)")
-        seen_names.setdefault(folded, ns.name)
-        if ns.prefix in seen_prefixes:
-            problems.append(
-                f'namespace {ns.name}: Duplicate namespace prefix: "{ns.prefix}" '
-                f"(also {seen_prefixes[ns.prefix]})"
-            )
-        seen_prefixes.setdefault(ns.prefix, ns.name)
-        if ns.list != "no":
-            separators.setdefault(ns.separator, ns.name)
-        if ns.inbox:
-            inboxes.append(ns.name)
-        for key, path in ns.location.paths().items():
-            if key not in {"INDEX", "CONTROL", "INDEXPVT"}:
-                continue
-            owner = seen_paths.get(path)
-            if owner is not None and owner != ns.name:
-                problems.append(
-                    f"namespace {ns.name}: {key}={path} is also used by namespace {owner}; "
-                    "'the CONTROL/INDEX path must be different for each namespace'"
-                )
-            seen_paths.setdefault(path, ns.name)
-    if len(separators) > 1:
-        problems.append(
-            "All list=yes namespaces must use the same separator: "
-            + ", ".join(f"{name} uses {sep!r}" for sep, name in separators.items())
-        )
-    if len(inboxes) > 1:
-        problems.append("There can be only one namespace with inbox=yes: " + ", ".join(inboxes))
-    return problems
+    return _fields.namespace_problems(
+        namespaces, reserved_names=reserved_names, taken_prefixes=taken_prefixes
+    )
 
 
 def check_namespaces(

@@ -6,7 +6,7 @@ this module keeps in one file per configuration, ``marshal.dumps((key, profile))
 and loads with the standard library alone.  The key is the configuration file as
 the login finds it (its absolute path, device, inode, size, mtime and ctime), nsprov's
 version, the interpreter's bytecode magic and cache tag, and the profile layout
-(:data:`nsprov._lean.PROFILE_SCHEMA`): any edit, replacement or chmod of the file,
+(:data:`nsprov._defaults.PROFILE_SCHEMA`): any edit, replacement or chmod of the file,
 an upgrade of nsprov or of Python makes the profile stale.
 
 A profile is used only when it passes the rule of the config cache
@@ -32,8 +32,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ._defaults import STATE_DIR, VERSION
-from ._lean import PROFILE_SCHEMA
+from ._defaults import PROFILE_SCHEMA, STATE_DIR, VERSION
 
 TYPE_CHECKING = False  # not typing's: this module is on the login path
 if TYPE_CHECKING:
@@ -235,18 +234,6 @@ def protocol_actions(profile: Mapping[str, object], protocol: str | None) -> tup
     return tuple(imap if protocol == "imap" else pop3 if protocol == "pop3" else default)
 
 
-def version_signs(environ: Mapping[str, str], dialect: str) -> str | None:
-    """A warning when userdb fields look like the other Dovecot version's."""
-    if dialect == "2.3" and any(k in environ for k in ("NAMESPACE+", "MAIL_DRIVER", "MAIL_PATH")):
-        return (
-            "userdb fields look like Dovecot 2.4 (NAMESPACE+/MAIL_DRIVER/MAIL_PATH) but "
-            '[dovecot] version = "2.3": on 2.4 the 2.3 dialect replaces every namespace'
-        )
-    if dialect == "2.4" and any(k in environ for k in ("MAIL", "MAIL_LOCATION")):
-        return 'userdb fields look like Dovecot 2.3 (MAIL) but [dovecot] version = "2.4"'
-    return None
-
-
 # --- the choice of path -----------------------------------------------------------------------
 
 
@@ -302,6 +289,7 @@ def run_lean(
         T_ENV,
         T_OK,
         T_POLICY,
+        T_SCAN,
         frame,
         installed_version,
         log,
@@ -323,9 +311,19 @@ def run_lean(
     head += frame(T_POLICY, str(part["on_error"]).encode())
     _send(fd, head)  # the config's deadline holds while compute runs
     try:
-        from ._lean import compute  # noqa: PLC0415 - imported by the parent already
+        from ._breaker import SpoolBreaker, spool_state_dir  # noqa: PLC0415 - child only
+        from ._lean import FullPathNeeded, compute  # noqa: PLC0415 - imported by the parent already
 
-        changes, warnings = compute(profile, environ)
+        state_dir = spool_state_dir()
+        breaker = (
+            None
+            if state_dir is None
+            else SpoolBreaker(state_dir, lambda data: _send(fd, frame(T_SCAN, data)))
+        )
+        changes, warnings = compute(profile, environ, breaker=breaker)
+    except FullPathNeeded as e:  # not a failure: this login needs what only the full path does
+        full(fd, opts, environ, f"warm; {e}")
+        return
     except Exception as e:  # the full path decides what the login gets
         log(
             f"user {user or '?'}: the lean login path failed "
@@ -333,8 +331,6 @@ def run_lean(
         )
         full(fd, opts, environ, "lean path failed")
         return
-    if (sign := version_signs(environ, str(part["dialect"]))) is not None:
-        warnings = [sign, *warnings]
     problems = [w for w in warnings if not w.startswith("debug: ")]
     if problems:
         log(f"user {user}: " + "; ".join(problems))

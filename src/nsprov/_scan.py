@@ -46,6 +46,8 @@ from typing import TYPE_CHECKING, Literal
 
 import attrs
 
+from . import _plainscan
+
 # Fs, DEFAULT_FS, Step and the readers live in nsprov._fs; importable from here as before.
 from ._fs import DEFAULT_FS as DEFAULT_FS  # noqa: PLC0414 - re-exported
 from ._fs import IGNORE_MAX_BYTES as IGNORE_MAX_BYTES  # noqa: PLC0414 - re-exported
@@ -53,8 +55,8 @@ from ._fs import Fs as Fs  # noqa: PLC0414 - re-exported
 from ._fs import Step as Step  # noqa: PLC0414 - re-exported
 from ._location import MailLocation
 from ._model import Namespace, has_control
-from ._names import entry_id
 from ._perms import R_OK, X_OK, FileFacts, decide
+from ._profile_compile import path_spec, spool_templates
 from .exceptions import InvalidLocationError, InvalidNamespaceError, NsprovError
 from .exceptions import SpoolError as SpoolError  # noqa: PLC0414 - re-exported (it lived here)
 
@@ -65,7 +67,6 @@ if TYPE_CHECKING:
     from ._config import Config, ScanCacheConfig, SpoolConfig
     from ._identity import MailUser
     from ._perms import Identity
-    from ._template import Template
 
 Reason = Literal[
     "dot-entry",
@@ -151,38 +152,13 @@ def anchored_verdict(
 
     Every name but the last must be a directory *ident* may search, the last
     (the entry) one it may read and search, and its ``cur`` and ``new``
-    directories it may read and search.  None means servable.
+    directories it may read and search.  None means servable.  The rule is
+    :func:`nsprov._plainscan.anchored_verdict`, the lean path's.
     """
-    if len(steps) < depth + 2:
-        _, mode, _ = steps[-1]
-        if mode == 0:
-            return "not-a-directory", "removed while it was checked"
-        if st.S_ISLNK(mode):
-            return "symlink", "replaced by a symbolic link while it was checked"
-        return "not-a-directory", "replaced by a non-directory while it was checked"
-    for i, (name, _mode, facts) in enumerate(steps):
-        if facts is None:  # only cur or new: the walk went through every part
-            return "not-a-maildir", f"no {name.decode()} subdirectory (when checked by descriptor)"
-        want = X_OK if i < depth - 1 else _RX
-        d = decide(facts, ident, want)
-        if not d:
-            what = "directory" if i < depth else name.decode()
-            return (
-                "no-access",
-                f"{what} not readable and searchable ({d.via}, checked by descriptor)",
-            )
-    return None
+    return _plainscan.anchored_verdict(steps, depth, ident)  # type: ignore[return-value]
 
 
-def _components(path: bytes) -> list[bytes]:
-    """``/a/b`` -> ``[/, /a, /a/b]``."""
-    out = [b"/"]
-    cur = b""
-    for part in path.split(b"/"):
-        if part:
-            cur += b"/" + part
-            out.append(cur)
-    return out
+_components = _plainscan.components
 
 
 def _searchable(fs: Fs, dirs: Iterable[bytes], ident: Identity) -> str | None:
@@ -239,95 +215,36 @@ def _matcher(
         warnings.append(warning)
     if not patterns and not spool.include:
         return _Matcher(None, None)
-    import pathspec  # noqa: PLC0415 - only when patterns are configured
-
-    # pathspec 1.0 names the gitignore rules "gitignore"; before (Debian 12 ships 0.11) that
-    # name is a deprecated alias of "gitwildmatch", the same rules.
-    kind = "gitignore" if int(pathspec.__version__.split(".")[0]) >= 1 else "gitwildmatch"
     return _Matcher(
-        pathspec.PathSpec.from_lines(kind, patterns) if patterns else None,
-        pathspec.PathSpec.from_lines(kind, spool.include) if spool.include else None,
+        path_spec(patterns) if patterns else None,
+        path_spec(spool.include) if spool.include else None,
     )
 
 
-def _safe_component(value: str, what: str) -> str:
-    if not value or "/" in value or value in {".", ".."} or "\0" in value:
-        raise InvalidNamespaceError(f"{what} {value!r} cannot be used in a path")
-    return value
-
-
 class _Builder:
-    """Turns a served entry into a :class:`Namespace` (templates, location)."""
+    """Turns a served entry into a :class:`Namespace`: the plain builder, then the model."""
 
     def __init__(self, spool: SpoolConfig, user: MailUser) -> None:
         self.spool = spool
-        self.user = user
-        self.spool_bytes = spool.path_bytes
-        self.needs_home = any(
-            t is not None and "home" in t.fields
-            for t in (spool.index, spool.control, spool.index_private, spool.inbox)
-        )
-        if self.needs_home and not user.home:
-            raise InvalidNamespaceError(
-                f"user {user.user} has no home (userdb home): HOME is not set, "
-                "but index/control paths use {home}"
-            )
-        if self.needs_home and not (user.home or "").startswith("/"):
-            raise InvalidNamespaceError(
-                f"user {user.user}: HOME {user.home} is not absolute (userdb home), "
-                "but index/control paths use {home}"
-            )
-        self.base = {
-            "home": (user.home or "").rstrip("/") or "/",
-            "user": user.user,
-            "sep": spool.separator,
-        }
-        uses_user = any(
-            t is not None and "user" in t.fields
-            for t in (spool.index, spool.control, spool.index_private, spool.inbox)
-        )
-        if uses_user:
-            _safe_component(user.user, "user name")
+        self.plain = _plainscan.Builder(spool_templates(spool), user.user, user.home)
 
     def build(self, raw: bytes, name: str, path: str) -> Namespace:
-        ident, slug, digest = entry_id(self.spool_bytes, raw)
-        values = {**self.base, "id": ident, "slug": slug, "hash": digest, "name": name}
-        ns_name = self.spool.name.render(values)
-        values["ns"] = ns_name
-        sp = self.spool
-        rendered: dict[str, str] = {}
-
-        def render(t: Template | None) -> str | None:
-            if t is None:
-                return None
-            text = rendered.get(t.text)
-            if text is None:  # index and control usually share one template: render once
-                text = t.render(values)
-                if (
-                    "//" in text
-                    or "/./" in text
-                    or "/../" in text
-                    or text.endswith(("/", "/.", "/.."))
-                ):
-                    text = os.path.normpath(text)
-                rendered[t.text] = text
-            return text
-
-        location = MailLocation(
-            root=path,
-            index=render(sp.index),
-            control=render(sp.control),
-            index_private=render(sp.index_private),
-            inbox=render(sp.inbox),
-        )
+        ns = self.plain.build(raw, name, path)
+        loc = ns.location
         return Namespace(
-            name=ns_name,
-            prefix=sp.prefix.render(values),
-            separator=sp.separator,
-            list=sp.list,
-            subscriptions=sp.subscriptions,
-            hidden=sp.hidden,
-            location=location,
+            name=ns.name,
+            prefix=ns.prefix,
+            separator=ns.separator,
+            list=ns.list,  # type: ignore[arg-type]
+            subscriptions=ns.subscriptions,
+            hidden=ns.hidden,
+            location=MailLocation(
+                root=loc.root,
+                index=loc.index,
+                control=loc.control,
+                index_private=loc.index_private,
+                inbox=loc.inbox,
+            ),
         )
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from ._plainscan import render
 from .exceptions import InvalidTemplateError
 
 if TYPE_CHECKING:
@@ -86,15 +87,4 @@ class Template:
 
     def render(self, values: Mapping[str, str]) -> str:
         """Substitute *values*; a missing field raises :class:`InvalidTemplateError`."""
-        out: list[str] = []
-        for value, is_field in self.parts:
-            if not is_field:
-                out.append(value)
-                continue
-            try:
-                out.append(values[value])
-            except KeyError:
-                raise InvalidTemplateError(
-                    f"no value for field {{{value}}} in {self.text!r}"
-                ) from None
-        return "".join(out)
+        return render(self.parts, values, self.text)

@@ -10,7 +10,7 @@ own copy in ``merge_fields`` (a test keeps the two equal).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # not typing's: this module is on the login path
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping

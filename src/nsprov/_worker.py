@@ -16,6 +16,7 @@ import os
 import sys
 import time
 
+from ._lean import version_signs as version_signs  # noqa: PLC0414 - re-exported
 from ._postlogin import (
     T_CLIENT,
     T_DEADLINE,
@@ -29,7 +30,6 @@ from ._postlogin import (
     log,
 )
 from ._postlogin import installed_version as installed_version  # noqa: PLC0414 - re-exported (check)
-from ._profile import version_signs as version_signs  # noqa: PLC0414 - re-exported
 
 TYPE_CHECKING = False  # not typing's: the parent imports this module to pass work() on
 if TYPE_CHECKING:
