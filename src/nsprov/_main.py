@@ -36,10 +36,20 @@ def _worker(opts: Options, environ: Mapping[str, str]) -> Callable[[int], None]:
     return work
 
 
+def _printing(argv: list[str]) -> bool:
+    """Whether ``post-login``'s options ask for ``--print-dovecot-config`` (not a login)."""
+    for arg in argv[1:]:
+        if arg == "--print-dovecot-config":
+            return True
+        if not arg.startswith("--") or arg == "--":
+            return False  # the chain Dovecot appended: never an nsprov option
+    return False
+
+
 def entrypoint() -> NoReturn:
     """Console-script entry point."""
     argv = sys.argv[1:]
-    if argv and argv[0] == "post-login":
+    if argv and argv[0] == "post-login" and not _printing(argv):
         from ._postlogin import entrypoint as post_login  # noqa: PLC0415 - the hot path first
 
         post_login(argv[1:], worker=_worker)
