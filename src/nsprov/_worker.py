@@ -21,6 +21,7 @@ from ._postlogin import (
     T_DENY,
     T_ENV,
     T_FAIL,
+    T_LOGIN,
     T_OK,
     T_POLICY,
     T_SCAN,
@@ -66,12 +67,17 @@ def finish(fd: int, login: Login, errors: list[str]) -> None:
         login._breaker.close()  # root's state directory stays out of the user's process
     if login._denied is None:
         errors = errors + run_user_tasks(login)
-    problems = [*errors, *(w for w in login._warnings if not w.startswith("debug: "))]
+    warnings = [w for w in login._warnings if not w.startswith("debug: ")]
     for line in (w for w in login._warnings if w.startswith("debug: ")):
-        log(f"user {login.user}: {line}")
-    if problems:
-        log(f"user {login.user}: " + "; ".join(problems))
+        log(f"user {login.user}: {line}", "debug")
+    if errors:
+        log(f"user {login.user}: " + "; ".join(errors))
+    if warnings:
+        log(f"user {login.user}: " + "; ".join(warnings), "warning")
     out = []
+    if login._config is None or login._config.log_logins:
+        counts = login._counts
+        out.append(frame(T_LOGIN, b"%d %d" % counts if counts is not None else b"- -"))
     deny = login._deny_line()
     if login._denied is not None:
         if deny is not None:
