@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
 
 from nsprov import _postlogin
-from nsprov._postlogin import T_LOGIN, T_OK, Options, frame, log, log_login, main
+from nsprov._postlogin import (
+    T_LOGIN,
+    T_OK,
+    Options,
+    ask_serve,
+    frame,
+    log,
+    log_login,
+    main,
+    serve_hint,
+)
 from nsprov._worker import run
 
 from .test_postlogin import collect_frames
@@ -136,3 +148,73 @@ def test_log_logins_setting(tmp_path: Path) -> None:
     cfg.write_text('[postlogin]\nlog_logins = "no"\n[[field]]\nname = "x"\nvalue = "1"\n')
     with pytest.raises(ConfigError, match="log_logins"):
         load_config(str(cfg))
+
+
+class TestServeHint:
+    """A --serve probe that gets no answer warns, at most once a minute."""
+
+    @pytest.fixture(name="hints")
+    def _hints(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+        hints = tmp_path / "hints"
+        hints.mkdir(mode=0o700)
+        monkeypatch.setattr(_postlogin, "HINT_DIR", str(hints))
+        return hints
+
+    def test_dead_socket_warns_once(self, hints: Path, capfd: pytest.CaptureFixture[str]) -> None:
+        """A socket nobody listens on: None (the login computes in-process) and one warning."""
+        dead = str(hints.parent / "dead.sock")
+
+        assert ask_serve(dead, "k", 0.1) is None
+        assert ask_serve(dead, "k", 0.1) is None
+
+        err = capfd.readouterr().err.splitlines()
+        expected = (
+            f"nsprov: nsprov serve at {dead} does not answer (No such file or directory): "
+            "logins compute their namespaces in-process, slower; start the server "
+            "(nsprov-serve.service) or drop --serve= from the script-login line "
+            "(logged at most once a minute)"
+        )
+        assert [expected] == err
+
+    def test_timeout_names_it(self, hints: Path, capfd: pytest.CaptureFixture[str]) -> None:
+        """A server that accepts but never answers: 'timed out'."""
+        path = str(hints.parent / "mute.sock")
+        with socket.socket(socket.AF_UNIX) as server:
+            server.bind(path)
+            server.listen()
+            assert ask_serve(path, "k", 0.05) is None
+        assert "does not answer (timed out)" in capfd.readouterr().err
+
+    def test_rate_limit(self, hints: Path) -> None:
+        """Again only after a minute; never in an untrusted directory."""
+        e = ConnectionRefusedError(111, "Connection refused")
+        assert serve_hint("/s", e, now=1000.0)
+        assert not serve_hint("/s", e, now=1059.0)
+        assert serve_hint("/s", e, now=1060.5)
+        hints.chmod(0o755)
+        assert not serve_hint("/s", e, now=5000.0)
+
+    def test_own_marker(self, hints: Path) -> None:
+        """The serve hint and the deadline hint do not silence each other."""
+        e = ConnectionRefusedError(111, "Connection refused")
+        assert serve_hint("/s", e, now=1000.0)
+        assert _postlogin.deadline_hint(str(hints), now=1000.0)
+
+    def test_no_hint_for_a_nil_answer(self, hints: Path, capfd: pytest.CaptureFixture[str]) -> None:
+        """A server that answers 'nothing for this login' is no failure: no warning."""
+        path = str(hints.parent / "nil.sock")
+        with socket.socket(socket.AF_UNIX) as server:
+            server.bind(path)
+            server.listen()
+
+            def answer() -> None:
+                conn, _ = server.accept()
+                conn.recv(4096)
+                conn.sendall(b"$-1\r\n")
+                conn.close()
+
+            thread = threading.Thread(target=answer)
+            thread.start()
+            assert ask_serve(path, "k", 2.0) is None
+            thread.join()
+        assert "" == capfd.readouterr().err

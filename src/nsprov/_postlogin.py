@@ -660,6 +660,73 @@ def deadline_hint(directory: str | None = None, *, now: float | None = None) -> 
     return True
 
 
+SERVE_HINT_FILE = "serve-hint"
+
+
+def serve_hint(
+    socket_path: str, error: OSError, directory: str | None = None, *, now: float | None = None
+) -> bool:
+    """Warn, at most once per :data:`HINT_EVERY` seconds, that ``nsprov serve`` does not answer.
+
+    The ``--serve`` probe then falls back to the in-process path (every login
+    still works, slower). Rate-limited like :func:`deadline_hint`, by a marker
+    of its own in the same directory. True if logged; never raises.
+    """
+    if not _hint_due(SERVE_HINT_FILE, directory, now):
+        return False
+    why = "timed out" if isinstance(error, TimeoutError) else error.strerror or str(error)
+    log(
+        f"nsprov serve at {socket_path} does not answer ({why}): logins compute their "
+        "namespaces in-process, slower; start the server (nsprov-serve.service) or drop "
+        "--serve= from the script-login line (logged at most once a minute)",
+        "warning",
+    )
+    return True
+
+
+def _hint_due(name: str, directory: str | None, now: float | None) -> bool:
+    """Whether the rate-limited hint *name* is due; if so, its marker's mtime becomes *now*.
+
+    The marker lives in *directory* (default :data:`HINT_DIR`), which must be a
+    directory owned by this user with mode 0700; otherwise nothing is due.
+    """
+    import time  # noqa: PLC0415 - builtin module, cheap
+
+    now = time.time() if now is None else now
+    try:
+        dfd = os.open(
+            directory or HINT_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        )
+    except OSError:
+        return False
+    try:
+        st = os.fstat(dfd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o7777 != 0o700:
+            return False
+        try:
+            mark = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            pass
+        else:
+            if 0 <= now - mark.st_mtime < HINT_EVERY:
+                return False
+        fd = os.open(
+            name,
+            os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+            0o600,
+            dir_fd=dfd,
+        )
+        try:
+            os.utime(fd, (now, now))
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    finally:
+        os.close(dfd)
+    return True
+
+
 def fallback_argv(python: str, argv: Sequence[str], *, drop: Collection[str] = ()) -> list[str]:
     """The full ``nsprov post-login`` for *argv*, minus ``--serve``: ``python -I -m nsprov ...``.
 
@@ -841,7 +908,10 @@ def ask_serve(path: str, key: str, timeout: float) -> dict[str, str] | None:
             if not chunk:
                 return None
             data += chunk
-    except (OSError, ValueError):
+    except OSError as e:  # refused, no socket, timed out: the server does not answer
+        serve_hint(path, e)
+        return None
+    except ValueError:
         return None
     finally:
         sock.close()

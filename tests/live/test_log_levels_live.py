@@ -9,6 +9,7 @@ then a real nsprov login: its info line at Info, a warning (an unknown option) a
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sys
@@ -31,7 +32,7 @@ from .chroot24 import (
 from .chroot24 import (
     make_maildir as make_maildir24,
 )
-from .harness import Dovecot, SystemAccounts, make_maildir, write_script
+from .harness import Dovecot, SystemAccounts, list_mailboxes, make_maildir, write_script
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -170,3 +171,28 @@ def test_nsprov_levels_24(root: Path) -> None:
             text = wait_for(dovecot.log, r"Info: nsprov: user=")
 
     assert_nsprov_levels(text, user.name)
+
+
+def test_dead_serve_socket_warns_once(live_base: Path, accounts: SystemAccounts) -> None:
+    """--serve= to a stopped server: logins still get their namespaces, one Warning a minute."""
+    spool = live_base / "spool"
+    spool.mkdir(mode=0o755)
+    make_maildir(spool / "sales", messages=1, owner=0, group=0, mode=0o755)
+    user = accounts.user("noserve")
+    config = live_base / "nsprov.toml"
+    config.write_text(f'[[spool]]\npath = "{spool}"\nprefix = "Shared/{{name}}/"\n')
+    dead = live_base / "serve.sock"  # nothing listens here
+    line = f"{NSPROV} post-login --config={config} --protocol=imap --serve={dead}"
+    marker = Path("/run/nsprov/serve-hint")  # the real rate limit: make this minute's hint due
+    if marker.exists():
+        os.utime(marker, (0, 0))
+    with Dovecot(live_base / "dovecot", [user], postlogin={"imap": line}) as dovecot:
+        for _ in range(2):
+            with dovecot.imap(user) as imap:
+                assert "Shared/sales" in list_mailboxes(imap)
+        text = wait_for(dovecot.log, r"(?s)Info: nsprov: user=.*Info: nsprov: user=")
+
+    warnings = [line for line in text.splitlines() if "does not answer" in line]
+    assert 1 == len(warnings), text
+    assert f"imap-postlogin: Warning: nsprov: nsprov serve at {dead} does not answer" in warnings[0]
+    assert [] == [line for line in text.splitlines() if "Error: nsprov" in line]
