@@ -8,7 +8,7 @@ A mailbox whose directory got ``setfacl -m g:team:rx`` but whose ``cur`` and ``n
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -25,6 +25,9 @@ from .test_check_live import (  # the module's accounts and runners
     run_cli,
     wiring,
 )
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.live
 
