@@ -538,7 +538,7 @@ def main(
             log(f"user {env.get('USER', '?')}: {problems}; denying the login (on_error=deny)")
             return 1
         for _, problem in opts.bad:
-            log(f"ignoring a bad option value: {problem}", "warning")
+            log(f"ignoring a bad option value: {problem}")
     if opts.serve is not None:
         fields = served_fields(opts, env)
         if fields is not None:
