@@ -33,9 +33,13 @@ USAGE = """\
 usage: nsprov post-login [--config=PATH] [--protocol=imap|pop3] [--on-error=continue|deny]
                          [--deadline=SECONDS] [--serve=SOCKET [--serve-timeout=SECONDS]]
                          [--] NEXT [ARGS...]
+       nsprov post-login --print-dovecot-config [--dialect=2.3|2.4]
+                         [--protocol=imap|pop3|both] [--config=PATH] [--serve=SOCKET]
+                         [--on-error=deny] [--nsprov=PATH]
 
 The Dovecot script-login step.  Dovecot appends the rest of the chain (NEXT, an
 absolute path, and its arguments); nsprov sets the namespace variables and execs it.
+--print-dovecot-config prints the Dovecot service blocks that run this installation.
 """
 
 # Frame tags.

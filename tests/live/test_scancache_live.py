@@ -41,6 +41,7 @@ from .harness import (
     live_available,
     make_maildir,
     namespaces,
+    nsprov_problem,
     select_count,
 )
 from .test_fastpath_live import forget
@@ -261,11 +262,7 @@ class Spool:
         Each login's own ``Info: nsprov: user=… served=…`` line is no problem to report.
         """
         text = self.site.dovecot.log()[self._log_mark :]
-        return [
-            line
-            for line in text.splitlines()
-            if "nsprov: " in line and "Info: nsprov: user=" not in line
-        ]
+        return [line for line in text.splitlines() if nsprov_problem(line)]
 
 
 @pytest.fixture(name="spool")
