@@ -29,7 +29,7 @@ class TestConfig:
         findings = config_findings("/c.toml", info.value.problems)
 
         assert [
-            ("spool[1].prefx", "unknown key"),
+            ("spool[1].prefx", "unknown key; did you mean 'prefix'?"),
             ("spool[1].hidden", "expected a boolean, got a string"),
         ] == [(f.subject, f.message) for f in findings]
         assert {("config-error", "error")} == codes(findings)
