@@ -68,10 +68,12 @@ def explain(
     elif via == GROUP:
         text = _group_text(facts, ident, mode, group, gid_name)
     elif via == OTHER:
-        bits = acl.other if acl is not None else facts.mode & 7
-        where = "ACL other::" + rwx(bits) if acl is not None else f"other bits {rwx(bits)} of"
-        text = f"{where} {mode} (not the owner {owner}, not in group {group}"
-        text += ", no ACL entry names it)" if acl is not None and acl.mask else ")"
+        who = f"not the owner {owner}, not in group {group}"
+        if acl is None:
+            text = f"other bits {rwx(facts.mode & 7)} of {mode} ({who})"
+        else:
+            named = ", no ACL entry names it" if acl.mask else ""
+            text = f"ACL other::{rwx(acl.other)} ({mode}; {who}{named})"
     else:  # pragma: no cover - check() returns no other code
         text = f"{mode}"
     return text if code & ALLOWED else f"{text}; needs {rwx(want)}"
