@@ -245,3 +245,13 @@ class TestFixTexts:
                 f"nsprov post-login --print-dovecot-config --dialect=2.3 --protocol=imap "
                 f"--config={CONFIG}" in f.fix
             )
+
+
+def test_printed_wiring_passes_check(spool: Path) -> None:
+    """What 'nsprov post-login --print-dovecot-config' prints is clean for check's wiring rules."""
+    from nsprov._cli.postlogin import dovecot_config
+
+    config = make_config(spool, {"deny": {"users": ["guest"]}})
+    printed = dovecot_config(dialect="2.3", nsprov=NSPROV, config=CONFIG)
+
+    assert [] == wiring(config, wired(example=printed))
