@@ -22,6 +22,7 @@ from nsprov._postlogin import (
     T_DENY,
     T_ENV,
     T_FAIL,
+    T_LOGIN,
     T_OK,
     T_POLICY,
     Options,
@@ -675,7 +676,12 @@ class TestWorkerFrames:
 
         frames = self.frames(lambda fd: run(fd, opts, {"USER": "a"}))
 
-        assert [(T_CLIENT, b"-ERR [SYS/PERM] no\r\n"), (T_DENY, b""), (T_OK, b"")] == frames[2:]
+        assert [
+            (T_LOGIN, b"- -"),
+            (T_CLIENT, b"-ERR [SYS/PERM] no\r\n"),
+            (T_DENY, b""),
+            (T_OK, b""),
+        ] == frames[2:]
 
     def test_hook_without_config(self) -> None:
         """A hook without --config runs without loading any configuration."""
@@ -700,7 +706,12 @@ class TestWorkerFrames:
 
         frames = self.frames(lambda fd: run_hook(fd, opts, {"USER": "a"}, hook, config_given=False))
 
-        assert [(T_CLIENT, b"* BYE [ALERT] x\r\n"), (T_DENY, b""), (T_OK, b"")] == frames
+        assert [
+            (T_LOGIN, b"- -"),
+            (T_CLIENT, b"* BYE [ALERT] x\r\n"),
+            (T_DENY, b""),
+            (T_OK, b""),
+        ] == frames
 
     def test_hook_config_error(self) -> None:
         """A hook whose --config cannot be read fails as a whole (fail-open in the parent)."""
@@ -724,7 +735,7 @@ class TestWorkerFrames:
             lambda fd: run_hook(fd, opts, {"USER": "a"}, lambda _l: None, config_given=True)
         )
 
-        assert [(T_DEADLINE, b"3.0"), (T_POLICY, b"deny"), (T_OK, b"")] == frames
+        assert [(T_DEADLINE, b"3.0"), (T_POLICY, b"deny"), (T_LOGIN, b"- -"), (T_OK, b"")] == frames
 
     @pytest.mark.parametrize(
         ("env", "dialect", "expected"),
@@ -744,7 +755,7 @@ class TestWorkerFrames:
         assert expected is None or expected in str(sign)
 
     def test_warning_logged_once(self, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-        """All of a login's warnings share one log line."""
+        """A login's errors share one log line, and its warnings another."""
         cfg = tmp_path / "n.toml"
         cfg.write_text('[dovecot]\nversion = "2.3"\n[[field]]\nname = "q"\nvalue = "{nope}"\n')
         opts = Options()
@@ -753,10 +764,10 @@ class TestWorkerFrames:
 
         self.frames(lambda fd: run(fd, opts, {"USER": "a", "NAMESPACE+": "x"}))
 
-        err = capfd.readouterr().err
-        assert 1 == err.count("\n")
-        assert "look like Dovecot 2.4" in err
-        assert "fields: no value for field {nope}" in err
+        err = capfd.readouterr().err.splitlines()
+        assert 2 == len(err)
+        assert "fields: no value for field {nope}" in err[0]
+        assert "look like Dovecot 2.4" in err[1]
 
 
 class TestEntrypoint:

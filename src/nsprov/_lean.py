@@ -363,6 +363,7 @@ def compute(
     installed: str | None = None,
     breaker: Any = None,
     user_tasks: bool = True,
+    counts: list[int] | None = None,
 ) -> tuple[dict[str, str], list[str]]:
     """The variables to add or replace for this login, and the lines to log.
 
@@ -387,6 +388,8 @@ def compute(
         user_tasks: Create the index/control directories: the process drops
             to the mail user's identity first, irreversibly (call it in the
             forked worker, as root; False only in tests and dry runs).
+        counts: When given, the number of namespaces served is appended (the
+            login's info line).
 
     Raises:
         FullPathNeeded: The profile is of another schema, the user is in
@@ -417,7 +420,9 @@ def compute(
             breaker.close()
         return {}, warnings
     try:
-        env, dirs, (uid, gid, groups), found = _namespaces(profile, environ, fs or OS_FS, breaker)
+        env, dirs, (uid, gid, groups), found, served = _namespaces(
+            profile, environ, fs or OS_FS, breaker
+        )
     except OSError as e:
         if isinstance(e, NsprovError):
             raise
@@ -426,6 +431,8 @@ def compute(
         if breaker is not None:
             breaker.close()  # root's state directory stays out of the user's process
     changes = {k: v for k, v in env.items() if environ.get(k) != v}
+    if counts is not None:
+        counts.append(served)
     errors: list[str] = []
     if user_tasks and profile["create_dirs"] and dirs:
         drop_privileges(uid, gid, groups)
@@ -440,8 +447,8 @@ def compute(
 
 def _namespaces(
     profile: Mapping[str, Any], environ: Mapping[str, str], fs: Any, breaker: Any
-) -> tuple[dict[str, str], tuple[str, ...], tuple[int, int, frozenset[int]], list[str]]:
-    """The namespaces action: variables, directories, ``(uid, gid, groups)``, warnings."""
+) -> tuple[dict[str, str], tuple[str, ...], tuple[int, int, frozenset[int]], list[str], int]:
+    """The namespaces action: variables, directories, ``(uid, gid, groups)``, warnings, served."""
     idc = profile["identity"]
     user, home, uid, gid, groups, _sgu = identity_from_environ(
         environ,
@@ -494,4 +501,4 @@ def _namespaces(
         )
         warnings = [*scan.warnings, cut]
         namespaces = namespaces[:kept]
-    return env, user_dirs(namespaces), (uid, gid, groups), warnings
+    return env, user_dirs(namespaces), (uid, gid, groups), warnings, len(namespaces)

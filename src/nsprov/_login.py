@@ -57,6 +57,8 @@ class Login:
         #: Post-login's per-spool breaker (set by the worker when it runs as root).
         self._breaker: SpoolBreaker | None = None
         self._mail_user: MailUser | None = None
+        #: The namespaces action's (served, skipped) entries, for the login's info line.
+        self._counts: tuple[int, int] | None = None
 
     # -- context
 
@@ -186,6 +188,7 @@ class Login:
 
             self._warnings += [f"debug: {line}" for line in explain_lines(p)]
         self._warnings += p.warnings
+        self._counts = (len(p.discovery.served), len(p.discovery.skipped))
         self._update_environ(p.environ)
         dirs = p.dirs
         if cfg.create_dirs and dirs:

@@ -49,10 +49,20 @@ def post_login(argv: list[str]) -> NoReturn:
     post_login(argv, worker=_worker)
 
 
+def _printing(argv: list[str]) -> bool:
+    """Whether ``post-login``'s options ask for ``--print-dovecot-config`` (not a login)."""
+    for arg in argv[1:]:
+        if arg == "--print-dovecot-config":
+            return True
+        if not arg.startswith("--") or arg == "--":
+            return False  # the chain Dovecot appended: never an nsprov option
+    return False
+
+
 def entrypoint() -> NoReturn:
     """Console-script entry point."""
     argv = sys.argv[1:]
-    if argv and argv[0] == "post-login":
+    if argv and argv[0] == "post-login" and not _printing(argv):
         post_login(argv[1:])
     from ._cli import main  # noqa: PLC0415
 

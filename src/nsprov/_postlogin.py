@@ -33,9 +33,13 @@ USAGE = """\
 usage: nsprov post-login [--config=PATH] [--protocol=imap|pop3] [--on-error=continue|deny]
                          [--deadline=SECONDS] [--serve=SOCKET [--serve-timeout=SECONDS]]
                          [--] NEXT [ARGS...]
+       nsprov post-login --print-dovecot-config [--dialect=2.3|2.4]
+                         [--protocol=imap|pop3|both] [--config=PATH] [--serve=SOCKET]
+                         [--on-error=deny] [--nsprov=PATH]
 
 The Dovecot script-login step.  Dovecot appends the rest of the chain (NEXT, an
 absolute path, and its arguments); nsprov sets the namespace variables and execs it.
+--print-dovecot-config prints the Dovecot service blocks that run this installation.
 """
 
 # Frame tags.
@@ -47,6 +51,7 @@ T_DENY = b"X"  # deny the login after the client writes: exit without exec
 T_FAIL = b"F"  # the worker failed; the payload is the one log line
 T_OK = b"O"  # the worker finished; apply everything
 T_SCAN = b"S"  # a spool scan begins (marker path NUL spool path) or ends (empty payload)
+T_LOGIN = b"L"  # log the login's info line: b"<served> <skipped>" (ASCII), b"- -" without a scan
 
 #: How often the parent logs that the deadline cut a spool's scan (per spool, in seconds).
 CUT_LOG_EVERY = 60.0
@@ -122,9 +127,41 @@ def escape(text: str) -> str:
     return "".join(out)
 
 
-def log(message: str) -> None:
-    """One printable line to Dovecot's error log (fd 2): escaped, so never ``\\x01`` first."""
-    data = ("nsprov: " + escape(message) + "\n").encode("utf-8", "backslashreplace")
+#: Dovecot's log types (``enum log_type``, core src/lib/failures.h) for :func:`log`.
+LOG_LEVELS = {"debug": 0, "info": 1, "warning": 2, "error": 3}
+#: Whether fd 2 is Dovecot's log pipe, decided once per process by :func:`to_dovecot_log`.
+_TO_DOVECOT: list[bool] = []
+
+
+def to_dovecot_log() -> bool:
+    """Whether stderr is Dovecot's log: ``USERDB_KEYS`` is set and fd 2 is a pipe.
+
+    script-login wipes the environment and sets ``USERDB_KEYS`` (no other marker
+    survives), and Dovecot's log fd is a pipe; run by hand on a terminal or into
+    a file, lines stay plain.  One ``fstat`` per process, and only under script-login.
+    """
+    if not _TO_DOVECOT:
+        fifo = False
+        if "USERDB_KEYS" in os.environ:
+            try:
+                fifo = os.fstat(2).st_mode & 0o170000 == 0o010000  # S_ISFIFO
+            except OSError:
+                pass
+        _TO_DOVECOT.append(fifo)
+    return _TO_DOVECOT[0]
+
+
+def log(message: str, level: str = "error") -> None:
+    """One printable line to Dovecot's log (fd 2) at *level*: debug, info, warning or error.
+
+    Dovecot logs a raw stderr line at Error; a line that starts with byte 1, then
+    the byte log type + 1, then a space carries its level (core src/lib/failures.c
+    ``i_failure_parse_line``).  That prefix is written only when stderr is
+    Dovecot's log (:func:`to_dovecot_log`).  The message is escaped, so it never
+    starts a line with ``\\x01`` itself.
+    """
+    head = "\x01" + chr(LOG_LEVELS[level] + 1) + " " if to_dovecot_log() else ""
+    data = (head + "nsprov: " + escape(message) + "\n").encode("utf-8", "backslashreplace")
     try:
         os.write(2, data)
     except OSError:
@@ -179,7 +216,7 @@ def parse_args(
         elif unknown is not None:
             unknown.append(arg)
         else:
-            log(f"ignoring unknown option {arg!r}")
+            log(f"ignoring unknown option {arg!r}", "warning")
         i += 1
     opts.next = list(argv[i:])
     if not opts.next:
@@ -226,7 +263,7 @@ def frame(tag: bytes, payload: bytes) -> bytes:
 class Result:
     """What the worker said before it finished or the deadline passed."""
 
-    __slots__ = ("client", "cut", "deny", "env", "error", "ok", "policy", "scanning")
+    __slots__ = ("client", "counts", "cut", "deny", "env", "error", "ok", "policy", "scanning")
 
     def __init__(self) -> None:
         self.cut = False  # the deadline, not the worker, ended the login's step
@@ -238,6 +275,8 @@ class Result:
         self.error: str | None = None
         #: The spool scan in progress (marker path NUL spool path), empty when none.
         self.scanning = b""
+        #: ``b"<served> <skipped>"`` when the config logs logins ([postlogin] log_logins).
+        self.counts: bytes | None = None
 
 
 def _decode(buf: bytes, result: Result, deadline: list[float], started: float) -> bytes:
@@ -265,6 +304,8 @@ def _decode(buf: bytes, result: Result, deadline: list[float], started: float) -
             result.ok = True
         elif tag == T_SCAN:
             result.scanning = payload
+        elif tag == T_LOGIN:
+            result.counts = payload
     return buf
 
 
@@ -479,6 +520,9 @@ def main(
     The status is 0 for a deliberate denial (an action refused the login) and
     non-zero for usage errors, failed execs and errors under ``on_error=deny``.
     """
+    import time  # noqa: PLC0415 - builtin module, cheap
+
+    started = time.monotonic()
     env = original_environ(os.environ if environ is None else environ)
     try:
         opts = parse_args(argv)
@@ -515,6 +559,8 @@ def main(
         result.error = f"internal error: {e}"
     policy = opts.on_error or result.policy or "continue"
     if result.ok:
+        if result.counts is not None:
+            log_login(env.get("USER", "?"), result.counts, started)
         for data in result.client:
             write_client(data)
         if result.deny:
@@ -537,6 +583,19 @@ def main(
         return 1
     _exec(execve, opts.next, env, fallback=None)
     return 1
+
+
+def log_login(user: str, counts: bytes, started: float) -> None:
+    """The login's info line: ``user=<name> served=<n> skipped=<n> ms=<since started>``.
+
+    *counts* is the worker's :data:`T_LOGIN` payload; *started* the
+    :func:`time.monotonic` at which ``nsprov post-login`` began.
+    """
+    import time  # noqa: PLC0415 - builtin module, cheap
+
+    served, _, skipped = counts.decode("ascii", "replace").partition(" ")
+    ms = round((time.monotonic() - started) * 1000)
+    log(f"user={user} served={served} skipped={skipped} ms={ms}", "info")
 
 
 #: Where :func:`deadline_hint` keeps its marker: the config cache directory
@@ -593,7 +652,74 @@ def deadline_hint(directory: str | None = None, *, now: float | None = None) -> 
         return False
     finally:
         os.close(dfd)
-    log(DEADLINE_HINT)
+    log(DEADLINE_HINT, "warning")
+    return True
+
+
+SERVE_HINT_FILE = "serve-hint"
+
+
+def serve_hint(
+    socket_path: str, error: OSError, directory: str | None = None, *, now: float | None = None
+) -> bool:
+    """Warn, at most once per :data:`HINT_EVERY` seconds, that ``nsprov serve`` does not answer.
+
+    The ``--serve`` probe then falls back to the in-process path (every login
+    still works, slower). Rate-limited like :func:`deadline_hint`, by a marker
+    of its own in the same directory. True if logged; never raises.
+    """
+    if not _hint_due(SERVE_HINT_FILE, directory, now):
+        return False
+    why = "timed out" if isinstance(error, TimeoutError) else error.strerror or str(error)
+    log(
+        f"nsprov serve at {socket_path} does not answer ({why}): logins compute their "
+        "namespaces in-process, slower; start the server (nsprov-serve.service) or drop "
+        "--serve= from the script-login line (logged at most once a minute)",
+        "warning",
+    )
+    return True
+
+
+def _hint_due(name: str, directory: str | None, now: float | None) -> bool:
+    """Whether the rate-limited hint *name* is due; if so, its marker's mtime becomes *now*.
+
+    The marker lives in *directory* (default :data:`HINT_DIR`), which must be a
+    directory owned by this user with mode 0700; otherwise nothing is due.
+    """
+    import time  # noqa: PLC0415 - builtin module, cheap
+
+    now = time.time() if now is None else now
+    try:
+        dfd = os.open(
+            directory or HINT_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        )
+    except OSError:
+        return False
+    try:
+        st = os.fstat(dfd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o7777 != 0o700:
+            return False
+        try:
+            mark = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            pass
+        else:
+            if 0 <= now - mark.st_mtime < HINT_EVERY:
+                return False
+        fd = os.open(
+            name,
+            os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+            0o600,
+            dir_fd=dfd,
+        )
+        try:
+            os.utime(fd, (now, now))
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    finally:
+        os.close(dfd)
     return True
 
 
@@ -751,7 +877,10 @@ def ask_serve(path: str, key: str, timeout: float) -> dict[str, str] | None:
             if not chunk:
                 return None
             data += chunk
-    except (OSError, ValueError):
+    except OSError as e:  # refused, no socket, timed out: the server does not answer
+        serve_hint(path, e)
+        return None
+    except ValueError:
         return None
     finally:
         sock.close()

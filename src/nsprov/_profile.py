@@ -156,6 +156,7 @@ def _plain_part(part: object) -> bool:
         and part.get("on_error") in ("continue", "deny")
         and isinstance(part.get("dialect"), str)
         and isinstance(part.get("debug_users"), tuple)
+        and isinstance(part.get("log_logins"), bool)
         and isinstance(actions, tuple)
         and len(actions) == 3
         and all(isinstance(a, tuple) and all(isinstance(n, str) for n in a) for a in actions)
@@ -212,6 +213,7 @@ def postlogin_part(
     dialect: str,
     debug_users: tuple[str, ...],
     actions: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]],
+    log_logins: bool = True,
 ) -> dict[str, object]:
     """The part of a profile the dispatch reads (``profile["postlogin"]``), as plain data.
 
@@ -223,6 +225,7 @@ def postlogin_part(
         "dialect": dialect,
         "debug_users": tuple(debug_users),
         "actions": tuple(tuple(a) for a in actions),
+        "log_logins": bool(log_logins),
     }
 
 
@@ -287,6 +290,7 @@ def run_lean(
     from ._postlogin import (  # noqa: PLC0415 - loaded by the parent already
         T_DEADLINE,
         T_ENV,
+        T_LOGIN,
         T_OK,
         T_POLICY,
         T_SCAN,
@@ -320,7 +324,8 @@ def run_lean(
             if state_dir is None
             else SpoolBreaker(state_dir, lambda data: _send(fd, frame(T_SCAN, data)))
         )
-        changes, warnings = compute(profile, environ, breaker=breaker)
+        served: list[int] = []
+        changes, warnings = compute(profile, environ, breaker=breaker, counts=served)
     except FullPathNeeded as e:  # not a failure: this login needs what only the full path does
         full(fd, opts, environ, f"warm; {e}")
         return
@@ -331,10 +336,18 @@ def run_lean(
         )
         full(fd, opts, environ, "lean path failed")
         return
-    problems = [w for w in warnings if not w.startswith("debug: ")]
-    if problems:
-        log(f"user {user}: " + "; ".join(problems))
-    out = [
+    # As the full worker logs them: the user's tasks' errors at error, the rest at warning.
+    errors = [w for w in warnings if w.startswith("index directories: ")]
+    rest = [w for w in warnings if w not in errors]
+    if errors:
+        log(f"user {user}: " + "; ".join(errors))
+    if rest:
+        log(f"user {user}: " + "; ".join(rest), "warning")
+    out = []
+    if part.get("log_logins", True):
+        # The lean scan keeps no skip records: its line says skipped=- (the full path counts them).
+        out.append(frame(T_LOGIN, b"%d -" % served[0] if served else b"- -"))
+    out += [
         frame(
             T_ENV,
             k.encode("utf-8", "surrogateescape") + b"\0" + v.encode("utf-8", "surrogateescape"),

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 from ._env import _yes, dialect_for
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     from ._engine import Plan
     from ._model import Namespace
 
@@ -96,11 +98,37 @@ def render_conf(p: Plan, dialect: str = "2.3") -> str:
     return "".join(out)
 
 
-def render_table(p: Plan, *, explain: bool) -> str:
-    """A readable listing; with *explain*, every skipped entry and why."""
+def render_table(
+    p: Plan,
+    *,
+    explain: bool,
+    gid_name: Callable[[int], str | None] | None = None,
+    resolved: Mapping[str, str] | None = None,
+) -> str:
+    """A readable listing; with *explain*, every skipped entry and why.
+
+    Every mailbox is shown as configured (``<spool>/<entry>``), with the
+    resolved path beside it where it differs (a spool under a symbolic
+    link, an entry that is a link): *resolved* maps a spool as configured to
+    its real path.  Gids carry their group names (``1001(sales)``) where
+    *gid_name* knows them.
+    """
+    resolved = resolved or {}
+
+    def gid(number: int) -> str:
+        name = gid_name(number) if gid_name is not None else None
+        return f"{number}({name})" if name else str(number)
+
+    def shown(configured: str, real: str | None) -> str:
+        return configured if real is None or real == configured else f"{configured} ({real})"
+
+    def real_of(spool: str, entry: str) -> str | None:
+        base = resolved.get(spool)
+        return None if base is None else f"{base}/{entry}" if entry else base
+
     ident = p.user.identity
-    groups = ",".join(map(str, sorted(ident.groups))) or "-"
-    header = f"user {p.user.user}: uid {ident.uid}, gid {ident.gid}, groups {groups}, "
+    groups = ",".join(gid(g) for g in sorted(ident.groups)) or "-"
+    header = f"user {p.user.user}: uid {ident.uid}, gid {gid(ident.gid)}, groups {groups}, "
     lines = [header + f"home {p.user.home or '-'}"]
     served = p.discovery.served
     if served:
@@ -108,7 +136,9 @@ def render_table(p: Plan, *, explain: bool) -> str:
         pwidth = max(len(s.namespace.prefix) for s in served)
         lines.append(f"{'NAMESPACE':<{width}}  {'PREFIX':<{pwidth}}  MAILBOX")
         lines += [
-            f"{s.namespace.name:<{width}}  {s.namespace.prefix:<{pwidth}}  {s.path}" for s in served
+            f"{s.namespace.name:<{width}}  {s.namespace.prefix:<{pwidth}}  "
+            + shown(f"{s.spool}/{s.entry}", s.path)
+            for s in served
         ]
     else:
         lines.append("no namespaces")
@@ -116,7 +146,8 @@ def render_table(p: Plan, *, explain: bool) -> str:
     if explain:
         for k in skipped:
             where = f"{k.spool}/{k.entry}" if k.raw else k.spool
-            lines.append(f"skipped {where}: {k.reason}: {k.detail}")
+            real = real_of(k.spool, k.entry if k.raw else "")
+            lines.append(f"skipped {shown(where, real)}: {k.reason}: {k.detail}")
     elif skipped:
         lines.append(f"{len(skipped)} entries skipped (--explain lists them)")
     lines += [f"warning: {w}" for w in p.warnings]

@@ -23,6 +23,7 @@ from ._postlogin import (
     T_DENY,
     T_ENV,
     T_FAIL,
+    T_LOGIN,
     T_OK,
     T_POLICY,
     T_SCAN,
@@ -35,6 +36,7 @@ TYPE_CHECKING = False  # not typing's: the parent imports this module to pass wo
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from ._breaker import SpoolBreaker
     from ._config import Config
     from ._login import Login
     from ._postlogin import Options
@@ -68,12 +70,17 @@ def finish(fd: int, login: Login, errors: list[str]) -> None:
         login._breaker.close()  # root's state directory stays out of the user's process
     if login._denied is None:
         errors = errors + run_user_tasks(login)
-    problems = [*errors, *(w for w in login._warnings if not w.startswith("debug: "))]
+    warnings = [w for w in login._warnings if not w.startswith("debug: ")]
     for line in (w for w in login._warnings if w.startswith("debug: ")):
-        log(f"user {login.user}: {line}")
-    if problems:
-        log(f"user {login.user}: " + "; ".join(problems))
+        log(f"user {login.user}: {line}", "debug")
+    if errors:
+        log(f"user {login.user}: " + "; ".join(errors))
+    if warnings:
+        log(f"user {login.user}: " + "; ".join(warnings), "warning")
     out = []
+    if login._config is None or login._config.log_logins:
+        counts = login._counts
+        out.append(frame(T_LOGIN, b"%d %d" % counts if counts is not None else b"- -"))
     deny = login._deny_line()
     if login._denied is not None:
         if deny is not None:
@@ -151,7 +158,7 @@ def run(
         if profile is not None and login.user in config.debug_users:
             login._warning(f"debug: the full login path served (profile: {profile})")
         if key is not None:
-            store_profile(opts.config, config, key, profile_dir)
+            store_profile(opts.config, config, key, profile_dir, breaker=login._breaker)
         installed = installed_version(opts.next)
         if installed is not None and installed != config.dialect:
             login._warning(
@@ -181,18 +188,39 @@ def _site() -> None:
 
 
 def store_profile(
-    config_path: str, config: Config, key: tuple[object, ...], directory: str | None
+    config_path: str,
+    config: Config,
+    key: tuple[object, ...],
+    directory: str | None,
+    *,
+    breaker: SpoolBreaker | None = None,
 ) -> bool:
     """Compile *config* into a login profile and write it keyed *key*; True if written.
 
     Nothing is written for a configuration the lean path cannot serve
     (:func:`nsprov._profile_compile.compile_profile` gives None); then every login
-    takes the full path.
+    takes the full path.  Compiling reads the spools' ignore files: with *breaker*,
+    under each spool's breaker as a scan is (a hung spool holds this worker as it
+    would the scan, and a spool the breaker skips gets no profile written now).
     """
     from ._profile import postlogin_part, store  # noqa: PLC0415 - loaded by the caller
     from ._profile_compile import compile_profile  # noqa: PLC0415 - only when a profile is due
 
-    compiled = compile_profile(config)
+    entered: list[str] = []
+    try:
+        if breaker is not None:
+            for spool in config.spools:
+                if not spool.ignore_file:
+                    continue
+                if breaker.enter(spool.path) is not None:
+                    return False  # skipped: its ignore file is not read now
+                entered.append(spool.path)
+        compiled = compile_profile(config)
+    except OSError:
+        return False
+    finally:
+        for path in entered:
+            breaker.leave(path)  # type: ignore[union-attr]
     if compiled is None:
         return False
     a = config.actions
@@ -202,6 +230,7 @@ def store_profile(
         dialect=config.dialect,
         debug_users=config.debug_users,
         actions=(a.imap, a.pop3, a.default),
+        log_logins=config.log_logins,
     )
     return store(config_path, compiled, key=key, directory=directory)
 

@@ -10,6 +10,7 @@ from nsprov._check.access import acl_grants, check_mailboxes, check_traversal, n
 from nsprov._check.structure import scan_structure
 from nsprov._config import config_from_mapping
 from nsprov._perms import Identity, PosixAcl
+from nsprov._scan import DEFAULT_FS
 
 from .support import ALICE, BOB, MEMBER, codes, fake_acls, maildir, make_config
 
@@ -216,3 +217,97 @@ class TestTraversal:
         assert [("no-access", "info")] == [(f.code, f.severity) for f in findings]
         assert "1 mailbox of" in findings[0].message
         assert "secret" in findings[0].message
+
+
+class TestPartialGrant:
+    """A directory granted without its cur and new: partial-grant, and no chgrp-trap reader."""
+
+    def test_half_applied_acl(self, spool: Path) -> None:
+        """setfacl on the directory only: the named group is a partial grant, not a reader."""
+        box = maildir(spool / "box", 0o750)
+        granted = PosixAcl(user_obj=7, group_obj=5, other=0, mask=5, groups=[(70100, 5)])
+        fs = fake_acls({bytes(box): granted})  # cur and new keep their 0750, no entry
+        scans = scan_structure(make_config(spool))
+
+        findings = check_mailboxes(
+            scans,
+            fs=fs,
+            access={},
+            stat_dirs=True,
+            gid_name=lambda g: {70100: "sales"}.get(g, str(g)),
+        )
+
+        partial = [f for f in findings if f.code == "partial-grant"]
+        assert [("warning", str(box))] == [(f.severity, f.subject) for f in partial]
+        assert "ACL group:sales (cur: other bits --- of mode 0750" in partial[0].message
+        assert "needs r-x" in partial[0].message
+        assert "setfacl -m g:GROUP:rx DIR/cur DIR/new" in partial[0].fix
+        assert [] == [f for f in findings if f.code == "chgrp-trap"]
+
+    def test_other_bits_on_the_directory_only(self, spool: Path) -> None:
+        """chmod o+rx on the directory but not on cur: everybody (other) is a partial grant."""
+        box = maildir(spool / "box", 0o755)
+        (box / "cur").chmod(0o750)
+
+        findings = check_mailboxes(scan_structure(make_config(spool)), stat_dirs=True)
+
+        partial = [f for f in findings if f.code == "partial-grant"]
+        assert 1 == len(partial)
+        assert "everybody (other) (cur: other bits --- of mode 0750" in partial[0].message
+
+    def test_whole_grant_is_no_finding(self, spool: Path) -> None:
+        """The same ACL on the directory, cur and new: no partial-grant."""
+        box = maildir(spool / "box", 0o750)
+        acl = PosixAcl(user_obj=7, group_obj=5, other=0, mask=5, groups=[(70100, 5)])
+        fs = fake_acls({bytes(box): acl, bytes(box / "cur"): acl, bytes(box / "new"): acl})
+
+        findings = check_mailboxes(scan_structure(make_config(spool)), fs=fs, stat_dirs=True)
+
+        assert [] == [f for f in findings if f.code == "partial-grant"]
+
+
+class TestNoAccessReasons:
+    """no-access names what refused the first checked user."""
+
+    def test_mode_bits(self, spool: Path) -> None:
+        """The owner, the mode bits and the group that were not enough."""
+        box = maildir(spool / "secret")
+        (box / "cur").chmod(0o750)
+        scans = scan_structure(make_config(spool))
+        gid = (box / "cur").stat().st_gid
+
+        findings = no_access_findings(
+            scans,
+            {},
+            1,
+            fs=DEFAULT_FS,
+            users=[ALICE],
+            gid_name=lambda g: "staff" if g == gid else str(g),
+        )
+
+        assert 1 == len(findings)
+        assert (
+            "secret (alice: cur: other bits --- of mode 0750 (not the owner 0, not in group "
+            "staff); needs r-x)" in findings[0].message
+        )
+
+    def test_acl_entry_and_mask(self, spool: Path) -> None:
+        """A named entry cut by the mask is named with the mask."""
+        box = maildir(spool / "secret", 0o750)
+        acl = PosixAcl(user_obj=7, group_obj=4, other=0, mask=4, users=[(ALICE.identity.uid, 5)])
+        fs = fake_acls({bytes(box): acl})
+        scans = scan_structure(make_config(spool))
+
+        findings = no_access_findings(
+            scans,
+            {},
+            1,
+            fs=fs,
+            users=[ALICE],
+            uid_name=lambda u: "alice" if u == ALICE.identity.uid else str(u),
+        )
+
+        assert (
+            "secret (alice: the directory: ACL entry user:alice:r-x limited by mask r-- gives "
+            "r--; needs r-x)" in findings[0].message
+        )

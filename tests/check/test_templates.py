@@ -29,11 +29,11 @@ class TestConfig:
         findings = config_findings("/c.toml", info.value.problems)
 
         assert [
-            ("spool[1].prefx", "unknown key"),
+            ("spool[1].prefx", "unknown key; did you mean 'prefix'?"),
             ("spool[1].hidden", "expected a boolean, got a string"),
         ] == [(f.subject, f.message) for f in findings]
         assert {("config-error", "error")} == codes(findings)
-        assert "Remove spool[1].prefx" in findings[0].fix
+        assert "Rename spool[1].prefx to 'prefix', or remove it." == findings[0].fix
 
     def test_unreadable_and_invalid(self, base: Path) -> None:
         """A missing file and broken TOML name the file and say what to do."""

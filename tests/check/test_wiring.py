@@ -212,3 +212,46 @@ class TestWiring:
         )
 
         assert [] == wiring(config, conf)
+
+
+class TestFixTexts:
+    """Wiring fixes name what prints the blocks, never a file an installed system lacks."""
+
+    @pytest.fixture(name="config")
+    def _config(self, spool: Path) -> Config:
+        return make_config(spool, {"deny": {"users": ["guest"]}})
+
+    @pytest.mark.parametrize(
+        "conf_text",
+        [
+            "",  # no service imap at all
+            "service imap {\n  executable = imap -D  nowhere\n}\n",  # no post-login service
+            (
+                "service imap {\n  executable = imap imap-postlogin\n}\n"
+                "service imap-postlogin {\n  executable = /usr/local/bin/hook\n"
+                "  unix_listener imap-postlogin {\n  }\n}\n"
+            ),  # not script-login
+        ],
+    )
+    def test_fix_prints_the_snippet(self, config: Config, conf_text: str) -> None:
+        """Every wiring-missing fix gives the printer's command line, with this config's path."""
+        findings = wiring(config, wired(example=conf_text, protocols="imap"))
+
+        assert findings
+        for f in findings:
+            assert "examples/" not in f.fix
+            assert "/path/to/" not in f.fix
+            assert (
+                f"nsprov post-login --print-dovecot-config --dialect=2.3 --protocol=imap "
+                f"--config={CONFIG}" in f.fix
+            )
+
+
+def test_printed_wiring_passes_check(spool: Path) -> None:
+    """What 'nsprov post-login --print-dovecot-config' prints is clean for check's wiring rules."""
+    from nsprov._cli.postlogin import dovecot_config
+
+    config = make_config(spool, {"deny": {"users": ["guest"]}})
+    printed = dovecot_config(dialect="2.3", nsprov=NSPROV, config=CONFIG)
+
+    assert [] == wiring(config, wired(example=printed))

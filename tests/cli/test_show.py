@@ -212,3 +212,47 @@ def test_virtual_user_note(setup: Path, capsys: pytest.CaptureFixture[str]) -> N
 
     assert 0 == main(argv)
     assert "virtual users" in capsys.readouterr().err
+
+
+class TestTablePolish:
+    """Every path shown as configured, the resolved one beside it; group names beside gids."""
+
+    def test_paths_as_configured(self, setup: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A spool configured through a symbolic link: served and skipped read the same way."""
+        link = setup / "link"
+        link.symlink_to(setup / "spool")
+        cfg = setup / "linked.toml"
+        cfg.write_text(f'[[spool]]\npath = "{link}"\nprefix = "Shared/{{name}}/"\n')
+        argv = show(setup, "--explain")
+        argv[argv.index("--config") + 1] = str(cfg)
+
+        assert 0 == main(argv)
+
+        out = capsys.readouterr().out
+        real = setup / "spool"
+        assert f"  {link}/sales ({real}/sales)\n" in out
+        assert f"skipped {link}/secret ({real}/secret): no-access" in out
+
+    def test_no_duplicate_when_equal(self, setup: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A spool that is its real path shows each path once."""
+        assert 0 == main([*show(setup), "--explain"])
+
+        out = capsys.readouterr().out
+        spool = setup / "spool"
+        assert f"  {spool}/sales\n" in out
+        assert f"skipped {spool}/secret: no-access" in out
+
+    def test_group_names(self, setup: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """Gids with a group show its name, like id(1); unknown gids stay bare."""
+        import grp
+
+        root = grp.getgrgid(0).gr_name
+        other = min((g for g in grp.getgrall() if 0 < g.gr_gid < 70000), key=lambda g: g.gr_gid)
+        argv = show(setup)
+        argv[argv.index("--gid") + 1] = "0"
+        argv[argv.index("--groups") + 1] = f"{other.gr_gid},70999"
+
+        assert 0 == main(argv)
+
+        expected = f"gid 0({root}), groups {other.gr_gid}({other.gr_name}),70999, "
+        assert expected in capsys.readouterr().out

@@ -289,3 +289,23 @@ class TestLateKeys:
         found = problems({"spool": [{"path": "/s"}], **data})
 
         assert [where] == [p.split(": ", 1)[1].split(", got")[0] for p in found]
+
+
+def test_did_you_mean() -> None:
+    """An unknown key close to a known one names it; a far one gets the bare problem."""
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping(
+            {
+                "postlogin": {"dedline": 2, "on-error": "deny"},
+                "spool": [{"path": "/srv/s", "seperator": "/"}],
+                "bogus": 1,
+            },
+            source="t.toml",
+        )
+
+    assert [
+        "t.toml: bogus: unknown key",
+        "t.toml: spool[1].seperator: unknown key; did you mean 'separator'?",
+        "t.toml: postlogin.dedline: unknown key; did you mean 'deadline'?",
+        "t.toml: postlogin.on-error: unknown key; did you mean 'on_error'?",
+    ] == list(info.value.problems)

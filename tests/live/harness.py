@@ -455,6 +455,15 @@ class DovecotInstance:
         return client
 
 
+#: nsprov's one Info line per post-login (``[postlogin] log_logins``): not a problem to report.
+LOGIN_LINE_RE = re.compile(r"Info: nsprov: user=\S* served=\S+ skipped=\S+ ms=\d+$")
+
+
+def nsprov_problem(line: str) -> bool:
+    """Whether a Dovecot log *line* is one nsprov wrote, other than its per-login Info line."""
+    return "nsprov: " in line and not LOGIN_LINE_RE.search(line)
+
+
 def error_lines(log: str) -> list[str]:
     """The lines of a Dovecot *log* at Error, Fatal or Panic level."""
     return [line for line in log.splitlines() if _ERROR_RE.search(line)]

@@ -44,6 +44,7 @@ from .harness import (
     live_available,
     mailbox_arg,
     make_maildir,
+    nsprov_problem,
     parse_list,
     select_count,
     write_script,
@@ -311,10 +312,16 @@ def _world() -> Iterator[World]:
 
 def nsprov_lines(world: World, mark: int, *, wait_for: int = 0) -> list[str]:
     """nsprov's log lines after *mark* (waiting until at least *wait_for* are there)."""
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [line for line in world.dovecot.log()[mark:].splitlines() if nsprov_problem(line)]
+        if len(lines) >= wait_for or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     if wait_for:
-        world.log_since(mark, "nsprov:", count=wait_for)
         time.sleep(0.05)  # a second line would have been written with the first
-    return [line for line in world.dovecot.log()[mark:].splitlines() if "nsprov:" in line]
+        lines = [line for line in world.dovecot.log()[mark:].splitlines() if nsprov_problem(line)]
+    return lines
 
 
 def deny_config(**keys: object) -> str:

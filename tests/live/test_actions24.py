@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, ClassVar
 import pytest
 
 from .chroot24 import chroot24_status, make_maildir, write_file
-from .harness import CLIENT_TIMEOUT, HOST, mailbox_arg, select_count
+from .harness import CLIENT_TIMEOUT, HOST, mailbox_arg, nsprov_problem, select_count
 from .test_scenarios import Person, Site24, unavailable, wiring
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ class World:
     def new_errors(self, mark: int) -> list[str]:
         """Dovecot's Error, Fatal and Panic lines, and nsprov's lines, after *mark*."""
         log = self.site.dovecot.log(mark).splitlines()
-        return [line for line in log if "nsprov: " in line] + self.site.dovecot.errors(mark)
+        return [line for line in log if nsprov_problem(line)] + self.site.dovecot.errors(mark)
 
 
 @pytest.fixture(name="world", scope="module")

@@ -64,6 +64,7 @@ from .harness import (
     live_available,
     make_maildir,
     namespaces,
+    nsprov_problem,
     select_count,
 )
 
@@ -245,8 +246,8 @@ class Site(abc.ABC):
         """Run the nsprov command line where Dovecot runs it; return its output."""
 
     def nsprov_lines(self) -> list[str]:
-        """The log lines nsprov wrote."""
-        return [line for line in self.log().splitlines() if "nsprov: " in line]
+        """The log lines nsprov wrote, but its per-login Info line."""
+        return [line for line in self.log().splitlines() if nsprov_problem(line)]
 
     def logouts(self, user: Person) -> int:
         """How many sessions of *user* Dovecot has logged as ended."""

@@ -6,15 +6,22 @@ import os
 import stat as st
 from typing import TYPE_CHECKING
 
+from .._access import ALLOWED, Ident, check
 from .._scan import DEFAULT_FS, Fs, Served, _components
+from .._why import explain
 from .findings import Finding, _f, _n, _rwx, _show, _some
 from .structure import _OTHER, SpoolScan
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
+    from .._access import IdentLike
     from .._identity import MailUser
     from .._perms import FileFacts
+
+#: A uid and gid no real account has, for evaluating "a member of group G" or "user U" alone.
+_NOBODY = 0xFFFFFFFD
+_RX = 5
 
 
 def _writers(
@@ -146,7 +153,10 @@ def _spool_permissions(
             continue
         if who := _writers(facts, gid_name, uid_name):
             writable.append(f"{s.entry} ({', '.join(who)})")
-        out += _chgrp_trap(s, path, stat, facts, access, uid_name, gid_name)
+        partial = _partial_grants(fs, path_b, facts, uid_name, gid_name)
+        if partial:
+            out.append(_partial_finding(path, partial))
+        out += _chgrp_trap(s, path, stat, facts, access, uid_name, gid_name, partial=partial)
         if stat_dirs is not True:
             out += _dot_files(fs, path_b, path, known=stat_dirs is False)
         if acl_required:
@@ -215,6 +225,66 @@ def _spool_summary(
     return out
 
 
+def _principals(
+    facts: FileFacts, uid_name: Callable[[int], str], gid_name: Callable[[int], str]
+) -> list[tuple[str, IdentLike]]:
+    """Who a directory's mode and ACL name, each as an identity that is only that principal."""
+    out: list[tuple[str, IdentLike]] = [(f"group {gid_name(facts.gid)}", Ident(_NOBODY, facts.gid))]
+    acl = facts.acl
+    if acl is not None and acl.mask:
+        out += [(f"ACL user:{uid_name(u)}", Ident(u, _NOBODY)) for u, _ in acl.users]
+        out += [(f"ACL group:{gid_name(g)}", Ident(_NOBODY, g)) for g, _ in acl.groups]
+    out.append(("everybody (other)", _OTHER))
+    return out
+
+
+def _partial_grants(
+    fs: Fs,
+    path_b: bytes,
+    facts: FileFacts,
+    uid_name: Callable[[int], str],
+    gid_name: Callable[[int], str],
+) -> dict[str, str]:
+    """The principals granted read and search on a mailbox but not on its ``cur`` or ``new``.
+
+    Maps each principal (``ACL group:sales``, ``group staff``, ``everybody (other)``) to
+    what blocks it below (:func:`nsprov._why.explain`).
+    """
+    children = []
+    for child in ("cur", "new"):
+        try:
+            _, child_facts = fs.facts(path_b + b"/" + child.encode())
+        except OSError:
+            return {}  # not a maildir, or gone: other findings say so
+        children.append((child, child_facts))
+    out = {}
+    for label, ident in _principals(facts, uid_name, gid_name):
+        if not check(facts, ident, _RX) & ALLOWED:
+            continue
+        for child, child_facts in children:
+            if not check(child_facts, ident, _RX) & ALLOWED:
+                why = explain(child_facts, ident, _RX, uid_name=uid_name, gid_name=gid_name)
+                out[label] = f"{child}: {why}"
+                break
+    return out
+
+
+def _partial_finding(path: str, partial: Mapping[str, str]) -> Finding:
+    who = [f"{label} ({why})" for label, why in partial.items()]
+    names = list(partial)
+    return _f(
+        "warning",
+        "partial-grant",
+        path,
+        f"{path} grants read and search to {_some(names)}, but its cur or new does not: "
+        f"{_some(who)}; nsprov serves the mailbox only to whom may read all three, so these "
+        "readers get nothing",
+        "Grant the same on cur and new (e.g. setfacl -m g:GROUP:rx DIR/cur DIR/new, and "
+        "setfacl -d -m g:GROUP:rx DIR so new subdirectories inherit it; or chmod the "
+        "same bits), or revoke it on the directory if it was not meant.",
+    )
+
+
 def _chgrp_trap(
     s: Served,
     path: str,
@@ -223,6 +293,8 @@ def _chgrp_trap(
     access: Mapping[tuple[str, bytes], Sequence[MailUser]] | None,
     uid_name: Callable[[int], str],
     gid_name: Callable[[int], str],
+    *,
+    partial: Mapping[str, str] | None = None,
 ) -> list[Finding]:
     group_bits = (stat.st_mode >> 3) & 7
     other_bits = stat.st_mode & 7
@@ -231,9 +303,11 @@ def _chgrp_trap(
     users = access.get((s.spool, s.raw), ()) if access is not None else ()
     trapped = _user_names(u for u in users if not u.identity.in_group(facts.gid))
     readers = [f"{'user' if len(trapped) == 1 else 'users'} {_some(trapped)}"] if trapped else []
-    named = _named_readers(facts, gid_name, uid_name)
+    # Only who may read the whole mailbox: a half-applied grant is partial-grant, not access.
+    partial = partial or {}
+    named = [r for r in _named_readers(facts, gid_name, uid_name) if r not in partial]
     readers += named
-    if other_bits & 5 == 5 and not trapped:
+    if other_bits & 5 == 5 and not trapped and "everybody (other)" not in partial:
         readers.append("everybody outside the group (other bits)")
     if not readers:
         return []
@@ -345,20 +419,66 @@ def check_traversal(
     return out
 
 
+def blocked(
+    fs: Fs,
+    path: bytes,
+    ident: IdentLike,
+    *,
+    uid_name: Callable[[int], str] = str,
+    gid_name: Callable[[int], str] = str,
+) -> str | None:
+    """What refuses *ident* read and search on the mailbox at *path*, its ``cur`` or ``new``.
+
+    ``cur: other bits --- of mode 0750 (…); needs r-x``, or None when nothing there does
+    (then a directory above it, or a check outside the mode bits, refuses).
+    """
+    for child in (b"", b"/cur", b"/new"):
+        try:
+            _, facts = fs.facts(path + child)
+        except OSError:
+            continue
+        if not check(facts, ident, _RX) & ALLOWED:
+            why = explain(facts, ident, _RX, uid_name=uid_name, gid_name=gid_name)
+            return f"{child.decode()[1:] or 'the directory'}: {why}"
+    return None
+
+
 def no_access_findings(
     scans: Sequence[SpoolScan],
     access: Mapping[tuple[str, bytes], Sequence[MailUser]],
     checked: int,
     *,
     unreachable: Iterable[str] = (),
+    fs: Fs | None = None,
+    users: Sequence[MailUser] = (),
+    uid_name: Callable[[int], str] = str,
+    gid_name: Callable[[int], str] = str,
 ) -> list[Finding]:
-    """Servable entries none of the *checked* users gets (spools in *unreachable* aside)."""
+    """Servable entries none of the *checked* users gets (spools in *unreachable* aside).
+
+    With *fs* and *users*, each entry names what blocked the first of *users*
+    (:func:`blocked`).
+    """
     out = []
     skip = set(unreachable)
+    first = users[0] if users else None
     for scan in scans:
         if scan.spool.path in skip:
             continue
-        nobody = [s.entry for s in scan.served if not access.get((s.spool, s.raw))]
+        nobody = []
+        for s in scan.served:
+            if access.get((s.spool, s.raw)):
+                continue
+            why = None
+            if fs is not None and first is not None:
+                why = blocked(
+                    fs,
+                    os.fsencode(s.path),
+                    first.identity,
+                    uid_name=uid_name,
+                    gid_name=gid_name,
+                )
+            nobody.append(f"{s.entry} ({first.user if first else ''}: {why})" if why else s.entry)
         if nobody:
             out.append(
                 _f(

@@ -42,6 +42,7 @@ CODES: dict[str, str] = {
     "no-access": "servable entries that none of the checked users may read",
     "dot-file-in-mailbox": "dot files in a mailbox root, listed as folders by Dovecot",
     "chgrp-trap": "group bits differ from other bits while non-members read the mailbox",
+    "partial-grant": "a mailbox directory grants read to someone its cur or new refuses",
     "mailbox-writable": "mailboxes that users other than the owner may write",
     "control-in-spool": 'control = "": Dovecot keeps its uidlist files in the shared tree',
     "scan-cache-stale": "[scan_cache] is set, but a spool's cache is missing, expired or unusable",

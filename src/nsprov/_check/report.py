@@ -144,7 +144,16 @@ def run_checks(world: World) -> Report:
     )
     if world.users:
         unreachable = [f.subject or "" for f in traversal if f.severity == "error"]
-        findings += no_access_findings(scans, access, len(world.users), unreachable=unreachable)
+        findings += no_access_findings(
+            scans,
+            access,
+            len(world.users),
+            unreachable=unreachable,
+            fs=fs,
+            users=world.users,
+            uid_name=world.uid_name,
+            gid_name=world.gid_name,
+        )
     findings += user_findings
     findings += check_virtual(config, world.users, world.uid_names)
     findings += _stale_findings(world, config, scans, shown)

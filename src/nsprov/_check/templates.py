@@ -22,7 +22,10 @@ _PROBLEM_KEY_RE = re.compile(r"[A-Za-z_][\w.\[\]]*")
 
 
 def _config_fix(subject: str, message: str) -> str:
-    if message == "unknown key":
+    if message.startswith("unknown key"):
+        _, _, meant = message.partition("; did you mean ")
+        if meant:
+            return f"Rename {subject} to {meant.rstrip('?')}, or remove it."
         return f"Remove {subject} or correct its spelling; every key is in docs/configuration.md."
     if message.startswith("expected"):
         return f"Give {subject} the type the configuration reference lists ({message})."

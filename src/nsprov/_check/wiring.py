@@ -81,7 +81,10 @@ def _protocol_wiring(
     actions: tuple[str, ...] = getattr(config.actions, protocol)
     service = conf.services.get(protocol)
     socket = _socket_of(service.get("executable")) if service is not None else None
-    example = f"examples/dovecot-{config.dialect}/10-master.conf (docs: Dovecot wiring)"
+    example = (
+        "the blocks that 'nsprov post-login --print-dovecot-config "
+        f"--dialect={config.dialect} --protocol={protocol} --config={config_path}' prints"
+    )
     if socket is None:
         if actions and not serve_wired:
             deny = " (its deny rules do not apply)" if "deny" in actions else ""
@@ -132,7 +135,7 @@ def _post_service_wiring(
                 subject,
                 f"service {post.name} runs {tokens[0]!r}, not script-login: nsprov is not "
                 f"called for {protocol}",
-                f"Use executable = script-login /path/to/nsprov post-login … as in {example}.",
+                f"Use the executable = script-login … line of {example}.",
             )
         )
         return out

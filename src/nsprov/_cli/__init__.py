@@ -76,6 +76,10 @@ def main(
         from .cache import main as cache  # noqa: PLC0415
 
         return cache(argv[1:])
+    if argv and argv[0] == "post-login" and "--print-dovecot-config" in argv[1:]:
+        from .postlogin import main as print_config  # noqa: PLC0415
+
+        return print_config(argv[1:])
     if argv and argv[0] == "post-login":
         from .._postlogin import main as post_login  # noqa: PLC0415
         from .._worker import work  # noqa: PLC0415 - injected: _postlogin imports no nsprov

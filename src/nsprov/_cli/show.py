@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from typing import TYPE_CHECKING
 
 from .._defaults import DEFAULT_CONFIG_PATH
+
+if TYPE_CHECKING:
+    from .._config import Config
 
 
 def _groups(text: str) -> list[int]:
@@ -60,6 +65,20 @@ def _uid_owner(uid: int) -> str | None:
         return None
 
 
+def _gid_name(gid: int) -> str | None:
+    import grp  # noqa: PLC0415
+
+    try:
+        return grp.getgrgid(gid).gr_name
+    except (KeyError, OverflowError):
+        return None
+
+
+def _resolved(config: Config) -> dict[str, str]:
+    """Each spool as configured -> its real path (the table shows both where they differ)."""
+    return {s.path: os.path.realpath(s.path) for s in config.spools}
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``nsprov show`` with the parsed *args*; raises :class:`~nsprov.exceptions.NsprovError`."""
     import attrs  # noqa: PLC0415
@@ -93,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
         lambda: plan(config, user, environ), args.deadline, what=f"the scan for user {user.user}"
     )
     out = {
-        "table": lambda: render_table(p, explain=args.explain),
+        "table": lambda: render_table(
+            p, explain=args.explain, gid_name=_gid_name, resolved=_resolved(config)
+        ),
         "env": lambda: render_env(p),
         "json": lambda: render_json(p, config.dialect),
         "conf": lambda: render_conf(p, config.dialect),

@@ -8,7 +8,7 @@ from .._template import Template
 from ..exceptions import InvalidTemplateError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
 
 class _Reader:
@@ -158,7 +158,25 @@ class _Reader:
         for key in data:
             if key not in known:
                 where = f"{path}.{key}" if path else key
-                self.problem(where, "unknown key")
+                self.problem(where, "unknown key" + did_you_mean(key, known))
+
+
+def did_you_mean(key: object, known: Iterable[str]) -> str:
+    """``"; did you mean 'deadline'?"`` for the closest known keys, or ``""``.
+
+    >>> did_you_mean("dedline", {"deadline", "on_error"})
+    "; did you mean 'deadline'?"
+    >>> did_you_mean("bogus", {"deadline"})
+    ''
+    """
+    import difflib  # noqa: PLC0415 - only for a config with a mistake
+
+    if not isinstance(key, str):
+        return ""
+    close = difflib.get_close_matches(key, sorted(known), n=2, cutoff=0.75)
+    if not close:
+        return ""
+    return "; did you mean " + " or ".join(repr(k) for k in close) + "?"
 
 
 def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:

@@ -146,6 +146,8 @@ class Config:
     deadline: float = POSTLOGIN_DEADLINE
     on_error: OnError = "continue"
     debug_users: tuple[str, ...] = ()
+    #: ``[postlogin] log_logins``: one info line per post-login (user, served, skipped, ms).
+    log_logins: bool = True
     actions: ActionsConfig = ActionsConfig()
     serve: ServeConfig = ServeConfig()
     scan_cache: ScanCacheConfig | None = None

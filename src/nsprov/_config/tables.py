@@ -113,7 +113,7 @@ def identity_table(r: _Reader, data: Mapping[str, Any]) -> IdentityConfig:
 def postlogin_table(r: _Reader, data: Mapping[str, Any]) -> dict[str, Any]:
     """``[postlogin]``: the deadline and what a failure does."""
     t = r.table(data, "postlogin", "postlogin")
-    r.unknown(t, {"deadline", "on_error", "debug_users"}, "postlogin")
+    r.unknown(t, {"deadline", "on_error", "debug_users", "log_logins"}, "postlogin")
     deadline = r.number(
         t,
         "deadline",
@@ -129,6 +129,7 @@ def postlogin_table(r: _Reader, data: Mapping[str, Any]) -> dict[str, Any]:
         "deadline": float(deadline),
         "on_error": on_error,
         "debug_users": r.strings(t, "debug_users", "postlogin") or (),
+        "log_logins": r.take(t, "log_logins", "postlogin", bool, True),
     }
 
 
