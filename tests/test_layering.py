@@ -49,6 +49,7 @@ LOGIN_PATH = (
     "nsprov._plainscan",
     "nsprov._postlogin",
     "nsprov._profile",
+    "nsprov._servefields",
     "nsprov._trust",
     "nsprov._userdb",
     "nsprov.exceptions",

@@ -561,6 +561,7 @@ ALLOWED = {
     "nsprov._names",
     "nsprov._plainscan",
     "nsprov._postlogin",
+    "nsprov._servefields",
     "nsprov._trust",
     "nsprov._userdb",
     "nsprov.exceptions",

@@ -449,6 +449,7 @@ def test_nothing_configured_imports_nothing_more(paths: Paths) -> None:
         "nsprov._main",
         "nsprov._postlogin",
         "nsprov._profile",
+        "nsprov._servefields",
         "nsprov._trust",
         "nsprov.exceptions",
     } == nsprov_modules

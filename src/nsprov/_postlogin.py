@@ -17,13 +17,16 @@ from __future__ import annotations
 import os
 import sys
 
+from ._servefields import merge_fields as merge_fields  # noqa: PLC0414 - the fast path's
+from ._servefields import parse_json_object as parse_json_object  # noqa: PLC0414 - as above
+
 TYPE_CHECKING = False  # not typing's: importing typing costs every login ~7 ms
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, MutableMapping, Sequence
     from typing import NoReturn
 
-# Copies of nsprov._defaults (this module imports nothing of nsprov: its caller injects
-# the worker): a test keeps them equal.
+# Copies of nsprov._defaults (this module imports only its own reply parser, and its
+# caller injects the worker): a test keeps them equal.
 DEFAULT_CONFIG = "/etc/nsprov/nsprov.toml"
 DEFAULT_DEADLINE = 2.0
 DEADLINE_MAX = 50.0
@@ -884,132 +887,6 @@ def ask_serve(path: str, key: str, timeout: float) -> dict[str, str] | None:
         return None
     finally:
         sock.close()
-
-
-_JSON_ESCAPES = {
-    '"': '"',
-    "\\": "\\",
-    "/": "/",
-    "b": "\b",
-    "f": "\f",
-    "n": "\n",
-    "r": "\r",
-    "t": "\t",
-}
-
-
-def parse_json_object(data: bytes) -> dict[str, str]:
-    """Parse a flat JSON object of strings (what ``nsprov serve`` sends) without ``json``.
-
-    ``json`` would import ``re`` on the login path.  Raises ``ValueError``
-    on anything else, which makes the caller fall back.
-    """
-    text = data.decode("utf-8")
-    n = len(text)
-    i = _skip_ws(text, 0)
-    if i >= n or text[i] != "{":
-        raise ValueError("not a JSON object")
-    out: dict[str, str] = {}
-    i = _skip_ws(text, i + 1)
-    if i < n and text[i] == "}":
-        return out if _skip_ws(text, i + 1) == n else _raise("trailing data")
-    while True:
-        key, i = _json_string(text, _skip_ws(text, i))
-        i = _skip_ws(text, i)
-        if i >= n or text[i] != ":":
-            raise ValueError("expected ':'")
-        value, i = _json_string(text, _skip_ws(text, i + 1))
-        out[key] = value
-        i = _skip_ws(text, i)
-        if i < n and text[i] == ",":
-            i += 1
-            continue
-        if i < n and text[i] == "}" and _skip_ws(text, i + 1) == n:
-            return out
-        raise ValueError("expected ',' or '}'")
-
-
-def _raise(message: str) -> NoReturn:
-    raise ValueError(message)
-
-
-def _skip_ws(text: str, i: int) -> int:
-    while i < len(text) and text[i] in " \t\r\n":
-        i += 1
-    return i
-
-
-def _json_string(text: str, i: int) -> tuple[str, int]:
-    if i >= len(text) or text[i] != '"':
-        raise ValueError("expected a string")
-    out: list[str] = []
-    i += 1
-    while True:
-        j = i
-        while j < len(text) and text[j] != '"' and text[j] != "\\":
-            j += 1
-        if j >= len(text):
-            raise ValueError("unterminated string")
-        chunk = text[i:j]
-        if any(ord(c) < 0x20 for c in chunk):
-            raise ValueError("control character in string")
-        out.append(chunk)
-        if text[j] == '"':
-            return "".join(out), j + 1
-        esc = text[j + 1 : j + 2]
-        if esc == "u":
-            code = int(text[j + 2 : j + 6], 16)
-            if len(text[j + 2 : j + 6]) != 4:
-                raise ValueError("short \\u escape")
-            i = j + 6
-            if 0xD800 <= code < 0xDC00 and text[i : i + 2] == "\\u":
-                low = int(text[i + 2 : i + 6], 16)
-                if 0xDC00 <= low < 0xE000:
-                    code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
-                    i += 6
-            out.append(chr(code))
-        elif esc in _JSON_ESCAPES:
-            out.append(_JSON_ESCAPES[esc])
-            i = j + 2
-        else:
-            raise ValueError(f"bad escape \\{esc}")
-
-
-def merge_fields(env: Mapping[str, str], fields: Mapping[str, str]) -> dict[str, str]:
-    """*env* plus userdb *fields*: keys uppercased, listed once in ``USERDB_KEYS``, name lists extended.
-
-    The same merge :func:`nsprov._env.fit_environ` makes in-process: ``NAMESPACE``
-    (``NAMESPACE+``) and the private namespace's ``MAILBOX`` list are extended, not replaced.
-    """
-    out = dict(env)
-    keys = out.get("USERDB_KEYS", "")
-    listed = {k.upper() for k in keys.split(" ") if k}
-    added: list[str] = []
-    for name, given in fields.items():
-        key = name.upper()
-        value = given
-        if _is_list(key) and out.get(key):
-            old = out[key].replace(",", " ").replace("\t", " ").split()
-            seen = {n.lower() for n in old}
-            value = " ".join([*old, *(n for n in given.split() if n.lower() not in seen)])
-        out[key] = value
-        if key not in listed:
-            listed.add(key)
-            added.append(key)
-    if added:
-        if keys and not keys.endswith(" "):
-            keys += " "
-        out["USERDB_KEYS"] = keys + "".join(k + " " for k in added)
-    return out
-
-
-def _is_list(key: str) -> bool:
-    """Whether *key* holds a name list nsprov extends: ``NAMESPACE``, ``NAMESPACE+``,
-    ``NAMESPACE/<private>/MAILBOX`` (as :func:`nsprov._env.fit_environ` does)."""
-    if key in ("NAMESPACE", "NAMESPACE+"):
-        return True
-    parts = key.split("/")
-    return len(parts) == 3 and parts[0] == "NAMESPACE" and parts[2] == "MAILBOX"
 
 
 def entrypoint(
