@@ -255,3 +255,51 @@ def test_printed_wiring_passes_check(spool: Path) -> None:
     printed = dovecot_config(dialect="2.3", nsprov=NSPROV, config=CONFIG)
 
     assert [] == wiring(config, wired(example=printed))
+
+
+class TestServeProbe:
+    """The post-login --serve socket is probed: a server that does not answer is a warning."""
+
+    CONF = (
+        "protocols = imap pop3\n"
+        "service imap {\n  executable = imap imap-postlogin\n}\n"
+        "service imap-postlogin {\n"
+        "  executable = script-login /usr/bin/nsprov post-login --protocol=imap "
+        "--serve=/run/nsprov/serve.sock\n"
+        "  user = root\n  unix_listener imap-postlogin {\n  }\n}\n"
+        "service pop3 {\n  executable = pop3 pop3-postlogin\n}\n"
+        "service pop3-postlogin {\n"
+        "  executable = script-login /usr/bin/nsprov post-login --protocol=pop3\n"
+        "  user = root\n  unix_listener pop3-postlogin {\n  }\n}\n"
+    )
+
+    def test_sockets_found(self) -> None:
+        """Only the line that passes --serve is probed."""
+        from nsprov._check.doveconf import DovecotConf
+        from nsprov._check.wiring import serve_sockets
+
+        conf = DovecotConf.parse(self.CONF)
+
+        assert [("service imap-postlogin", "/run/nsprov/serve.sock")] == serve_sockets(conf)
+
+    def test_down_is_a_warning(self) -> None:
+        """A probe that fails gives wiring-serve-down with the reason; one that answers, nothing."""
+        from nsprov._check.doveconf import DovecotConf
+        from nsprov._check.wiring import check_serve_probes
+
+        conf = DovecotConf.parse(self.CONF)
+        down = check_serve_probes(conf, lambda _s: "connection refused")
+        up = check_serve_probes(conf, lambda _s: None)
+
+        assert [("wiring-serve-down", "warning", "service imap-postlogin")] == [
+            (f.code, f.severity, f.subject) for f in down
+        ]
+        assert "connection refused" in down[0].message
+        assert [] == up
+        assert [] == check_serve_probes(conf, None)
+
+    def test_real_socket_nobody_listens(self, tmp_path: Path) -> None:
+        """The real probe on a path with no server says why."""
+        from nsprov._check.gather import probe_serve
+
+        assert probe_serve(str(tmp_path / "none.sock"))

@@ -66,6 +66,7 @@ CODES: dict[str, str] = {
     "wiring-relative-path": "a program on the post-login line is not an absolute path",
     "wiring-program-missing": "the nsprov program on the post-login line does not exist",
     "wiring-bad-arguments": "nsprov's arguments on the post-login line are malformed",
+    "wiring-serve-down": "the post-login --serve socket does not answer",
     "wiring-config-path": "the post-login line reads another configuration file",
     "wiring-service-user": "the post-login service does not run as root",
     "wiring-not-isolated": "a post-login program starts Python without -I",

@@ -67,6 +67,8 @@ class World:
     deadline: float = DEFAULT_DEADLINE
     #: The zero-fork routes ``doveconf -n`` wires, and what was found of each.
     routes: tuple[RouteState, ...] = ()
+    #: Asks a post-login ``--serve`` socket for one lookup: why it failed, None if it answered.
+    serve_probe: Callable[[str], str | None] | None = None
 
 
 def _find_program(name: str, given: str | None) -> str | None:
@@ -284,6 +286,17 @@ def _luac(path: str, version: str | None) -> tuple[str | None, int, str]:
     return program, proc.returncode, proc.stderr
 
 
+def probe_serve(socket: str) -> str | None:
+    """One probe lookup on *socket*: None when ``nsprov serve`` answers, else why not."""
+    from .._serve.probe import ProbeError, probe_lookup  # noqa: PLC0415 - only when wired
+
+    try:
+        probe_lookup(socket)
+    except (ProbeError, OSError) as e:
+        return str(e) or type(e).__name__
+    return None
+
+
 def gather_routes(conf: DovecotConf | None, *, probe: bool = True) -> tuple[RouteState, ...]:
     """Each zero-fork route of *conf*: its file, socket and timeout, a probe, ``luac -p``."""
     from .._serve.probe import ProbeError, probe_lookup, server_status  # noqa: PLC0415
@@ -393,4 +406,5 @@ def gather(args: Any) -> World:
         uid_name=_uid_name,
         gid_name=_gid_name,
         routes=routes,
+        serve_probe=probe_serve,
     )

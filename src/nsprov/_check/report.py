@@ -26,7 +26,7 @@ from .stale import _removed, find_stale
 from .structure import scan_structure, structure_findings
 from .templates import check_templates, config_findings
 from .users import UserReport, check_user, check_virtual
-from .wiring import check_wiring
+from .wiring import check_serve_probes, check_wiring
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -124,6 +124,7 @@ def run_checks(world: World) -> Report:
         findings += check_wiring(
             config, conf, config_path=world.config_path, executable=world.executable
         )
+        findings += check_serve_probes(conf, world.serve_probe)
         findings += _route_findings(world, config, conf)
         findings += check_mail_driver(config, conf)
         findings += check_identity(config, conf)

@@ -438,3 +438,52 @@ def _protocol_findings(
             )
         )
     return out
+
+
+def serve_sockets(conf: DovecotConf) -> list[tuple[str, str]]:
+    """``(subject, socket)`` of each post-login service that runs nsprov with ``--serve``."""
+    out: list[tuple[str, str]] = []
+    for protocol in ("imap", "pop3"):
+        service = conf.services.get(protocol) if protocol in conf.protocols else None
+        socket = _socket_of(service.get("executable")) if service is not None else None
+        post = _post_login_service(conf, socket) if socket is not None else None
+        if post is None:
+            continue
+        tokens = post.get("executable").split(" ")
+        for i, word in enumerate(tokens):
+            path = word.removeprefix("--serve=") if word.startswith("--serve=") else None
+            if word == "--serve" and i + 1 < len(tokens):
+                path = tokens[i + 1]
+            if path and (f"service {post.name}", path) not in out:
+                out.append((f"service {post.name}", path))
+    return out
+
+
+def check_serve_probes(
+    conf: DovecotConf, probe: Callable[[str], str | None] | None
+) -> list[Finding]:
+    """``wiring-serve-down``: a post-login ``--serve=SOCKET`` whose server does not answer.
+
+    *probe* asks the socket for one lookup and says why it failed (None: it
+    answered); None skips the check (no probing, e.g. in unit tests).
+    """
+    if probe is None:
+        return []
+    out: list[Finding] = []
+    for subject, socket in serve_sockets(conf):
+        why = probe(socket)
+        if why is None:
+            continue
+        out.append(
+            _f(
+                "warning",
+                "wiring-serve-down",
+                subject,
+                f"{subject} runs nsprov post-login --serve={socket}, but the server does not "
+                f"answer ({why}): every login falls back to computing in-process (slower), "
+                "and post-login logs a warning once a minute",
+                "Start nsprov serve on that socket (systemctl start nsprov-serve), check "
+                f"with 'nsprov serve --status --socket={socket}', or drop --serve from the line.",
+            )
+        )
+    return out
