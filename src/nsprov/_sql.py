@@ -21,7 +21,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._actionconf import LastLoginConfig
+    from ._config.actionconf import LastLoginConfig
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS {table} ("
