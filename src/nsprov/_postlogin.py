@@ -619,42 +619,11 @@ def deadline_hint(directory: str | None = None, *, now: float | None = None) -> 
 
     The rate limit is the mtime of a marker file in *directory* (default
     :data:`HINT_DIR`), which must exist as a directory owned by this user with
-    mode 0700: otherwise nothing is created and nothing logged. Never raises.
+    mode 0700: otherwise nothing is created and nothing logged (:func:`_hint_due`).
+    Never raises.
     """
-    import time  # noqa: PLC0415 - builtin module, cheap
-
-    now = time.time() if now is None else now
-    try:
-        dfd = os.open(
-            directory or HINT_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-        )
-    except OSError:
+    if not _hint_due(HINT_FILE, directory, now):
         return False
-    try:
-        st = os.fstat(dfd)
-        if st.st_uid != os.geteuid() or st.st_mode & 0o7777 != 0o700:
-            return False
-        try:
-            mark = os.stat(HINT_FILE, dir_fd=dfd, follow_symlinks=False)
-        except FileNotFoundError:
-            pass
-        else:
-            if 0 <= now - mark.st_mtime < HINT_EVERY:
-                return False
-        fd = os.open(
-            HINT_FILE,
-            os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
-            0o600,
-            dir_fd=dfd,
-        )
-        try:
-            os.utime(fd, (now, now))
-        finally:
-            os.close(fd)
-    except OSError:
-        return False
-    finally:
-        os.close(dfd)
     log(DEADLINE_HINT, "warning")
     return True
 
