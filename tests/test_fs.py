@@ -186,7 +186,9 @@ class TestWritePrivate:
         def short(fd: int, data: bytes | memoryview) -> int:
             return real_write(fd, bytes(data[:3]))
 
-        monkeypatch.setattr(os, "write", short)
+        from nsprov import _os
+
+        monkeypatch.setattr(_os, "write", short)
         write_private(str(base / "f"), b"0123456789")
         monkeypatch.undo()
 

@@ -46,6 +46,7 @@ LOGIN_PATH = (
     "nsprov._fields",
     "nsprov._lean",
     "nsprov._names",
+    "nsprov._os",
     "nsprov._plainscan",
     "nsprov._postlogin",
     "nsprov._profile",
@@ -258,7 +259,43 @@ def test_the_walk_sees_what_it_must() -> None:
     assert "nsprov._postlogin" in edges["nsprov._cli.errors"]  # from .._postlogin import escape
     assert all(i.nested for i in every if i.importer == "nsprov._main")
     assert "typing" not in outside["nsprov._postlogin"]  # under the local TYPE_CHECKING = False
-    assert {"os", "sys"} <= outside["nsprov._postlogin"]
+    assert "sys" in outside["nsprov._postlogin"]
+    assert "os" not in outside["nsprov._postlogin"]  # from . import _os as os
+    assert "nsprov._os" in edges["nsprov._postlogin"]
+
+
+#: What a module of the login path must not load by being imported (``python -S`` loads none):
+#: ``os`` alone costs each login about 1.5 ms (see nsprov._os).
+HEAVY = (
+    "os",
+    "posixpath",
+    "_collections_abc",
+    "typing",
+    "re",
+    "enum",
+    "attrs",
+    "pathspec",
+    "tomllib",
+)
+
+
+def test_login_path_imports_nothing_heavy() -> None:
+    """A fresh ``python -I -S`` importing every login-path module loads none of :data:`HEAVY`."""
+    import subprocess
+
+    spec = nsprov.__spec__
+    assert spec is not None
+    assert spec.submodule_search_locations is not None
+    where = str(Path(next(iter(spec.submodule_search_locations))).parent)
+    code = (
+        f"import sys; sys.path.append({where!r})\n"
+        f"for m in {LOGIN_PATH!r}: __import__(m)\n"
+        f"print(sorted(set(sys.modules) & set({HEAVY!r})))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True
+    )
+    assert "[]" == out.stdout.strip()
 
 
 def test_circle_finder() -> None:

@@ -559,6 +559,7 @@ ALLOWED = {
     "nsprov._fields",
     "nsprov._lean",
     "nsprov._names",
+    "nsprov._os",
     "nsprov._plainscan",
     "nsprov._postlogin",
     "nsprov._servefields",

@@ -908,7 +908,10 @@ def _nsprov_imports(module: str) -> list[str]:
         if isinstance(node, ast.ImportFrom) and (
             node.level or (node.module or "").split(".")[0] == "nsprov"
         ):
-            found.append("." * node.level + (node.module or ""))
+            if node.module:
+                found.append("." * node.level + node.module)
+            else:  # from . import _os
+                found += ["." * node.level + a.name for a in node.names]
         elif isinstance(node, ast.Import):
             found += [a.name for a in node.names if a.name.split(".")[0] == "nsprov"]
     return found
@@ -919,10 +922,13 @@ class TestInjectedWorker:
 
     @pytest.mark.parametrize(
         ("module", "expected"),
-        [("nsprov._postlogin", ["._servefields"]), ("nsprov._breaker", ["._names", "._trust"])],
+        [
+            ("nsprov._postlogin", ["._os", "._servefields"]),
+            ("nsprov._breaker", ["._names", "._os", "._trust"]),
+        ],
     )
     def test_nsprov_imports(self, module: str, expected: list[str]) -> None:
-        """The parent imports only its fast-path reply parser, the breaker names and trust (no circle)."""
+        """The parent imports only its ``os``, fast-path reply parser, the breaker names and trust (no circle)."""
         imports = sorted(set(_nsprov_imports(module)))
 
         assert expected == imports

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from nsprov import _defaults, _lean, _postlogin, _profile
+from nsprov import _defaults, _lean, _os, _postlogin, _profile
 from nsprov._config import DEFAULT_CACHE_DIR
 from nsprov._lean import PROFILE_SCHEMA
 from nsprov._postlogin import T_DEADLINE, T_ENV, T_OK, T_POLICY, Options
@@ -114,7 +114,7 @@ class TestLoadStore:
         def no_mkdir(*_args: object, **_kw: object) -> None:
             raise AssertionError("mkdir of a directory that exists")
 
-        monkeypatch.setattr(os, "mkdir", no_mkdir)
+        monkeypatch.setattr(_os, "mkdir", no_mkdir)  # the login path's os: nsprov._os
         assert _profile.store(str(config), PROFILE, directory=str(state))
 
     @pytest.mark.parametrize(
@@ -236,10 +236,10 @@ class TestLoadStore:
         assert not state.exists()
 
     def test_only_root_has_a_profile_directory(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(os, "geteuid", lambda: 1000)
+        monkeypatch.setattr(_os, "geteuid", lambda: 1000)
         assert _profile.default_dir() is None
         assert (None, "no profile directory") == _profile.load_status("/x", None)[:2]
-        monkeypatch.setattr(os, "geteuid", lambda: 0)
+        monkeypatch.setattr(_os, "geteuid", lambda: 0)
         assert "/run/nsprov" == _profile.default_dir()
 
 
@@ -447,6 +447,7 @@ def test_nothing_configured_imports_nothing_more(paths: Paths) -> None:
         "nsprov",
         "nsprov._defaults",
         "nsprov._main",
+        "nsprov._os",
         "nsprov._postlogin",
         "nsprov._profile",
         "nsprov._servefields",

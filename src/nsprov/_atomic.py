@@ -6,7 +6,7 @@ here, without attrs.
 
 from __future__ import annotations
 
-import os
+from . import _os as os  # not the os module: see nsprov._os
 
 
 def write_private(path: str, blob: bytes, *, dir_fd: int | None = None) -> None:

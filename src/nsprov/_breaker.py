@@ -25,8 +25,9 @@ write would let one user switch spools off for all.  Standard library only.
 from __future__ import annotations
 
 import fcntl
-import os
 import time
+
+from . import _os as os  # not the os module: see nsprov._os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ class SpoolBreaker:
         fd = os.open(f"{key}.lock", _LOCK, 0o600, dir_fd=d)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)  # exclusive holders only probe, never wait
-            base = os.path.join(self.directory, key).encode()
+            base = os.join(self.directory, key).encode()
             self.send(base + b"\0" + path.encode("utf-8", "surrogateescape"))
         except BaseException:
             os.close(fd)

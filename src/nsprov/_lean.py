@@ -20,10 +20,10 @@ for that login, which reports like any other login.
 
 from __future__ import annotations
 
-import os
 import stat as st
 
 from . import _access
+from . import _os as os  # not the os module: see nsprov._os
 from ._fields import DEFAULT_ENV_BUDGET, MAX_ARG_STRLEN, fit, namespace_problems, user_dirs
 from ._plainscan import (
     RX,
@@ -96,7 +96,7 @@ class _OsFs:
     lstat = staticmethod(os.lstat)
     listdir = staticmethod(os.listdir)
     getxattr = staticmethod(os.getxattr)
-    realpath = staticmethod(os.path.realpath)
+    realpath = staticmethod(os.realpath)
     anchored = staticmethod(anchored_facts)
 
 
@@ -208,7 +208,7 @@ class _Scan:
         """
         if not spool["ignore_file"]:
             return spool["exclude"]  # type: ignore[no-any-return]
-        path = os.path.join(real, os.fsencode(spool["ignore_file"]))
+        path = os.join(real, os.fsencode(spool["ignore_file"]))
         try:
             self.fs.lstat(path)
         except FileNotFoundError:

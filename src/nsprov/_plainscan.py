@@ -12,10 +12,10 @@ modules: it is on the login path.
 from __future__ import annotations
 
 import errno
-import os
 import stat as st
 
 from . import _access
+from . import _os as os  # not the os module: see nsprov._os
 from ._access import Facts, Ident, parse_acl
 from ._fields import Ns, make_location, make_namespace
 from ._names import entry_id
@@ -61,7 +61,7 @@ def template_fields(parts: Sequence[tuple[str, bool]]) -> frozenset[str]:
 def normalise_path(text: str) -> str:
     """A rendered index/control path, with ``//``, ``.`` and ``..`` resolved (lexically)."""
     if "//" in text or "/./" in text or "/../" in text or text.endswith(("/", "/.", "/..")):
-        return os.path.normpath(text)
+        return os.normpath(text)
     return text
 
 

@@ -14,9 +14,9 @@ Worker -> parent frames: one tag byte, a 4-byte big-endian length, payload.
 
 from __future__ import annotations
 
-import os
 import sys
 
+from . import _os as os  # not the os module: see nsprov._os
 from ._servefields import merge_fields as merge_fields  # noqa: PLC0414 - the fast path's
 from ._servefields import parse_json_object as parse_json_object  # noqa: PLC0414 - as above
 
@@ -62,7 +62,7 @@ CUT_LOG_EVERY = 60.0
 
 def os_execve(path: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
     """:func:`os.execve` with the argument types nsprov uses."""
-    os.execve(path, list(argv), dict(env))  # noqa: S606 - the chain Dovecot gave us
+    os.execve(path, list(argv), dict(env))
 
 
 class Options:
@@ -145,7 +145,7 @@ def to_dovecot_log() -> bool:
     """
     if not _TO_DOVECOT:
         fifo = False
-        if "USERDB_KEYS" in os.environ:
+        if "USERDB_KEYS" in os.current_environ():
             try:
                 fifo = os.fstat(2).st_mode & 0o170000 == 0o010000  # S_ISFIFO
             except OSError:
@@ -336,7 +336,7 @@ def run_worker(
             work(w)
         except BaseException:
             status = 1
-        os._exit(status)
+        os._exit(status)  # noqa: SLF001 - posix._exit
     os.close(w)
     result = Result()
     buf = b""
@@ -526,7 +526,7 @@ def main(
     import time  # noqa: PLC0415 - builtin module, cheap
 
     started = time.monotonic()
-    env = original_environ(os.environ if environ is None else environ)
+    env = original_environ(os.current_environ() if environ is None else environ)
     try:
         opts = parse_args(argv)
     except UsageError as e:
@@ -774,7 +774,7 @@ def serve_key(
 
 
 def installed_version(
-    chain: Sequence[str], *, exists: Callable[[str], bool] = os.path.exists
+    chain: Sequence[str], *, exists: Callable[[str], bool] = os.exists
 ) -> str | None:
     """``"2.3"`` or ``"2.4"`` from the files beside script-login (the chain's last program).
 
@@ -783,7 +783,7 @@ def installed_version(
     """
     if not chain or "/" not in chain[-1]:
         return None
-    libexec = os.path.dirname(chain[-1])
+    libexec = os.dirname(chain[-1])
     if exists(f"{libexec}/director"):
         return "2.3"
     if exists(f"{libexec}/libdovecot-language.so"):

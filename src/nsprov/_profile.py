@@ -29,9 +29,9 @@ Standard library only, on every login's path.
 
 from __future__ import annotations
 
-import os
 import sys
 
+from . import _os as os  # not the os module: see nsprov._os
 from ._defaults import PROFILE_SCHEMA, STATE_DIR, VERSION
 
 TYPE_CHECKING = False  # not typing's: this module is on the login path
@@ -63,7 +63,7 @@ def _magic() -> bytes:
 def file_name(config_path: str) -> str:
     """The profile's file name for *config_path* (FNV-1a of its absolute path; the key has the path)."""
     h = 0xCBF29CE484222325
-    for b in os.fsencode(os.path.abspath(config_path)):
+    for b in os.fsencode(os.abspath(config_path)):
         h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
     return f"profile-{h:016x}"
 
@@ -76,7 +76,7 @@ def config_key(config_path: str) -> tuple[object, ...] | None:
     """
     from ._trust import open_trusted  # noqa: PLC0415 - after the cheap checks
 
-    path = os.path.abspath(config_path)
+    path = os.abspath(config_path)
     try:
         fd, s = open_trusted(path, what="config file")
     except (OSError, ValueError):  # UntrustedFileError is an OSError: the full path says why
@@ -122,7 +122,7 @@ def load_status(
         return None, "config not trusted", None
     dir_fd = private_dir_fd(directory, create=False, what="profile directory")
     if dir_fd is None:
-        state = "untrusted profile directory" if os.path.lexists(directory) else "missing"
+        state = "untrusted profile directory" if os.lexists(directory) else "missing"
         return None, state, key
     try:
         blob = read_private(dir_fd, file_name(config_path), limit=MAX_PROFILE_SIZE)

@@ -30,9 +30,9 @@ Standard library only, and imported by the post-login worker: no attrs here.
 
 from __future__ import annotations
 
-import os
 import stat as st
 
+from . import _os as os  # not the os module: see nsprov._os
 from .exceptions import UntrustedFileError
 
 TYPE_CHECKING = False  # typing costs the login path ~7 ms
