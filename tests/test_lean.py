@@ -548,6 +548,8 @@ def test_directories_created_as_the_user(base: Path) -> None:
 ALLOWED = {
     "__future__",
     "_blake2",
+    "_stat",
+    "stat",
     "errno",
     "grp",
     "itertools",
@@ -570,13 +572,15 @@ ALLOWED = {
 
 
 def test_imported_modules(base: Path, tmp_path: Path) -> None:
-    """A fresh ``python -I`` loading a profile and computing a login imports only the allowed set."""
+    """A fresh ``python -I -S`` loading a profile and computing a login imports only the allowed set (no os)."""
     spool = _one_spool(base)
     cfg = config_from_mapping({"spool": [{"path": str(spool)}], "identity": {"mail_gid": "root"}})
     blob = tmp_path / "profile"
     blob.write_bytes(marshal.dumps(compile_profile(cfg)))
+    where = str(Path(compute.__code__.co_filename).parent.parent)
     code = (
         "import sys\n"
+        f"sys.path.append({where!r})\n"
         "before = set(sys.modules)\n"
         "import marshal, nsprov._lean\n"
         f"profile = marshal.loads(open({str(blob)!r}, 'rb').read())\n"
@@ -586,12 +590,12 @@ def test_imported_modules(base: Path, tmp_path: Path) -> None:
         "print(sorted(set(sys.modules) - before))\n"
     )
     out = subprocess.run(
-        [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True
     ).stdout
     imported = set(ast.literal_eval(out))
 
     assert set() == imported - ALLOWED
-    assert not imported & {"attrs", "typing", "re", "pathspec", "tomllib", "hashlib"}
+    assert not imported & {"attrs", "typing", "re", "pathspec", "tomllib", "hashlib", "os"}
 
 
 @ROOT_ONLY

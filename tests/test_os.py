@@ -91,9 +91,28 @@ def test_environ_without_os(tmp_path: os.PathLike[str]) -> None:
 
 def test_realpath_and_makedirs(tmp_path: os.PathLike[str]) -> None:
     base = os.fsencode(tmp_path)
+    os.mkdir(base + b"/d\xff")
     os.symlink(base, base + b"/link")
-    assert os.path.realpath(base + b"/link") == _os.realpath(base + b"/link")
+    os.symlink(b"d\xff/../link/./d\xff", base + b"/rel")
+    os.symlink(b"/nonexistent/x", base + b"/dangling")
+    for p in (b"/link", b"/rel", b"/link/rel/", b"/d\xff/..", b"/dangling", b"/missing/../x"):
+        assert os.path.realpath(base + p) == _os.realpath(base + p), p
     deep = os.path.join(tmp_path, "a", "b")
     _os.makedirs(deep, mode=0o700, exist_ok=True)
     _os.makedirs(deep, mode=0o700, exist_ok=True)
     assert os.path.isdir(deep)
+    with open(os.path.join(tmp_path, "file"), "w"):
+        pass
+    for exist_ok in (True, False):
+        try:
+            _os.makedirs(os.path.join(tmp_path, "file"), exist_ok=exist_ok)
+        except FileExistsError:
+            pass
+        else:
+            raise AssertionError("makedirs over a file")
+    try:
+        _os.makedirs(deep)
+    except FileExistsError:
+        pass
+    else:
+        raise AssertionError("makedirs of an existing directory without exist_ok")
