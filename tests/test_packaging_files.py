@@ -137,7 +137,7 @@ def test_example_config_is_inert_and_its_spool_block_valid(tmp_path: Path) -> No
     [
         (["nsprov", "s"], {"show", "serve"}),
         (["nsprov", "serve", "--sock"], {"--socket", "--socket-mode", "--socket-group"}),
-        (["nsprov", "cache", ""], {"update", "status"}),
+        (["nsprov", "cache", ""], {"update", "status", "profile"}),
         (["nsprov", "post-login", "--protocol", ""], {"imap", "pop3"}),
     ],
 )

@@ -54,7 +54,7 @@ T_DENY = b"X"  # deny the login after the client writes: exit without exec
 T_FAIL = b"F"  # the worker failed; the payload is the one log line
 T_OK = b"O"  # the worker finished; apply everything
 T_SCAN = b"S"  # a spool scan begins (marker path NUL spool path) or ends (empty payload)
-T_LOGIN = b"L"  # log the login's info line: b"<served> <skipped>" (ASCII), b"- -" without a scan
+T_LOGIN = b"L"  # the login's info line: b"<served> <skipped> <path>" (ASCII; "-" without a scan)
 
 #: How often the parent logs that the deadline cut a spool's scan (per spool, in seconds).
 CUT_LOG_EVERY = 60.0
@@ -589,16 +589,18 @@ def main(
 
 
 def log_login(user: str, counts: bytes, started: float) -> None:
-    """The login's info line: ``user=<name> served=<n> skipped=<n> ms=<since started>``.
+    """The login's info line: ``user=<name> served=<n> skipped=<n> ms=<since started> path=<path>``.
 
-    *counts* is the worker's :data:`T_LOGIN` payload; *started* the
+    *counts* is the worker's :data:`T_LOGIN` payload, ``b"<served> <skipped> <path>"``
+    (*path* ``lean`` or ``full``: which login path served); *started* the
     :func:`time.monotonic` at which ``nsprov post-login`` began.
     """
     import time  # noqa: PLC0415 - builtin module, cheap
 
-    served, _, skipped = counts.decode("ascii", "replace").partition(" ")
+    words = counts.decode("ascii", "replace").split(" ")
+    served, skipped, path = (*words, "-", "-", "-")[:3]
     ms = round((time.monotonic() - started) * 1000)
-    log(f"user={user} served={served} skipped={skipped} ms={ms}", "info")
+    log(f"user={user} served={served} skipped={skipped} ms={ms} path={path}", "info")
 
 
 #: Where :func:`deadline_hint` keeps its marker: the config cache directory

@@ -346,7 +346,7 @@ def run_lean(
     out = []
     if part.get("log_logins", True):
         # The lean scan keeps no skip records: its line says skipped=- (the full path counts them).
-        out.append(frame(T_LOGIN, b"%d -" % served[0] if served else b"- -"))
+        out.append(frame(T_LOGIN, (b"%d -" % served[0] if served else b"- -") + b" lean"))
     out += [
         frame(
             T_ENV,

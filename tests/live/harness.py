@@ -456,7 +456,9 @@ class DovecotInstance:
 
 
 #: nsprov's one Info line per post-login (``[postlogin] log_logins``): not a problem to report.
-LOGIN_LINE_RE = re.compile(r"Info: nsprov: user=\S* served=\S+ skipped=\S+ ms=\d+$")
+LOGIN_LINE_RE = re.compile(
+    r"Info: nsprov: user=\S* served=\S+ skipped=\S+ ms=\d+ path=(?P<path>lean|full|-)$"
+)
 
 
 def nsprov_problem(line: str) -> bool:
