@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from nsprov import _os, _profile
 from nsprov._cli import main
+from nsprov._defaults import STATE_DIR
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="profiles are kept for root only")
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> Path:
+def config(tmp_path: Path) -> Iterator[Path]:
     spool = tmp_path / "spool"
     spool.mkdir()
     path = tmp_path / "nsprov.toml"
     path.write_text(f'[[spool]]\npath = "{spool}"\n')
     yield path
-    profile = Path(_profile.STATE_DIR) / _profile.file_name(str(path))
+    profile = Path(STATE_DIR) / _profile.file_name(str(path))
     profile.unlink(missing_ok=True)
 
 
