@@ -48,6 +48,17 @@ class TestRender:
         assert "#!/opt/nsprov/bin/python -IS" == first
         assert f"{MARK} (nsprov {nsprov.__version__})" == second
 
+    def test_version_unknown_without_metadata(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """In a tree without nsprov's metadata (the Debian build renders from one) it still renders."""
+        import importlib.metadata
+
+        def missing(name: str) -> str:
+            raise importlib.metadata.PackageNotFoundError(name)
+
+        monkeypatch.setattr(importlib.metadata, "version", missing)
+
+        assert f"{MARK} (nsprov unknown)" == render("/usr/bin/python3", "/x").splitlines()[1]
+
     def test_code_names_package_dir(self) -> None:
         """The package directory is a Python literal in the code, which compiles."""
         text = render("/usr/bin/python3", "/usr/lib/python3/dist-packages")

@@ -27,7 +27,6 @@ import stat as st
 import sys
 from typing import TYPE_CHECKING
 
-from . import __version__
 from ._trust import open_trusted
 from .exceptions import NsprovError
 
@@ -131,7 +130,17 @@ def render(python: str, package_dir: str) -> str:
             f"{SHEBANG_MAX} the kernel reads: use a shorter path (a venv nearer /)"
         )
     body = _BODY.format(package_dir=package_dir)
-    return f"{first}\n{MARK} (nsprov {__version__})\n{body}"
+    return f"{first}\n{MARK} (nsprov {_version()})\n{body}"
+
+
+def _version() -> str:
+    """This nsprov's version, from its metadata ("unknown" in a tree without it)."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("nsprov")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def describe(path: str) -> tuple[bool, str]:
