@@ -59,6 +59,29 @@ class TestRender:
 
         assert f"{MARK} (nsprov unknown)" == render("/usr/bin/python3", "/x").splitlines()[1]
 
+    def test_renders_from_tree_without_metadata(self, tmp_path: Path) -> None:
+        """As debian/rules runs it: the package copied where no dist-info is, Python without site."""
+        import shutil
+        import subprocess
+
+        shutil.copytree(Path(nsprov.__file__).parent, tmp_path / "nsprov")
+        code = (
+            "import sys; sys.path.insert(0, sys.argv[1]); from nsprov._launcher import render; "
+            "sys.stdout.write(render('/usr/bin/python3', '/usr/lib/python3/dist-packages'))"
+        )
+
+        proc = subprocess.run(
+            [sys.executable, "-I", "-S", "-B", "-c", code, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+        assert (0, "#!/usr/bin/python3 -IS") == (proc.returncode, proc.stdout.split("\n")[0]), (
+            proc.stderr
+        )
+        assert f"{MARK} (nsprov unknown)" == proc.stdout.split("\n")[1]
+
     def test_code_names_package_dir(self) -> None:
         """The package directory is a Python literal in the code, which compiles."""
         text = render("/usr/bin/python3", "/usr/lib/python3/dist-packages")
