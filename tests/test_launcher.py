@@ -196,6 +196,68 @@ class TestInstall:
         with pytest.raises(LauncherError, match="holds no nsprov package"):
             install(python=sys.executable, package_dir=str(tmp_path), target=str(bindir / "nsprov"))
 
+    def test_new_target(self, bindir: Path) -> None:
+        """A target that does not exist yet is created, mode 0755 whatever the umask."""
+        target = bindir / "nsprov-direct"
+        old = os.umask(0o077)
+        try:
+            assert (str(target), True) == install(
+                python=sys.executable, package_dir=PACKAGE_DIR, target=str(target)
+            )
+        finally:
+            os.umask(old)
+
+        assert 0o755 == target.stat().st_mode & 0o7777
+
+    def test_refuses_missing_directory(self, tmp_path: Path) -> None:
+        """A target in a directory that does not exist: one clear error."""
+        with pytest.raises(LauncherError, match="No such file or directory"):
+            install(
+                python=sys.executable,
+                package_dir=PACKAGE_DIR,
+                target=str(tmp_path / "absent" / "nsprov"),
+            )
+
+    def test_refuses_directory_target(self, bindir: Path) -> None:
+        """A target that is a directory is not replaced."""
+        (bindir / "dir").mkdir()
+
+        with pytest.raises(LauncherError, match="is not a regular file"):
+            install(python=sys.executable, package_dir=PACKAGE_DIR, target=str(bindir / "dir"))
+
+    def test_failed_write_leaves_old_file(
+        self, bindir: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A write that fails midway removes its temporary file; the bash launcher stays."""
+
+        def full(fd: int) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(os, "fsync", full)
+
+        with pytest.raises(OSError, match="No space left"):
+            install(python=sys.executable, package_dir=PACKAGE_DIR, target=str(bindir / "nsprov"))
+
+        assert ["nsprov"] == os.listdir(bindir)
+        assert BASH == (bindir / "nsprov").read_text()
+
+    def test_unreadable_target_is_rewritten(
+        self, bindir: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A 0755 target whose text cannot be read back is written again, not taken as current."""
+        target = str(bindir / "nsprov")
+        install(python=sys.executable, package_dir=PACKAGE_DIR, target=target)
+
+        def unreadable(fd: int, mode: str) -> object:
+            os.close(fd)
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(os, "fdopen", unreadable)
+
+        assert (target, True) == install(
+            python=sys.executable, package_dir=PACKAGE_DIR, target=target
+        )
+
     def test_refuses_too_long_shebang(self, bindir: Path) -> None:
         """The refusal of an over-long #! line comes before anything is written."""
         python = "/" + "p" * SHEBANG_MAX

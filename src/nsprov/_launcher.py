@@ -218,11 +218,9 @@ def install(
 
 
 def _read(dir_fd: int, name: str) -> bytes | None:
+    """What *name* in *dir_fd* holds (its first 64 KiB), None if it cannot be read."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    except OSError:
-        return None
-    try:
         with os.fdopen(fd, "rb") as f:
             return f.read(1 << 16)
     except OSError:
