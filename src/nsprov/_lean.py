@@ -29,7 +29,9 @@ from ._plainscan import (
     RX,
     X_OK,
     Builder,
+    anchored_at,
     anchored_facts,
+    anchored_verdict,
     components,
     drop_privileges,
     ensure_dirs,
@@ -125,10 +127,14 @@ class _Scan:
     It serves exactly the entries the full scan serves, with fewer system
     calls: a skipped entry's reason is never built, so an mbox file is not
     read and no sdbox/mdbox marker looked for (they only name the reason);
-    and an entry the user may read is checked by the descriptor walk alone,
-    where the full scan first checks ``cur`` and ``new`` by path too.
-    Without a concurrent rename both see the same inodes; with one, the
-    walk, which sees what is served, decides.
+    and on the real filesystem every entry is checked in one pass, by the
+    descriptor walk alone (``openat`` of the entry, ``fstat``, its ACL, then
+    ``fstatat`` and the ACL of ``cur`` and ``new``, ``close``), where the
+    full scan first checks it by path too.  Without a concurrent rename both
+    see the same inodes; with one, the walk, which sees what is served,
+    decides.  Only a symbolic link entry takes the path-based checks of its
+    target first (:meth:`follow`).  The spool and its ancestors are checked
+    once per spool.
     """
 
     def __init__(self, fs: Any, ident: _access.Ident, user: str, home: str | None) -> None:
@@ -169,20 +175,22 @@ class _Scan:
             return None
         return target, s, facts
 
+    def walk(self, real: bytes, parts: Sequence[bytes]) -> Any:
+        """The descriptor walk of *parts* from the spool's descriptor (opened once), None on error."""
+        try:
+            if self.real_fd is None:
+                self.real_fd = os.open(real, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            return anchored_at(self.real_fd, parts)
+        except OSError:
+            return None
+
     def verdict(self, real: bytes, prefix: bytes, path: bytes) -> bool:
         """Whether one descriptor walk finds entry *path* a maildir the user may read."""
-        from ._plainscan import anchored_at, anchored_verdict  # noqa: PLC0415 - loaded; no cost
-
         parts = path[len(prefix) :].split(b"/")
         anchored: Callable[[bytes, Sequence[bytes]], Any] | None = self.fs.anchored
         if anchored is anchored_facts:  # the real filesystem: the spool's descriptor, opened once
-            try:
-                if self.real_fd is None:
-                    self.real_fd = os.open(real, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-                steps = anchored_at(self.real_fd, parts)
-            except OSError:
-                return False
-            return anchored_verdict(steps, len(parts), self.ident) is None
+            steps = self.walk(real, parts)
+            return steps is not None and anchored_verdict(steps, len(parts), self.ident) is None
         if anchored is None:  # a test that fakes the filesystem: the path-based checks
             for child in (b"cur", b"new"):
                 try:
@@ -257,6 +265,8 @@ class _Scan:
         check = _access.check
         from ._fields import CONTROL  # noqa: PLC0415 - loaded with the module; no cost
 
+        walk = self.fs.anchored is anchored_facts  # the real filesystem: one pass per entry
+
         for raw in names:
             if raw.startswith(b".") or sep in raw:
                 continue
@@ -267,6 +277,19 @@ class _Scan:
             if not CONTROL.isdisjoint(name):
                 continue
             path = prefix + raw
+            if walk:
+                # One pass: the descriptor walk reads the entry and its cur/new, and decides.
+                if matcher is not None and matcher(name + "/"):
+                    continue
+                steps = self.walk(real, [raw])
+                if steps is None:
+                    continue
+                if not st.S_ISLNK(steps[0][1]):
+                    if anchored_verdict(steps, 1, ident) is None:
+                        self.admit(spool, builder, raw, name, path, taken_names, taken_prefixes)
+                        if len(self.served) > stop_after:
+                            return True
+                    continue
             try:
                 s, facts = self.facts(path)
             except FileNotFoundError:
@@ -283,18 +306,31 @@ class _Scan:
                 continue
             if not self.verdict(real, prefix, path):
                 continue
-            try:
-                ns = builder.build(raw, name, os.fsdecode(path))
-            except (InvalidNamespaceError, InvalidLocationError):
-                continue
-            if ns.name in taken_names or ns.prefix in taken_prefixes:
-                continue
-            taken_names.add(ns.name)
-            taken_prefixes.add(ns.prefix)
-            self.served.append((spool["path"], ns))
+            self.admit(spool, builder, raw, name, path, taken_names, taken_prefixes)
             if len(self.served) > stop_after:
                 return True
         return False
+
+    def admit(
+        self,
+        spool: Mapping[str, Any],
+        builder: Builder,
+        raw: bytes,
+        name: str,
+        path: bytes,
+        taken_names: set[str],
+        taken_prefixes: set[str],
+    ) -> None:
+        """Serve the servable entry *raw* at *path* unless its namespace is invalid or taken."""
+        try:
+            ns = builder.build(raw, name, os.fsdecode(path))
+        except (InvalidNamespaceError, InvalidLocationError):
+            return
+        if ns.name in taken_names or ns.prefix in taken_prefixes:
+            return
+        taken_names.add(ns.name)
+        taken_prefixes.add(ns.prefix)
+        self.served.append((spool["path"], ns))
 
 
 def _matcher(

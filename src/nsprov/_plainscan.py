@@ -229,6 +229,34 @@ def look(dir_fd: int, name: bytes) -> tuple[int | None, tuple[bytes, int, Facts 
         raise
 
 
+def child_step(dir_fd: int, name: bytes) -> tuple[bytes, int, Facts | None]:
+    """:func:`look` for ``cur`` or ``new`` of the entry open on *dir_fd*, in two calls, no descriptor.
+
+    ``fstatat(dir_fd, name, AT_SYMLINK_NOFOLLOW)``, then for a directory its ACL by
+    ``lgetxattr("/proc/self/fd/<dir_fd>/<name>")``: both resolve *name* in the pinned
+    entry, never through a symbolic link.  Mode and ACL are two lookups of the name,
+    so swapping it between them takes write access to the entry itself, and whoever
+    has that decides what ``cur`` and ``new`` are anyway (they could put any
+    directory there): the entry's own facts, the ones a swap of spool entries
+    could forge, still come from one descriptor (see :func:`anchored_facts`).
+    """
+    try:
+        s = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return name, 0, None
+    if not st.S_ISDIR(s.st_mode):
+        return name, s.st_mode, None
+    try:
+        acl = read_acl(b"/proc/self/fd/%d/%s" % (dir_fd, name))
+    except FileNotFoundError:  # no /proc (a chroot), or removed since: a descriptor of it
+        fd = os.open(name, ANCHOR, dir_fd=dir_fd)
+        try:
+            acl = fd_acl(fd)
+        finally:
+            os.close(fd)
+    return name, s.st_mode, Facts(s.st_mode, s.st_uid, s.st_gid, acl)
+
+
 def anchored_facts(real: bytes, parts: Sequence[bytes]) -> list[tuple[bytes, int, Facts | None]]:
     """What the directories *real*/*parts*... and the last one's ``cur`` and ``new`` are, race-free.
 
@@ -236,7 +264,9 @@ def anchored_facts(real: bytes, parts: Sequence[bytes]) -> list[tuple[bytes, int
     of the directory before it, and its mode, owner and ACL are read from that
     descriptor: renaming or swapping an entry between two calls cannot make one
     inode's facts pass for another's, nor lead through a symbolic link.  The
-    walk stops at the first name that is no directory.
+    walk stops at the first name that is no directory.  ``cur`` and ``new``
+    are read in the last directory without a descriptor of their own
+    (:func:`child_step`: two calls each, not four).
     """
     fd = os.open(real, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -256,11 +286,8 @@ def anchored_at(real_fd: int, parts: Sequence[bytes]) -> list[tuple[bytes, int, 
             if fd is None:
                 return steps
             fds.append(fd)
-        for child in (b"cur", b"new"):
-            fd, step = look(fds[-1], child)
-            steps.append(step)
-            if fd is not None:
-                os.close(fd)
+        entry = fds[-1]
+        steps.extend(child_step(entry, child) for child in (b"cur", b"new"))
         return steps
     finally:
         for fd in fds[1:]:
