@@ -102,7 +102,7 @@ class TestLazyGroups:
         lazy = _access.LazyGroups(lookup)
 
         assert not lazy.resolved
-        assert (probe in groups, groups, len(groups)) == (probe in lazy, set(lazy), len(lazy))
+        assert (probe in groups, groups, len(groups)) == (probe in lazy, frozenset(lazy), len(lazy))
         assert (True, 1) == (lazy.resolved, lookup.calls)
         assert repr(sorted(groups)) in repr(lazy)
 

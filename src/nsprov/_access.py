@@ -287,22 +287,22 @@ def allows(facts: FactsLike, ident: IdentLike, want: int) -> bool:
     primary = ident.gid
     # The group-class candidates: the owning group, then the named groups.
     found = known = False
-    unknown: list[tuple[int, bool]] = []
+    unknown: dict[int, bool] = {}  # gid: whether one of its entries grants *want*
     for cand, perm in ((gid, acl.group_obj), *acl.groups):
         grant = perm & want == want
         if cand == primary:
             found = True
             known = known or grant
         else:
-            unknown.append((cand, grant))
-    # With S the unknown candidates the identity is in: found or S gives
+            unknown[cand] = unknown.get(cand, False) or grant
+    # With S the unknown gids the identity is in: found or S gives
     # mask_ok and (known or any grant in S), else other.  Every such S gives
     # the value of the empty set or of one member, so those decide if they agree.
     none = (mask_ok and known) if found else other
-    if all((mask_ok and (known or grant)) == none for _, grant in unknown):
+    if all((mask_ok and (known or grant)) == none for grant in unknown.values()):
         return none
     groups = ident.groups
-    member = [grant for cand, grant in unknown if cand in groups]
+    member = [grant for cand, grant in unknown.items() if cand in groups]
     if found or member:
         return mask_ok and (known or any(member))
     return other
