@@ -24,6 +24,7 @@ import stat as st
 
 from . import _access
 from . import _os as os  # not the os module: see nsprov._os
+from ._access import allows
 from ._fields import DEFAULT_ENV_BUDGET, MAX_ARG_STRLEN, fit, namespace_problems, user_dirs
 from ._plainscan import (
     RX,
@@ -36,6 +37,7 @@ from ._plainscan import (
     drop_privileges,
     ensure_dirs,
     identity_from_environ,
+    missing_dirs,
     read_acl,
 )
 from .exceptions import (
@@ -48,7 +50,7 @@ from .exceptions import (
 
 TYPE_CHECKING = False  # not typing's: importing typing costs every login ~7 ms
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Collection, Mapping, Sequence
     from typing import Any
 
 #: The version of the profile's layout; a profile carries it as ``"schema"``.
@@ -156,7 +158,7 @@ class _Scan:
     def searchable(self, dirs: Sequence[bytes]) -> bool:
         for d in dirs:
             s, facts = self.facts(d)
-            if not st.S_ISDIR(s.st_mode) or not _access.check(facts, self.ident, X_OK) & 1:
+            if not st.S_ISDIR(s.st_mode) or not allows(facts, self.ident, X_OK):
                 return False
         return True
 
@@ -190,20 +192,24 @@ class _Scan:
         anchored: Callable[[bytes, Sequence[bytes]], Any] | None = self.fs.anchored
         if anchored is anchored_facts:  # the real filesystem: the spool's descriptor, opened once
             steps = self.walk(real, parts)
-            return steps is not None and anchored_verdict(steps, len(parts), self.ident) is None
+            return steps is not None and self.servable(steps, len(parts))
         if anchored is None:  # a test that fakes the filesystem: the path-based checks
             for child in (b"cur", b"new"):
                 try:
                     s, facts = self.facts(path + b"/" + child)
                 except FileNotFoundError:
                     return False
-                if not st.S_ISDIR(s.st_mode) or not _access.check(facts, self.ident, RX) & 1:
+                if not st.S_ISDIR(s.st_mode) or not allows(facts, self.ident, RX):
                     return False
             return True
         try:
-            return anchored_verdict(anchored(real, parts), len(parts), self.ident) is None
+            return self.servable(anchored(real, parts), len(parts))
         except OSError:
             return False
+
+    def servable(self, steps: Sequence[tuple[bytes, int, Any]], depth: int) -> bool:
+        """Whether a descriptor walk of *depth* names found a maildir the user may read."""
+        return anchored_verdict(steps, depth, self.ident, explain=False) is None
 
     def exclude(self, spool: Mapping[str, Any], real: bytes) -> Sequence[tuple[str, int, bool]]:
         """The spool's compiled exclude patterns, with its ignore file's as the full path reads it.
@@ -262,7 +268,7 @@ class _Scan:
         builder = Builder(spool, self.user, self.home)
         sep = spool["separator"].encode("utf-8")
         prefix = real + b"/"
-        check = _access.check
+        allows = _access.allows
         from ._fields import CONTROL  # noqa: PLC0415 - loaded with the module; no cost
 
         walk = self.fs.anchored is anchored_facts  # the real filesystem: one pass per entry
@@ -285,7 +291,7 @@ class _Scan:
                 if steps is None:
                     continue
                 if not st.S_ISLNK(steps[0][1]):
-                    if anchored_verdict(steps, 1, ident) is None:
+                    if self.servable(steps, 1):
                         self.admit(spool, builder, raw, name, path, taken_names, taken_prefixes)
                         if len(self.served) > stop_after:
                             return True
@@ -299,7 +305,7 @@ class _Scan:
                 if followed is None:
                     continue
                 path, s, facts = followed
-            if not st.S_ISDIR(s.st_mode) or not check(facts, ident, RX) & 1:
+            if not st.S_ISDIR(s.st_mode) or not allows(facts, ident, RX):
                 continue
             # Patterns last: matching a name against a long list costs more than any test above.
             if matcher is not None and matcher(name + "/"):
@@ -471,6 +477,8 @@ def compute(
         counts.append(served)
     errors: list[str] = []
     if user_tasks and profile["create_dirs"] and dirs:
+        dirs = tuple(missing_dirs(uid, gid, dirs))  # all there: no drop, no group lookup
+    if user_tasks and profile["create_dirs"] and dirs:
         drop_privileges(uid, gid, groups)
         failures = ensure_dirs(dirs)
         if failures:
@@ -483,7 +491,7 @@ def compute(
 
 def _namespaces(
     profile: Mapping[str, Any], environ: Mapping[str, str], fs: Any, breaker: Any
-) -> tuple[dict[str, str], tuple[str, ...], tuple[int, int, frozenset[int]], list[str], int]:
+) -> tuple[dict[str, str], tuple[str, ...], tuple[int, int, Collection[int]], list[str], int]:
     """The namespaces action: variables, directories, ``(uid, gid, groups)``, warnings, served."""
     idc = profile["identity"]
     user, home, uid, gid, groups, _sgu = identity_from_environ(
@@ -493,6 +501,7 @@ def _namespaces(
         mail_access_groups=idc["mail_access_groups"],
         first_valid_gid=idc["first_valid_gid"],
         last_valid_gid=idc["last_valid_gid"],
+        lazy=True,
     )
     if user in profile["debug_users"]:
         raise FullPathNeeded(f"user {user} is in debug_users")
