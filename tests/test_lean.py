@@ -988,3 +988,33 @@ class TestIndexDirs:
             return _plainscan.missing_dirs(70001, 70001, [str(tmp_path), "/nonexistent"])
 
         assert [str(tmp_path), "/nonexistent"] == _forked(unprivileged)
+
+
+def _plain_steps(steps: Sequence[tuple[bytes, int, Any]]) -> list[object]:
+    """Anchored steps as comparable tuples (the ACL as its entries)."""
+
+    def acl(a: Any) -> object:
+        return None if a is None else (a.user_obj, a.group_obj, a.other, a.mask, a.users, a.groups)
+
+    return [
+        (name, mode, None if f is None else (f.mode, f.uid, f.gid, acl(f.acl)))
+        for name, mode, f in steps
+    ]
+
+
+@ROOT_ONLY
+def test_walk_without_proc(base: Path) -> None:
+    """In a chroot without /proc, cur's and new's ACLs are read through a descriptor: same facts."""
+    spool = _one_spool(base, ("a",))
+    grant = PosixAcl(user_obj=7, group_obj=5, other=0, mask=5, users=[(70001, 5)])
+    os.setxattr(spool / "a" / "cur", ACL_XATTR, grant.to_xattr())
+    expected = _plain_steps(anchored_facts(os.fsencode(spool), [b"a"]))
+
+    def inside() -> object:
+        os.chroot(base)
+        os.chdir("/")
+        return _plain_steps(anchored_facts(b"/spool", [b"a"]))
+
+    assert not (base / "proc").exists()
+    assert expected == _forked(inside)
+    assert (5, ((70001, 5),)) == (expected[1][2][3][3], expected[1][2][3][4])  # type: ignore[index]
