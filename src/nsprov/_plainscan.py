@@ -476,6 +476,11 @@ def missing_dirs(uid: int, gid: int, paths: Sequence[str]) -> list[str]:
     Only ``stat`` runs with the user's effective ids; real and saved ids stay
     root's throughout, so the user can neither signal nor trace the process.
     Not root: every path (:func:`ensure_dirs` checks them as this identity).
+
+    Call it only where :func:`drop_privileges` may be called, in a process of its
+    own (the forked worker): the C library switches the ids of every thread, so in
+    a thread of the post-login process itself the main thread would run as the
+    user meanwhile.
     """
     if os.geteuid() != 0:
         return list(paths)
