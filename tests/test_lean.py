@@ -24,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
+from nsprov import _plainscan
 from nsprov._access import ACL_XATTR
 from nsprov._breaker import SpoolBreaker
 from nsprov._config import config_from_mapping, load_config
@@ -862,3 +863,158 @@ def test_version_signs_are_the_workers(dialect: str, keys: tuple[str, ...]) -> N
 
     env = dict.fromkeys(keys, "x")
     assert version_signs(env, dialect) == _lean.version_signs(env, dialect)
+
+
+class TestLazyGroups:
+    """The lean login looks the supplementary groups up only when a verdict depends on them."""
+
+    @staticmethod
+    def _spy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        """Record each supplementary-group lookup, which still runs for real."""
+        calls: list[str] = []
+        real = _plainscan.groups_of
+
+        def spy(**kw: Any) -> frozenset[int]:
+            calls.append(kw["system_groups_user"])
+            return real(**kw)
+
+        monkeypatch.setattr(_plainscan, "groups_of", spy)
+        return calls
+
+    def test_0755_spool_login_looks_up_nothing(
+        self, base: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """0755 directories (group bits == other bits): served, getgrouplist never called."""
+        spool = _one_spool(base)
+        cfg = config_from_mapping({"spool": [{"path": str(spool)}]})
+        profile = compile_profile(cfg)
+        assert profile is not None
+        env = {**LAZY_ENV, "HOME": str(base / "home")}
+        calls = self._spy(monkeypatch)
+
+        changes, _ = compute(profile, env, user_tasks=False)
+
+        assert (3, []) == (sum(k.endswith("/PREFIX") for k in changes), calls)
+
+    @ROOT_ONLY
+    def test_group_decides_looks_up_once(self, base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A 0750 entry of a group not the user's primary one: one lookup, the full path's answer."""
+        spool = _one_spool(base)
+        os.chown(spool / "b", 0, 70009)
+        (spool / "b").chmod(0o750)
+        cfg = config_from_mapping({"spool": [{"path": str(spool)}]})
+        profile = compile_profile(cfg)
+        assert profile is not None
+        env = {**LAZY_ENV, "HOME": str(base / "home")}
+        expected = full_path(cfg, env)
+        calls = self._spy(monkeypatch)
+
+        got = compute(profile, env, user_tasks=False)
+
+        assert (expected, ["root"]) == (got, calls)
+
+
+#: A login whose userdb names a system groups user (userdb passwd's system_groups_user).
+LAZY_ENV = {"USER": "u", "UID": "70001", "GID": "70001", "SYSTEM_GROUPS_USER": "root"}
+
+
+def _forked(work: Callable[[], object]) -> object:
+    """Run *work* in a forked child (it may drop privileges for good); its repr'd result."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(r)
+        try:
+            out = repr(work()).encode()
+        except BaseException as e:
+            out = repr(("error", repr(e))).encode()
+        os.write(w, out)
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    return ast.literal_eval(data.decode())
+
+
+@ROOT_ONLY
+class TestIndexDirs:
+    """Existing index directories are confirmed as the user, without dropping root for good."""
+
+    def _setup(self, base: Path) -> tuple[dict[str, Any], dict[str, str], Path]:
+        spool = _one_spool(base)
+        home = base / "home"
+        home.mkdir()
+        os.chown(home, 70001, 70001)
+        cfg = config_from_mapping({"spool": [{"path": str(spool)}]})
+        profile = compile_profile(cfg)
+        assert profile is not None
+        return profile, {**LAZY_ENV, "HOME": str(home)}, home
+
+    def test_present_no_drop_no_lookup(self, base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """All there: one stat each as the user, root's ids back afterwards, no group lookup."""
+        profile, env, home = self._setup(base)
+        _forked(lambda: compute(profile, env))  # creates them as the user
+        made = sorted(p.name for p in (home / ".nsprov").iterdir())
+        calls = TestLazyGroups._spy(monkeypatch)
+
+        def login() -> object:
+            compute(profile, env)
+            return os.getresuid(), os.getresgid(), calls
+
+        assert ((0, 0, 0), (0, 0, 0), []) == _forked(login)
+        assert 3 == len(made)
+
+    def test_missing_made_as_user(self, base: Path) -> None:
+        """One removed: the process drops to the user (groups looked up) and makes it, 0700."""
+        profile, env, home = self._setup(base)
+        _forked(lambda: compute(profile, env))
+        gone = next((home / ".nsprov").iterdir())
+        gone.rmdir()
+
+        def login() -> object:
+            compute(profile, env)
+            return os.getresuid()
+
+        assert (70001, 70001, 70001) == _forked(login)
+        assert (70001, 0o700) == (gone.stat().st_uid, gone.stat().st_mode & 0o777)
+
+    def test_not_root_checks_every_path(self, tmp_path: Path) -> None:
+        """Without root, missing_dirs leaves every path to ensure_dirs (it runs as this identity)."""
+
+        def unprivileged() -> object:
+            os.setgid(70001)
+            os.setuid(70001)
+            return _plainscan.missing_dirs(70001, 70001, [str(tmp_path), "/nonexistent"])
+
+        assert [str(tmp_path), "/nonexistent"] == _forked(unprivileged)
+
+
+def _plain_steps(steps: Sequence[tuple[bytes, int, Any]]) -> list[object]:
+    """Anchored steps as comparable tuples (the ACL as its entries)."""
+
+    def acl(a: Any) -> object:
+        return None if a is None else (a.user_obj, a.group_obj, a.other, a.mask, a.users, a.groups)
+
+    return [
+        (name, mode, None if f is None else (f.mode, f.uid, f.gid, acl(f.acl)))
+        for name, mode, f in steps
+    ]
+
+
+@ROOT_ONLY
+def test_walk_without_proc(base: Path) -> None:
+    """In a chroot without /proc, cur's and new's ACLs are read through a descriptor: same facts."""
+    spool = _one_spool(base, ("a",))
+    grant = PosixAcl(user_obj=7, group_obj=5, other=0, mask=5, users=[(70001, 5)])
+    os.setxattr(spool / "a" / "cur", ACL_XATTR, grant.to_xattr())
+    expected = _plain_steps(anchored_facts(os.fsencode(spool), [b"a"]))
+
+    def inside() -> object:
+        os.chroot(base)
+        os.chdir("/")
+        return _plain_steps(anchored_facts(b"/spool", [b"a"]))
+
+    assert not (base / "proc").exists()
+    assert expected == _forked(inside)
+    assert (5, ((70001, 5),)) == (expected[1][2][3][3], expected[1][2][3][4])  # type: ignore[index]

@@ -1,4 +1,4 @@
-"""Differential test: :func:`nsprov._perms.decide` against the running kernel.
+"""Differential test: :func:`nsprov._perms.decide` and :func:`nsprov._access.allows` vs the kernel.
 
 As root, build a few thousand directories and files with random modes, owners
 and POSIX ACLs under a world-traversable base directory, then fork one child per
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import attrs
 import pytest
 
+from nsprov import _access
 from nsprov._perms import R_OK, W_OK, X_OK, FileFacts, Identity, PosixAcl, decide, read_acl
 
 if TYPE_CHECKING:
@@ -280,6 +281,10 @@ class TestDecideAgainstKernel:
         compared = 0
         for ident in identities:
             verdicts = _kernel_verdicts(ident, paths)
+            # The lean login's verdict: lazy groups, looked up only when they decide.
+            lazy = _access.Ident(
+                ident.uid, ident.gid, _access.LazyGroups(frozenset(ident.groups).copy)
+            )
 
             assert len(paths) == len(verdicts)
             for path, fact, bits in zip(paths, facts, verdicts, strict=True):
@@ -287,11 +292,12 @@ class TestDecideAgainstKernel:
                     kernel = bool(bits >> i & 1)
                     ours = decide(fact, ident, want)
                     compared += 1
-                    if kernel != ours.allowed:
+                    lean = _access.allows(fact, lazy, want)
+                    if kernel != ours.allowed or kernel != lean:
                         mismatches.append(
                             f"{path}: mode={fact.mode:o} uid={fact.uid} gid={fact.gid} "
                             f"acl={fact.acl} ident={ident} want={want}: "
-                            f"kernel={kernel} decide={ours}"
+                            f"kernel={kernel} decide={ours} allows={lean}"
                         )
         elapsed = time.monotonic() - started
         with capsys.disabled():

@@ -22,7 +22,7 @@ from .exceptions import InvalidAclError
 
 TYPE_CHECKING = False  # not typing's: importing typing costs every login ~7 ms
 if TYPE_CHECKING:
-    from collections.abc import Collection, Sequence
+    from collections.abc import Callable, Collection, Iterator, Sequence
     from typing import Protocol
 
     class AclLike(Protocol):
@@ -130,8 +130,52 @@ class Facts:
         self.acl = acl
 
 
+class LazyGroups:
+    """Supplementary gids looked up on first use: a membership test, iteration or ``len``.
+
+    *lookup* runs at most once (``getgrouplist`` through NSS costs every login
+    about a hundred system calls with ``group: files systemd``); :func:`allows`
+    tests membership only when the verdict depends on it.  An error of *lookup*
+    propagates from the first use, every time.
+    """
+
+    __slots__ = ("_lookup", "_value")
+
+    def __init__(self, lookup: Callable[[], Collection[int]]) -> None:
+        self._lookup = lookup
+        self._value: frozenset[int] | None = None
+
+    @property
+    def resolved(self) -> bool:
+        """Whether the lookup has run."""
+        return self._value is not None
+
+    def get(self) -> frozenset[int]:
+        """The gids (looked up now if not yet)."""
+        if self._value is None:
+            self._value = frozenset(self._lookup())
+        return self._value
+
+    def __contains__(self, gid: object) -> bool:
+        return gid in self.get()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.get())
+
+    def __len__(self) -> int:
+        return len(self.get())
+
+    def __repr__(self) -> str:
+        return f"LazyGroups({sorted(self._value) if self._value is not None else '...'})"
+
+
 class Ident:
-    """A process identity as plain values: uid, primary gid, supplementary gids."""
+    """A process identity as plain values: uid, primary gid, supplementary gids.
+
+    *groups* may be a :class:`LazyGroups`: :func:`allows` then looks them up
+    only for a verdict that depends on them; :func:`check` whenever the
+    deciding class depends on them.
+    """
 
     __slots__ = ("gid", "groups", "uid")
 
@@ -204,6 +248,64 @@ def check(facts: FactsLike, ident: IdentLike, want: int) -> int:
     if found:
         return GROUP | (granted and mask & want == want)
     return OTHER | (acl.other & want == want)
+
+
+def allows(facts: FactsLike, ident: IdentLike, want: int) -> bool:
+    """``check(facts, ident, want) & ALLOWED``, testing group membership only when it matters.
+
+    The same rules as :func:`check`, but a verdict that comes out the same
+    whether or not the identity is in the file's group (or a named group of its
+    ACL) is given without asking ``ident.groups``: a ``root:root 0755``
+    directory grants the same ``r-x`` to group and other, so a lazy
+    :class:`LazyGroups` is never looked up for it.  Membership of the primary
+    gid is known without a lookup.  Only when some membership changes the
+    answer is ``ident.groups`` consulted, once per candidate group.
+    """
+    acl = facts.acl
+    if ident.uid == facts.uid:
+        return ((facts.mode >> 6) if acl is None else acl.user_obj) & want == want
+    gid = facts.gid
+    mask = None if acl is None else acl.mask
+    if not mask:
+        if acl is None:
+            granted = (facts.mode >> 3) & want == want
+            other = facts.mode & want == want
+        else:
+            other = acl.other & want == want
+            # A minimal ACL: group_obj; a mask of 0: the kernel skips the ACL.
+            granted = acl.group_obj & want == want if mask is None else not want
+        if gid == ident.gid or granted == other:
+            return granted
+        return granted if gid in ident.groups else other
+    assert acl is not None  # noqa: S101 - a mask comes only with an ACL
+    uid = ident.uid
+    for named_uid, perm in acl.users:
+        if named_uid == uid:
+            return perm & mask & want == want
+    other = acl.other & want == want
+    mask_ok = mask & want == want
+    primary = ident.gid
+    # The group-class candidates: the owning group, then the named groups.
+    found = known = False
+    unknown: dict[int, bool] = {}  # gid: whether one of its entries grants *want*
+    for cand, perm in ((gid, acl.group_obj), *acl.groups):
+        grant = perm & want == want
+        if cand == primary:
+            found = True
+            known = known or grant
+        else:
+            unknown[cand] = unknown.get(cand, False) or grant
+    # With S the unknown gids the identity is in: found or S gives
+    # mask_ok and (known or any grant in S), else other.  Every such S gives
+    # the value of the empty set or of one member, so those decide if they agree.
+    none = (mask_ok and known) if found else other
+    if all((mask_ok and (known or grant)) == none for grant in unknown.values()):
+        return none
+    groups = ident.groups
+    member = [grant for cand, grant in unknown.items() if cand in groups]
+    if found or member:
+        return mask_ok and (known or any(member))
+    return other
 
 
 def parse_acl(data: bytes) -> Acl:

@@ -77,13 +77,16 @@ class SpoolBreaker:
         self._held: dict[str, tuple[int, bool]] = {}
 
     def _dir(self) -> int:
+        """The directory under the trust rule (one walk per login), made (0700) when missing."""
         if self._dir_fd is None:
-            from ._trust import open_trusted  # noqa: PLC0415 - only when a spool is marked
+            from ._trust import open_trusted  # noqa: PLC0415 - stdlib only
 
-            os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            self._dir_fd, _ = open_trusted(
-                self.directory, what="spool state directory", directory=True
-            )
+            what = "spool state directory"
+            try:
+                self._dir_fd, _ = open_trusted(self.directory, what=what, directory=True)
+            except FileNotFoundError:  # open first: a login does not mkdir what exists
+                os.makedirs(self.directory, mode=0o700, exist_ok=True)
+                self._dir_fd, _ = open_trusted(self.directory, what=what, directory=True)
         return self._dir_fd
 
     def enter(self, path: str) -> str | None:

@@ -24,16 +24,20 @@ import stat as st
 
 from . import _access
 from . import _os as os  # not the os module: see nsprov._os
+from ._access import allows
 from ._fields import DEFAULT_ENV_BUDGET, MAX_ARG_STRLEN, fit, namespace_problems, user_dirs
 from ._plainscan import (
     RX,
     X_OK,
     Builder,
+    anchored_at,
     anchored_facts,
+    anchored_verdict,
     components,
     drop_privileges,
     ensure_dirs,
     identity_from_environ,
+    missing_dirs,
     read_acl,
 )
 from .exceptions import (
@@ -46,7 +50,7 @@ from .exceptions import (
 
 TYPE_CHECKING = False  # not typing's: importing typing costs every login ~7 ms
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Collection, Mapping, Sequence
     from typing import Any
 
 #: The version of the profile's layout; a profile carries it as ``"schema"``.
@@ -125,10 +129,14 @@ class _Scan:
     It serves exactly the entries the full scan serves, with fewer system
     calls: a skipped entry's reason is never built, so an mbox file is not
     read and no sdbox/mdbox marker looked for (they only name the reason);
-    and an entry the user may read is checked by the descriptor walk alone,
-    where the full scan first checks ``cur`` and ``new`` by path too.
-    Without a concurrent rename both see the same inodes; with one, the
-    walk, which sees what is served, decides.
+    and on the real filesystem every entry is checked in one pass, by the
+    descriptor walk alone (``openat`` of the entry, ``fstat``, its ACL, then
+    ``fstatat`` and the ACL of ``cur`` and ``new``, ``close``), where the
+    full scan first checks it by path too.  Without a concurrent rename both
+    see the same inodes; with one, the walk, which sees what is served,
+    decides.  Only a symbolic link entry takes the path-based checks of its
+    target first (:meth:`follow`).  The spool and its ancestors are checked
+    once per spool.
     """
 
     def __init__(self, fs: Any, ident: _access.Ident, user: str, home: str | None) -> None:
@@ -150,7 +158,7 @@ class _Scan:
     def searchable(self, dirs: Sequence[bytes]) -> bool:
         for d in dirs:
             s, facts = self.facts(d)
-            if not st.S_ISDIR(s.st_mode) or not _access.check(facts, self.ident, X_OK) & 1:
+            if not st.S_ISDIR(s.st_mode) or not allows(facts, self.ident, X_OK):
                 return False
         return True
 
@@ -169,33 +177,39 @@ class _Scan:
             return None
         return target, s, facts
 
+    def walk(self, real: bytes, parts: Sequence[bytes]) -> Any:
+        """The descriptor walk of *parts* from the spool's descriptor (opened once), None on error."""
+        try:
+            if self.real_fd is None:
+                self.real_fd = os.open(real, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            return anchored_at(self.real_fd, parts)
+        except OSError:
+            return None
+
     def verdict(self, real: bytes, prefix: bytes, path: bytes) -> bool:
         """Whether one descriptor walk finds entry *path* a maildir the user may read."""
-        from ._plainscan import anchored_at, anchored_verdict  # noqa: PLC0415 - loaded; no cost
-
         parts = path[len(prefix) :].split(b"/")
         anchored: Callable[[bytes, Sequence[bytes]], Any] | None = self.fs.anchored
         if anchored is anchored_facts:  # the real filesystem: the spool's descriptor, opened once
-            try:
-                if self.real_fd is None:
-                    self.real_fd = os.open(real, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-                steps = anchored_at(self.real_fd, parts)
-            except OSError:
-                return False
-            return anchored_verdict(steps, len(parts), self.ident) is None
+            steps = self.walk(real, parts)
+            return steps is not None and self.servable(steps, len(parts))
         if anchored is None:  # a test that fakes the filesystem: the path-based checks
             for child in (b"cur", b"new"):
                 try:
                     s, facts = self.facts(path + b"/" + child)
                 except FileNotFoundError:
                     return False
-                if not st.S_ISDIR(s.st_mode) or not _access.check(facts, self.ident, RX) & 1:
+                if not st.S_ISDIR(s.st_mode) or not allows(facts, self.ident, RX):
                     return False
             return True
         try:
-            return anchored_verdict(anchored(real, parts), len(parts), self.ident) is None
+            return self.servable(anchored(real, parts), len(parts))
         except OSError:
             return False
+
+    def servable(self, steps: Sequence[tuple[bytes, int, Any]], depth: int) -> bool:
+        """Whether a descriptor walk of *depth* names found a maildir the user may read."""
+        return anchored_verdict(steps, depth, self.ident, explain=False) is None
 
     def exclude(self, spool: Mapping[str, Any], real: bytes) -> Sequence[tuple[str, int, bool]]:
         """The spool's compiled exclude patterns, with its ignore file's as the full path reads it.
@@ -254,8 +268,10 @@ class _Scan:
         builder = Builder(spool, self.user, self.home)
         sep = spool["separator"].encode("utf-8")
         prefix = real + b"/"
-        check = _access.check
+        allows = _access.allows
         from ._fields import CONTROL  # noqa: PLC0415 - loaded with the module; no cost
+
+        walk = self.fs.anchored is anchored_facts  # the real filesystem: one pass per entry
 
         for raw in names:
             if raw.startswith(b".") or sep in raw:
@@ -267,6 +283,19 @@ class _Scan:
             if not CONTROL.isdisjoint(name):
                 continue
             path = prefix + raw
+            if walk:
+                # One pass: the descriptor walk reads the entry and its cur/new, and decides.
+                if matcher is not None and matcher(name + "/"):
+                    continue
+                steps = self.walk(real, [raw])
+                if steps is None:
+                    continue
+                if not st.S_ISLNK(steps[0][1]):
+                    if self.servable(steps, 1):
+                        self.admit(spool, builder, raw, name, path, taken_names, taken_prefixes)
+                        if len(self.served) > stop_after:
+                            return True
+                    continue
             try:
                 s, facts = self.facts(path)
             except FileNotFoundError:
@@ -276,25 +305,38 @@ class _Scan:
                 if followed is None:
                     continue
                 path, s, facts = followed
-            if not st.S_ISDIR(s.st_mode) or not check(facts, ident, RX) & 1:
+            if not st.S_ISDIR(s.st_mode) or not allows(facts, ident, RX):
                 continue
             # Patterns last: matching a name against a long list costs more than any test above.
             if matcher is not None and matcher(name + "/"):
                 continue
             if not self.verdict(real, prefix, path):
                 continue
-            try:
-                ns = builder.build(raw, name, os.fsdecode(path))
-            except (InvalidNamespaceError, InvalidLocationError):
-                continue
-            if ns.name in taken_names or ns.prefix in taken_prefixes:
-                continue
-            taken_names.add(ns.name)
-            taken_prefixes.add(ns.prefix)
-            self.served.append((spool["path"], ns))
+            self.admit(spool, builder, raw, name, path, taken_names, taken_prefixes)
             if len(self.served) > stop_after:
                 return True
         return False
+
+    def admit(
+        self,
+        spool: Mapping[str, Any],
+        builder: Builder,
+        raw: bytes,
+        name: str,
+        path: bytes,
+        taken_names: set[str],
+        taken_prefixes: set[str],
+    ) -> None:
+        """Serve the servable entry *raw* at *path* unless its namespace is invalid or taken."""
+        try:
+            ns = builder.build(raw, name, os.fsdecode(path))
+        except (InvalidNamespaceError, InvalidLocationError):
+            return
+        if ns.name in taken_names or ns.prefix in taken_prefixes:
+            return
+        taken_names.add(ns.name)
+        taken_prefixes.add(ns.prefix)
+        self.served.append((spool["path"], ns))
 
 
 def _matcher(
@@ -435,6 +477,8 @@ def compute(
         counts.append(served)
     errors: list[str] = []
     if user_tasks and profile["create_dirs"] and dirs:
+        dirs = tuple(missing_dirs(uid, gid, dirs))  # all there: no drop, no group lookup
+    if user_tasks and profile["create_dirs"] and dirs:
         drop_privileges(uid, gid, groups)
         failures = ensure_dirs(dirs)
         if failures:
@@ -447,7 +491,7 @@ def compute(
 
 def _namespaces(
     profile: Mapping[str, Any], environ: Mapping[str, str], fs: Any, breaker: Any
-) -> tuple[dict[str, str], tuple[str, ...], tuple[int, int, frozenset[int]], list[str], int]:
+) -> tuple[dict[str, str], tuple[str, ...], tuple[int, int, Collection[int]], list[str], int]:
     """The namespaces action: variables, directories, ``(uid, gid, groups)``, warnings, served."""
     idc = profile["identity"]
     user, home, uid, gid, groups, _sgu = identity_from_environ(
@@ -457,6 +501,7 @@ def _namespaces(
         mail_access_groups=idc["mail_access_groups"],
         first_valid_gid=idc["first_valid_gid"],
         last_valid_gid=idc["last_valid_gid"],
+        lazy=True,
     )
     if user in profile["debug_users"]:
         raise FullPathNeeded(f"user {user} is in debug_users")

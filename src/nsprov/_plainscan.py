@@ -23,7 +23,7 @@ from .exceptions import IdentityError, InvalidNamespaceError, InvalidTemplateErr
 
 TYPE_CHECKING = False  # not typing's: importing typing costs every login ~7 ms
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
     from typing import Any
 
 R_OK = 4
@@ -137,8 +137,14 @@ def identity_from_environ(
     getpwnam: Callable[[str], Any] | None = None,
     getgrnam: Callable[[str], Any] | None = None,
     getgrouplist: Callable[[str, int], list[int]] = os.getgrouplist,
-) -> tuple[str, str | None, int, int, frozenset[int], str | None]:
+    lazy: bool = False,
+) -> tuple[str, str | None, int, int, Collection[int], str | None]:
     """``(user, home, uid, gid, groups, system_groups_user)`` of a post-login environment.
+
+    With *lazy*, ``system_groups_user``'s groups are a :class:`nsprov._access.LazyGroups`:
+    ``getgrouplist`` (NSS) runs only when a permission verdict or the privilege drop
+    needs them, and its error is raised then.  Group names in ``mail_access_groups``
+    are resolved now either way, so an unknown one is an error of every login.
 
     Raises:
         IdentityError: No user, no uid or gid, an unknown name, or uid 0.
@@ -166,6 +172,22 @@ def identity_from_environ(
     uid = _uid(uid_text, getpwnam)  # type: ignore[arg-type]
     gid = _gid(gid_text, getgrnam)  # type: ignore[arg-type]
     refuse_root(user, uid)
+    home = environ.get("HOME") or None
+    if lazy and sgu:
+        named = [str(_gid(name, getgrnam)) for name in access_groups if name]  # type: ignore[arg-type]
+
+        def lookup() -> frozenset[int]:
+            return groups_of(
+                gid=gid,
+                system_groups_user=sgu,
+                access_groups=named,
+                first_valid_gid=first_valid_gid,
+                last_valid_gid=last_valid_gid,
+                getgrouplist=getgrouplist,
+                getgrnam=getgrnam,  # type: ignore[arg-type]
+            )
+
+        return user, home, uid, gid, _access.LazyGroups(lookup), sgu
     groups = groups_of(
         gid=gid,
         system_groups_user=sgu,
@@ -175,7 +197,7 @@ def identity_from_environ(
         getgrouplist=getgrouplist,
         getgrnam=getgrnam,  # type: ignore[arg-type]
     )
-    return user, environ.get("HOME") or None, uid, gid, groups, sgu
+    return user, home, uid, gid, groups, sgu
 
 
 # -- the filesystem
@@ -229,6 +251,34 @@ def look(dir_fd: int, name: bytes) -> tuple[int | None, tuple[bytes, int, Facts 
         raise
 
 
+def child_step(dir_fd: int, name: bytes) -> tuple[bytes, int, Facts | None]:
+    """:func:`look` for ``cur`` or ``new`` of the entry open on *dir_fd*, in two calls, no descriptor.
+
+    ``fstatat(dir_fd, name, AT_SYMLINK_NOFOLLOW)``, then for a directory its ACL by
+    ``lgetxattr("/proc/self/fd/<dir_fd>/<name>")``: both resolve *name* in the pinned
+    entry, never through a symbolic link.  Mode and ACL are two lookups of the name,
+    so swapping it between them takes write access to the entry itself, and whoever
+    has that decides what ``cur`` and ``new`` are anyway (they could put any
+    directory there): the entry's own facts, the ones a swap of spool entries
+    could forge, still come from one descriptor (see :func:`anchored_facts`).
+    """
+    try:
+        s = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return name, 0, None
+    if not st.S_ISDIR(s.st_mode):
+        return name, s.st_mode, None
+    try:
+        acl = read_acl(b"/proc/self/fd/%d/%s" % (dir_fd, name))
+    except FileNotFoundError:  # no /proc (a chroot), or removed since: a descriptor of it
+        fd = os.open(name, ANCHOR, dir_fd=dir_fd)
+        try:
+            acl = fd_acl(fd)
+        finally:
+            os.close(fd)
+    return name, s.st_mode, Facts(s.st_mode, s.st_uid, s.st_gid, acl)
+
+
 def anchored_facts(real: bytes, parts: Sequence[bytes]) -> list[tuple[bytes, int, Facts | None]]:
     """What the directories *real*/*parts*... and the last one's ``cur`` and ``new`` are, race-free.
 
@@ -236,7 +286,9 @@ def anchored_facts(real: bytes, parts: Sequence[bytes]) -> list[tuple[bytes, int
     of the directory before it, and its mode, owner and ACL are read from that
     descriptor: renaming or swapping an entry between two calls cannot make one
     inode's facts pass for another's, nor lead through a symbolic link.  The
-    walk stops at the first name that is no directory.
+    walk stops at the first name that is no directory.  ``cur`` and ``new``
+    are read in the last directory without a descriptor of their own
+    (:func:`child_step`: two calls each, not four).
     """
     fd = os.open(real, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -256,11 +308,8 @@ def anchored_at(real_fd: int, parts: Sequence[bytes]) -> list[tuple[bytes, int, 
             if fd is None:
                 return steps
             fds.append(fd)
-        for child in (b"cur", b"new"):
-            fd, step = look(fds[-1], child)
-            steps.append(step)
-            if fd is not None:
-                os.close(fd)
+        entry = fds[-1]
+        steps.extend(child_step(entry, child) for child in (b"cur", b"new"))
         return steps
     finally:
         for fd in fds[1:]:
@@ -268,13 +317,16 @@ def anchored_at(real_fd: int, parts: Sequence[bytes]) -> list[tuple[bytes, int, 
 
 
 def anchored_verdict(
-    steps: Sequence[tuple[bytes, int, Any]], depth: int, ident: Any
+    steps: Sequence[tuple[bytes, int, Any]], depth: int, ident: Any, *, explain: bool = True
 ) -> tuple[str, str] | None:
     """Pure: the verdict on an anchored walk of *depth* names, then cur/new (None: servable).
 
     Every name but the last must be a directory *ident* may search, the last
     (the entry) one it may read and search, and its ``cur`` and ``new``
-    directories it may read and search.
+    directories it may read and search.  Without *explain* (the lean login,
+    which never shows a reason) access is decided by :func:`nsprov._access.allows`,
+    which looks lazy supplementary groups up only when they decide, and a
+    refusal says only ``no-access``.
     """
     if len(steps) < depth + 2:
         _, mode, _ = steps[-1]
@@ -288,6 +340,10 @@ def anchored_verdict(
         if facts is None:  # only cur or new: the walk went through every part
             return "not-a-maildir", f"no {name.decode()} subdirectory (when checked by descriptor)"
         want = X_OK if i < depth - 1 else RX
+        if not explain:
+            if not _access.allows(facts, ident, want):
+                return "no-access", "not readable and searchable (checked by descriptor)"
+            continue
         code = check(facts, ident, want)
         if not code & _access.ALLOWED:
             what = "directory" if i < depth else name.decode()
@@ -406,6 +462,51 @@ def drop_privileges(uid: int, gid: int, groups: Iterable[int]) -> None:
     os.setgroups(sorted({*groups, gid}))
     os.setgid(gid)
     os.setuid(uid)
+
+
+def missing_dirs(uid: int, gid: int, paths: Sequence[str]) -> list[str]:
+    """The *paths* not seen as directories by *uid* with only its primary group *gid*.
+
+    As root: the effective ids become the user's for one ``stat`` per path, with
+    the primary group alone (no ``getgrouplist``), and root's are restored.  A
+    directory seen so exists, whatever groups the mail process will have: nothing
+    to create, so the privileges need not be dropped nor the groups looked up.
+    What is not seen (missing, or hidden by a directory only the supplementary
+    groups may search) is left to :func:`ensure_dirs` with the full identity.
+    Only ``stat`` runs with the user's effective ids; real and saved ids stay
+    root's throughout, so the user can neither signal nor trace the process.
+    Not root: every path (:func:`ensure_dirs` checks them as this identity).
+
+    Call it only where :func:`drop_privileges` may be called, in a process of its
+    own (the forked worker): the C library switches the ids of every thread, so in
+    a thread of the post-login process itself the main thread would run as the
+    user meanwhile.
+    """
+    if os.geteuid() != 0:
+        return list(paths)
+    saved_groups = os.getgroups()
+    saved_gid = os.getegid()
+    os.setgroups([gid])
+    try:
+        os.setegid(gid)
+        try:
+            os.seteuid(uid)
+            try:
+                left = []
+                for path in paths:
+                    try:
+                        if st.S_ISDIR(os.stat(path).st_mode):
+                            continue
+                    except OSError:
+                        pass
+                    left.append(path)
+            finally:
+                os.seteuid(0)
+        finally:
+            os.setegid(saved_gid)
+    finally:
+        os.setgroups(saved_groups)
+    return left
 
 
 def ensure_dirs(paths: Iterable[str]) -> list[str]:

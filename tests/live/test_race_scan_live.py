@@ -28,7 +28,9 @@ import pytest
 
 from nsprov._config import config_from_mapping
 from nsprov._identity import MailUser
+from nsprov._lean import compute
 from nsprov._perms import Identity
+from nsprov._profile_compile import compile_profile
 from nsprov._scan import Fs, discover
 
 from .harness import SystemAccounts, User, make_maildir
@@ -144,6 +146,32 @@ def test_racer_offers_nothing_forbidden(race: tuple[Path, User]) -> None:
         )
         shows.append(sorted(ns["entry"] for ns in json.loads(out.stdout)["namespaces"]))
     assert [["ok"]] * SHOW_RUNS == shows
+
+
+def test_racer_lean_path_offers_nothing_forbidden(race: tuple[Path, User]) -> None:
+    """5,000 lean-path logins (one descriptor walk per entry, no path pass) offer only ``ok``."""
+    spool, victim = race
+    config = config_from_mapping(
+        {
+            "spool": [{"path": str(spool), "prefix": "Shared/{name}/"}],
+            "namespace": {"create_dirs": False},
+        }
+    )
+    profile = compile_profile(config)
+    assert profile is not None
+    env = {
+        "USER": victim.name,
+        "UID": str(victim.uid),
+        "GID": str(victim.gid),
+        "HOME": str(victim.home),
+        "USERDB_KEYS": "UID GID HOME ",
+    }
+
+    offered = {compute(profile, env, user_tasks=False)[0].get("NAMESPACE", "") for _ in range(RUNS)}
+
+    assert 1 == len(offered), offered
+    [only] = offered
+    assert (1, "s-ok-") == (len(only.split()), only[:5])
 
 
 def test_racer_hits_the_window_without_the_recheck(race: tuple[Path, User]) -> None:
