@@ -326,14 +326,13 @@ def test_profile_is_plain_data(base: Path) -> None:
     ("extra", "why"),
     [
         ({"scan_cache": {}}, "[scan_cache]"),
-        (
-            {"actions": {"imap": ["namespaces", "alert"]}, "alert": [{"text": "hi"}]},
-            "actions for imap",
-        ),
+        ({"mail": {"location": "maildir:{home}/Mail"}}, "actions for imap"),
+        ({"last_login": {"backend": "sqlite"}}, "[last_login] backend = sqlite"),
+        ({"field": [{"name": "home", "value": "/x"}]}, "[[field]] home: changes the mail identity"),
     ],
 )
 def test_full_path_configs(base: Path, extra: dict[str, Any], why: str) -> None:
-    """Actions besides namespaces and a scan cache need the full path: no profile."""
+    """[mail], an SQL last-login, a field changing the identity and a scan cache: no profile."""
     spool = _one_spool(base)
     try:
         cfg = config_from_mapping({"spool": [{"path": str(spool)}], **extra})

@@ -348,16 +348,28 @@ class TestDispatch:
         assert 0 == os.stat(paths.state / _profile.file_name(str(paths.config))).st_uid
 
     def test_other_actions_store_no_profile(self, paths: Paths) -> None:
-        """A config the lean path cannot serve (here a [[field]]) keeps the full path."""
+        """A config the lean path cannot serve (here [mail]) keeps the full path."""
         text = paths.config.read_text().replace(
-            'imap = ["namespaces"]', 'imap = ["namespaces", "fields"]'
+            'imap = ["namespaces"]', 'imap = ["namespaces", "mail"]'
         )
-        paths.config.write_text(text + '[[field]]\nname = "x"\nvalue = "1"\n')
+        paths.config.write_text(text + '[mail]\nlocation = "maildir:{home}/Other"\n')
         frames = paths.login()
         paths.login()
         assert ["missing", "missing"] == paths.full
-        assert env_frames(frames)[b"X"] == b"1"
+        assert env_frames(frames)[b"MAIL"] == b"maildir:/home/other/Other"
         assert not (paths.state / _profile.file_name(str(paths.config))).exists()
+
+    def test_fields_are_served_lean(self, paths: Paths) -> None:
+        """A [[field]] runs on the lean path: the same frames as the full path's, profile warm."""
+        text = paths.config.read_text().replace(
+            'imap = ["namespaces"]', 'imap = ["namespaces", "fields"]'
+        )
+        paths.config.write_text(text + '[[field]]\nname = "x"\nvalue = "{user}"\n')
+        cold = paths.login()
+        warm = paths.login()
+        assert ["missing"] == paths.full
+        assert env_frames(warm)[b"X"] == b"other"
+        assert env_frames(cold) == env_frames(warm)
 
     def test_compute_failing_takes_the_full_path(
         self, paths: Paths, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
@@ -367,7 +379,7 @@ class TestDispatch:
         def broken(*_args: object, **_kw: object) -> None:
             raise RuntimeError("boom")
 
-        monkeypatch.setattr(_lean, "compute", broken)
+        monkeypatch.setattr(_lean, "run_login", broken)
         capfd.readouterr()
         assert cold == env_frames(paths.login())
         assert ["missing", "lean path failed"] == paths.full
