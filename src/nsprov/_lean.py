@@ -551,9 +551,11 @@ def run_login(
 
     Raises:
         FullPathNeeded: The profile is of another schema, the user is in
-            ``debug_users``, an ignore file is not the profile's, or an action
-            failed under ``on_error = "deny"`` (the full path reports and denies).
-        NsprovError: The namespaces action failed (the full path reports it).
+            ``debug_users``, an ignore file is not the profile's, the
+            namespaces action failed (no user, a spool that cannot be read,
+            namespaces Dovecot would refuse …), or an action failed under
+            ``on_error = "deny"``: the full path serves the login, and reports
+            the failure as its own, once.
     """
     if profile.get("schema") != PROFILE_SCHEMA:
         raise FullPathNeeded(f"login profile schema {profile.get('schema')!r}")
@@ -647,8 +649,13 @@ def run_login(
 
     try:
         for name in names:
-            if name == "namespaces":  # a failure raises: the full path serves and reports it
-                _namespaces_action(profile, env, fs, breaker, out, tasks)
+            if name == "namespaces":
+                try:
+                    _namespaces_action(profile, env, fs, breaker, out, tasks)
+                except FullPathNeeded:
+                    raise
+                except NsprovError as e:  # the full path reports it, once, as its own
+                    raise FullPathNeeded(f"the namespaces action failed: {e}") from e
                 continue
             if name not in LEAN_RUNS:
                 raise FullPathNeeded(f"action {name} runs on the full path")
