@@ -1,9 +1,12 @@
 """The lean login path: a compiled profile and a post-login environment in, variables out.
 
-:func:`compute` does what the full worker does for a configuration whose only
-action is ``namespaces`` (:func:`nsprov._profile_compile.compile_profile`
-decides which configurations those are): the identity, the scan of every
-spool with the one permission engine (:mod:`nsprov._access`), the namespace
+:func:`run_login` runs the profile's actions in order as the full worker does
+(``deny``, ``alert``, ``acl_groups``, ``last_login`` to a file, ``fields``
+with the rules of :mod:`nsprov._actrules`, and ``namespaces``;
+:func:`nsprov._profile_compile.compile_profile` decides which configurations
+it serves); :func:`compute` runs the ``namespaces`` action alone.  That
+action is the identity, the scan of every spool with the one permission
+engine (:mod:`nsprov._access`), the namespace
 checks, the fields of the Dovecot dialect within the kernel's limits
 (:mod:`nsprov._fields`), and the index/control directories created as the
 user.  It imports only built-in and ``os``-level standard library modules
