@@ -30,7 +30,7 @@ from nsprov._config import config_from_mapping, load_config
 from nsprov._engine import plan
 from nsprov._fs import Fs
 from nsprov._identity import mail_user_from_environ
-from nsprov._lean import PROFILE_SCHEMA, FullPathNeeded, LeanError, _matcher, compute
+from nsprov._lean import PROFILE_SCHEMA, FullPathNeeded, LeanError, _matcher, compute, run_login
 from nsprov._perms import PosixAcl
 from nsprov._plainscan import anchored_facts
 from nsprov._postlogin import T_DEADLINE, T_ENV, T_LOGIN, T_POLICY, T_SCAN, Options, log
@@ -1177,3 +1177,123 @@ def test_lean_actions_equal_full_worker(
     assert (T_DENY in {t for t, _ in lean}) <= (config["deny"] is not None)
     if T_CLIENT in {t for t, _ in lean}:
         event("client lines")
+
+
+# --- run_login in-process: each action's branch (the forked equivalence test above runs them
+# --- too, where coverage cannot see)
+
+
+def _action_profile(base: Path, text: str) -> dict[str, Any]:
+    spool = _one_spool(base)
+    conf = base / "nsprov.toml"
+    conf.write_text(f'[[spool]]\npath = "{spool}"\n[namespace]\ncreate_dirs = false\n{text}')
+    profile = compile_profile(load_config(str(conf)))
+    assert profile is not None
+    return marshal.loads(marshal.dumps(profile))  # type: ignore[no-any-return]  # noqa: S302
+
+
+LOGIN_ENV = {
+    "USER": "lean-user",
+    "UID": "70001",
+    "GID": "70001",
+    "HOME": "/home/lean",
+    "USERDB_KEYS": "HOME ",
+    "IP": "192.0.2.9",
+}
+
+
+@pytest.mark.parametrize(
+    ("protocol", "line"),
+    [
+        ("imap", b"* BYE [ALERT] No entry for you.\r\n"),
+        ("pop3", b"-ERR [SYS/PERM] No entry for you.\r\n"),
+        (None, None),
+    ],
+)
+def test_run_login_deny(base: Path, protocol: str | None, line: bytes | None) -> None:
+    """A matching network denies with the protocol's line; the actions after it do not run."""
+    profile = _action_profile(
+        base,
+        '[deny]\nnetworks = ["192.0.2.0/24"]\nmessage = "No entry\\r\\nfor you."\n'
+        '[[alert]]\ntext = "never"\n[actions]\nimap = ["deny", "alert", "namespaces"]\n'
+        'pop3 = ["deny"]\ndefault = ["deny", "namespaces"]\n',
+    )
+    out = run_login(profile, LOGIN_ENV, protocol=protocol, user_tasks=False)
+    assert (True, line, [], {}, None) == (out.denied, out.deny, out.client, out.changes, out.served)
+    allowed = run_login(
+        profile, {**LOGIN_ENV, "IP": "::ffff:10.0.0.1"}, protocol=protocol, user_tasks=False
+    )
+    assert not allowed.denied
+    assert ("NAMESPACE" in allowed.changes) == (protocol != "pop3")
+
+
+def test_run_login_actions_in_order(base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Alerts (one conditional), acl_groups, the last-login file and fields, in [actions] order;
+    the user's tasks after every action (here without the privilege drop: root writes)."""
+    import nsprov._lean
+
+    home = base / "home"
+    (home / "flag").parent.mkdir()
+    (home / "flag").touch()
+    profile = _action_profile(
+        base,
+        '[deny]\ngroups = ["nomatch-*"]\nallow_users = ["admin"]\n'
+        '[[alert]]\ntext = "Hi {user}"\n'
+        '[[alert]]\ntext = "Flag"\nif_exists = "{home}/flag"\n'
+        '[[alert]]\ntext = "No flag"\nif_exists = "{home}/none"\n'
+        "[acl_groups]\n[last_login]\n"
+        '[[field]]\nname = "acl_groups"\nvalue = "extra"\nmode = "append"\n'
+        '[[field]]\nname = "quota_rule"\nvalue = "50%"\nliteral_percent = true\n'
+        '[actions]\nimap = ["fields", "deny", "alert", "acl_groups", "last_login", "namespaces"]\n',
+    )
+    monkeypatch.setattr(nsprov._lean, "drop_privileges", lambda *_a: None)
+    env = {**LOGIN_ENV, "GID": "8", "HOME": str(home)}
+    out = run_login(profile, env, protocol="imap")
+    assert [b"* OK [ALERT] Hi lean-user\r\n", b"* OK [ALERT] Flag\r\n"] == out.client
+    assert "extra,mail" == out.changes["ACL_GROUPS"]
+    assert "50%%" == out.changes["QUOTA_RULE"]
+    assert out.changes["USERDB_KEYS"].startswith("HOME ACL_GROUPS QUOTA_RULE ")
+    assert [] == out.errors
+    assert (home / ".nsprov" / "last-login").read_text().endswith(" imap 192.0.2.9\n")
+    assert 3 == out.served
+
+
+def test_run_login_errors(base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failing action is one error line and the next one runs; a failing task too;
+    under on_error = "deny" the login goes to the full path."""
+    import nsprov._lean
+
+    text = (
+        '[[alert]]\ntext = "{nope}"\n[[field]]\nname = "x"\nvalue = "1"\n'
+        '[last_login]\npath = "{home}/missing/dir/last-login"\n'
+    )
+    profile = _action_profile(base, text)
+    monkeypatch.setattr(nsprov._lean, "drop_privileges", lambda *_a: None)
+    env = {**LOGIN_ENV, "HOME": str(base / "no-home")}
+    (base / "no-home").write_text("a file, not a directory")
+    out = run_login(profile, env, protocol="imap")
+    assert "1" == out.changes["X"]
+    assert 2 == len(out.errors), out.errors
+    assert out.errors[0] == "alert: no value for field {nope} in '{nope}'"
+    assert out.errors[1].startswith("last-login file: ")
+    with pytest.raises(FullPathNeeded, match="action alert failed, on_error = deny"):
+        run_login({**profile, "on_error": "deny"}, env, protocol="imap", user_tasks=False)
+
+
+def test_run_login_full_path_cases(base: Path) -> None:
+    """Another schema, a failing namespaces action, an action it does not run, a user without
+    an identity for the user's tasks: the full path serves; another Dovecot: no namespaces."""
+    profile = _action_profile(base, "[last_login]\n")
+    with pytest.raises(FullPathNeeded, match="schema"):
+        run_login({**profile, "schema": 0}, LOGIN_ENV, protocol="imap")
+    with pytest.raises(FullPathNeeded, match="the namespaces action failed"):
+        run_login(profile, {"USER": "u"}, protocol="imap")
+    odd = {**profile, "actions": {**profile["actions"], "imap": ("mail",)}}
+    with pytest.raises(FullPathNeeded, match="mail runs on the full path"):
+        run_login(odd, LOGIN_ENV, protocol="imap")
+    pop3 = {**profile, "actions": {**profile["actions"], "pop3": ("last_login",)}}
+    with pytest.raises(FullPathNeeded, match="the user's tasks"):
+        run_login(pop3, {"USER": "u", "HOME": "/h", "USERDB_KEYS": "HOME "}, protocol="pop3")
+    out = run_login(profile, LOGIN_ENV, protocol="imap", installed="2.4", user_tasks=False)
+    assert "NAMESPACE" not in out.changes
+    assert "Dovecot 2.4 is installed" in out.warnings[0]

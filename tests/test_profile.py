@@ -18,7 +18,17 @@ import pytest
 from nsprov import _defaults, _lean, _os, _postlogin, _profile
 from nsprov._config import DEFAULT_CACHE_DIR
 from nsprov._lean import PROFILE_SCHEMA
-from nsprov._postlogin import T_DEADLINE, T_ENV, T_OK, T_POLICY, Options
+from nsprov._postlogin import (
+    T_CLIENT,
+    T_DEADLINE,
+    T_DENY,
+    T_ENV,
+    T_LOGIN,
+    T_OK,
+    T_POLICY,
+    T_SCAN,
+    Options,
+)
 from nsprov._worker import run
 
 from .test_fastpath import ENV, box_toml
@@ -370,6 +380,30 @@ class TestDispatch:
         assert ["missing"] == paths.full
         assert env_frames(warm)[b"X"] == b"other"
         assert env_frames(cold) == env_frames(warm)
+
+    @pytest.mark.parametrize("user", ["other", "someone"])
+    def test_deny_and_alert_frames_lean(self, paths: Paths, user: str) -> None:
+        """A warm login sends the full path's client lines and denial (T_CLIENT, T_DENY)."""
+        text = paths.config.read_text().replace(
+            'imap = ["namespaces"]', 'imap = ["alert", "deny", "namespaces"]'
+        )
+        paths.config.write_text(
+            text + '[[alert]]\ntext = "Hi {user}"\n[deny]\nusers = ["oth*"]\nmessage = "No."\n'
+        )
+        env = {**ENV, "USER": user}
+
+        def outcome(frames: list[tuple[bytes, bytes]] | None) -> list[tuple[bytes, bytes]]:
+            assert frames is not None
+            return [(t, p) for t, p in frames if t not in (T_DEADLINE, T_POLICY, T_LOGIN, T_SCAN)]
+
+        cold = outcome(paths.login(env=env))
+        warm = outcome(paths.login(env=env))
+        assert ["missing"] == paths.full
+        assert cold == warm
+        if user == "other":
+            assert [(T_CLIENT, b"* BYE [ALERT] No.\r\n"), (T_DENY, b""), (T_OK, b"")] == warm
+        else:
+            assert (T_CLIENT, b"* OK [ALERT] Hi someone\r\n") in warm
 
     def test_compute_failing_takes_the_full_path(
         self, paths: Paths, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
