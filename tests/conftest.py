@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -73,3 +74,14 @@ def pytest_runtest_makereport(
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"live test skipped but NSPROV_REQUIRE_LIVE=1: {reason}"
     return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """After live tests: how many nsprov post-logins each login path served."""
+    harness = next(
+        (m for name, m in list(sys.modules.items()) if name.endswith("live.harness")), None
+    )
+    seen = getattr(harness, "PATHS_SEEN", None)
+    if seen:
+        tally = ", ".join(f"{path} {n}" for path, n in sorted(seen.items()))
+        terminalreporter.write_line(f"live nsprov post-logins by login path: {tally}")

@@ -1,15 +1,20 @@
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 import tomllib
 from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 import nsprov
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 ROOT = Path(__file__).parent.parent
 
@@ -73,8 +78,21 @@ def test_worker_imports_no_cli_modules() -> None:
     )
 
 
-#: The installed ``nsprov`` command, beside this interpreter.
+#: The installed ``nsprov`` command, beside this interpreter: the direct launcher that
+#: ``nsprov install-launcher`` wrote (dev/_bootstrap.sh runs it after installing the wheel).
 NSPROV = Path(sys.executable).with_name("nsprov")
+
+
+@pytest.fixture(name="bash_launcher", scope="module")
+def _bash_launcher() -> Iterator[Path]:
+    """The wheel's bash launcher (``scripts/nsprov``), beside this interpreter as the wheel puts it."""
+    path = NSPROV.with_name(f"nsprov-bash-test-{os.getpid()}")
+    path.write_text((ROOT / "scripts" / "nsprov").read_text())
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        path.unlink()
 
 
 def _plant(where: Path, marker: Path) -> dict[str, str]:
@@ -114,18 +132,28 @@ def _plant(where: Path, marker: Path) -> dict[str, str]:
 class TestLauncher:
     """The nsprov command starts Python isolated and leaves the login's environment as it found it."""
 
-    def test_is_a_launcher(self) -> None:
-        """The installed command is the bash launcher, not a console script (which cannot pass -I)."""
-        assert "#!/bin/bash -p" == NSPROV.read_text().splitlines()[0]
+    def test_is_the_direct_launcher(self) -> None:
+        """The installed command is the direct launcher: Python itself, started -IS, no shell."""
+        from nsprov._launcher import MARK
 
-    def test_planted_code_never_runs(self, tmp_path: Path) -> None:
+        first, second = NSPROV.read_text().splitlines()[:2]
+        assert (f"#!{sys.executable} -IS", MARK) == (first, second.split(" (")[0]), (
+            "run nsprov install-launcher (dev/_bootstrap.sh does)"
+        )
+
+    def test_wheel_ships_bash_launcher(self, bash_launcher: Path) -> None:
+        """The wheel's command is the bash launcher, not a console script (which cannot pass -I)."""
+        assert "#!/bin/bash -p" == bash_launcher.read_text().splitlines()[0]
+
+    @pytest.mark.parametrize("kind", ["bash", "direct"])
+    def test_planted_code_never_runs(self, tmp_path: Path, bash_launcher: Path, kind: str) -> None:
         """Run through a symlink, as root would from a login: nothing planted runs, the environment passes unchanged."""
         marker = tmp_path / "ran"
         plant = tmp_path / "plant"
         plant.mkdir()
         link = tmp_path / "bin" / "nsprov"
         link.parent.mkdir()
-        link.symlink_to(NSPROV)
+        link.symlink_to(bash_launcher if kind == "bash" else NSPROV)
         env = {
             "USER": "alice",
             "NAMESPACE+": "s-a",
@@ -145,21 +173,33 @@ class TestLauncher:
         proc = subprocess.run(argv, cwd=plant, env=env, capture_output=True, check=False)
 
         passed = dict(item.partition("=")[::2] for item in proc.stdout.decode().split("\0") if item)
-        # bash exports its own SHELLOPTS once the variable exists (no userdb has such a field).
-        shellopts = passed.pop("SHELLOPTS")
-        assert (0, {k: v for k, v in env.items() if k != "SHELLOPTS"}) == (proc.returncode, passed)
-        assert "xtrace" not in shellopts
+        if kind == "bash":
+            # bash exports its own SHELLOPTS once the variable exists (no userdb has such a field).
+            shellopts = passed.pop("SHELLOPTS")
+            assert "xtrace" not in shellopts
+            env.pop("SHELLOPTS")
+        assert (0, env) == (proc.returncode, passed)
         assert not marker.exists(), marker.read_text()
         assert 1 == proc.stderr.count(b"\n"), proc.stderr  # the one line: no config
 
     @pytest.mark.skipif(not shutil.which("strace"), reason="needs strace")
-    def test_post_login_skips_site(self, tmp_path: Path) -> None:
+    def test_post_login_skips_site(self, tmp_path: Path, bash_launcher: Path) -> None:
         """post-login starts Python with -I -S (no .pth files, no site-packages listing); others with -I."""
         trace = tmp_path / "trace"
 
         def python_flags(*argv: str) -> list[str]:
             subprocess.run(
-                ["strace", "-f", "-qq", "-e", "trace=execve", "-o", str(trace), str(NSPROV), *argv],
+                [
+                    "strace",
+                    "-f",
+                    "-qq",
+                    "-e",
+                    "trace=execve",
+                    "-o",
+                    str(trace),
+                    str(bash_launcher),
+                    *argv,
+                ],
                 env={"USER": "alice", "USERDB_KEYS": ""},
                 capture_output=True,
                 check=False,

@@ -32,14 +32,28 @@ def _commands() -> list[str]:
     return re.findall(r"^    ([a-z][a-z-]*)", out, flags=re.MULTILINE)
 
 
-def test_launcher_named_interpreter_is_isolated(tmp_path: Path) -> None:
-    """With python= set (as the .deb sets it), the launcher runs that interpreter with -I."""
+def test_deb_writes_direct_launcher() -> None:
+    """debian/rules writes /usr/bin/nsprov with install-launcher's text: /usr/bin/python3 -IS."""
+    rules = (ROOT / "debian/rules").read_text()
+
+    assert "from nsprov._launcher import render" in rules
+    assert "/usr/bin/python3 /usr/lib/python3/dist-packages > debian/nsprov/usr/bin/nsprov" in rules
+    assert rules.index("execute_after_dh_python3:") < rules.index("_launcher import render")
+
+
+@pytest.mark.parametrize("kind", ["bash", "direct"])
+def test_launcher_named_interpreter_is_isolated(tmp_path: Path, kind: str) -> None:
+    """With python= set, or written by install-launcher, the launcher runs that interpreter isolated."""
+    from nsprov._launcher import default_package_dir, render
+
     source = (ROOT / "scripts/nsprov").read_text()
-    assert 1 == source.splitlines().count("python=")  # the line debian/rules rewrites
-    assert "s|^python=$$|python=/usr/bin/python3|" in (ROOT / "debian/rules").read_text()
+    assert 1 == source.splitlines().count("python=")
     launcher = tmp_path / "bin" / "nsprov"
     launcher.parent.mkdir()
-    launcher.write_text(source.replace("\npython=\n", f"\npython={sys.executable}\n"))
+    if kind == "bash":
+        launcher.write_text(source.replace("\npython=\n", f"\npython={sys.executable}\n"))
+    else:
+        launcher.write_text(render(sys.executable, default_package_dir()))
     launcher.chmod(0o755)
     planted = tmp_path / "planted"
     planted.mkdir()
@@ -137,7 +151,7 @@ def test_example_config_is_inert_and_its_spool_block_valid(tmp_path: Path) -> No
     [
         (["nsprov", "s"], {"show", "serve"}),
         (["nsprov", "serve", "--sock"], {"--socket", "--socket-mode", "--socket-group"}),
-        (["nsprov", "cache", ""], {"update", "status"}),
+        (["nsprov", "cache", ""], {"update", "status", "profile"}),
         (["nsprov", "post-login", "--protocol", ""], {"imap", "pop3"}),
     ],
 )

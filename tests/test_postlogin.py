@@ -677,7 +677,7 @@ class TestWorkerFrames:
         frames = self.frames(lambda fd: run(fd, opts, {"USER": "a"}))
 
         assert [
-            (T_LOGIN, b"- -"),
+            (T_LOGIN, b"- - full"),
             (T_CLIENT, b"-ERR [SYS/PERM] no\r\n"),
             (T_DENY, b""),
             (T_OK, b""),
@@ -707,7 +707,7 @@ class TestWorkerFrames:
         frames = self.frames(lambda fd: run_hook(fd, opts, {"USER": "a"}, hook, config_given=False))
 
         assert [
-            (T_LOGIN, b"- -"),
+            (T_LOGIN, b"- - full"),
             (T_CLIENT, b"* BYE [ALERT] x\r\n"),
             (T_DENY, b""),
             (T_OK, b""),
@@ -735,7 +735,12 @@ class TestWorkerFrames:
             lambda fd: run_hook(fd, opts, {"USER": "a"}, lambda _l: None, config_given=True)
         )
 
-        assert [(T_DEADLINE, b"3.0"), (T_POLICY, b"deny"), (T_LOGIN, b"- -"), (T_OK, b"")] == frames
+        assert [
+            (T_DEADLINE, b"3.0"),
+            (T_POLICY, b"deny"),
+            (T_LOGIN, b"- - full"),
+            (T_OK, b""),
+        ] == frames
 
     @pytest.mark.parametrize(
         ("env", "dialect", "expected"),

@@ -93,14 +93,17 @@ def test_log_login(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
     import time
 
     monkeypatch.setattr(_postlogin, "_TO_DOVECOT", [True])
-    log_login("alice", b"3 1", time.monotonic() - 0.25)
+    log_login("alice", b"3 1 lean", time.monotonic() - 0.25)
 
     err = capfd.readouterr().err
     assert err.startswith("\x01\x02 nsprov: user=alice served=3 skipped=1 ms=")
-    assert 250 <= int(err.rsplit("=", 1)[1]) < 5000
+    assert err.endswith(" path=lean\n")
+    assert 250 <= int(err.split("ms=", 1)[1].split(" ")[0]) < 5000
+    log_login("bob", b"- -", time.monotonic())  # an older worker's payload: path unknown
+    assert capfd.readouterr().err.endswith("served=- skipped=- ms=0 path=-\n")
 
 
-@pytest.mark.parametrize(("setting", "expected"), [("", [b"- -"]), ("log_logins = false", [])])
+@pytest.mark.parametrize(("setting", "expected"), [("", [b"- - full"]), ("log_logins = false", [])])
 def test_worker_sends_the_login_line(tmp_path: Path, setting: str, expected: list[bytes]) -> None:
     """The worker asks for the info line unless [postlogin] log_logins = false."""
     cfg = tmp_path / "n.toml"
@@ -119,7 +122,7 @@ def test_parent_logs_the_line(capfd: pytest.CaptureFixture[str]) -> None:
 
     def worker(opts: Options, env: Mapping[str, str]) -> Callable[[int], None]:
         def work(fd: int) -> None:
-            os.write(fd, frame(T_LOGIN, b"2 5") + frame(T_OK, b""))
+            os.write(fd, frame(T_LOGIN, b"2 5 full") + frame(T_OK, b""))
 
         return work
 
@@ -132,7 +135,9 @@ def test_parent_logs_the_line(capfd: pytest.CaptureFixture[str]) -> None:
     )
 
     assert ["/bin/true"] == execs
-    assert re.fullmatch(r"nsprov: user=bob served=2 skipped=5 ms=\d+\n", capfd.readouterr().err)
+    assert re.fullmatch(
+        r"nsprov: user=bob served=2 skipped=5 ms=\d+ path=full\n", capfd.readouterr().err
+    )
 
 
 def test_log_logins_setting(tmp_path: Path) -> None:

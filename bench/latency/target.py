@@ -35,6 +35,7 @@ class Target:
     src: Path  # the directory holding the snapshot's ``nsprov`` package
     script: Path  # its console script, like the dev venv's
     python: str  # the snapshot venv's interpreter, on the script's ``#!`` line
+    launcher: str = "bash"  # what ``script`` is: "direct" (install-launcher), "bash", "console"
 
 
 def snapshot(rev: str, directory: Path) -> Target:
@@ -66,6 +67,7 @@ def snapshot(rev: str, directory: Path) -> Target:
     subprocess.run(
         [str(python), "-I", "-m", "compileall", "-q", str(directory / "src")], check=True
     )
+    launcher = install_launcher(commit, script, str(python), directory / "src")
     where = subprocess.run(
         [str(python), "-I", "-c", "import nsprov, attrs, pathspec; print(nsprov.__file__)"],
         capture_output=True,
@@ -75,7 +77,9 @@ def snapshot(rev: str, directory: Path) -> Target:
     ).stdout.strip()
     if not where.startswith(str(directory)):
         raise RuntimeError(f"the snapshot venv imports nsprov from {where}, not {directory}")
-    return Target(commit=commit, src=directory / "src", script=script, python=str(python))
+    return Target(
+        commit=commit, src=directory / "src", script=script, python=str(python), launcher=launcher
+    )
 
 
 def install_command(commit: str, venv: Path) -> Path:
@@ -103,6 +107,36 @@ def install_command(commit: str, venv: Path) -> Path:
             f"{commit[:12]} has no scripts/nsprov, and {DEV_NSPROV} is no console script"
         )
     return write_script(target, body, str(venv / "bin" / "python3"))
+
+
+def install_launcher(commit: str, script: Path, python: str, src: Path) -> str:
+    """Make ``script`` the commit's direct launcher when it has ``nsprov install-launcher``.
+
+    As the README's install does (``dev/_bootstrap.sh`` too): ``#!python -IS`` for the
+    snapshot venv's interpreter, post-login importing nsprov from the snapshot's ``src``.
+    Older commits keep what :func:`install_command` wrote: "bash" or "console".
+    """
+    has = subprocess.run(
+        ["git", "-C", str(REPO), "cat-file", "-e", f"{commit}:src/nsprov/_launcher.py"],
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+    if has.returncode != 0:
+        return "bash" if script.read_bytes().startswith(b"#!/bin/bash") else "console"
+    subprocess.run(
+        [
+            str(script),
+            "install-launcher",
+            f"--target={script}",
+            f"--python={python}",
+            f"--package-dir={src}",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    return "direct"
 
 
 def serve_status(target: Target) -> str | None:

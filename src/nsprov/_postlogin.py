@@ -17,8 +17,17 @@ from __future__ import annotations
 import sys
 
 from . import _os as os  # not the os module: see nsprov._os
-from ._servefields import merge_fields as merge_fields  # noqa: PLC0414 - the fast path's
+
+# The fast path's key and reply (nsprov serve and the tests import them from here too).
+from ._servefields import IDENTITY_VARS as IDENTITY_VARS  # noqa: PLC0414 - re-exported
+from ._servefields import SERVE_KEY_VERSION as SERVE_KEY_VERSION  # noqa: PLC0414 - as above
+from ._servefields import STAMP_FIELD as STAMP_FIELD  # noqa: PLC0414 - as above
+from ._servefields import ask
+from ._servefields import config_stamp as config_stamp  # noqa: PLC0414 - as above
+from ._servefields import merge_fields as merge_fields  # noqa: PLC0414 - as above
 from ._servefields import parse_json_object as parse_json_object  # noqa: PLC0414 - as above
+from ._servefields import pct as pct  # noqa: PLC0414 - as above
+from ._servefields import serve_key as serve_key  # noqa: PLC0414 - as above
 
 TYPE_CHECKING = False  # not typing's: importing typing costs every login ~7 ms
 if TYPE_CHECKING:
@@ -54,7 +63,7 @@ T_DENY = b"X"  # deny the login after the client writes: exit without exec
 T_FAIL = b"F"  # the worker failed; the payload is the one log line
 T_OK = b"O"  # the worker finished; apply everything
 T_SCAN = b"S"  # a spool scan begins (marker path NUL spool path) or ends (empty payload)
-T_LOGIN = b"L"  # log the login's info line: b"<served> <skipped>" (ASCII), b"- -" without a scan
+T_LOGIN = b"L"  # the login's info line: b"<served> <skipped> <path>" (ASCII; "-" without a scan)
 
 #: How often the parent logs that the deadline cut a spool's scan (per spool, in seconds).
 CUT_LOG_EVERY = 60.0
@@ -266,7 +275,20 @@ def frame(tag: bytes, payload: bytes) -> bytes:
 class Result:
     """What the worker said before it finished or the deadline passed."""
 
-    __slots__ = ("client", "counts", "cut", "deny", "env", "error", "ok", "policy", "scanning")
+    __slots__ = (
+        "client",
+        "counts",
+        "cut",
+        "deadline",
+        "deny",
+        "detached",
+        "env",
+        "error",
+        "ok",
+        "policy",
+        "scanning",
+        "then",
+    )
 
     def __init__(self) -> None:
         self.cut = False  # the deadline, not the worker, ended the login's step
@@ -278,8 +300,14 @@ class Result:
         self.error: str | None = None
         #: The spool scan in progress (marker path NUL spool path), empty when none.
         self.scanning = b""
-        #: ``b"<served> <skipped>"`` when the config logs logins ([postlogin] log_logins).
+        #: ``b"<served> <skipped> <path>"`` when the config logs logins ([postlogin] log_logins).
         self.counts: bytes | None = None
+        #: A thread worker's follow-up: a forked worker to run next (:func:`run_thread`).
+        self.then: Callable[[int], None] | None = None
+        #: The absolute deadline (the clock of the runner) the follow-up must keep.
+        self.deadline = 0.0
+        #: The deadline cut a thread worker that may still run (:func:`run_thread`).
+        self.detached = False
 
 
 def _decode(buf: bytes, result: Result, deadline: list[float], started: float) -> bytes:
@@ -313,14 +341,23 @@ def _decode(buf: bytes, result: Result, deadline: list[float], started: float) -
 
 
 def run_worker(
-    work: Callable[[int], None], timeout: float, *, clock: Callable[[], float] | None = None
+    work: Callable[[int], None],
+    timeout: float,
+    *,
+    clock: Callable[[], float] | None = None,
+    started: float | None = None,
 ) -> Result:
-    """Fork, run ``work(write_fd)`` in the child, collect its frames until *timeout*."""
+    """Fork, run ``work(write_fd)`` in the child, collect its frames until *timeout*.
+
+    *started* (default: now) is when the login's step began, on *clock*: a ``T_DEADLINE``
+    frame counts from there (a thread worker's follow-up keeps the login's deadline).
+    """
     import time  # noqa: PLC0415 - builtin module, cheap
 
     clock = clock or time.monotonic
-    started = clock()
-    deadline = [started + timeout]
+    now = clock()
+    started = now if started is None else started
+    deadline = [now + timeout]
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the worker; covered through subprocess tests
@@ -373,6 +410,77 @@ def run_worker(
         except ProcessLookupError:
             pass
         _reap(pid, block=False)
+    return result
+
+
+#: How often the waiting thread looks at the frames a thread worker sent (seconds): a
+#: ``T_DEADLINE`` frame can move the deadline (a login is usually done well before this).
+THREAD_SLICE = 0.05
+
+
+def run_thread(
+    work: Callable[[Callable[[bytes], None]], object],
+    timeout: float,
+    *,
+    clock: Callable[[], float] | None = None,
+) -> Result:
+    """Run ``work(send)`` in a thread of this process; collect its frames until *timeout*.
+
+    The lean path's worker: no fork, so none of the copy-on-write faults a forked Python
+    takes (about 1.5 ms a login).  *work* sends the frames a forked worker writes to its
+    pipe by calling ``send(bytes)``.  Its return value, when not None, is a forked
+    worker to run next (``run_worker``) within the same deadline: the full path, or the
+    user's tasks, which need a process of their own (``Result.then``).  When the deadline
+    passes first, ``Result.detached`` says that the thread may still be in the kernel (a
+    hung filesystem): :func:`main` then leaves this process (see :func:`_leave`).
+    """
+    import _thread  # noqa: PLC0415 - built in
+    import time  # noqa: PLC0415 - builtin module, cheap
+
+    clock = clock or time.monotonic
+    started = clock()
+    deadline = [started + timeout]
+    frames: list[bytes] = []
+    then: list[object] = []
+    done = _thread.allocate_lock()
+    done.acquire()
+
+    def target() -> None:  # pragma: no cover - covered through the threaded tests
+        try:
+            follow = work(frames.append)
+            if follow is not None:
+                then.append(follow)
+        except BaseException as e:
+            frames.append(
+                frame(T_FAIL, f"internal error: {type(e).__name__}: {e}".encode("utf-8", "replace"))
+            )
+        finally:
+            done.release()
+
+    _thread.start_new_thread(target, ())
+    result = Result()
+    buf = b""
+    seen = 0
+    while True:
+        remaining = deadline[0] - clock()
+        finished = remaining > 0 and done.acquire(timeout=min(remaining, THREAD_SLICE))
+        new = frames[seen:]
+        seen += len(new)
+        buf = _decode(buf + b"".join(new), result, deadline, started)
+        if finished:
+            break
+        if deadline[0] - clock() <= 0:
+            result.error = f"deadline of {deadline[0] - started:.1f}s passed"
+            result.cut = True
+            result.detached = True
+            if result.scanning:
+                result.error += _cut(result.scanning, deadline[0] - started)
+            return result
+    if then:
+        result.then = then[0]  # type: ignore[assignment]
+        result.deadline = deadline[0]
+    elif not result.ok and result.error is None:
+        result.error = "worker failed"
     return result
 
 
@@ -510,7 +618,7 @@ def main(
     *,
     environ: MutableMapping[str, str] | None = None,
     execve: Callable[[str, Sequence[str], Mapping[str, str]], object] = os_execve,
-    worker: Callable[[Options, Mapping[str, str]], Callable[[int], None] | None] | None = None,
+    worker: Callable[[Options, Mapping[str, str]], Callable[..., object] | None] | None = None,
 ) -> int:
     """Run the post-login step; returns only when exec failed or the login is denied.
 
@@ -556,7 +664,7 @@ def main(
         if work is None:  # nothing is configured for this protocol: exec at once
             _exec(execve, opts.next, env, fallback=None)
             return 1
-        result = run_worker(work, timeout)
+        result = _run(work, timeout, started)
     except Exception as e:  # fork or pipe failed: still never break the login
         result = Result()
         result.error = f"internal error: {e}"
@@ -582,23 +690,79 @@ def main(
     )
     if result.cut and not result.scanning:
         deadline_hint()  # a cut scan was explained, per spool, by _cut
+    if result.detached:
+        _leave(execve, opts.next, env, deny=policy == "deny")
     if policy == "deny":
         return 1
     _exec(execve, opts.next, env, fallback=None)
     return 1
 
 
-def log_login(user: str, counts: bytes, started: float) -> None:
-    """The login's info line: ``user=<name> served=<n> skipped=<n> ms=<since started>``.
+def _run(work: Callable[..., object], timeout: float, started: float) -> Result:
+    """The login's work: forked (:func:`run_worker`) or, when *work* says so, in a thread.
 
-    *counts* is the worker's :data:`T_LOGIN` payload; *started* the
+    A thread worker (``work.threaded``, :func:`run_thread`) may hand over to a forked
+    worker (``Result.then``: the full path, or the user's tasks), which then runs within
+    the same deadline; the frames of both count, the second's last.
+    """
+    if not getattr(work, "threaded", False):
+        return run_worker(work, timeout)  # type: ignore[arg-type]
+    first = run_thread(work, timeout)
+    if first.then is None:
+        return first
+    import time  # noqa: PLC0415 - builtin module, cheap
+
+    second = run_worker(first.then, max(first.deadline - time.monotonic(), 0.0), started=started)
+    second.env = {**first.env, **second.env}
+    second.client = first.client + second.client
+    second.deny = first.deny or second.deny
+    second.policy = second.policy or first.policy
+    second.counts = second.counts or first.counts
+    return second
+
+
+def _leave(
+    execve: Callable[[str, Sequence[str], Mapping[str, str]], object],
+    argv: list[str],
+    env: Mapping[str, str],
+    *,
+    deny: bool,
+) -> None:  # pragma: no cover - the hung-filesystem live test runs it
+    """The deadline cut a thread worker that may be stuck in the kernel: leave this process.
+
+    ``execve`` in a process with another thread waits for that thread to die, which a
+    thread in an uninterruptible wait (a dead NFS server) does not.  So a child with only
+    this thread takes the login on (the next program, environment untouched), and this
+    process gives the client's descriptors back and exits; it lingers, holding nothing of
+    the client's, until its thread returns.  With ``deny`` nothing goes on: it just exits.
+    """
+    pid = -1
+    if not deny:
+        try:
+            pid = os.fork()
+        except OSError:
+            _exec(execve, argv, env, fallback=None)  # the best left: may wait for the thread
+            os._exit(1)  # noqa: SLF001 - posix._exit
+        if pid == 0:
+            _exec(execve, argv, env, fallback=None)
+            os._exit(1)  # noqa: SLF001 - posix._exit
+    os.closerange(0, 1 << 16)
+    os._exit(1 if deny else 0)  # noqa: SLF001 - posix._exit
+
+
+def log_login(user: str, counts: bytes, started: float) -> None:
+    """The login's info line: ``user=<name> served=<n> skipped=<n> ms=<since started> path=<path>``.
+
+    *counts* is the worker's :data:`T_LOGIN` payload, ``b"<served> <skipped> <path>"``
+    (*path* ``lean`` or ``full``: which login path served); *started* the
     :func:`time.monotonic` at which ``nsprov post-login`` began.
     """
     import time  # noqa: PLC0415 - builtin module, cheap
 
-    served, _, skipped = counts.decode("ascii", "replace").partition(" ")
+    words = counts.decode("ascii", "replace").split(" ")
+    served, skipped, path = (*words, "-", "-", "-")[:3]
     ms = round((time.monotonic() - started) * 1000)
-    log(f"user={user} served={served} skipped={skipped} ms={ms}", "info")
+    log(f"user={user} served={served} skipped={skipped} ms={ms} path={path}", "info")
 
 
 #: Where :func:`deadline_hint` keeps its marker: the config cache directory
@@ -717,62 +881,6 @@ def _exec(
 # --- the serve fast path: no worker, no attrs, no config -----------------------------------
 
 
-#: The variables the in-process path computes the mail identity from
-#: (:func:`nsprov._identity.mail_user_from_environ` reads these and no others).
-IDENTITY_VARS = ("USER", "HOME", "UID", "GID", "SYSTEM_GROUPS_USER", "MAIL_ACCESS_GROUPS")
-#: The version of the key below; a server that does not know it answers nothing.
-SERVE_KEY_VERSION = "1"
-#: The reply field that names the configuration the server computed from.
-STAMP_FIELD = "nsprov:config"
-_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/")
-
-
-def config_stamp(path: str) -> str | None:
-    """``dev:ino:size:mtime_ns:ctime_ns`` of the file at *path*, None when it cannot be stat'ed.
-
-    Any edit (in place or by rename), replacement or chmod changes it.
-    """
-    try:
-        s = os.stat(path)
-    except (OSError, ValueError):
-        return None
-    return f"{s.st_dev}:{s.st_ino}:{s.st_size}:{s.st_mtime_ns}:{s.st_ctime_ns}"
-
-
-def pct(text: str) -> str:
-    """*text* as UTF-8 (surrogateescape), every byte but ``A-Za-z0-9-._~/`` as ``%XX``."""
-    raw = text.encode("utf-8", "surrogateescape")
-    return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in raw)
-
-
-def serve_key(
-    protocol: str | None,
-    env: Mapping[str, str],
-    *,
-    config: str,
-    stamp: str,
-    dovecot: str | None = None,
-) -> str:
-    """The key ``nsprov serve`` answers for this login (parsed by :func:`nsprov._serve.codec.parse_postlogin_key`).
-
-    ``postlogin?v=1&proto=imap&cfg=<path>&stat=<stamp>[&dovecot=2.3]&USER=…&HOME=…``: the
-    configuration the login would read (its path and :func:`config_stamp`), the Dovecot
-    version installed beside script-login, and every identity variable the environment holds
-    (:data:`IDENTITY_VARS`), values %-escaped.  The server answers only from that very
-    configuration and that identity, as the in-process path would compute.
-    """
-    parts = [
-        f"postlogin?v={SERVE_KEY_VERSION}",
-        f"proto={protocol or '-'}",
-        f"cfg={pct(config)}",
-        f"stat={stamp}",
-    ]
-    if dovecot is not None:
-        parts.append(f"dovecot={dovecot}")
-    parts += [f"{k}={pct(env[k])}" for k in IDENTITY_VARS if k in env]
-    return "&".join(parts)
-
-
 def installed_version(
     chain: Sequence[str], *, exists: Callable[[str], bool] = os.exists
 ) -> str | None:
@@ -818,50 +926,22 @@ def served_fields(opts: Options, env: Mapping[str, str]) -> dict[str, str] | Non
 
 
 def ask_serve(path: str, key: str, timeout: float) -> dict[str, str] | None:
-    """Ask ``nsprov serve`` at *path* for *key* (a RESP ``GET``); None on any failure.
+    """Ask ``nsprov serve`` at *path* for *key* (:func:`nsprov._servefields.ask`); None on failure.
 
-    Uses the ``_socket`` C module directly: ``socket.py`` would import
-    ``enum`` and more on every login.  None means "compute in-process": the
-    server is down, slow, has no answer for this login (other actions are
-    configured), or answered something unexpected.
+    A server that does not answer at all (refused, no socket, timed out) also gets the
+    once-a-minute :func:`serve_hint`.
     """
-    import _socket  # noqa: PLC0415
-
-    raw = key.encode("utf-8", "surrogateescape")
-    request = b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(raw), raw)
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
-        sock.settimeout(timeout)
-        sock.connect(path)
-        sock.sendall(request)
-        data = b""
-        while True:
-            end = data.find(b"\r\n")
-            if end >= 0 and data[:1] == b"$":
-                size = int(data[1:end])
-                if size < 0:
-                    return None
-                if len(data) >= end + 2 + size + 2:
-                    return parse_json_object(data[end + 2 : end + 2 + size])
-            elif end >= 0:
-                return None  # an error reply or a protocol we do not expect
-            chunk = sock.recv(1 << 20)
-            if not chunk:
-                return None
-            data += chunk
-    except OSError as e:  # refused, no socket, timed out: the server does not answer
+        return ask(path, key, timeout)
+    except OSError as e:
         serve_hint(path, e)
         return None
-    except ValueError:
-        return None
-    finally:
-        sock.close()
 
 
 def entrypoint(
     argv: Sequence[str],
     *,
-    worker: Callable[[Options, Mapping[str, str]], Callable[[int], None] | None] | None = None,
+    worker: Callable[[Options, Mapping[str, str]], Callable[..., object] | None] | None = None,
 ) -> NoReturn:
     """``nsprov post-login ARGS``: exit only when the login is denied or exec failed."""
     raise SystemExit(main(argv, worker=worker))

@@ -346,7 +346,8 @@ def run_lean(
     if part.get("log_logins", True):
         # The lean scan keeps no skip records: its line says skipped=- (the full path counts them).
         served = outcome.served
-        out.append(frame(T_LOGIN, b"%d -" % served if served is not None else b"- -"))
+        counts = b"%d -" % served if served is not None else b"- -"
+        out.append(frame(T_LOGIN, counts + b" lean"))
     if outcome.denied:
         if outcome.deny is not None:
             out.append(frame(T_CLIENT, outcome.deny))

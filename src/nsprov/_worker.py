@@ -80,7 +80,8 @@ def finish(fd: int, login: Login, errors: list[str]) -> None:
     out = []
     if login._config is None or login._config.log_logins:
         counts = login._counts
-        out.append(frame(T_LOGIN, b"%d %d" % counts if counts is not None else b"- -"))
+        words = b"%d %d" % counts if counts is not None else b"- -"
+        out.append(frame(T_LOGIN, words + b" full"))
     deny = login._deny_line()
     if login._denied is not None:
         if deny is not None:

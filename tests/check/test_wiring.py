@@ -118,6 +118,57 @@ class TestWiring:
 
         assert [] == wiring(config, conf, executable=lambda p: p == installed)
 
+    @pytest.mark.parametrize(
+        ("first_line", "body", "expected"),
+        [
+            ("#!/bin/bash -p", "exec python -I -c 'from nsprov._main import entrypoint'", True),
+            ("#!/usr/bin/env bash", "# The nsprov command\nexec python -I", True),
+            ("#!/bin/bash -p", "exec /usr/bin/perl hook.pl", False),
+            ("#!/opt/nsprov/bin/python -IS", "from nsprov._main import entrypoint", False),
+            ("#!/bin/sh", "exec nsprov", False),
+        ],
+    )
+    def test_bash_launcher_info(
+        self, config: Config, tmp_path: Path, first_line: str, body: str, expected: bool
+    ) -> None:
+        """nsprov's bash launcher on the line is an info finding pointing at install-launcher."""
+        program = tmp_path / "nsprov"
+        program.write_text(f"{first_line}\n{body}\n")
+        conf = wired(
+            example=line("imap", f"{program} post-login --config={CONFIG} --protocol=imap"),
+            protocols="imap",
+        )
+
+        findings = wiring(config, conf, executable=lambda p: True)
+
+        infos = [(f.code, f.severity, f.subject) for f in findings if f.severity == "info"]
+        assert ([("wiring-bash-launcher", "info", "service imap-postlogin")] * expected) == infos
+        assert all(f.severity == "info" for f in findings)
+        if expected:
+            assert (
+                f"{program} is the bash launcher: each login starts bash first (~2 ms, ~115 "
+                "system calls); `nsprov install-launcher` writes a direct one"
+            ) == findings[0].message
+            assert f"Run '{program} install-launcher' as root" in findings[0].fix
+
+    def test_wheel_bash_launcher_info(self, config: Config, tmp_path: Path) -> None:
+        """The wheel's own scripts/nsprov is recognised; the direct launcher it becomes is not."""
+        from nsprov._launcher import default_package_dir, install
+
+        program = tmp_path / "bin" / "nsprov"
+        program.parent.mkdir()
+        program.write_text((Path(__file__).parents[2] / "scripts" / "nsprov").read_text())
+        conf = wired(
+            example=line("imap", f"{program} post-login --config={CONFIG} --protocol=imap"),
+            protocols="imap",
+        )
+
+        before = [f.code for f in wiring(config, conf, executable=lambda p: True)]
+        install(python=sys.executable, package_dir=default_package_dir(), target=str(program))
+        after = [f.code for f in wiring(config, conf, executable=lambda p: True)]
+
+        assert (["wiring-bash-launcher"], []) == (before, after)
+
     def test_protocols(self, config: Config) -> None:
         """Protocols Dovecot does not serve are not checked."""
         assert [] == wiring(config, wired(example="", protocols="lmtp"))

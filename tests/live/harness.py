@@ -411,7 +411,11 @@ class DovecotInstance:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        try:
+            for _, path in self.login_paths():
+                PATHS_SEEN[path] = PATHS_SEEN.get(path, 0) + 1
+        finally:
+            self.stop()
 
     @property
     def running(self) -> bool:
@@ -423,6 +427,13 @@ class DovecotInstance:
     def errors(self) -> list[str]:
         """Log lines at Error, Fatal or Panic level."""
         return error_lines(self.log())
+
+    def login_paths(self) -> list[tuple[str, str]]:
+        """``(user, path)`` per nsprov post-login so far: ``lean`` or ``full`` (:func:`login_paths`)."""
+        try:
+            return login_paths(self.log())
+        except OSError:
+            return []
 
     # -- clients
 
@@ -456,7 +467,59 @@ class DovecotInstance:
 
 
 #: nsprov's one Info line per post-login (``[postlogin] log_logins``): not a problem to report.
-LOGIN_LINE_RE = re.compile(r"Info: nsprov: user=\S* served=\S+ skipped=\S+ ms=\d+$")
+LOGIN_LINE_RE = re.compile(
+    r"Info: nsprov: user=\S* served=\S+ skipped=\S+ ms=\d+ path=(?P<path>lean|full|-)$"
+)
+
+
+def login_paths(log: str) -> list[tuple[str, str]]:
+    """``(user, path)`` of each nsprov info line in a Dovecot *log*: which login path served it."""
+    found = []
+    for line in log.splitlines():
+        if (m := LOGIN_LINE_RE.search(line)) is not None:
+            user = line.split("nsprov: user=", 1)[1].split(" ", 1)[0]
+            found.append((user, m.group("path")))
+    return found
+
+
+#: Every live login's path, over the whole run (``tests/live/conftest.py`` prints the tally).
+PATHS_SEEN: dict[str, int] = {}
+
+
+def warm_profiles(programs: Iterable[str]) -> list[str]:
+    """``nsprov cache profile --config=X`` for each nsprov post-login line of *programs*.
+
+    The login profile is then warm before the first login, as on a server after the first
+    login: every login of the test takes the lean path unless its configuration needs the
+    full one (``nsprov cache profile`` says why, and writes nothing).  A line that is not
+    ``<nsprov> post-login ... --config=PATH`` is left alone.  Returns the config paths.
+    """
+    warmed = []
+    for program in programs:
+        words = program.split()
+        if len(words) < 2 or words[1] != "post-login" or not words[0].endswith("/nsprov"):
+            continue
+        configs = [w.split("=", 1)[1] for w in words if w.startswith("--config=")]
+        for config in configs:
+            subprocess.run(
+                [words[0], "cache", "profile", f"--config={config}"],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                check=False,
+                timeout=60,
+            )
+            warmed.append(config)
+    return warmed
+
+
+def forget_profiles(configs: Iterable[str]) -> None:
+    """Remove the login profiles of *configs* (the state directory holds one per config path)."""
+    from nsprov._defaults import STATE_DIR
+    from nsprov._profile import file_name
+
+    for config in configs:
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(STATE_DIR, file_name(config)))
 
 
 def nsprov_problem(line: str) -> bool:
@@ -480,10 +543,17 @@ class Dovecot(DovecotInstance):
         postlogin: Mapping[str, str] | None = None,
         extra_conf: str = "",
         private_separator: str = "/",
+        warm_profiles: bool = True,
     ) -> None:
         super().__init__(
             postlogin=postlogin, extra_conf=extra_conf, private_separator=private_separator
         )
+        #: Compile each post-login line's login profile before the first login
+        #: (:func:`warm_profiles`), so that every login takes the lean path; False for a
+        #: test of the cold path.
+        self.warm_profiles = warm_profiles
+        #: The configs whose profiles :meth:`start` compiled: removed again by :meth:`stop`.
+        self._warmed: list[str] = []
         self.workdir = workdir
         self.users = list(users)
         self.conf_path = workdir / "dovecot.conf"
@@ -566,6 +636,8 @@ class Dovecot(DovecotInstance):
         if not _traversable(self.workdir):
             raise ValueError(f"{self.workdir} must be traversable by Dovecot's unprivileged users")
         self.log_path.parent.mkdir(exist_ok=True)
+        if self.warm_profiles:
+            self._warmed = warm_profiles(self.postlogin.values())
         self.passwd_path.write_text(self.passwd_text())
         self.passwd_path.chmod(0o644)
         for attempt in range(attempts):
@@ -621,6 +693,8 @@ class Dovecot(DovecotInstance):
         read, the group is killed. After 10 s it is killed regardless. A client still logged in
         keeps its imap/pop3 process alive until the master exits on its own (about 1 s later).
         """
+        forget_profiles(self._warmed)
+        self._warmed = []
         proc, self._proc = self._proc, None
         if proc is None:
             return

@@ -153,8 +153,15 @@ def test_installed_files(root12: Path) -> None:
     files = run(root12, "dpkg", "-L", "nsprov").splitlines()
     assert "/usr/lib/python3/dist-packages/nsprov/_fast.py" in files
     assert not [f for f in files if "/python3." in f]
+    # /usr/bin/nsprov is the direct launcher: Python itself, isolated, no bash on a login.
     launcher = (root12 / "usr/bin/nsprov").read_text()
-    assert "python=/usr/bin/python3\n" in launcher
+    assert "#!/usr/bin/python3 -IS" == launcher.splitlines()[0]
+    assert "sys.path.append('/usr/lib/python3/dist-packages')" in launcher
+    assert 0o755 == (root12 / "usr/bin/nsprov").stat().st_mode & 0o7777
+    check = ["/usr/bin/nsprov", "install-launcher", "--check", "--target=/usr/bin/nsprov"]
+    assert run(root12, *check, "--python=/usr/bin/python3").startswith(
+        "/usr/bin/nsprov is the direct launcher (#!/usr/bin/python3 -IS)"
+    )
     # Debian's own attrs and pathspec, at the floors of pyproject.toml.
     versions = run(
         root12,

@@ -52,6 +52,11 @@ def _base() -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+#: These tests witness the in-process route by the full worker's config-cache entry (below),
+#: so their logins start with no login profile: the in-process route is the full path.
+COLD = False
+
+
 def worker_ran(config: Path) -> bool:
     """Whether the in-process worker handled a login: it caches each config it parses (root)."""
     from nsprov._config import DEFAULT_CACHE_DIR, _cache_file
@@ -92,7 +97,9 @@ def test_served_and_fallback(base: Path, form: str) -> None:
     forget(config)
     with SystemAccounts(base) as accounts:
         user = accounts.user("reader")
-        with Dovecot(base / "dovecot", [user], postlogin={"imap": line}) as dovecot:
+        with Dovecot(
+            base / "dovecot", [user], postlogin={"imap": line}, warm_profiles=COLD
+        ) as dovecot:
             serve.start()
             try:
                 with dovecot.imap(user) as imap:
@@ -130,7 +137,9 @@ def test_other_actions_use_the_worker(base: Path) -> None:
     forget(config)
     with SystemAccounts(base) as accounts:
         user = accounts.user("reader")
-        with Dovecot(base / "dovecot", [user], postlogin={"imap": line}) as dovecot:
+        with Dovecot(
+            base / "dovecot", [user], postlogin={"imap": line}, warm_profiles=COLD
+        ) as dovecot:
             serve.start()
             try:
                 imap = dovecot.imap(user)
@@ -178,7 +187,9 @@ def test_deny_added_while_serving(base: Path, how: str) -> None:
     with SystemAccounts(base) as accounts:
         user = accounts.user("reader")
         deny = f'[deny]\nusers = ["{user.name}"]\nmessage = "Locked."\n'
-        with Dovecot(base / "dovecot", [user], postlogin={"imap": line}) as dovecot:
+        with Dovecot(
+            base / "dovecot", [user], postlogin={"imap": line}, warm_profiles=COLD
+        ) as dovecot:
             serve.start()
             try:
                 first = session("imap", dovecot.imap_port, user)
@@ -242,7 +253,7 @@ def test_passwd_file_identity(base: Path) -> None:
         userdb.chmod(0o644)
         results = {}
         with PasswdFileDovecot(
-            base / "dovecot", [user], postlogin={"imap": line}, userdb=userdb
+            base / "dovecot", [user], postlogin={"imap": line}, userdb=userdb, warm_profiles=COLD
         ) as dovecot:
             for route in ("served", "in-process"):
                 forget(config)

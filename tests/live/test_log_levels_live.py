@@ -71,7 +71,7 @@ def assert_probe_levels(text: str) -> None:
 
 def assert_nsprov_levels(text: str, user: str) -> None:
     """The info line at Info, the unknown option at Warning, debug_users at Debug; no Error."""
-    info = rf"imap-postlogin: Info: nsprov: user={user} served=1 skipped=0 ms=\d+$"
+    info = rf"imap-postlogin: Info: nsprov: user={user} served=1 skipped=0 ms=\d+ path=full$"
     assert re.search(info, text, re.MULTILINE), text
     warning = r"imap-postlogin: Warning: nsprov: ignoring unknown option '--future=1'$"
     assert re.search(warning, text, re.MULTILINE), text

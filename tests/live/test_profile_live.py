@@ -64,7 +64,9 @@ def test_which_path_served(live_base: Path, accounts: SystemAccounts) -> None:
         return got
 
     try:
-        with Dovecot(live_base / "dovecot", [user], postlogin={"imap": line}) as dovecot:
+        with Dovecot(
+            live_base / "dovecot", [user], postlogin={"imap": line}, warm_profiles=False
+        ) as dovecot:
             login()  # cold: the full path
             cold_full = config_cache(config).exists()
             cold_stored = _profile.load(str(config)) is not None
@@ -83,6 +85,7 @@ def test_which_path_served(live_base: Path, accounts: SystemAccounts) -> None:
             login()
             foreign_full = config_cache(config).exists() and 0 == profile.stat().st_uid
             errors = [e for e in dovecot.errors() if "nsprov" in e]
+            paths = [path for _, path in dovecot.login_paths()]
     finally:
         profile.unlink(missing_ok=True)
         config_cache(config).unlink(missing_ok=True)
@@ -92,6 +95,7 @@ def test_which_path_served(live_base: Path, accounts: SystemAccounts) -> None:
     assert warm_lean
     assert corrupt_full
     assert foreign_full
+    assert ["full", "lean", "full", "full"] == paths  # the info line names the path too
     assert [] == errors
 
 
@@ -106,7 +110,9 @@ def test_protocol_with_nothing_configured(live_base: Path, accounts: SystemAccou
     user = accounts.user("reader")
     lines = {p: f"{NSPROV} post-login --config={config} --protocol={p}" for p in ("imap", "pop3")}
     try:
-        with Dovecot(live_base / "dovecot", [user], postlogin=lines) as dovecot:
+        with Dovecot(
+            live_base / "dovecot", [user], postlogin=lines, warm_profiles=False
+        ) as dovecot:
             with dovecot.imap(user) as imap:  # cold: writes the profile
                 shared = [p for p, _ in namespaces(imap)["shared"]]
             warm = _profile.load(str(config)) is not None
@@ -127,3 +133,27 @@ def test_protocol_with_nothing_configured(live_base: Path, accounts: SystemAccou
     assert 2 == len(status)
     assert not full_ran
     assert [] == errors
+
+
+def test_warm_before_the_first_login(live_base: Path, accounts: SystemAccounts) -> None:
+    """``nsprov cache profile`` ahead of the first login: that login is lean already."""
+    spool = live_base / "spool"
+    spool.mkdir(mode=0o755)
+    make_maildir(spool / "sales", messages=1, owner=0, group=0, mode=0o755)
+    config = live_base / "nsprov.toml"
+    config.write_text(f'[[spool]]\npath = "{spool}"\nprefix = "Shared/{{name}}/"\n')
+    user = accounts.user("reader")
+    line = f"{NSPROV} post-login --config={config} --protocol=imap"
+    try:
+        with Dovecot(live_base / "dovecot", [user], postlogin={"imap": line}) as dovecot:
+            with dovecot.imap(user) as imap:
+                shared = [p for p, _ in namespaces(imap)["shared"]]
+            paths = dovecot.login_paths()
+            full_ran = config_cache(config).exists()
+    finally:
+        profile_path(config).unlink(missing_ok=True)
+        config_cache(config).unlink(missing_ok=True)
+
+    assert ["Shared/sales/"] == shared
+    assert [(user.name, "lean")] == paths
+    assert not full_ran

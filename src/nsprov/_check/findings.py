@@ -70,6 +70,7 @@ CODES: dict[str, str] = {
     "wiring-config-path": "the post-login line reads another configuration file",
     "wiring-service-user": "the post-login service does not run as root",
     "wiring-not-isolated": "a post-login program starts Python without -I",
+    "wiring-bash-launcher": "the post-login line runs nsprov's bash launcher, not the direct one",
     # the zero-fork routes (a Lua or dict userdb asking nsprov serve)
     "route-socket-down": "the socket a Lua or dict userdb names does not answer a probe lookup",
     "route-timeouts": "nsprov serve's per-lookup deadline is not shorter than the client's timeout",

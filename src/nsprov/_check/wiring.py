@@ -169,6 +169,7 @@ def _post_service_wiring(
         out += _check_chain(
             protocol, post, programs[at], programs[at + 2 :], config_path, executable
         )
+        out += _bash_launcher(post, programs[at])
     user = post.get("user")
     if user not in {"", "root", "0"}:
         out.append(
@@ -226,6 +227,39 @@ def _not_isolated(post: ConfSection, programs: Sequence[str], fast: int | None) 
             "environment: a field pythonpath=... (PYTHONPATH) makes it import code from there",
             "Reinstall nsprov (its nsprov command starts python -I), add -I to the "
             "interpreter on the executable line, or to the #! line of the hook script.",
+        )
+    ]
+
+
+def _bash_launcher(post: ConfSection, program: str) -> list[Finding]:
+    """``wiring-bash-launcher``: the nsprov on the line is the wheel's bash launcher.
+
+    Safe, but each login runs bash before Python; ``nsprov install-launcher``
+    writes the direct launcher (``#!PYTHON -IS``) in its place.  An unreadable
+    program is left to the other checks.
+    """
+    try:
+        with open(program, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return []
+    words = head.split(b"\n", 1)[0][2:].split() if head.startswith(b"#!") else []
+    bash = bool(words) and (
+        os.path.basename(words[0]) == b"bash"
+        or (os.path.basename(words[0]) == b"env" and words[1:2] == [b"bash"])
+    )
+    if not bash or b"nsprov" not in head:
+        return []
+    return [
+        _f(
+            "info",
+            "wiring-bash-launcher",
+            f"service {post.name}",
+            f"{program} is the bash launcher: each login starts bash first (~2 ms, ~115 "
+            "system calls); `nsprov install-launcher` writes a direct one",
+            f"Run '{program} install-launcher' as root: it writes bin/nsprov beside nsprov's "
+            "Python as '#!PYTHON -IS' (the Debian package's /usr/bin/nsprov is one already). "
+            "A pip upgrade of nsprov puts the bash launcher back: run it again after one.",
         )
     ]
 

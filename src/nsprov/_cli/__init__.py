@@ -49,6 +49,12 @@ def main_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     sub.add_parser(
+        "install-launcher",
+        help="write a direct Python launcher in place of the bash one "
+        "(see 'nsprov install-launcher --help')",
+        add_help=False,
+    )
+    sub.add_parser(
         "post-login",
         help="the Dovecot script-login step (see 'nsprov post-login --help')",
         add_help=False,
@@ -76,6 +82,10 @@ def main(
         from .cache import main as cache  # noqa: PLC0415
 
         return cache(argv[1:])
+    if argv and argv[0] == "install-launcher":
+        from .launcher import main as install_launcher  # noqa: PLC0415
+
+        return install_launcher(argv[1:])
     if argv and argv[0] == "post-login" and "--print-dovecot-config" in argv[1:]:
         from .postlogin import main as print_config  # noqa: PLC0415
 
