@@ -2,7 +2,7 @@
 
 The first login after the configuration is written takes the full path, which writes the
 login profile; the next ones are served by the lean path (the full worker's witness, the
-config cache entry, stays absent).  On the lean path: the ALERT reaches the IMAP client, the
+config cache entry, stays absent, and nsprov's info line names the lean path).  On the lean path: the ALERT reaches the IMAP client, the
 last-login file is written as the user, the ``acl_groups`` value lets a group member EXAMINE
 the group's mailbox (Dovecot's ACL plugin), a ``[[field]]`` reaches the session (Dovecot logs
 the ``imap_logout_format`` it set), and a ``[deny]`` rule that matches refuses the login with
@@ -19,6 +19,7 @@ import pytest
 
 from nsprov import _profile
 
+from .harness import login_paths
 from .test_actions import SPOOL_CONFIG, World, logged_in, nsprov_lines, refused
 from .test_actions import _world as _world  # noqa: PLC0414 - the module-scoped Dovecot world
 from .test_profile_live import config_cache, profile_path
@@ -54,6 +55,16 @@ def _last_login(world: World) -> Path:
     return world.alice.home / ".nsprov" / "last-login"
 
 
+def _paths(world: World, mark: int, count: int) -> list[tuple[str, str]]:
+    """Which path served each login after *mark* (its info line), waiting for *count* of them."""
+    deadline = time.monotonic() + 5
+    while len(found := login_paths(world.dovecot.log()[mark:])) < count:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    return found
+
+
 def _cold(world: World) -> None:
     """Write the configuration and log in once: the full path writes the profile."""
     world.configure(SPOOL_CONFIG.format(spool=world.spool) + ACTIONS)
@@ -85,6 +96,7 @@ def test_every_action_served_lean(world: World) -> None:
     # The field reached the session: Dovecot logs the logout in the format it set.
     assert world.log_since(mark, f"{WITNESS} {world.alice.name}")
     assert lean, "the full path served the warm login"
+    assert [(world.alice.name, "lean")] == _paths(world, mark, 1)
     assert [] == nsprov_lines(world, mark)
 
 
@@ -99,4 +111,5 @@ def test_matching_deny_refused_lean(world: World, protocol: str) -> None:
     assert refused(protocol, "Closed for you.") == reply  # type: ignore[arg-type]
     time.sleep(0.05)
     assert not config_cache(world.config).exists(), "the full path served the warm login"
+    assert [(world.mallory.name, "lean")] == _paths(world, mark, 1)
     assert [] == nsprov_lines(world, mark)
