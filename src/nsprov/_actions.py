@@ -14,7 +14,6 @@ This module imports neither the configuration nor the login context at run time
 # ruff: noqa: SLF001 - the built-in actions work on the private state of their own context
 from __future__ import annotations
 
-import os
 import time
 from typing import TYPE_CHECKING
 
@@ -89,19 +88,10 @@ def action_alert(login: Login, config: Config) -> None:
         login._client.append(b"")
 
         def check(path: str = path, text: str = text, slot: int = slot) -> None:
-            if alert_exists(path):
+            if _actrules.alert_condition(path):
                 login._client[slot] = _actrules.alert_line(text)
 
         login.as_user(f"alert condition {path}", check)
-
-
-def alert_exists(path: str) -> bool:
-    """Whether an alert's ``if_exists`` file exists (``stat``, as the user; absent: False)."""
-    try:
-        os.stat(path)
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def action_acl_groups(login: Login, config: Config) -> None:

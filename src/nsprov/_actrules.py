@@ -44,6 +44,19 @@ def alert_line(text: str) -> bytes:
     return f"* OK [ALERT] {clean_text(text)}\r\n".encode("utf-8", "replace")
 
 
+def alert_condition(path: str) -> bool:
+    """Whether an alert's ``if_exists`` file exists (``stat``, run as the user; absent: False).
+
+    Any other error (a directory the user may not search …) raises: the
+    alert's task fails with one error line, as any task does.
+    """
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def deny_line(message: str, protocol: str | None) -> bytes | None:
     """The one line a denied client gets, by protocol (*message* already cleaned)."""
     if protocol == "imap":

@@ -714,11 +714,8 @@ def _alerts(
         slots.append(b"")
 
         def check(path: str = path, text: str = rendered, slot: int = slot) -> None:
-            try:
-                os.stat(path)
-            except FileNotFoundError:
-                return
-            slots[slot] = _actrules.alert_line(text)
+            if _actrules.alert_condition(path):
+                slots[slot] = _actrules.alert_line(text)
 
         tasks.append((f"alert condition {path}", check))
 
