@@ -40,6 +40,7 @@ ROOT = Path(nsprov.__file__).parent
 LOGIN_PATH = (
     "nsprov",
     "nsprov._access",
+    "nsprov._actrules",
     "nsprov._atomic",
     "nsprov._breaker",
     "nsprov._defaults",

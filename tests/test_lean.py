@@ -31,10 +31,10 @@ from nsprov._config import config_from_mapping, load_config
 from nsprov._engine import plan
 from nsprov._fs import Fs
 from nsprov._identity import mail_user_from_environ
-from nsprov._lean import PROFILE_SCHEMA, FullPathNeeded, LeanError, _matcher, compute
+from nsprov._lean import PROFILE_SCHEMA, FullPathNeeded, LeanError, _matcher, compute, run_login
 from nsprov._perms import PosixAcl
 from nsprov._plainscan import anchored_facts
-from nsprov._postlogin import T_ENV, Options, log
+from nsprov._postlogin import T_DEADLINE, T_ENV, T_LOGIN, T_POLICY, T_SCAN, Options, log
 from nsprov._profile_compile import compile_patterns, compile_profile, path_spec, why_full
 from nsprov._render import env_escape
 from nsprov._scan import _Matcher
@@ -327,14 +327,13 @@ def test_profile_is_plain_data(base: Path) -> None:
     ("extra", "why"),
     [
         ({"scan_cache": {}}, "[scan_cache]"),
-        (
-            {"actions": {"imap": ["namespaces", "alert"]}, "alert": [{"text": "hi"}]},
-            "actions for imap",
-        ),
+        ({"mail": {"location": "maildir:{home}/Mail"}}, "actions for imap"),
+        ({"last_login": {"backend": "sqlite"}}, "[last_login] backend = sqlite"),
+        ({"field": [{"name": "home", "value": "/x"}]}, "[[field]] home: changes the mail identity"),
     ],
 )
 def test_full_path_configs(base: Path, extra: dict[str, Any], why: str) -> None:
-    """Actions besides namespaces and a scan cache need the full path: no profile."""
+    """[mail], an SQL last-login, a field changing the identity and a scan cache: no profile."""
     spool = _one_spool(base)
     try:
         cfg = config_from_mapping({"spool": [{"path": str(spool)}], **extra})
@@ -559,6 +558,8 @@ ALLOWED = {
     "nsprov",
     "nsprov._defaults",
     "nsprov._access",
+    "nsprov._actrules",
+    "nsprov._atomic",
     "nsprov._fields",
     "nsprov._lean",
     "nsprov._names",
@@ -597,6 +598,79 @@ def test_imported_modules(base: Path, tmp_path: Path) -> None:
 
     assert set() == imported - ALLOWED
     assert not imported & {"attrs", "typing", "re", "pathspec", "tomllib", "hashlib", "os"}
+
+
+EVERY_ACTION = """
+[deny]
+users = ["blocked-*"]
+networks = ["192.0.2.0/24", "2001:db8::/32"]
+local_networks = ["198.51.100.0/24"]
+groups = ["nogroup-*"]
+allow_users = ["admin?"]
+[[alert]]
+text = "Hello {user}"
+[[alert]]
+text = "Flagged"
+if_exists = "{home}/flag"
+[acl_groups]
+exclude = ["root"]
+[last_login]
+path = "{home}/.nsprov/last-login"
+[[field]]
+name = "quota_rule"
+value = "*:storage=1G"
+"""
+
+
+def test_imported_modules_every_action(base: Path, tmp_path: Path) -> None:
+    """Every action the lean path runs, user tasks included, imports only the allowed set:
+    no fnmatch, ipaddress, re, attrs, typing, pathspec, tomllib or os."""
+    spool = _one_spool(base)
+    conf = base / "nsprov.toml"
+    conf.write_text(f'[[spool]]\npath = "{spool}"\n[identity]\nmail_gid = "root"\n{EVERY_ACTION}')
+    profile = compile_profile(load_config(str(conf)))
+    assert profile is not None
+    home = base / "home"
+    (home / ".nsprov").mkdir(parents=True)
+    (home / "flag").touch()
+    if os.geteuid() == 0:  # the tasks run as uid 70001
+        for d in (home, home / ".nsprov"):
+            os.chown(d, 70001, 70001)
+    blob = tmp_path / "profile"
+    blob.write_bytes(marshal.dumps(profile))
+    where = str(Path(compute.__code__.co_filename).parent.parent)
+    env = {
+        "USER": "u",
+        "UID": "70001",
+        "HOME": str(home),
+        "IP": "203.0.113.1",
+        "LOCAL_IP": "::ffff:10.0.0.1",
+        "MAIL_ACCESS_GROUPS": "daemon",
+        "USERDB_KEYS": "HOME ",
+    }
+    code = (
+        "import sys\n"
+        f"sys.path.append({where!r})\n"
+        "before = set(sys.modules)\n"
+        "import marshal, nsprov._lean\n"
+        f"profile = marshal.loads(open({str(blob)!r}, 'rb').read())\n"
+        f"out = nsprov._lean.run_login(profile, {env!r}, protocol='imap')\n"
+        "assert 'NAMESPACE' in out.changes and 'QUOTA_RULE' in out.changes, out.changes\n"
+        "assert 'ACL_GROUPS' in out.changes and not out.denied, out.changes\n"
+        "assert [b'* OK [ALERT] Hello u\\r\\n', b'* OK [ALERT] Flagged\\r\\n'] == out.client\n"
+        "assert not out.errors, out.errors\n"
+        "print(sorted(set(sys.modules) - before))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=False
+    )
+    assert 0 == out.returncode, out.stderr
+    imported = set(ast.literal_eval(out.stdout))
+
+    assert (home / ".nsprov" / "last-login").read_text().endswith(" imap 203.0.113.1\n")
+    assert set() == imported - ALLOWED
+    forbidden = {"attrs", "typing", "re", "pathspec", "tomllib", "os", "fnmatch", "ipaddress"}
+    assert not imported & forbidden
 
 
 @ROOT_ONLY
@@ -951,29 +1025,43 @@ class TestIndexDirs:
         assert profile is not None
         return profile, {**LAZY_ENV, "HOME": str(home)}, home
 
-    def test_present_no_drop_no_lookup(self, base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    #: The namespaces alone (compute) and every action (run_login, what run_lean calls).
+    ENTRIES = pytest.mark.parametrize(
+        "entry",
+        [
+            compute,
+            lambda profile, env: run_login(profile, env, protocol="imap"),
+        ],
+        ids=["compute", "run_login"],
+    )
+
+    @ENTRIES
+    def test_present_no_drop_no_lookup(
+        self, base: Path, monkeypatch: pytest.MonkeyPatch, entry: Callable[..., object]
+    ) -> None:
         """All there: one stat each as the user, root's ids back afterwards, no group lookup."""
         profile, env, home = self._setup(base)
-        _forked(lambda: compute(profile, env))  # creates them as the user
+        _forked(lambda: bool(entry(profile, env)))  # creates them as the user
         made = sorted(p.name for p in (home / ".nsprov").iterdir())
         calls = TestLazyGroups._spy(monkeypatch)
 
         def login() -> object:
-            compute(profile, env)
+            entry(profile, env)
             return os.getresuid(), os.getresgid(), calls
 
         assert ((0, 0, 0), (0, 0, 0), []) == _forked(login)
         assert 3 == len(made)
 
-    def test_missing_made_as_user(self, base: Path) -> None:
+    @ENTRIES
+    def test_missing_made_as_user(self, base: Path, entry: Callable[..., object]) -> None:
         """One removed: the process drops to the user (groups looked up) and makes it, 0700."""
         profile, env, home = self._setup(base)
-        _forked(lambda: compute(profile, env))
+        _forked(lambda: bool(entry(profile, env)))
         gone = next((home / ".nsprov").iterdir())
         gone.rmdir()
 
         def login() -> object:
-            compute(profile, env)
+            entry(profile, env)
             return os.getresuid()
 
         assert (70001, 70001, 70001) == _forked(login)
@@ -1018,3 +1106,364 @@ def test_walk_without_proc(base: Path) -> None:
     assert not (base / "proc").exists()
     assert expected == _forked(inside)
     assert (5, ((70001, 5),)) == (expected[1][2][3][3], expected[1][2][3][4])  # type: ignore[index]
+
+
+# --- every action on the lean path: the full worker's frames, byte for byte --------------------
+
+USER_GLOBS = ("lean-*", "lean?user", "other", "*x*", "[kl]ean*", "*")
+NETWORKS = ("10.0.0.0/8", "192.0.2.0/24", "2001:db8::/32", "::ffff:0:0/96", "0.0.0.0/0")
+GROUP_GLOBS = ("mail", "daemon", "user*", "7000?", "ro?t", "[dm]*")
+ADDRESSES = ("10.1.2.3", "192.0.2.7", "2001:db8::5", "::ffff:10.0.0.1", "", "junk", "203.0.113.9")
+TEXTS = ("Hello {user}", "from {ip} via {protocol}", "line\r\nbreak", "{missing}", "50% {home}")
+
+
+def _lists(values: Sequence[str]) -> st.SearchStrategy[list[str]]:
+    return st.lists(st.sampled_from(values), max_size=2, unique=True)
+
+
+deny_tables = st.fixed_dictionaries(
+    {},
+    optional={
+        "users": _lists(USER_GLOBS),
+        "networks": _lists(NETWORKS),
+        "local_networks": _lists(NETWORKS),
+        "groups": _lists(GROUP_GLOBS),
+        "allow_users": _lists(USER_GLOBS),
+        "allow_networks": _lists(NETWORKS),
+        "allow_local_networks": _lists(NETWORKS),
+        "allow_groups": _lists(GROUP_GLOBS),
+        "default": st.sampled_from(("allow", "deny")),
+        "message": st.sampled_from(("Go away.", "No\r\nentry for {user}", "Nein")),
+    },
+)
+alert_tables = st.lists(
+    st.fixed_dictionaries(
+        {"text": st.sampled_from(TEXTS)},
+        optional={"if_exists": st.sampled_from(("{home}/flag", "/nonexistent/flag", "{nope}"))},
+    ),
+    max_size=2,
+)
+field_tables = st.lists(
+    st.fixed_dictionaries(
+        {
+            "name": st.sampled_from(("x", "quota_rule", "acl_groups")),
+            "value": st.sampled_from((*TEXTS, "{user}@{local_ip}")),
+            "mode": st.sampled_from(("set", "append", "default")),
+        },
+        optional={"separator": st.sampled_from((",", ";")), "literal_percent": st.booleans()},
+    ),
+    max_size=3,
+)
+action_configs = st.fixed_dictionaries(
+    {
+        "version": st.sampled_from(("2.3", "2.4")),
+        "on_error": st.sampled_from(("continue", "continue", "deny")),
+        "create_dirs": st.booleans(),
+        "deny": st.none() | deny_tables,
+        "alert": alert_tables,
+        "acl_groups": st.none()
+        | st.fixed_dictionaries(
+            {}, optional={"include": _lists(GROUP_GLOBS), "exclude": _lists(GROUP_GLOBS)}
+        ),
+        "last_login": st.none() | st.just({"path": "{home}/.nsprov/last-login"}),
+        "field": field_tables,
+        "order": st.none() | st.randoms(use_true_random=False),
+    }
+)
+login_envs = st.fixed_dictionaries(
+    {
+        "gid": st.sampled_from((8, 100, 1, 70001)),
+        "access": _lists(("daemon", "mail", "users")),
+        "ip": st.sampled_from(ADDRESSES),
+        "local_ip": st.sampled_from(ADDRESSES),
+        "home": st.sampled_from((True, True, True, False)),
+        "flag": st.booleans(),
+        "protocol": st.sampled_from(("imap", "imap", "pop3", None)),
+    }
+)
+
+
+def _toml(value: Any) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_toml, value)) + "]"
+    return json.dumps(value)
+
+
+def actions_toml(spool: Path, c: Mapping[str, Any]) -> str:
+    """A config file of the spool and the drawn actions (with a drawn [actions] order, or none)."""
+    lines = [
+        f'[dovecot]\nversion = "{c["version"]}"',
+        f'[postlogin]\non_error = "{c["on_error"]}"',
+        f"[namespace]\ncreate_dirs = {_toml(c['create_dirs'])}",
+        f"[[spool]]\npath = {_toml(str(spool))}",
+    ]
+    configured = []
+    for table in ("deny", "acl_groups", "last_login"):
+        if c[table] is not None:
+            configured.append(table)
+            body = "".join(f"{k} = {_toml(v)}\n" for k, v in c[table].items())
+            lines.append(f"[{table}]\n{body}")
+    for table, name in (("alert", "alert"), ("field", "fields")):
+        if c[table]:
+            configured.append(name)
+        for t in c[table]:
+            lines.append(f"[[{table}]]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in t.items()))
+    if c["order"] is not None:
+        names = [*configured, "namespaces"]
+        rnd = c["order"]
+        lists = {}
+        for proto in ("imap", "pop3", "default"):
+            rnd.shuffle(names)
+            lists[proto] = names[: rnd.randint(0, len(names))]
+        lines.append("[actions]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in lists.items()))
+    return "\n".join(lines) + "\n"
+
+
+def _frames(data: bytes) -> list[tuple[bytes, bytes]]:
+    out = []
+    while data:
+        size = int.from_bytes(data[1:5], "big")
+        out.append((data[:1], data[5 : 5 + size]))
+        data = data[5 + size :]
+    return out
+
+
+def _comparable(frames: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The frames without the deadline/policy head and the breaker's scan markers; the login
+    line's served count only (the lean scan keeps no skip records)."""
+    out = []
+    for tag, payload in frames:
+        if tag in (T_DEADLINE, T_POLICY, T_SCAN):
+            continue
+        out.append((tag, payload.split(b" ")[0] if tag == T_LOGIN else payload))
+    return out
+
+
+def _last_login(home: Path) -> tuple[str, int] | None:
+    """The last-login file's line without its time, and its owner; then removed."""
+    path = home / ".nsprov" / "last-login"
+    if not path.exists():
+        return None
+    text, owner = path.read_text(), path.stat().st_uid
+    path.unlink()
+    return text.split(" ", 1)[1], owner
+
+
+@ROOT_ONLY
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(config=action_configs, login=login_envs)
+def test_lean_actions_equal_full_worker(
+    base: Path, monkeypatch: pytest.MonkeyPatch, config: dict[str, Any], login: dict[str, Any]
+) -> None:
+    """Random action configs, protocols, users, addresses and groups: the lean worker sends the
+    full worker's frames (env, client lines, denial), logs its lines, writes its last-login file
+    as the user; it hands the login to the full path only where that fails under on_error=deny."""
+    import nsprov._breaker
+    import nsprov._worker
+    from nsprov._postlogin import T_CLIENT, T_DENY, T_FAIL
+    from nsprov._profile import postlogin_part, run_lean
+
+    monkeypatch.setattr(nsprov._worker, "cache_dir", lambda: None)
+    state = base / "state"
+    monkeypatch.setattr(nsprov._breaker, "spool_state_dir", lambda: str(state))
+    spool = base / "spool"
+    if not spool.exists():
+        _one_spool(base, ("a", "b"))
+        (base / "home").mkdir()
+        os.chown(base / "home", 70001, 70001)
+    home = base / "home"
+    shutil.rmtree(home / ".nsprov", ignore_errors=True)
+    (home / "flag").unlink(missing_ok=True)
+    if login["flag"]:
+        (home / "flag").touch()
+    conf = base / "nsprov.toml"
+    conf.write_text(actions_toml(spool, config))
+    try:
+        cfg = load_config(str(conf))
+    except NsprovError as e:
+        event(f"config refused: {type(e).__name__}")
+        return
+    profile = compile_profile(cfg)
+    if profile is None:  # every drawn action runs lean: only a config without any is left out
+        assert "no action" == why_full(cfg)
+        return
+    a = cfg.actions
+    profile["postlogin"] = postlogin_part(
+        deadline=cfg.deadline,
+        on_error=cfg.on_error,
+        dialect=cfg.dialect,
+        debug_users=cfg.debug_users,
+        actions=(a.imap, a.pop3, a.default),
+        log_logins=cfg.log_logins,
+    )
+    profile = marshal.loads(marshal.dumps(profile))  # noqa: S302 - our own bytes
+    env = {
+        "USER": "lean-user",
+        "UID": "70001",
+        "GID": str(login["gid"]),
+        "MAIL_ACCESS_GROUPS": ",".join(login["access"]),
+        "IP": login["ip"],
+        "LOCAL_IP": login["local_ip"],
+        "USERDB_KEYS": "UID GID " + ("HOME " if login["home"] else ""),
+    }
+    if login["home"]:
+        env["HOME"] = str(home)
+    opts = Options()
+    opts.config, opts.protocol, opts.next = str(conf), login["protocol"], ["/nonexistent/x"]
+
+    full_out, full_err = _in_child(lambda fd: worker_run(fd, opts, env))
+    full_file = _last_login(home)
+    shutil.rmtree(home / ".nsprov", ignore_errors=True)
+    fell_back = base / "fell-back"
+    fell_back.unlink(missing_ok=True)
+
+    def fallback(fd: int, o: Options, e: Mapping[str, str], why: str) -> None:
+        fell_back.write_text(why)
+        worker_run(fd, o, e)
+
+    lean_out, lean_err = _in_child(lambda fd: run_lean(fd, opts, env, profile, full=fallback))
+    lean_file = _last_login(home)
+
+    full, lean = _frames(full_out), _frames(lean_out)
+    event(f"protocol {login['protocol']}: " + ",".join(sorted({t.decode() for t, _ in full})))
+    if fell_back.exists():  # only where the full path reports a failure the lean path leaves it
+        event(f"full path: {fell_back.read_text()}")
+        assert T_FAIL in {t for t, _ in full} or b"namespaces: " in full_err, lean_err
+    else:
+        assert T_FAIL not in {t for t, _ in full}
+    assert _comparable(full) == _comparable(lean)
+    assert full_err == lean_err
+    assert full_file == lean_file
+    if full_file is not None:
+        assert 70001 == full_file[1]  # written as the user
+    assert (T_DENY in {t for t, _ in lean}) <= (config["deny"] is not None)
+    if T_CLIENT in {t for t, _ in lean}:
+        event("client lines")
+
+
+# --- run_login in-process: each action's branch (the forked equivalence test above runs them
+# --- too, where coverage cannot see)
+
+
+def _action_profile(base: Path, text: str) -> dict[str, Any]:
+    spool = _one_spool(base)
+    conf = base / "nsprov.toml"
+    conf.write_text(f'[[spool]]\npath = "{spool}"\n[namespace]\ncreate_dirs = false\n{text}')
+    profile = compile_profile(load_config(str(conf)))
+    assert profile is not None
+    return marshal.loads(marshal.dumps(profile))  # type: ignore[no-any-return]  # noqa: S302
+
+
+LOGIN_ENV = {
+    "USER": "lean-user",
+    "UID": "70001",
+    "GID": "70001",
+    "HOME": "/home/lean",
+    "USERDB_KEYS": "HOME ",
+    "IP": "192.0.2.9",
+}
+
+
+@pytest.mark.parametrize(
+    ("protocol", "line"),
+    [
+        ("imap", b"* BYE [ALERT] No entry for you.\r\n"),
+        ("pop3", b"-ERR [SYS/PERM] No entry for you.\r\n"),
+        (None, None),
+    ],
+)
+def test_run_login_deny(base: Path, protocol: str | None, line: bytes | None) -> None:
+    """A matching network denies with the protocol's line; the actions after it do not run."""
+    profile = _action_profile(
+        base,
+        '[deny]\nnetworks = ["192.0.2.0/24"]\nmessage = "No entry\\r\\nfor you."\n'
+        '[[alert]]\ntext = "never"\n[actions]\nimap = ["deny", "alert", "namespaces"]\n'
+        'pop3 = ["deny"]\ndefault = ["deny", "namespaces"]\n',
+    )
+    out = run_login(profile, LOGIN_ENV, protocol=protocol, user_tasks=False)
+    assert (True, line, [], {}, None) == (out.denied, out.deny, out.client, out.changes, out.served)
+    allowed = run_login(
+        profile, {**LOGIN_ENV, "IP": "::ffff:10.0.0.1"}, protocol=protocol, user_tasks=False
+    )
+    assert not allowed.denied
+    assert ("NAMESPACE" in allowed.changes) == (protocol != "pop3")
+
+
+def test_run_login_actions_in_order(base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Alerts (one conditional), acl_groups, the last-login file and fields, in [actions] order;
+    the user's tasks after every action (here without the privilege drop: root writes)."""
+    import nsprov._lean
+
+    home = base / "home"
+    (home / "flag").parent.mkdir()
+    (home / "flag").touch()
+    profile = _action_profile(
+        base,
+        '[deny]\ngroups = ["nomatch-*"]\nallow_users = ["admin"]\n'
+        '[[alert]]\ntext = "Hi {user}"\n'
+        '[[alert]]\ntext = "Flag"\nif_exists = "{home}/flag"\n'
+        '[[alert]]\ntext = "No flag"\nif_exists = "{home}/none"\n'
+        "[acl_groups]\n[last_login]\n"
+        '[[field]]\nname = "acl_groups"\nvalue = "extra"\nmode = "append"\n'
+        '[[field]]\nname = "quota_rule"\nvalue = "50%"\nliteral_percent = true\n'
+        '[actions]\nimap = ["fields", "deny", "alert", "acl_groups", "last_login", "namespaces"]\n',
+    )
+    monkeypatch.setattr(nsprov._lean, "drop_privileges", lambda *_a: None)
+    env = {**LOGIN_ENV, "GID": "8", "HOME": str(home)}
+    out = run_login(profile, env, protocol="imap")
+    assert [b"* OK [ALERT] Hi lean-user\r\n", b"* OK [ALERT] Flag\r\n"] == out.client
+    assert "extra,mail" == out.changes["ACL_GROUPS"]
+    assert "50%%" == out.changes["QUOTA_RULE"]
+    assert out.changes["USERDB_KEYS"].startswith("HOME ACL_GROUPS QUOTA_RULE ")
+    assert [] == out.errors
+    assert (home / ".nsprov" / "last-login").read_text().endswith(" imap 192.0.2.9\n")
+    assert 3 == out.served
+
+
+def test_run_login_errors(base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failing action is one error line and the next one runs; a failing task too;
+    under on_error = "deny" the login goes to the full path."""
+    import nsprov._lean
+
+    text = (
+        '[[alert]]\ntext = "{nope}"\n[[field]]\nname = "x"\nvalue = "1"\n'
+        '[last_login]\npath = "{home}/missing/dir/last-login"\n'
+    )
+    profile = _action_profile(base, text)
+    monkeypatch.setattr(nsprov._lean, "drop_privileges", lambda *_a: None)
+    env = {**LOGIN_ENV, "HOME": str(base / "no-home")}
+    (base / "no-home").write_text("a file, not a directory")
+    out = run_login(profile, env, protocol="imap")
+    assert "1" == out.changes["X"]
+    assert 2 == len(out.errors), out.errors
+    assert out.errors[0] == "alert: no value for field {nope} in '{nope}'"
+    assert out.errors[1].startswith("last-login file: ")
+    with pytest.raises(FullPathNeeded, match="action alert failed, on_error = deny"):
+        run_login({**profile, "on_error": "deny"}, env, protocol="imap", user_tasks=False)
+
+
+def test_run_login_full_path_cases(base: Path) -> None:
+    """Another schema, a failing namespaces action, an action it does not run, a user without
+    an identity for the user's tasks: the full path serves; another Dovecot: no namespaces."""
+    profile = _action_profile(base, "[last_login]\n")
+    with pytest.raises(FullPathNeeded, match="schema"):
+        run_login({**profile, "schema": 0}, LOGIN_ENV, protocol="imap")
+    with pytest.raises(FullPathNeeded, match="the namespaces action failed"):
+        run_login(profile, {"USER": "u"}, protocol="imap")
+    odd = {**profile, "actions": {**profile["actions"], "imap": ("mail",)}}
+    with pytest.raises(FullPathNeeded, match="mail runs on the full path"):
+        run_login(odd, LOGIN_ENV, protocol="imap")
+    pop3 = {**profile, "actions": {**profile["actions"], "pop3": ("last_login",)}}
+    with pytest.raises(FullPathNeeded, match="the user's tasks"):
+        run_login(pop3, {"USER": "u", "HOME": "/h", "USERDB_KEYS": "HOME "}, protocol="pop3")
+    out = run_login(profile, LOGIN_ENV, protocol="imap", installed="2.4", user_tasks=False)
+    assert "NAMESPACE" not in out.changes
+    assert "Dovecot 2.4 is installed" in out.warnings[0]

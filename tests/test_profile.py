@@ -18,7 +18,17 @@ import pytest
 from nsprov import _defaults, _lean, _os, _postlogin, _profile
 from nsprov._config import DEFAULT_CACHE_DIR
 from nsprov._lean import PROFILE_SCHEMA
-from nsprov._postlogin import T_DEADLINE, T_ENV, T_OK, T_POLICY, Options
+from nsprov._postlogin import (
+    T_CLIENT,
+    T_DEADLINE,
+    T_DENY,
+    T_ENV,
+    T_LOGIN,
+    T_OK,
+    T_POLICY,
+    T_SCAN,
+    Options,
+)
 from nsprov._worker import run
 
 from .test_fastpath import ENV, box_toml
@@ -348,16 +358,52 @@ class TestDispatch:
         assert 0 == os.stat(paths.state / _profile.file_name(str(paths.config))).st_uid
 
     def test_other_actions_store_no_profile(self, paths: Paths) -> None:
-        """A config the lean path cannot serve (here a [[field]]) keeps the full path."""
+        """A config the lean path cannot serve (here [mail]) keeps the full path."""
         text = paths.config.read_text().replace(
-            'imap = ["namespaces"]', 'imap = ["namespaces", "fields"]'
+            'imap = ["namespaces"]', 'imap = ["namespaces", "mail"]'
         )
-        paths.config.write_text(text + '[[field]]\nname = "x"\nvalue = "1"\n')
+        paths.config.write_text(text + '[mail]\nlocation = "maildir:{home}/Other"\n')
         frames = paths.login()
         paths.login()
         assert ["missing", "missing"] == paths.full
-        assert env_frames(frames)[b"X"] == b"1"
+        assert env_frames(frames)[b"MAIL"] == b"maildir:/home/other/Other"
         assert not (paths.state / _profile.file_name(str(paths.config))).exists()
+
+    def test_fields_are_served_lean(self, paths: Paths) -> None:
+        """A [[field]] runs on the lean path: the same frames as the full path's, profile warm."""
+        text = paths.config.read_text().replace(
+            'imap = ["namespaces"]', 'imap = ["namespaces", "fields"]'
+        )
+        paths.config.write_text(text + '[[field]]\nname = "x"\nvalue = "{user}"\n')
+        cold = paths.login()
+        warm = paths.login()
+        assert ["missing"] == paths.full
+        assert env_frames(warm)[b"X"] == b"other"
+        assert env_frames(cold) == env_frames(warm)
+
+    @pytest.mark.parametrize("user", ["other", "someone"])
+    def test_deny_and_alert_frames_lean(self, paths: Paths, user: str) -> None:
+        """A warm login sends the full path's client lines and denial (T_CLIENT, T_DENY)."""
+        text = paths.config.read_text().replace(
+            'imap = ["namespaces"]', 'imap = ["alert", "deny", "namespaces"]'
+        )
+        paths.config.write_text(
+            text + '[[alert]]\ntext = "Hi {user}"\n[deny]\nusers = ["oth*"]\nmessage = "No."\n'
+        )
+        env = {**ENV, "USER": user}
+
+        def outcome(frames: list[tuple[bytes, bytes]] | None) -> list[tuple[bytes, bytes]]:
+            assert frames is not None
+            return [(t, p) for t, p in frames if t not in (T_DEADLINE, T_POLICY, T_LOGIN, T_SCAN)]
+
+        cold = outcome(paths.login(env=env))
+        warm = outcome(paths.login(env=env))
+        assert ["missing"] == paths.full
+        assert cold == warm
+        if user == "other":
+            assert [(T_CLIENT, b"* BYE [ALERT] No.\r\n"), (T_DENY, b""), (T_OK, b"")] == warm
+        else:
+            assert (T_CLIENT, b"* OK [ALERT] Hi someone\r\n") in warm
 
     def test_compute_failing_takes_the_full_path(
         self, paths: Paths, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
@@ -367,7 +413,7 @@ class TestDispatch:
         def broken(*_args: object, **_kw: object) -> None:
             raise RuntimeError("boom")
 
-        monkeypatch.setattr(_lean, "compute", broken)
+        monkeypatch.setattr(_lean, "run_login", broken)
         capfd.readouterr()
         assert cold == env_frames(paths.login())
         assert ["missing", "lean path failed"] == paths.full

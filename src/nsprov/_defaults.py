@@ -26,4 +26,4 @@ STATE_DIR = "/run/nsprov"
 
 #: The version of the compiled login profile's layout (``nsprov._lean`` reads it,
 #: ``nsprov._profile_compile`` writes it, ``nsprov._profile`` keys the file on it).
-PROFILE_SCHEMA = 1
+PROFILE_SCHEMA = 2

@@ -1,9 +1,12 @@
 """The lean login path: a compiled profile and a post-login environment in, variables out.
 
-:func:`compute` does what the full worker does for a configuration whose only
-action is ``namespaces`` (:func:`nsprov._profile_compile.compile_profile`
-decides which configurations those are): the identity, the scan of every
-spool with the one permission engine (:mod:`nsprov._access`), the namespace
+:func:`run_login` runs the profile's actions in order as the full worker does
+(``deny``, ``alert``, ``acl_groups``, ``last_login`` to a file, ``fields``
+with the rules of :mod:`nsprov._actrules`, and ``namespaces``;
+:func:`nsprov._profile_compile.compile_profile` decides which configurations
+it serves); :func:`compute` runs the ``namespaces`` action alone.  That
+action is the identity, the scan of every spool with the one permission
+engine (:mod:`nsprov._access`), the namespace
 checks, the fields of the Dovecot dialect within the kernel's limits
 (:mod:`nsprov._fields`), and the index/control directories created as the
 user.  It imports only built-in and ``os``-level standard library modules
@@ -39,6 +42,7 @@ from ._plainscan import (
     identity_from_environ,
     missing_dirs,
     read_acl,
+    render,
 )
 from .exceptions import (
     InvalidLocationError,
@@ -447,8 +451,8 @@ def compute(
     warnings: list[str] = []
     if (sign := version_signs(environ, dialect)) is not None:
         warnings.append(sign)
-    runs = protocol == CHECKED or profile["actions"].get(
-        protocol if protocol in ("imap", "pop3") else "default"
+    runs = protocol == CHECKED or "namespaces" in profile["actions"].get(
+        protocol if protocol in ("imap", "pop3") else "default", ()
     )
     if installed is not None and installed != dialect:
         warnings.append(
@@ -547,3 +551,256 @@ def _namespaces(
         warnings = [*scan.warnings, cut]
         namespaces = namespaces[:kept]
     return env, user_dirs(namespaces), (uid, gid, groups), warnings, len(namespaces)
+
+
+class Outcome:
+    """What :func:`run_login` gives: what the full worker's frames and log line carry."""
+
+    __slots__ = ("changes", "client", "denied", "deny", "dirs", "errors", "served", "warnings")
+
+    def __init__(self) -> None:
+        #: The variables to add or replace (``T_ENV``), only what changed.
+        self.changes: dict[str, str] = {}
+        #: The lines for the client (``T_CLIENT``), in order.
+        self.client: list[bytes] = []
+        #: Whether an action refused the login (``T_DENY``).
+        self.denied = False
+        #: The one line a denied client gets (by protocol), None for none.
+        self.deny: bytes | None = None
+        #: The failed actions' and user tasks' lines (logged at error).
+        self.errors: list[str] = []
+        #: The warnings (logged at warning).
+        self.warnings: list[str] = []
+        #: The namespaces served, None when the namespaces action did not run.
+        self.served: int | None = None
+        #: The index/control directories the namespaces want (created by a user's task).
+        self.dirs: tuple[str, ...] = ()
+
+
+def run_login(
+    profile: Mapping[str, Any],
+    environ: Mapping[str, str],
+    *,
+    protocol: str | None,
+    fs: Any = None,
+    installed: str | None = None,
+    breaker: Any = None,
+    user_tasks: bool = True,
+) -> Outcome:
+    """Run the profile's actions for *protocol* in order, as the full worker runs them.
+
+    The rules are :mod:`nsprov._actrules`', the ones :mod:`nsprov._actions`
+    applies on the full path: ``deny`` (a denial stops the rest), ``alert``
+    (IMAP only; an ``if_exists`` file is checked as the user), ``acl_groups``,
+    ``last_login`` (the file, written as the user), ``fields`` and
+    ``namespaces`` (:func:`compute`'s scan).  A failed action gives one error
+    line and the next runs.  The user's tasks (alert conditions, the last-login
+    file, the index/control directories) run after every action, in the order
+    queued, as the mail user: the process drops to that identity first,
+    irreversibly (*user_tasks* False: not run, only for tests and dry runs).
+
+    Raises:
+        FullPathNeeded: The profile is of another schema, the user is in
+            ``debug_users``, an ignore file is not the profile's, the
+            namespaces action failed (no user, a spool that cannot be read,
+            namespaces Dovecot would refuse …), or an action failed under
+            ``on_error = "deny"``: the full path serves the login, and reports
+            the failure as its own, once.
+    """
+    if profile.get("schema") != PROFILE_SCHEMA:
+        raise FullPathNeeded(f"login profile schema {profile.get('schema')!r}")
+    from . import _actrules  # noqa: PLC0415 - stdlib only; not for namespaces-only logins
+
+    dialect = profile["dialect"]
+    out = Outcome()
+    if (sign := version_signs(environ, dialect)) is not None:
+        out.warnings.append(sign)
+    names = profile["actions"].get(protocol if protocol in ("imap", "pop3") else "default", ())
+    if installed is not None and installed != dialect:
+        out.warnings.append(
+            f"Dovecot {installed} is installed but [dovecot] version = "
+            f'"{dialect}": namespaces not exported (they would break every session); '
+            f'set version = "{installed}"'
+        )
+        names = tuple(n for n in names if n != "namespaces")
+    rules = profile["rules"]
+    env = dict(environ)
+    user, ip, local_ip = environ.get("USER", ""), environ.get("IP", ""), environ.get("LOCAL_IP", "")
+    idc = profile["identity"]
+    who: list[tuple[int, int, Collection[int]]] = []
+
+    def identity() -> tuple[int, int, Collection[int]]:
+        if not who:  # once, when an action first needs it, as Login.mail_user
+            _u, _h, uid, gid, groups, _s = identity_from_environ(env, **idc, lazy=True)
+            who.append((uid, gid, groups))
+        return who[0]
+
+    def values() -> dict[str, str]:
+        return _actrules.template_values(
+            env, user=user, ip=ip, local_ip=local_ip, protocol=protocol
+        )
+
+    tasks: list[tuple[str, Callable[[], None]]] = []
+    slots: list[bytes] = []
+
+    def one(name: str) -> bool:
+        """Run action *name*; True when it refused the login."""
+        if name == "deny":
+            if rules["deny"] is None:
+                return False
+
+            def groups() -> list[str]:
+                _uid, gid, extra = identity()
+                return _actrules.group_names(gid, extra)
+
+            message = _actrules.deny_verdict(
+                rules["deny"], user=user, ip=ip, local_ip=local_ip, groups=groups
+            )
+            if message is None:
+                return False
+            out.deny = _actrules.deny_line(message, protocol)
+            return True
+        if name == "alert":
+            if protocol == "imap":
+                _alerts(rules["alerts"], values, slots, tasks)
+        elif name == "acl_groups":
+            include, exclude = rules["acl_groups"] or ((), ())
+            _uid, gid, extra = identity()
+            value, warning = _actrules.acl_groups(
+                _actrules.group_names(gid, extra, numeric=False), include, exclude, dialect
+            )
+            if warning is not None:
+                out.warnings.append(warning)
+            if value is not None:
+                _actrules.append_field(env, "acl_groups", value)
+        elif name == "last_login" and rules["last_login"] is not None:
+            import time  # noqa: PLC0415 - built in
+
+            path = render(rules["last_login"][1], values(), rules["last_login"][0])
+            line = _actrules.last_login_line(int(time.time()), protocol, ip)
+
+            def write(path: str = path, line: str = line) -> None:
+                _actrules.write_file_atomically(path, line)
+
+            tasks.append(("last-login file", write))
+        elif name == "fields":
+            current = values()
+            for f in rules["fields"]:
+                _actrules.apply_field(
+                    env,
+                    name=f["name"],
+                    value=render(f["value"][1], current, f["value"][0]),
+                    mode=f["mode"],
+                    separator=f["separator"],
+                    literal_percent=f["literal_percent"],
+                    dialect=dialect,
+                )
+        return False
+
+    try:
+        for name in names:
+            if name == "namespaces":
+                try:
+                    _namespaces_action(profile, env, fs, breaker, out, tasks)
+                except FullPathNeeded:
+                    raise
+                except NsprovError as e:  # the full path reports it, once, as its own
+                    raise FullPathNeeded(f"the namespaces action failed: {e}") from e
+                continue
+            if name not in LEAN_RUNS:
+                raise FullPathNeeded(f"action {name} runs on the full path")
+            try:
+                out.denied = one(name)
+            except Exception as e:
+                if profile["on_error"] == "deny":
+                    raise FullPathNeeded(f"action {name} failed, on_error = deny") from e
+                out.errors.append(f"{name}: {_actrules.describe_error(e)}")
+            if out.denied:
+                return out
+    finally:
+        if breaker is not None:
+            breaker.close()  # root's state directory stays out of the user's process
+    if tasks and user_tasks:
+        try:
+            uid, gid, extra = identity()
+        except NsprovError as e:
+            raise FullPathNeeded(f"the user's tasks: {e}") from None
+        only_dirs = out.dirs and all(what == DIRS_TASK for what, _ in tasks)
+        if only_dirs and not missing_dirs(uid, gid, out.dirs):
+            tasks = []  # every index directory exists: no drop, no group lookup
+    if tasks and user_tasks:
+        drop_privileges(uid, gid, extra)
+        for what, task in tasks:
+            try:
+                task()
+            except Exception as e:
+                out.errors.append(f"{what}: {_actrules.describe_error(e)}")
+    out.client = [line for line in slots if line]
+    out.changes = {k: v for k, v in env.items() if environ.get(k) != v}
+    return out
+
+
+#: The user's task that creates the index/control directories (checked first: :func:`missing_dirs`).
+DIRS_TASK = "index directories"
+
+#: The actions :func:`run_login` runs besides ``namespaces``.
+LEAN_RUNS = frozenset({"deny", "alert", "acl_groups", "last_login", "fields"})
+
+
+def _alerts(
+    alerts: Sequence[Any],
+    values: Callable[[], dict[str, str]],
+    slots: list[bytes],
+    tasks: list[tuple[str, Callable[[], None]]],
+) -> None:
+    """The alert action: a line per alert, a conditional one filled in by a task as the user."""
+    from . import _actrules  # noqa: PLC0415 - loaded by run_login
+
+    current: dict[str, str] | None = None
+    for (text, parts), if_exists in alerts:
+        current = current or values()
+        rendered = render(parts, current, text)
+        if if_exists is None:
+            slots.append(_actrules.alert_line(rendered))
+            continue
+        path = render(if_exists[1], current, if_exists[0])
+        slot = len(slots)
+        slots.append(b"")
+
+        def check(path: str = path, text: str = rendered, slot: int = slot) -> None:
+            if _actrules.alert_condition(path):
+                slots[slot] = _actrules.alert_line(text)
+
+        tasks.append((f"alert condition {path}", check))
+
+
+def _namespaces_action(
+    profile: Mapping[str, Any],
+    env: dict[str, str],
+    fs: Any,
+    breaker: Any,
+    out: Outcome,
+    tasks: list[tuple[str, Callable[[], None]]],
+) -> None:
+    """The namespaces action on *env*: its variables merged, its directories queued as a task."""
+    try:
+        merged, dirs, _ident, found, served = _namespaces(profile, env, fs or OS_FS, breaker)
+    except OSError as e:
+        if isinstance(e, NsprovError):
+            raise
+        raise LeanError(f"{e.strerror or e}: {e.filename}" if e.filename else str(e)) from e
+    env.update(merged)
+    out.warnings += found
+    out.served = served
+    if profile["create_dirs"] and dirs:
+
+        def make() -> None:
+            failures = ensure_dirs(dirs)
+            if failures:
+                raise OSError(
+                    f"cannot create {len(failures)} index/control directories "
+                    f"(Dovecot will try itself): {failures[0]}"
+                )
+
+        out.dirs = tuple(dirs)
+        tasks.append((DIRS_TASK, make))

@@ -15,8 +15,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from . import _actrules
 from ._actions import ACTIONS, clean_text, describe_error, run_actions
-from ._userdb import USERDB_KEYS, listed_keys, with_keys
 from .exceptions import Denied
 
 if TYPE_CHECKING:
@@ -80,21 +80,13 @@ class Login:
     @property
     def userdb(self) -> dict[str, str]:
         """Userdb fields as they stand now, keys lowercase (as Dovecot will see them)."""
-        out = {}
-        for key in self._env.get(USERDB_KEYS, "").split(" "):
-            if key and key.upper() in self._env:
-                out[key.lower()] = self._env[key.upper()]
-        return out
+        return _actrules.userdb(self._env)
 
     def template_values(self) -> dict[str, str]:
         """Values for ``{field}`` templates: userdb fields, ``user``, ``ip``, ``local_ip``, ``protocol``."""
-        return {
-            **self.userdb,
-            "user": self.user,
-            "ip": self.ip,
-            "local_ip": self.local_ip,
-            "protocol": self._protocol or "",
-        }
+        return _actrules.template_values(
+            self._env, user=self.user, ip=self.ip, local_ip=self.local_ip, protocol=self._protocol
+        )
 
     @property
     def mail_user(self) -> MailUser:
@@ -115,27 +107,17 @@ class Login:
 
     # -- effects
 
-    def _list_key(self, key: str) -> None:
-        keys, listed = listed_keys(self._env)
-        if key.upper() not in listed:
-            self._env[USERDB_KEYS] = with_keys(keys, [key])
-
     def set_field(self, name: str, value: str) -> None:
         """Set userdb field *name* (listed in ``USERDB_KEYS`` once)."""
-        key = _field_key(name)
-        self._env[key] = value
-        self._list_key(key)
+        _actrules.set_field(self._env, name, value)
 
     def append_field(self, name: str, value: str, separator: str = ",") -> None:
         """Append *value* to userdb field *name*, or set it if it is unset or empty."""
-        key = _field_key(name)
-        old = self._env.get(key, "")
-        self.set_field(name, f"{old}{separator}{value}" if old else value)
+        _actrules.append_field(self._env, name, value, separator)
 
     def default_field(self, name: str, value: str) -> None:
         """Set userdb field *name* only if userdb did not."""
-        if _field_key(name) not in self._env:
-            self.set_field(name, value)
+        _actrules.default_field(self._env, name, value)
 
     def _update_environ(self, variables: Mapping[str, str]) -> None:
         """Merge variables already in userdb form (``NAMESPACE``, ``USERDB_KEYS`` included)."""
@@ -144,7 +126,7 @@ class Login:
     def alert(self, text: str) -> None:
         """Show *text* to an IMAP client as ``* OK [ALERT]``; POP3 and unknown protocols stay silent."""
         if self._protocol == "imap":
-            self._client.append(f"* OK [ALERT] {clean_text(text)}\r\n".encode("utf-8", "replace"))
+            self._client.append(_actrules.alert_line(text))
 
     def deny(self, text: str = "Access denied.") -> None:
         """Refuse the login with *text*; raises :class:`Denied` to stop the remaining actions."""
@@ -159,11 +141,7 @@ class Login:
         """The one line a denied client gets, by protocol."""
         if self._denied is None:
             return None
-        if self._protocol == "imap":
-            return f"* BYE [ALERT] {self._denied}\r\n".encode("utf-8", "replace")
-        if self._protocol == "pop3":
-            return f"-ERR [SYS/PERM] {self._denied}\r\n".encode("utf-8", "replace")
-        return None
+        return _actrules.deny_line(self._denied, self._protocol)
 
     def _changes(self) -> dict[str, str]:
         """The variables to export: those set or changed since the login began."""
@@ -239,15 +217,6 @@ class Login:
             except Exception as e:
                 errors.append(f"{what}: {describe_error(e)}")
         return errors
-
-
-def _field_key(name: str) -> str:
-    if not name or any(c.isspace() or c == "=" for c in name):
-        raise ValueError(f"invalid userdb field name {name!r}")
-    key = name.upper()
-    if key in {"USER", "USERDB_KEYS"}:
-        raise ValueError(f"{key} is not a field nsprov sets")
-    return key
 
 
 def run_user_tasks(login: Login) -> list[str]:

@@ -281,14 +281,16 @@ def run_lean(
     *,
     full: Full,
 ) -> None:
-    """The lean worker: :func:`nsprov._lean.compute` on *profile*, reported like the full one.
+    """The lean worker: :func:`nsprov._lean.run_login` on *profile*, reported like the full one.
 
     The full path serves this login instead when the profile cannot (the installed
     Dovecot is not the profile's dialect, the user is in ``debug_users``, whose
     explanation only the full path writes) and when ``compute`` raises (one log line).
     """
     from ._postlogin import (  # noqa: PLC0415 - loaded by the parent already
+        T_CLIENT,
         T_DEADLINE,
+        T_DENY,
         T_ENV,
         T_LOGIN,
         T_OK,
@@ -313,10 +315,10 @@ def run_lean(
     if opts.deadline is None:
         head += frame(T_DEADLINE, str(part["deadline"]).encode())
     head += frame(T_POLICY, str(part["on_error"]).encode())
-    _send(fd, head)  # the config's deadline holds while compute runs
+    _send(fd, head)  # the config's deadline holds while the actions run
     try:
         from ._breaker import SpoolBreaker, spool_state_dir  # noqa: PLC0415 - child only
-        from ._lean import FullPathNeeded, compute  # noqa: PLC0415 - imported by the parent already
+        from ._lean import FullPathNeeded, run_login  # noqa: PLC0415 - imported by the parent already
 
         state_dir = spool_state_dir()
         breaker = (
@@ -324,8 +326,7 @@ def run_lean(
             if state_dir is None
             else SpoolBreaker(state_dir, lambda data: _send(fd, frame(T_SCAN, data)))
         )
-        served: list[int] = []
-        changes, warnings = compute(profile, environ, breaker=breaker, counts=served)
+        outcome = run_login(profile, environ, protocol=opts.protocol, breaker=breaker)
     except FullPathNeeded as e:  # not a failure: this login needs what only the full path does
         full(fd, opts, environ, f"warm; {e}")
         return
@@ -336,24 +337,30 @@ def run_lean(
         )
         full(fd, opts, environ, "lean path failed")
         return
-    # As the full worker logs them: the user's tasks' errors at error, the rest at warning.
-    errors = [w for w in warnings if w.startswith("index directories: ")]
-    rest = [w for w in warnings if w not in errors]
-    if errors:
-        log(f"user {user}: " + "; ".join(errors))
-    if rest:
-        log(f"user {user}: " + "; ".join(rest), "warning")
+    # As the full worker (nsprov._worker.finish) logs and sends them.
+    if outcome.errors:
+        log(f"user {user}: " + "; ".join(outcome.errors))
+    if outcome.warnings:
+        log(f"user {user}: " + "; ".join(outcome.warnings), "warning")
     out = []
     if part.get("log_logins", True):
         # The lean scan keeps no skip records: its line says skipped=- (the full path counts them).
-        out.append(frame(T_LOGIN, (b"%d -" % served[0] if served else b"- -") + b" lean"))
-    out += [
-        frame(
-            T_ENV,
-            k.encode("utf-8", "surrogateescape") + b"\0" + v.encode("utf-8", "surrogateescape"),
-        )
-        for k, v in changes.items()
-    ]
+        served = outcome.served
+        counts = b"%d -" % served if served is not None else b"- -"
+        out.append(frame(T_LOGIN, counts + b" lean"))
+    if outcome.denied:
+        if outcome.deny is not None:
+            out.append(frame(T_CLIENT, outcome.deny))
+        out.append(frame(T_DENY, b""))
+    else:
+        out += [
+            frame(
+                T_ENV,
+                k.encode("utf-8", "surrogateescape") + b"\0" + v.encode("utf-8", "surrogateescape"),
+            )
+            for k, v in outcome.changes.items()
+        ]
+        out += [frame(T_CLIENT, line) for line in outcome.client]
     out.append(frame(T_OK, b""))
     _send(fd, b"".join(out))
 

@@ -3,7 +3,7 @@
 :func:`compile_profile` turns a validated :class:`~nsprov._config.Config` into
 dicts, tuples, strings, numbers, booleans and None (``marshal`` can write it),
 or None when the configuration needs the full login path.  The layout, by key
-(``PROFILE_SCHEMA`` 1):
+(``PROFILE_SCHEMA`` 2):
 
 ``schema``
     :data:`nsprov._lean.PROFILE_SCHEMA`
@@ -12,8 +12,15 @@ or None when the configuration needs the full login path.  The layout, by key
 ``deadline``, ``on_error``
     what the worker's ``T_DEADLINE`` and ``T_POLICY`` frames carry
 ``actions``
-    ``{"imap": bool, "pop3": bool, "default": bool}``: whether that
-    protocol's action list is ``["namespaces"]`` (else it is empty)
+    ``{"imap": names, "pop3": names, "default": names}``: each protocol's
+    action list in order (as ``ActionsConfig.for_protocol``)
+``rules``
+    the actions' settings (:func:`action_rules`): ``deny`` (compiled by
+    :func:`nsprov._actrules.compile_deny`, or None), ``alerts`` (``(text,
+    if_exists)`` templates), ``acl_groups`` (``(include, exclude)`` or None),
+    ``last_login`` (the file's path template, or None), ``fields`` (one dict
+    per ``[[field]]``: ``name``, ``value`` template, ``mode``, ``separator``,
+    ``literal_percent``)
 ``dialect``, ``global_mail_driver``, ``private_namespace``
     the output dialect and what it needs
 ``reserved_names``, ``config_prefixes``, ``max_namespaces``, ``create_dirs``, ``debug_users``
@@ -45,8 +52,11 @@ if TYPE_CHECKING:
     from ._config import Config, SpoolConfig
     from ._template import Template
 
-#: The only action the lean path runs.
-LEAN_ACTIONS = ((), ("namespaces",))
+#: The actions the lean path runs (``mail`` needs the attrs location model: the full path).
+LEAN_ACTIONS = frozenset({"deny", "alert", "acl_groups", "last_login", "fields", "namespaces"})
+#: Userdb fields that change the mail identity: a ``[[field]]`` setting one takes the full
+#: path, where the identity is taken once, when an action first needs it.
+IDENTITY_FIELDS = frozenset({"UID", "GID", "HOME", "SYSTEM_GROUPS_USER", "MAIL_ACCESS_GROUPS"})
 
 
 def _template(t: Template | None) -> tuple[str, tuple[tuple[str, bool], ...]] | None:
@@ -153,11 +163,18 @@ def spool_templates(spool: SpoolConfig) -> dict[str, Any]:
 def why_full(config: Config) -> str | None:
     """Why *config* needs the full login path, or None when the lean path serves it."""
     a = config.actions
+    listed = {*a.imap, *a.pop3, *a.default}
     for protocol, names in (("imap", a.imap), ("pop3", a.pop3), ("default", a.default)):
-        if names not in LEAN_ACTIONS:
+        if not set(names) <= LEAN_ACTIONS:
             return f"actions for {protocol}: {', '.join(names)}"
     if not (a.imap or a.pop3 or a.default):
         return "no action"
+    if "last_login" in listed and a.last_login is not None and a.last_login.backend != "file":
+        return f"[last_login] backend = {a.last_login.backend}"
+    if "fields" in listed:
+        for f in a.fields:
+            if f.name.upper() in IDENTITY_FIELDS:
+                return f"[[field]] {f.name}: changes the mail identity"
     if config.scan_cache is not None:
         return "[scan_cache]"
     for s in config.spools:
@@ -187,7 +204,8 @@ def compile_profile(config: Config) -> dict[str, Any] | None:
         "source": config.source,
         "deadline": config.deadline,
         "on_error": config.on_error,
-        "actions": {"imap": bool(a.imap), "pop3": bool(a.pop3), "default": bool(a.default)},
+        "actions": {"imap": tuple(a.imap), "pop3": tuple(a.pop3), "default": tuple(a.default)},
+        "rules": action_rules(config),
         "dialect": config.dialect,
         "global_mail_driver": config.global_mail_driver,
         "private_namespace": config.private_namespace,
@@ -204,4 +222,47 @@ def compile_profile(config: Config) -> dict[str, Any] | None:
             "last_valid_gid": ident.last_valid_gid,
         },
         "spools": tuple(spool_profile(s) for s in config.spools),
+    }
+
+
+def action_rules(config: Config) -> dict[str, Any]:
+    """The settings of *config*'s actions as plain data (``profile["rules"]``)."""
+    from ._actrules import compile_deny  # noqa: PLC0415 - imports ipaddress for the networks
+
+    a = config.actions
+    d = a.deny
+    deny = (
+        None
+        if d is None
+        else compile_deny(
+            users=d.users,
+            networks=d.networks,
+            local_networks=d.local_networks,
+            groups=d.groups,
+            allow_users=d.allow_users,
+            allow_networks=d.allow_networks,
+            allow_local_networks=d.allow_local_networks,
+            allow_groups=d.allow_groups,
+            default=d.default,
+            message=d.message,
+        )
+    )
+    last = a.last_login
+    return {
+        "deny": deny,
+        "alerts": tuple((_template(x.text), _template(x.if_exists)) for x in a.alerts),
+        "acl_groups": None
+        if a.acl_groups is None
+        else (tuple(a.acl_groups.include), tuple(a.acl_groups.exclude)),
+        "last_login": _template(last.path) if last is not None and last.backend == "file" else None,
+        "fields": tuple(
+            {
+                "name": f.name,
+                "value": _template(f.value),
+                "mode": f.mode,
+                "separator": f.separator,
+                "literal_percent": f.literal_percent,
+            }
+            for f in a.fields
+        ),
     }
