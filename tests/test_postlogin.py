@@ -81,17 +81,33 @@ def no_worker(_opts: Options, _env: Mapping[str, str]) -> Callable[[int], None]:
     raise AssertionError("worker started")
 
 
-def collect_frames(work: Callable[[int], None]) -> list[tuple[bytes, bytes]]:
-    """Run *work* on a pipe in-process and decode the frames it wrote."""
+def collect_frames(work: Callable[..., object]) -> list[tuple[bytes, bytes]]:
+    """Run *work* in-process and decode the frames it wrote.
+
+    A forked worker's work writes to a pipe; a thread worker's (``work.threaded``) calls
+    ``send``, and the forked worker it may hand over to writes to a pipe after it.
+    """
+    data = b""
+    if getattr(work, "threaded", False):
+        sent: list[bytes] = []
+        follow = work(sent.append)
+        data = b"".join(sent)
+        if follow is None:
+            return _decode_frames(data)
+        assert callable(follow)
+        work = follow
     r, w = os.pipe()
     try:
         work(w)
     finally:
         os.close(w)
-    data = b""
     while chunk := os.read(r, 65536):
         data += chunk
     os.close(r)
+    return _decode_frames(data)
+
+
+def _decode_frames(data: bytes) -> list[tuple[bytes, bytes]]:
     out = []
     while data:
         size = int.from_bytes(data[1:5], "big")

@@ -556,7 +556,19 @@ def _namespaces(
 class Outcome:
     """What :func:`run_login` gives: what the full worker's frames and log line carry."""
 
-    __slots__ = ("changes", "client", "denied", "deny", "dirs", "errors", "served", "warnings")
+    __slots__ = (
+        "changes",
+        "client",
+        "denied",
+        "deny",
+        "dirs",
+        "errors",
+        "ident",
+        "pending",
+        "served",
+        "slots",
+        "warnings",
+    )
 
     def __init__(self) -> None:
         #: The variables to add or replace (``T_ENV``), only what changed.
@@ -575,6 +587,12 @@ class Outcome:
         self.served: int | None = None
         #: The index/control directories the namespaces want (created by a user's task).
         self.dirs: tuple[str, ...] = ()
+        #: The user's tasks not run yet (``run_login(defer=True)``: :func:`run_tasks` runs them).
+        self.pending: list[tuple[str, Callable[[], None]]] = []
+        #: ``(uid, gid, groups)`` the tasks run as, once there are tasks.
+        self.ident: tuple[int, int, Collection[int]] | None = None
+        #: The client lines' slots, which the alert conditions fill (in the tasks).
+        self.slots: list[bytes] = []
 
 
 def run_login(
@@ -586,6 +604,7 @@ def run_login(
     installed: str | None = None,
     breaker: Any = None,
     user_tasks: bool = True,
+    defer: bool = False,
 ) -> Outcome:
     """Run the profile's actions for *protocol* in order, as the full worker runs them.
 
@@ -597,7 +616,8 @@ def run_login(
     line and the next runs.  The user's tasks (alert conditions, the last-login
     file, the index/control directories) run after every action, in the order
     queued, as the mail user: the process drops to that identity first,
-    irreversibly (*user_tasks* False: not run, only for tests and dry runs).
+    irreversibly (*user_tasks* False: not run, only for tests and dry runs;
+    *defer*: left in ``Outcome.pending`` for :func:`run_tasks` in a process of its own).
 
     Raises:
         FullPathNeeded: The profile is of another schema, the user is in
@@ -720,24 +740,60 @@ def run_login(
     finally:
         if breaker is not None:
             breaker.close()  # root's state directory stays out of the user's process
-    if tasks and user_tasks:
+    out.changes = {k: v for k, v in env.items() if environ.get(k) != v}
+    out.slots = slots
+    if tasks and (user_tasks or defer):
         try:
-            uid, gid, extra = identity()
+            out.ident = identity()
         except NsprovError as e:
             raise FullPathNeeded(f"the user's tasks: {e}") from None
-        only_dirs = out.dirs and all(what == DIRS_TASK for what, _ in tasks)
-        if only_dirs and not missing_dirs(uid, gid, out.dirs):
-            tasks = []  # every index directory exists: no drop, no group lookup
-    if tasks and user_tasks:
-        drop_privileges(uid, gid, extra)
-        for what, task in tasks:
-            try:
-                task()
-            except Exception as e:
-                out.errors.append(f"{what}: {_actrules.describe_error(e)}")
+        out.pending = tasks
+        if user_tasks and not defer:
+            run_tasks(out)
     out.client = [line for line in slots if line]
-    out.changes = {k: v for k, v in env.items() if environ.get(k) != v}
     return out
+
+
+def run_tasks(out: Outcome) -> None:
+    """Run *out*'s pending user tasks as the mail user; their errors join ``out.errors``.
+
+    When the index directories are the only task and :func:`missing_dirs` sees them
+    all, nothing is dropped nor looked up.  Otherwise the process drops to the user,
+    irreversibly: call it as root in a process of its own (the forked worker), never
+    in a thread of the post-login process.
+    """
+    from ._actrules import describe_error  # noqa: PLC0415 - loaded by run_login
+
+    tasks, out.pending = out.pending, []
+    if not tasks or out.ident is None:
+        return
+    uid, gid, extra = out.ident
+    only_dirs = out.dirs and all(what == DIRS_TASK for what, _ in tasks)
+    if only_dirs and not missing_dirs(uid, gid, out.dirs):
+        return  # every index directory exists: no drop, no group lookup
+    drop_privileges(uid, gid, extra)
+    for what, task in tasks:
+        try:
+            task()
+        except Exception as e:
+            out.errors.append(f"{what}: {describe_error(e)}")
+    out.client = [line for line in out.slots if line]
+
+
+def dirs_seen(paths: Sequence[str]) -> bool:
+    """Whether every one of *paths* is a directory, as root sees it (one ``stat`` each).
+
+    For the thread worker, which may not switch ids: a directory root sees exists,
+    so there is nothing to create; anything else (missing, or hidden from root by a
+    root-squashing NFS server) is left to :func:`run_tasks` in a forked worker.
+    """
+    for path in paths:
+        try:
+            if not st.S_ISDIR(os.stat(path).st_mode):
+                return False
+        except (OSError, ValueError):
+            return False
+    return True
 
 
 #: The user's task that creates the index/control directories (checked first: :func:`missing_dirs`).

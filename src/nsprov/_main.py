@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ._postlogin import Options
 
 
-def _worker(opts: Options, environ: Mapping[str, str]) -> Callable[[int], None] | None:
+def _worker(opts: Options, environ: Mapping[str, str]) -> Callable[..., object] | None:
     """The post-login work, injected into :mod:`nsprov._postlogin`: lean or full, or None.
 
     :func:`nsprov._profile.dispatch` (standard library only) loads the login profile in

@@ -413,11 +413,6 @@ def run_worker(
     return result
 
 
-#: How often the waiting thread looks at the frames a thread worker sent (seconds): a
-#: ``T_DEADLINE`` frame can move the deadline (a login is usually done well before this).
-THREAD_SLICE = 0.05
-
-
 def run_thread(
     work: Callable[[Callable[[bytes], None]], object],
     timeout: float,
@@ -442,40 +437,59 @@ def run_thread(
     deadline = [started + timeout]
     frames: list[bytes] = []
     then: list[object] = []
+    # Two wake-ups, no polling: the first frames (the config's deadline, which may move the
+    # one given here), then the end.  Each lock is released once, by the worker's thread.
+    first = _thread.allocate_lock()
+    first.acquire()
     done = _thread.allocate_lock()
     done.acquire()
+    sent: list[bool] = []
+
+    def send(data: bytes) -> None:
+        frames.append(data)
+        if not sent:
+            sent.append(True)
+            first.release()
 
     def target() -> None:  # pragma: no cover - covered through the threaded tests
         try:
-            follow = work(frames.append)
+            follow = work(send)
             if follow is not None:
                 then.append(follow)
-        except BaseException as e:
+        except BaseException as e:  # reported as the forked worker's failure is
             frames.append(
                 frame(T_FAIL, f"internal error: {type(e).__name__}: {e}".encode("utf-8", "replace"))
             )
         finally:
+            if not sent:
+                sent.append(True)
+                first.release()
             done.release()
 
     _thread.start_new_thread(target, ())
     result = Result()
     buf = b""
     seen = 0
-    while True:
+    finished = False
+    for lock in (first, done):
         remaining = deadline[0] - clock()
-        finished = remaining > 0 and done.acquire(timeout=min(remaining, THREAD_SLICE))
+        woke = remaining > 0 and lock.acquire(timeout=remaining)
         new = frames[seen:]
         seen += len(new)
         buf = _decode(buf + b"".join(new), result, deadline, started)
-        if finished:
+        finished = woke and lock is done
+        if not woke:
             break
-        if deadline[0] - clock() <= 0:
-            result.error = f"deadline of {deadline[0] - started:.1f}s passed"
-            result.cut = True
-            result.detached = True
-            if result.scanning:
-                result.error += _cut(result.scanning, deadline[0] - started)
-            return result
+    if not finished:
+        buf = _decode(
+            buf + b"".join(frames[seen:]), result, deadline, started
+        )  # the spool it is in
+        result.error = f"deadline of {deadline[0] - started:.1f}s passed"
+        result.cut = True
+        result.detached = True
+        if result.scanning:
+            result.error += _cut(result.scanning, deadline[0] - started)
+        return result
     if then:
         result.then = then[0]  # type: ignore[assignment]
         result.deadline = deadline[0]
@@ -944,4 +958,9 @@ def entrypoint(
     worker: Callable[[Options, Mapping[str, str]], Callable[..., object] | None] | None = None,
 ) -> NoReturn:
     """``nsprov post-login ARGS``: exit only when the login is denied or exec failed."""
+    import gc  # noqa: PLC0415 - built in
+
+    # This process execs (or exits) within the deadline: the cycle collector would only walk
+    # the objects the imports create, on every login.  Reference counting still frees the rest.
+    gc.disable()
     raise SystemExit(main(argv, worker=worker))

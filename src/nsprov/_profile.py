@@ -246,14 +246,15 @@ def dispatch(
     *,
     full: Full,
     directory: str | None = None,
-) -> Callable[[int], None] | None:
-    """The work to fork for this login, or None: the protocol has nothing configured.
+) -> Callable[..., object] | None:
+    """The work for this login, or None: the protocol has nothing configured.
 
     Runs in the post-login parent, before the fork, with the standard library only:
     the profile is loaded here (a few ``stat`` and ``open`` calls on local files, like
     the ``--serve`` path's stamp).  With a warm profile whose protocol runs no action,
     None says "exec now" (nothing forked, nothing else imported); with a warm profile,
-    the forked worker runs :func:`run_lean`; otherwise ``full(fd, opts, environ, state)``,
+    a thread of the post-login process runs :func:`lean_login` (no fork unless the full
+    path or the user's tasks need one); otherwise ``full(fd, opts, environ, state)``,
     the full worker, which writes the profile for the next logins.
     """
     profile, state, _ = load_status(opts.config, directory or default_dir())
@@ -267,9 +268,10 @@ def dispatch(
         return None
     warm = profile
 
-    def lean(fd: int) -> None:  # pragma: no cover - runs in the forked worker
-        run_lean(fd, opts, environ, warm, full=full)
+    def lean(send: Callable[[bytes], None]) -> Callable[[int], None] | None:
+        return lean_login(send, opts, environ, warm, full=full, threaded=True)
 
+    lean.threaded = True  # type: ignore[attr-defined] # run in a thread: _postlogin.run_thread
     return lean
 
 
@@ -281,11 +283,32 @@ def run_lean(
     *,
     full: Full,
 ) -> None:
+    """The lean login in a forked worker writing frames to *fd* (:func:`lean_login`)."""
+    lean_login(lambda data: _send(fd, data), opts, environ, profile, full=full, fd=fd)
+
+
+def lean_login(
+    send: Callable[[bytes], None],
+    opts: Options,
+    environ: Mapping[str, str],
+    profile: dict[str, object],
+    *,
+    full: Full,
+    threaded: bool = False,
+    fd: int = -1,
+) -> Callable[[int], None] | None:
     """The lean worker: :func:`nsprov._lean.run_login` on *profile*, reported like the full one.
 
-    The full path serves this login instead when the profile cannot (the installed
-    Dovecot is not the profile's dialect, the user is in ``debug_users``, whose
-    explanation only the full path writes) and when ``compute`` raises (one log line).
+    *send* takes the frames the full worker would write.  The full path serves this
+    login instead when the profile cannot (the installed Dovecot is not the profile's
+    dialect, the user is in ``debug_users``, whose explanation only the full path
+    writes) and when ``run_login`` raises (one log line).
+
+    In a forked worker (*fd*), the full path and the user's tasks run here.  In a thread
+    of the post-login process (*threaded*), which must never switch ids, both are handed
+    back as a forked worker to run next (:func:`nsprov._postlogin.run_thread`): the full
+    path, or the user's tasks (the login's variables are sent first, its client lines,
+    log lines and ``T_OK`` after them).  Index directories root sees need no task.
     """
     from ._postlogin import (  # noqa: PLC0415 - loaded by the parent already
         T_CLIENT,
@@ -301,47 +324,49 @@ def run_lean(
         log,
     )
 
+    def fallback(why: str) -> Callable[[int], None] | None:
+        if threaded:
+            return lambda worker_fd: full(worker_fd, opts, environ, why)
+        full(fd, opts, environ, why)
+        return None
+
     part = profile["postlogin"]
     assert isinstance(part, dict)  # noqa: S101 - load_status checked it
     user = environ.get("USER", "")
     installed = installed_version(opts.next)
     if installed is not None and installed != part["dialect"]:
-        full(fd, opts, environ, f"Dovecot {installed} installed, profile for {part['dialect']}")
-        return
+        return fallback(f"Dovecot {installed} installed, profile for {part['dialect']}")
     if user in part["debug_users"]:
-        full(fd, opts, environ, "warm; a debug user")
-        return
+        return fallback("warm; a debug user")
     head = b""
     if opts.deadline is None:
         head += frame(T_DEADLINE, str(part["deadline"]).encode())
     head += frame(T_POLICY, str(part["on_error"]).encode())
-    _send(fd, head)  # the config's deadline holds while the actions run
+    send(head)  # the config's deadline holds while the actions run
     try:
-        from ._breaker import SpoolBreaker, spool_state_dir  # noqa: PLC0415 - child only
-        from ._lean import FullPathNeeded, run_login  # noqa: PLC0415 - imported by the parent already
+        from ._breaker import SpoolBreaker, spool_state_dir  # noqa: PLC0415 - worker only
+        from ._lean import FullPathNeeded, dirs_seen, run_login, run_tasks  # noqa: PLC0415 - worker only
 
         state_dir = spool_state_dir()
         breaker = (
             None
             if state_dir is None
-            else SpoolBreaker(state_dir, lambda data: _send(fd, frame(T_SCAN, data)))
+            else SpoolBreaker(state_dir, lambda data: send(frame(T_SCAN, data)))
         )
-        outcome = run_login(profile, environ, protocol=opts.protocol, breaker=breaker)
+        outcome = run_login(
+            profile, environ, protocol=opts.protocol, breaker=breaker, defer=threaded
+        )
     except FullPathNeeded as e:  # not a failure: this login needs what only the full path does
-        full(fd, opts, environ, f"warm; {e}")
-        return
+        return fallback(f"warm; {e}")
     except Exception as e:  # the full path decides what the login gets
         log(
             f"user {user or '?'}: the lean login path failed "
             f"({type(e).__name__}: {e}); this login takes the full path"
         )
-        full(fd, opts, environ, "lean path failed")
-        return
-    # As the full worker (nsprov._worker.finish) logs and sends them.
-    if outcome.errors:
-        log(f"user {user}: " + "; ".join(outcome.errors))
-    if outcome.warnings:
-        log(f"user {user}: " + "; ".join(outcome.warnings), "warning")
+        return fallback("lean path failed")
+    only_dirs = [w for w, _ in outcome.pending] == ["index directories"]
+    if threaded and only_dirs and dirs_seen(outcome.dirs):
+        outcome.pending = []  # every index directory exists: no task, no fork
     out = []
     if part.get("log_logins", True):
         # The lean scan keeps no skip records: its line says skipped=- (the full path counts them).
@@ -360,9 +385,31 @@ def run_lean(
             )
             for k, v in outcome.changes.items()
         ]
-        out += [frame(T_CLIENT, line) for line in outcome.client]
-    out.append(frame(T_OK, b""))
-    _send(fd, b"".join(out))
+
+    def finish(send: Callable[[bytes], None]) -> None:
+        # As the full worker (nsprov._worker.finish) logs and sends them.
+        if outcome.errors:
+            log(f"user {user}: " + "; ".join(outcome.errors))
+        if outcome.warnings:
+            log(f"user {user}: " + "; ".join(outcome.warnings), "warning")
+        tail = [] if outcome.denied else [frame(T_CLIENT, line) for line in outcome.client]
+        send(b"".join([*tail, frame(T_OK, b"")]))
+
+    if outcome.pending and not outcome.denied:
+        send(b"".join(out))
+
+        def tasks(worker_fd: int) -> None:  # pragma: no cover - runs in the forked worker
+            run_tasks(outcome)
+            finish(lambda data: _send(worker_fd, data))
+
+        if threaded:
+            return tasks
+        run_tasks(outcome)
+        finish(send)
+        return None
+    send(b"".join(out))
+    finish(send)
+    return None
 
 
 def _send(fd: int, data: bytes) -> None:

@@ -37,8 +37,10 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.live
 
 FAST = str(Path(nsprov._main.__file__).with_name("_fast.py"))
-#: Calls per entry: the descriptor walk (8) and the stat of its index directory (1).
-PER_ENTRY = 9
+#: Calls per entry: the descriptor walk (8) and the stat of its index directory (1), plus
+#: what the allocator and the interpreter's lock cost per entry in the thread worker (its
+#: malloc arena grows by ``mprotect``, the two threads meet on a ``futex``): about 0.1.
+PER_ENTRY = 9.5
 #: Calls besides the entries' (measured about 140 on Debian 12, Python 3.11, /var/tmp).
 FIXED = 170
 _CALL = re.compile(r"^(?:\d+\s+)?([a-z_0-9]+)\(")
@@ -141,7 +143,7 @@ def _bare(base: Path, modules: list[str]) -> tuple[int, int]:
 
 @pytest.mark.skipif(not shutil.which("strace"), reason="needs strace")
 def test_lean_login_system_calls(live_base: Path, accounts: SystemAccounts) -> None:
-    """One warm lean login at 10 entries: at most 9 calls per entry, FIXED besides, no mkdir, no NSS."""
+    """One warm lean login at 10 entries: ~9 calls per entry, FIXED besides, no mkdir, no NSS, no fork."""
     user = accounts.user("sys")
     ten, modules = _login(live_base, user, 10)
     twenty, _ = _login(live_base, user, 20)
@@ -159,5 +161,10 @@ def test_lean_login_system_calls(live_base: Path, accounts: SystemAccounts) -> N
     assert work - 10 * PER_ENTRY <= FIXED, report
     assert [] == [c for c in ten if c.startswith("mkdir")]
     assert [] == [c for c in ten if "/etc/nsswitch.conf" in c or '"/etc/group"' in c]
-    assert "setresuid(-1, 0, -1)" in "\n".join(ten), "index dirs confirmed, root's ids restored"
-    assert "setgroups" in names
+    # Every index directory exists: the thread worker sees them as root and switches no ids,
+    # and nothing is forked (no clone but the thread's).
+    switched = [n for n in names if n.startswith(("setres", "setgroups", "setuid", "setgid"))]
+    assert [] == switched, "no drop to the user when every index directory exists"
+    forks = [c for c in ten if c.startswith(("clone(", "clone3(", "fork(", "vfork("))]
+    assert 1 == len(forks), forks
+    assert "CLONE_THREAD" in forks[0], forks
