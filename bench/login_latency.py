@@ -46,6 +46,10 @@ README, one ``imap-postlogin`` service):
     the same step as ``python -I -S <nsprov>/_fast.py --config=<ns config> --protocol=imap``
     (no ``site``; no server: the lean path in-process).  With a login profile, ``nsprov-ns``
     and ``nsprov-ns-s`` are the lean path with a warm profile (the warm-up login wrote it).
+``nsprov-ns-deb``
+    ``nsprov-ns-s``'s command line with Debian's own ``/usr/bin/python3`` (PGO/LTO) instead of
+    the venv's interpreter: the same files, the same profile (left out when the venv's
+    interpreter is Debian's).
 ``nsprov-cold``
     ``sh`` running ``/bin/rm -f <profile>`` then ``exec``-ing ``nsprov-ns``'s step on a config
     of its own: every login finds no profile, takes the full path and stores one (the cold

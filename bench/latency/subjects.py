@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
 from tests.live.harness import write_script
 
+from .syscalls import DEBIAN_PYTHON
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from pathlib import Path
 
     from .spools import Configs
     from .target import Target
@@ -132,6 +134,21 @@ def make_subjects(
                 f"--config={configs.ns} --protocol=imap"
             ),
             nsprov=True,
+        ),
+        *(
+            [
+                Subject(
+                    name="nsprov-ns-deb",
+                    program=(
+                        f"{DEBIAN_PYTHON} -I -S {target.src / 'nsprov' / '_fast.py'} "
+                        f"--config={configs.ns} --protocol=imap"
+                    ),
+                    nsprov=True,
+                )
+            ]
+            if Path(DEBIAN_PYTHON).exists()
+            and Path(DEBIAN_PYTHON).resolve() != Path(target.python).resolve()
+            else []
         ),
         Subject(
             name="nsprov-cold",
