@@ -20,6 +20,7 @@ from nsprov._launcher import (
     install,
     render,
 )
+from nsprov._pack import pack_path
 
 ROOT = Path(__file__).parent.parent
 PACKAGE_DIR = default_package_dir()
@@ -307,9 +308,12 @@ class TestCommand:
 
         out = capsys.readouterr().out.splitlines()
         assert out[0].startswith(f"{target} is the bash launcher: ")
+        pack = f"{pack_path(PACKAGE_DIR)}: login pack written"
         assert [
             f"{target}: direct launcher written (#!{sys.executable} -IS)",
+            pack,
             f"{target}: already the direct launcher (#!{sys.executable} -IS)",
+            pack,
             f"{target} is the direct launcher (#!{sys.executable} -IS)",
         ] == out[1:]
 

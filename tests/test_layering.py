@@ -48,6 +48,7 @@ LOGIN_PATH = (
     "nsprov._lean",
     "nsprov._names",
     "nsprov._os",
+    "nsprov._pack",
     "nsprov._plainscan",
     "nsprov._postlogin",
     "nsprov._profile",

@@ -27,6 +27,7 @@ import stat as st
 import sys
 from typing import TYPE_CHECKING
 
+from ._pack import pack_path
 from ._trust import open_trusted
 from .exceptions import NsprovError
 
@@ -63,6 +64,12 @@ def _login(args):
 
 if _login(sys.argv[1:]):
     sys.path.append({package_dir!r})
+    try:  # the login path's modules from the login pack, when it matches the sources
+        from nsprov._pack import boot
+
+        boot({pack!r})
+    except Exception:
+        pass
 else:
     import site
 
@@ -129,7 +136,7 @@ def render(python: str, package_dir: str) -> str:
             f"the #! line for {python!r} is {len(first.encode())} bytes, more than the "
             f"{SHEBANG_MAX} the kernel reads: use a shorter path (a venv nearer /)"
         )
-    body = _BODY.format(package_dir=package_dir)
+    body = _BODY.format(package_dir=package_dir, pack=pack_path(package_dir))
     return f"{first}\n{MARK} (nsprov {_version()})\n{body}"
 
 

@@ -67,4 +67,11 @@ def main(argv: Sequence[str]) -> int:
         print(f"{target}: direct launcher written (#!{python} -IS)")
     else:
         print(f"{target}: already the direct launcher (#!{python} -IS)")
+    from .._launcher import default_package_dir  # noqa: PLC0415
+    from .._pack import write  # noqa: PLC0415
+
+    try:
+        print(f"{write(args.package_dir or default_package_dir())}: login pack written")
+    except (OSError, SyntaxError) as e:  # the launcher imports as usual without it
+        print(f"no login pack (the login path imports its modules as usual): {e}")
     return 0
