@@ -42,6 +42,7 @@ from .harness import (
     User,
     list_mailboxes,
     live_available,
+    login_paths,
     mailbox_arg,
     make_maildir,
     nsprov_problem,
@@ -798,6 +799,16 @@ def _sql_config(backend: str, **keys: str | float) -> str:
     return f'[last_login]\nbackend = "{backend}"\n{body}'
 
 
+def _paths_after(world: World, mark: int, count: int) -> list[tuple[str, str]]:
+    """Which path served each login after log offset *mark*, waiting for *count* info lines."""
+    deadline = time.monotonic() + 5
+    while len(found := login_paths(world.dovecot.log()[mark:])) < count:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    return found
+
+
 class TestLastLoginSqlite:
     """``backend = "sqlite"``: one row per user, updated on every login."""
 
@@ -807,6 +818,7 @@ class TestLastLoginSqlite:
         directory.mkdir(mode=0o700)
         database = directory / "last-login.sqlite"
         world.configure(_sql_config("sqlite", database=str(database)))
+        mark = len(world.dovecot.log())
         before = int(time.time())
 
         replies = [
@@ -815,6 +827,7 @@ class TestLastLoginSqlite:
             world.session("pop3", world.alice, host=HOST6),
         ]
         after = int(time.time())
+        paths = _paths_after(world, mark, 3)
         with sqlite3.connect(database) as db:
             rows = db.execute(
                 "SELECT username, protocol, ip, login_time FROM last_login ORDER BY username"
@@ -828,6 +841,8 @@ class TestLastLoginSqlite:
         ] == [row[:3] for row in rows]
         assert all(before <= row[3] <= after for row in rows)
         assert 0 == database.stat().st_uid
+        # The sqlite backend keeps the configuration on the full path (its driver), every login.
+        assert ["full"] * 3 == [path for _, path in paths]
 
 
 @pytest.fixture(name="pg", scope="module")
@@ -959,12 +974,15 @@ class TestHookExamples:
                 count = select_count(imap, "Shared/Weird Name")
             reply = session("pop3", dovecot.pop3_port, world.alice, ["STAT"])
             errors = dovecot.errors()
+            paths = dovecot.login_paths()
 
         assert ("OK", [b'"User quota" (STORAGE 0 1048576)']) == (typ, quota[1])
         assert {"Shared/sales", "Shared/Weird Name", "Shared/team", "INBOX"} == set(names)
         assert 3 == count
         assert logged_in(reply)
         assert [] == errors
+        # A Python hook runs the full path (the model, attrs and all), for IMAP and POP3 alike.
+        assert [(world.alice.name, "full")] * 2 == paths
 
     def test_deny_rule(self, world: World) -> None:
         """The deny example refuses the test account with its message on IMAP and POP3, others pass; the monitoring network passes too."""
