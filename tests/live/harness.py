@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Self
 import attrs
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping
     from types import TracebackType
 
 DOVECOT = Path("/usr/sbin/dovecot")
@@ -479,6 +479,19 @@ def login_paths(log: str) -> list[tuple[str, str]]:
         if (m := LOGIN_LINE_RE.search(line)) is not None:
             user = line.split("nsprov: user=", 1)[1].split(" ", 1)[0]
             found.append((user, m.group("path")))
+    return found
+
+
+def wait_login_paths(log: Callable[[], str], count: int, mark: int = 0) -> list[tuple[str, str]]:
+    """:func:`login_paths` of ``log()[mark:]``, waiting up to 5 s for *count* info lines.
+
+    Dovecot's log process writes a post-login's line shortly after the login completes.
+    """
+    deadline = time.monotonic() + 5
+    while len(found := login_paths(log()[mark:])) < count:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     return found
 
 

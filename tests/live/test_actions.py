@@ -42,12 +42,12 @@ from .harness import (
     User,
     list_mailboxes,
     live_available,
-    login_paths,
     mailbox_arg,
     make_maildir,
     nsprov_problem,
     parse_list,
     select_count,
+    wait_login_paths,
     write_script,
 )
 from .pg import PostgresCluster, pg_available
@@ -799,16 +799,6 @@ def _sql_config(backend: str, **keys: str | float) -> str:
     return f'[last_login]\nbackend = "{backend}"\n{body}'
 
 
-def _paths_after(world: World, mark: int, count: int) -> list[tuple[str, str]]:
-    """Which path served each login after log offset *mark*, waiting for *count* info lines."""
-    deadline = time.monotonic() + 5
-    while len(found := login_paths(world.dovecot.log()[mark:])) < count:
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
-    return found
-
-
 class TestLastLoginSqlite:
     """``backend = "sqlite"``: one row per user, updated on every login."""
 
@@ -827,7 +817,7 @@ class TestLastLoginSqlite:
             world.session("pop3", world.alice, host=HOST6),
         ]
         after = int(time.time())
-        paths = _paths_after(world, mark, 3)
+        paths = wait_login_paths(world.dovecot.log, 3, mark)
         with sqlite3.connect(database) as db:
             rows = db.execute(
                 "SELECT username, protocol, ip, login_time FROM last_login ORDER BY username"
@@ -974,7 +964,7 @@ class TestHookExamples:
                 count = select_count(imap, "Shared/Weird Name")
             reply = session("pop3", dovecot.pop3_port, world.alice, ["STAT"])
             errors = dovecot.errors()
-            paths = dovecot.login_paths()
+            paths = wait_login_paths(dovecot.log, 2)
 
         assert ("OK", [b'"User quota" (STORAGE 0 1048576)']) == (typ, quota[1])
         assert {"Shared/sales", "Shared/Weird Name", "Shared/team", "INBOX"} == set(names)

@@ -19,7 +19,7 @@ import pytest
 
 from nsprov import _profile
 
-from .harness import login_paths
+from .harness import wait_login_paths
 from .test_actions import SPOOL_CONFIG, World, logged_in, nsprov_lines, refused
 from .test_actions import _world as _world  # noqa: PLC0414 - the module-scoped Dovecot world
 from .test_profile_live import config_cache, profile_path
@@ -57,12 +57,7 @@ def _last_login(world: World) -> Path:
 
 def _paths(world: World, mark: int, count: int) -> list[tuple[str, str]]:
     """Which path served each login after *mark* (its info line), waiting for *count* of them."""
-    deadline = time.monotonic() + 5
-    while len(found := login_paths(world.dovecot.log()[mark:])) < count:
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
-    return found
+    return wait_login_paths(world.dovecot.log, count, mark)
 
 
 def _cold(world: World) -> None:
